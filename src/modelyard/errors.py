@@ -1,0 +1,167 @@
+"""The one error tree of modelyard.
+
+Every error a user can meet is one of these, and each family carries the HTTP
+status a server answers it with::
+
+    ModelyardError                      500
+    ├── InvalidInputError (ValueError)  422  bad input: names the field, expected, got
+    │   └── FilterSyntaxError           422  a search filter that does not parse
+    ├── NotFoundError (LookupError)     404  no such project, run, experiment, artifact
+    ├── ConflictError                   409  a second, different value for a logged param
+    ├── GateFailedError                 409  a promotion gate failed (carries the results)
+    ├── StorageError                    503  the metadata or artifact store failed
+    │   └── ArtifactIntegrityError      503  an artifact's bytes do not match its hash
+    ├── ModelError                      500  the model itself failed
+    └── MissingExtraError               500  an optional dependency is not installed
+
+A message says what failed in the user's terms, what was expected, what arrived
+and where, and one next step:
+
+>>> err = InvalidInputError("Expected number >= 0, got -3", loc="$.instances[2].tenure")
+>>> str(err)
+'Expected number >= 0, got -3 - at $.instances[2].tenure'
+>>> err.status
+422
+>>> err.to_dict()["error"]["type"]
+'invalid_input'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+__all__ = [
+    "ArtifactIntegrityError",
+    "ConflictError",
+    "FilterSyntaxError",
+    "GateFailedError",
+    "InvalidInputError",
+    "MissingExtraError",
+    "ModelError",
+    "ModelyardError",
+    "NotFoundError",
+    "Problem",
+    "StorageError",
+]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an input: where, what was expected, what arrived."""
+
+    loc: str
+    expected: str
+    got: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"loc": self.loc, "expected": self.expected, "got": self.got}
+
+
+class ModelyardError(Exception):
+    """Base of every error modelyard raises on purpose."""
+
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "internal"
+
+    def __init__(self, message: str, *, problems: Sequence[Problem] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.problems = tuple(problems)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_dict(self) -> dict[str, Any]:
+        """The one JSON shape every HTTP error has."""
+        return {
+            "error": {
+                "type": self.type,
+                "message": self.message,
+                "problems": [p.to_dict() for p in self.problems],
+            }
+        }
+
+
+class InvalidInputError(ModelyardError, ValueError):
+    """The input is wrong; the message names the field, the expectation and the value."""
+
+    status = 422
+    type = "invalid_input"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        loc: str | None = None,
+        problems: Sequence[Problem] = (),
+    ) -> None:
+        self.loc = loc
+        full = f"{message} - at {loc}" if loc else message
+        super().__init__(full, problems=problems)
+
+
+class FilterSyntaxError(InvalidInputError):
+    """A search filter that does not parse; the message points at the token."""
+
+    type = "invalid_filter"
+
+    def __init__(self, message: str, *, text: str, position: int, length: int = 1) -> None:
+        self.text = text
+        self.position = position
+        caret = " " * position + "^" * max(1, length)
+        super().__init__(f"{message} (column {position + 1})\n  {text}\n  {caret}")
+
+
+class NotFoundError(ModelyardError, LookupError):
+    """The thing asked for does not exist."""
+
+    status = 404
+    type = "not_found"
+
+
+class ConflictError(ModelyardError):
+    """The request contradicts what is already recorded."""
+
+    status = 409
+    type = "conflict"
+
+
+class GateFailedError(ConflictError):
+    """A promotion gate failed; ``results`` holds every gate's outcome."""
+
+    type = "gate_failed"
+
+    def __init__(self, message: str, *, results: Sequence[Any] = ()) -> None:
+        super().__init__(message)
+        self.results = tuple(results)
+
+
+class StorageError(ModelyardError):
+    """The metadata or artifact store failed; raised ``from`` the backend's error."""
+
+    status = 503
+    type = "storage"
+
+
+class ArtifactIntegrityError(StorageError):
+    """An artifact's content does not match the hash it was stored under."""
+
+    type = "artifact_integrity"
+
+
+class ModelError(ModelyardError):
+    """The model itself failed to load or predict."""
+
+    status = 500
+    type = "model"
+
+
+class MissingExtraError(ModelyardError):
+    """An optional dependency is missing; the message says which extra to install."""
+
+    type = "missing_extra"
+
+    def __init__(self, feature: str, extra: str) -> None:
+        super().__init__(f"{feature} needs the '{extra}' extra: pip install 'modelyard[{extra}]'")

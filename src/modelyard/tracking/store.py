@@ -1,0 +1,471 @@
+"""SQL for tracking: every read and write of runs, params, tags, metrics and inputs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, delete, func, insert, or_, select, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+
+from modelyard.errors import ConflictError, InvalidInputError, NotFoundError
+from modelyard.store.database import Database
+from modelyard.store.schema import (
+    experiments,
+    latest_metrics,
+    metrics,
+    params,
+    run_artifacts,
+    run_inputs,
+    run_tags,
+    runs,
+)
+from modelyard.tracking.buffer import Point
+from modelyard.tracking.entities import (
+    ArtifactEntry,
+    DatasetInput,
+    Experiment,
+    Metric,
+    Run,
+    RunStatus,
+)
+from modelyard.tracking.environment import RunEnvironment
+from modelyard.tracking.filters import compile_filter, compile_order
+
+__all__ = ["SQLTrackingStore"]
+
+_MAX_RESULTS = 50_000
+
+
+def _suggest(name: str, known: Sequence[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    listed = ", ".join(sorted(known)[:10]) or "none yet"
+    return f"{hint} Known experiments: {listed}."
+
+
+class SQLTrackingStore:
+    """Runs and their records in the metadata database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._dialect = db.dialect
+
+    # -- experiments -------------------------------------------------------------
+
+    def _experiment(self, row: Row[Any]) -> Experiment:
+        return Experiment(row.id, row.name, row.created_at, row.description)
+
+    def get_experiment(self, name: str) -> Experiment | None:
+        with self.db.read() as conn:
+            row = conn.execute(select(experiments).where(experiments.c.name == name)).first()
+        return None if row is None else self._experiment(row)
+
+    def list_experiments(self) -> list[Experiment]:
+        with self.db.read() as conn:
+            rows = conn.execute(select(experiments).order_by(experiments.c.name)).all()
+        return [self._experiment(r) for r in rows]
+
+    def get_or_create_experiment(self, name: str, now: int) -> Experiment:
+        if not isinstance(name, str) or not name.strip() or len(name) > 255:
+            raise InvalidInputError(
+                f"Expected an experiment name of 1-255 characters, got {name!r}", loc="experiment"
+            )
+        found = self.get_experiment(name)
+        if found is not None:
+            return found
+        try:
+            with self.db.write() as conn:
+                conn.execute(
+                    insert(experiments).values(id=uuid.uuid4().hex, name=name, created_at=now)
+                )
+        except sa_exc.IntegrityError:
+            pass  # another process created it first; read theirs
+        found = self.get_experiment(name)
+        assert found is not None  # just inserted, by us or by a concurrent process
+        return found
+
+    def require_experiment(self, name: str) -> Experiment:
+        found = self.get_experiment(name)
+        if found is None:
+            known = [e.name for e in self.list_experiments()]
+            raise NotFoundError(f"No experiment named {name!r}.{_suggest(name, known)}")
+        return found
+
+    # -- runs --------------------------------------------------------------------
+
+    def create_run(
+        self,
+        experiment_id: str,
+        *,
+        name: str,
+        env: RunEnvironment,
+        parent_run_id: str | None,
+        tags: Mapping[str, str],
+        now: int,
+    ) -> str:
+        run_id = uuid.uuid4().hex
+        with self.db.write() as conn:
+            if parent_run_id is not None:
+                self._require_run(conn, parent_run_id)
+            conn.execute(
+                insert(runs).values(
+                    id=run_id,
+                    experiment_id=experiment_id,
+                    name=name,
+                    status=RunStatus.RUNNING.value,
+                    start_time=now,
+                    end_time=None,
+                    heartbeat_at=now,
+                    parent_run_id=parent_run_id,
+                    git_commit=env.git_commit,
+                    git_dirty=env.git_dirty,
+                    python_version=env.python_version,
+                    packages=json.dumps(env.packages, sort_keys=True),
+                    host=env.host,
+                    pid=env.pid,
+                    user=env.user,
+                    source=env.source,
+                )
+            )
+            if tags:
+                conn.execute(
+                    insert(run_tags),
+                    [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()],
+                )
+        return run_id
+
+    def _require_run(self, conn: Connection, run_id: str) -> Row[Any]:
+        row = conn.execute(select(runs).where(runs.c.id == run_id)).first()
+        if row is None:
+            raise NotFoundError(f"No run with id {run_id!r}. List runs with `modelyard runs list`.")
+        return row
+
+    def set_status(self, run_id: str, status: RunStatus, now: int) -> None:
+        with self.db.write() as conn:
+            self._require_run(conn, run_id)
+            end = None if status is RunStatus.RUNNING else now
+            conn.execute(
+                update(runs)
+                .where(runs.c.id == run_id)
+                .values(status=status.value, end_time=end, heartbeat_at=now)
+            )
+
+    def heartbeat(self, run_ids: Iterable[str], now: int) -> None:
+        ids = list(run_ids)
+        if ids:
+            with self.db.write() as conn:
+                conn.execute(
+                    update(runs)
+                    .where(runs.c.id.in_(ids), runs.c.status == RunStatus.RUNNING.value)
+                    .values(heartbeat_at=now)
+                )
+
+    def reap_dead_runs(self, *, now: int, timeout_ms: int, host: str) -> int:
+        """Mark as KILLED the running runs whose process is gone; return how many."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(runs.c.id, runs.c.host, runs.c.pid, runs.c.heartbeat_at).where(
+                    runs.c.status == RunStatus.RUNNING.value
+                )
+            ).all()
+        dead = [
+            (r.id, r.heartbeat_at)
+            for r in rows
+            if r.heartbeat_at < now - timeout_ms or (r.host == host and not _pid_alive(r.pid))
+        ]
+        if dead:
+            with self.db.write() as conn:
+                for run_id, last_seen in dead:
+                    conn.execute(
+                        update(runs)
+                        .where(runs.c.id == run_id, runs.c.status == RunStatus.RUNNING.value)
+                        .values(status=RunStatus.KILLED.value, end_time=last_seen)
+                    )
+        return len(dead)
+
+    # -- params and tags -------------------------------------------------------------
+
+    def log_params(self, run_id: str, values: Mapping[str, str]) -> None:
+        """Insert params; the same value again is fine, a different one is a ConflictError."""
+        if not values:
+            return
+        with self.db.write() as conn:
+            self._require_run(conn, run_id)
+            existing = dict(
+                conn.execute(
+                    select(params.c.key, params.c.value).where(
+                        params.c.run_id == run_id, params.c.key.in_(list(values))
+                    )
+                ).all()
+            )
+            clashes = [
+                (k, existing[k], v) for k, v in values.items() if k in existing and existing[k] != v
+            ]
+            if clashes:
+                key, old, new = clashes[0]
+                raise ConflictError(
+                    f"Param {key!r} of run {run_id} is already {old!r}; cannot change it to "
+                    f"{new!r}. Params are logged once: start a new run to try another value."
+                )
+            new_rows = [
+                {"run_id": run_id, "key": k, "value": v}
+                for k, v in values.items()
+                if k not in existing
+            ]
+            if new_rows:
+                conn.execute(insert(params), new_rows)
+
+    def set_tags(self, run_id: str, values: Mapping[str, str]) -> None:
+        if not values:
+            return
+        with self.db.write() as conn:
+            self._require_run(conn, run_id)
+            conn.execute(
+                delete(run_tags).where(
+                    run_tags.c.run_id == run_id, run_tags.c.key.in_(list(values))
+                )
+            )
+            conn.execute(
+                insert(run_tags),
+                [{"run_id": run_id, "key": k, "value": v} for k, v in values.items()],
+            )
+
+    # -- metrics -----------------------------------------------------------------
+
+    def write_metrics(self, points: Sequence[Point]) -> None:
+        """Append points to the history and move each key's latest value forward."""
+        nan_as_null = self._dialect == "sqlite"  # SQLite stores NaN as NULL anyway
+        history: list[dict[str, Any]] = [
+            {
+                "run_id": run_id,
+                "key": key,
+                "value": None if nan_as_null and math.isnan(value) else value,
+                "step": step,
+                "timestamp": ts,
+            }
+            for run_id, key, value, step, ts in points
+        ]
+        latest: dict[tuple[str, str], dict[str, Any]] = {}
+        for row in history:
+            ident: tuple[str, str] = (row["run_id"], row["key"])
+            seen = latest.get(ident)
+            if seen is None or (row["step"], row["timestamp"]) >= (seen["step"], seen["timestamp"]):
+                latest[ident] = row
+        with self.db.write() as conn:
+            conn.execute(insert(metrics), history)
+            ins: Any = (sqlite.insert if self._dialect == "sqlite" else postgresql.insert)(
+                latest_metrics
+            )
+            current = latest_metrics.c
+            upsert = ins.on_conflict_do_update(
+                index_elements=[current.run_id, current.key],
+                set_={
+                    "value": ins.excluded.value,
+                    "step": ins.excluded.step,
+                    "timestamp": ins.excluded.timestamp,
+                },
+                where=or_(
+                    current.step < ins.excluded.step,
+                    and_(
+                        current.step == ins.excluded.step,
+                        current.timestamp <= ins.excluded.timestamp,
+                    ),
+                ),
+            )
+            conn.execute(upsert, list(latest.values()))
+
+    def metric_history(self, run_id: str, key: str) -> list[Metric]:
+        with self.db.read() as conn:
+            self._require_run(conn, run_id)
+            rows = conn.execute(
+                select(metrics.c.key, metrics.c.value, metrics.c.step, metrics.c.timestamp)
+                .where(metrics.c.run_id == run_id, metrics.c.key == key)
+                .order_by(metrics.c.step, metrics.c.timestamp, metrics.c.id)
+            ).all()
+        return [Metric(r.key, _float(r.value), r.step, r.timestamp) for r in rows]
+
+    # -- inputs and artifacts ---------------------------------------------------------
+
+    def log_input(self, run_id: str, dataset: DatasetInput, now: int) -> None:
+        values = {
+            "run_id": run_id,
+            "name": dataset.name,
+            "context": dataset.context,
+            "digest": dataset.digest,
+            "schema": json.dumps(dataset.schema),
+            "num_rows": dataset.num_rows,
+            "source": dataset.source,
+            "created_at": now,
+        }
+        with self.db.write() as conn:
+            self._require_run(conn, run_id)
+            old = conn.execute(
+                select(run_inputs.c.digest).where(
+                    run_inputs.c.run_id == run_id,
+                    run_inputs.c.name == dataset.name,
+                    run_inputs.c.context == dataset.context,
+                )
+            ).first()
+            if old is not None and old.digest != dataset.digest:
+                raise ConflictError(
+                    f"Run {run_id} already read a different {dataset.context!r} data set "
+                    f"named {dataset.name!r} (digest {old.digest[:12]}..., now "
+                    f"{dataset.digest[:12]}...). Log it under another name or context."
+                )
+            if old is None:
+                conn.execute(insert(run_inputs).values(**values))
+
+    def list_inputs(self, run_id: str) -> list[DatasetInput]:
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(run_inputs).where(run_inputs.c.run_id == run_id).order_by(run_inputs.c.id)
+            ).all()
+        return [
+            DatasetInput(r.name, r.context, r.digest, json.loads(r.schema), r.num_rows, r.source)
+            for r in rows
+        ]
+
+    def add_artifacts(self, run_id: str, entries: Sequence[ArtifactEntry], now: int) -> None:
+        with self.db.write() as conn:
+            self._require_run(conn, run_id)
+            paths = [e.path for e in entries]
+            conn.execute(
+                delete(run_artifacts).where(
+                    run_artifacts.c.run_id == run_id, run_artifacts.c.path.in_(paths)
+                )
+            )
+            conn.execute(
+                insert(run_artifacts),
+                [
+                    {
+                        "run_id": run_id,
+                        "path": e.path,
+                        "sha256": e.sha256,
+                        "size": e.size,
+                        "created_at": now,
+                    }
+                    for e in entries
+                ],
+            )
+
+    def list_artifacts(self, run_id: str) -> list[ArtifactEntry]:
+        with self.db.read() as conn:
+            self._require_run(conn, run_id)
+            rows = conn.execute(
+                select(run_artifacts)
+                .where(run_artifacts.c.run_id == run_id)
+                .order_by(run_artifacts.c.path)
+            ).all()
+        return [ArtifactEntry(r.path, r.sha256, r.size) for r in rows]
+
+    # -- reading runs --------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> Run:
+        with self.db.read() as conn:
+            self._require_run(conn, run_id)
+            return self._load_runs(conn, select(runs.c.id).where(runs.c.id == run_id))[0]
+
+    def find_run_ids(self, prefix: str) -> list[str]:
+        with self.db.read() as conn:
+            return list(
+                conn.execute(select(runs.c.id).where(runs.c.id.like(f"{prefix}%")).limit(3))
+                .scalars()
+                .all()
+            )
+
+    def search_runs(
+        self,
+        experiment_ids: Sequence[str] | None,
+        *,
+        filter: str | None,
+        order_by: Sequence[str],
+        max_results: int,
+        offset: int = 0,
+    ) -> list[Run]:
+        if not 1 <= max_results <= _MAX_RESULTS:
+            raise InvalidInputError(
+                f"Expected max_results between 1 and {_MAX_RESULTS}, got {max_results}",
+                loc="max_results",
+            )
+        where = compile_filter(filter)
+        order = [*compile_order(order_by), runs.c.start_time.desc(), runs.c.id]
+        query = select(runs.c.id)
+        if experiment_ids is not None:
+            query = query.where(runs.c.experiment_id.in_(list(experiment_ids)))
+        if where is not None:
+            query = query.where(where)
+        query = query.order_by(*order).limit(max_results).offset(offset)
+        with self.db.read() as conn:
+            return self._load_runs(conn, query)
+
+    def _load_runs(self, conn: Connection, ids_query: Any) -> list[Run]:
+        ids = list(conn.execute(ids_query).scalars().all())
+        if not ids:
+            return []
+        rows = {
+            r.id: r
+            for r in conn.execute(
+                select(runs, experiments.c.name.label("experiment_name"))
+                .join(experiments, experiments.c.id == runs.c.experiment_id)
+                .where(runs.c.id.in_(ids))
+            ).all()
+        }
+        by_run: dict[str, dict[str, dict[str, Any]]] = {i: {"p": {}, "t": {}, "m": {}} for i in ids}
+        for table, slot in ((params, "p"), (run_tags, "t"), (latest_metrics, "m")):
+            for r in conn.execute(
+                select(table.c.run_id, table.c.key, table.c.value).where(table.c.run_id.in_(ids))
+            ).all():
+                by_run[r.run_id][slot][r.key] = _float(r.value) if slot == "m" else r.value
+        result = []
+        for run_id in ids:
+            r = rows[run_id]
+            extra = by_run[run_id]
+            result.append(
+                Run(
+                    id=r.id,
+                    experiment_id=r.experiment_id,
+                    experiment=r.experiment_name,
+                    name=r.name,
+                    status=RunStatus(r.status),
+                    start_time=r.start_time,
+                    end_time=r.end_time,
+                    parent_run_id=r.parent_run_id,
+                    git_commit=r.git_commit,
+                    git_dirty=r.git_dirty,
+                    python_version=r.python_version,
+                    packages=json.loads(r.packages),
+                    host=r.host,
+                    user=r.user,
+                    source=r.source,
+                    params=dict(sorted(extra["p"].items())),
+                    tags=dict(sorted(extra["t"].items())),
+                    metrics=dict(sorted(extra["m"].items())),
+                )
+            )
+        return result
+
+    def count_runs(self) -> int:
+        with self.db.read() as conn:
+            return int(conn.execute(select(func.count()).select_from(runs)).scalar_one())
+
+
+def _float(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by someone else
+    return True

@@ -1,0 +1,73 @@
+"""Fixtures shared by the suite: one test body, every metadata backend.
+
+``db_url`` runs a test on SQLite and on the PostgreSQL server that ``make test``
+starts (``MODELYARD_TEST_PG_URL``). Without that server the PostgreSQL cases are
+skipped, unless ``MODELYARD_TEST_REQUIRE_SERVICES=1`` (as in ``make test`` and CI),
+where a missing server is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+from sqlalchemy import create_engine, text
+
+from modelyard.config import Settings, init_project, load_settings
+from modelyard.tracking.client import TrackingClient
+
+PG_URL = os.environ.get("MODELYARD_TEST_PG_URL")
+REQUIRE = os.environ.get("MODELYARD_TEST_REQUIRE_SERVICES") == "1"
+
+
+def _need_pg() -> str:
+    if PG_URL:
+        return PG_URL
+    if REQUIRE:
+        pytest.fail("MODELYARD_TEST_PG_URL is not set but services are required")
+    pytest.skip("no PostgreSQL server: run the suite with `make test`")
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database; its URL."""
+    admin_url = _need_pg()
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    base = admin_url.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a fresh metadata database, on each backend in turn."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'meta' / 'modelyard.db'}"
+    return str(request.getfixturevalue("pg_database"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str) -> Settings:
+    """A fresh project whose metadata store is ``db_url``."""
+    root = tmp_path / "project"
+    init_project(root)
+    base = load_settings(root, environ={})
+    return msgspec.structs.replace(base, db_url=db_url)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TrackingClient]:
+    c = TrackingClient(settings)
+    yield c
+    c.close()
