@@ -76,7 +76,7 @@ def load_flights(months: Sequence[int] = (1, 2)) -> pd.DataFrame:
     weather = weather.drop_duplicates(["origin", "time_hour"])
     frame = flights.merge(weather, on=["origin", "time_hour"], how="left")
     frame["time_hour"] = pd.to_datetime(frame["time_hour"], utc=True)
-    frame["day_of_week"] = frame["time_hour"].dt.tz_convert("America/New_York").dt.dayofweek
+    frame["day_of_week"] = frame["time_hour"].dt.tz_convert("America/New_York").dt.day_of_week
     frame["sched_dep_hour"] = frame["sched_dep_time"] // 100
     frame[TARGET] = (frame["arr_delay"] > 15).astype("int8")
     for col in CATEGORICAL:

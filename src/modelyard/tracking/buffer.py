@@ -13,6 +13,9 @@ from collections.abc import Callable
 
 __all__ = ["MetricBuffer", "Point"]
 
+#: stands in for the flusher thread once the buffer was stopped
+_STOPPED = threading.Thread(name="modelyard-flusher-stopped")
+
 _log = logging.getLogger(__name__)
 
 #: (run_id, key, value, step, timestamp_ms)
@@ -42,6 +45,8 @@ class MetricBuffer:
         self._thread: threading.Thread | None = None
 
     def add(self, point: Point) -> None:
+        if self._thread is None:
+            self.start()  # e.g. in a forked child, which has no flusher thread yet
         with self._lock:
             self._points.append(point)
             full = len(self._points) >= self._max
@@ -49,6 +54,8 @@ class MetricBuffer:
             self.flush()
 
     def extend(self, points: list[Point]) -> None:
+        if self._thread is None:
+            self.start()
         with self._lock:
             self._points.extend(points)
             full = len(self._points) >= self._max
@@ -73,8 +80,8 @@ class MetricBuffer:
                 raise
 
     def start(self) -> None:
-        """Start the background flusher (idempotent)."""
-        if self._thread is not None and self._thread.is_alive():
+        """Start the background flusher (idempotent; not after ``stop``)."""
+        if self._thread is not None and (self._thread is _STOPPED or self._thread.is_alive()):
             return
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="modelyard-flusher", daemon=True)
@@ -90,12 +97,12 @@ class MetricBuffer:
                 _log.warning("modelyard: background metric flush failed; will retry", exc_info=True)
 
     def stop(self) -> None:
-        """Stop the flusher and write what is left."""
+        """Stop the flusher and write what is left; later points are written by ``flush``."""
         self._stop.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
-        self._thread = None
+        self._thread = _STOPPED
         self.flush()
 
     def reset_after_fork(self) -> None:

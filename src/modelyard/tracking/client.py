@@ -48,6 +48,7 @@ from modelyard.tracking.validation import (
     metric_value,
     param_value,
     step_value,
+    timestamp_value,
 )
 
 __all__ = ["ActiveRun", "TrackingClient"]
@@ -188,8 +189,12 @@ class TrackingClient:
         """Reopen a finished, failed or killed run to log more to it."""
         run = self.get_run(run_id)
         self._store.set_status(run.id, RunStatus.RUNNING, _now_ms())
+        last_steps = self._store.latest_steps(run.id)
         with self._lock:
             self._active[run.id] = 0
+            # automatic steps go on after the ones already logged
+            for key, step in last_steps.items():
+                self._steps[(run.id, key)] = step + 1
         self._buffer.start()
         return ActiveRun(self, run.id, run.experiment, run.name)
 
@@ -284,7 +289,11 @@ class TrackingClient:
                 self._steps[ident] = step + 1
         elif type(step) is not int:
             step = step_value(key, step)
-        return (run_id, key, number, step, _now_ms() if timestamp is None else timestamp)
+        if timestamp is None:
+            timestamp = _now_ms()
+        elif type(timestamp) is not int:
+            timestamp = timestamp_value(key, timestamp)
+        return (run_id, key, number, step, timestamp)
 
     def log_metric(
         self,

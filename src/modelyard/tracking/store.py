@@ -282,6 +282,16 @@ class SQLTrackingStore:
             )
             conn.execute(upsert, list(latest.values()))
 
+    def latest_steps(self, run_id: str) -> dict[str, int]:
+        """The step of each metric's latest point."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(latest_metrics.c.key, latest_metrics.c.step).where(
+                    latest_metrics.c.run_id == run_id
+                )
+            ).all()
+        return {r.key: int(r.step) for r in rows}
+
     def metric_history(self, run_id: str, key: str) -> list[Metric]:
         with self.db.read() as conn:
             self._require_run(conn, run_id)

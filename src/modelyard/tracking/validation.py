@@ -14,13 +14,19 @@ modelyard.errors.InvalidInputError: Expected a number for metric 'auc', got str 
 
 from __future__ import annotations
 
-import math
 import numbers
 import re
 
 from modelyard.errors import InvalidInputError
 
-__all__ = ["MAX_PARAM_LENGTH", "check_key", "metric_value", "param_value", "step_value"]
+__all__ = [
+    "MAX_PARAM_LENGTH",
+    "check_key",
+    "metric_value",
+    "param_value",
+    "step_value",
+    "timestamp_value",
+]
 
 _KEY = re.compile(r"^[A-Za-z0-9_\-./ :]{1,250}$")
 MAX_PARAM_LENGTH = 8000
@@ -76,5 +82,12 @@ def step_value(key: str, step: object) -> int:
     return int(step)
 
 
-def is_nan(value: float) -> bool:
-    return math.isnan(value)
+def timestamp_value(key: str, timestamp: object) -> int:
+    """A timestamp in integer milliseconds since the epoch."""
+    if isinstance(timestamp, bool) or not isinstance(timestamp, numbers.Integral) or timestamp < 0:
+        raise InvalidInputError(
+            f"Expected a timestamp in integer milliseconds since the epoch for metric {key!r}, "
+            f"got {timestamp!r}",
+            loc=f"metrics.{key}.timestamp",
+        )
+    return int(timestamp)
