@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import socket
 import sys
@@ -54,6 +55,7 @@ from modelyard.tracking.validation import (
 __all__ = ["ActiveRun", "TrackingClient"]
 
 _GIT_TTL_S = 5.0
+_REAP_EVERY_S = 1.0
 _CONTEXTS = ("training", "validation", "test", "evaluation", "inference", "other")
 
 
@@ -95,6 +97,8 @@ class TrackingClient:
             interval_ms=tracking.flush_interval_ms,
             on_tick=self._tick,
         )
+        self._last_reap = -math.inf
+        self._experiment_ids: dict[str, str] = {}
         self._closed = False
         ref = weakref.ref(self)
         self._atexit = lambda: _close_at_exit(ref)
@@ -138,6 +142,13 @@ class TrackingClient:
     def create_experiment(self, name: str) -> Experiment:
         """The experiment called ``name``, created if it does not exist yet."""
         return self._store.get_or_create_experiment(name, _now_ms())
+
+    def _experiment_id(self, name: str) -> str:
+        # experiments are never renamed or deleted, so their ids can be remembered
+        found = self._experiment_ids.get(name)
+        if found is None:
+            found = self._experiment_ids[name] = self._store.require_experiment(name).id
+        return found
 
     def get_experiment(self, name: str) -> Experiment:
         return self._store.require_experiment(name)
@@ -227,6 +238,11 @@ class TrackingClient:
         return self._store.get_run(run_id)
 
     def _reap(self) -> None:
+        # at most once a second: a loop of searches should not pay for it every time
+        now = time.monotonic()
+        if now - self._last_reap < _REAP_EVERY_S:
+            return
+        self._last_reap = now
         self._store.reap_dead_runs(
             now=_now_ms(),
             timeout_ms=int(self.settings.tracking.heartbeat_timeout_s * 1000),
@@ -250,7 +266,7 @@ class TrackingClient:
         ids: list[str] | None = None
         if experiment is not None:
             names = [experiment] if isinstance(experiment, str) else list(experiment)
-            ids = [self._store.require_experiment(n).id for n in names]
+            ids = [self._experiment_id(n) for n in names]
         if isinstance(order_by, str):
             order_by = [order_by]
         return self._store.search_runs(

@@ -9,7 +9,9 @@ and parentheses::
     params.model in ('hgb', 'rf') and name like 'nightly-%'
 
 Metrics compare against their latest value, so a search never reads a metric's
-history. A filter that does not parse is an error that points at the token:
+history; a NaN latest value matches no comparison and sorts last, like a missing
+one. ``like`` is case-sensitive and ``ilike`` is not, on every backend. A filter
+that does not parse is an error that points at the token:
 
 >>> parse_filter("metrics.auc >> 0.8")
 Traceback (most recent call last):
@@ -21,13 +23,17 @@ modelyard.errors.FilterSyntaxError: Expected a value after '>', got '>' (column 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, literal, not_, or_, select
+from sqlalchemy import Boolean, ColumnElement, and_, exists, func, literal, not_, or_, select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import UnaryExpression
+from sqlalchemy.sql.functions import FunctionElement
 
 from modelyard.errors import FilterSyntaxError
 from modelyard.store.schema import latest_metrics, params, run_tags, runs
@@ -314,6 +320,56 @@ def parse_filter(text: str) -> Node | None:
     return _Parser(text).parse()
 
 
+class _Like(FunctionElement[bool]):
+    """``column LIKE pattern``, case-sensitive on every backend.
+
+    SQLite's LIKE ignores case, so there it is ``column GLOB`` the same pattern
+    written in GLOB's syntax (the third argument).
+    """
+
+    type = Boolean()
+    inherit_cache = True
+    name = "like"
+
+
+@compiles(_Like)
+def _compile_like(element: _Like, compiler: SQLCompiler, **kw: Any) -> str:
+    column, pattern, _ = element.clauses
+    return f"({compiler.process(column, **kw)} LIKE {compiler.process(pattern, **kw)})"
+
+
+@compiles(_Like, "sqlite")
+def _compile_glob(element: _Like, compiler: SQLCompiler, **kw: Any) -> str:
+    column, _, glob = element.clauses
+    return f"({compiler.process(column, **kw)} GLOB {compiler.process(glob, **kw)})"
+
+
+_GLOB_LITERAL = {"*": "[*]", "?": "[?]", "[": "[[]"}
+
+
+def _glob(pattern: str) -> str:
+    """A LIKE pattern (``%``, ``_``, ``\\`` escapes as in PostgreSQL) in GLOB's syntax."""
+    out = []
+    chars = iter(pattern)
+    for char in chars:
+        if char == "\\":
+            escaped = next(chars, "\\")
+            out.append(_GLOB_LITERAL.get(escaped, escaped))
+        elif char == "%":
+            out.append("*")
+        elif char == "_":
+            out.append("?")
+        else:
+            out.append(_GLOB_LITERAL.get(char, char))
+    return "".join(out)
+
+
+def _number(column: Any) -> Any:
+    """A metric's value with NaN as NULL: PostgreSQL orders NaN above every number
+    and finds ``NaN > 0.8`` true; SQLite already stores NaN as NULL."""
+    return func.nullif(column, literal(math.nan))
+
+
 def _apply(column: Any, op: str, value: Any) -> ColumnElement[bool]:
     if op == "=":
         return column == value  # type: ignore[no-any-return]
@@ -328,9 +384,9 @@ def _apply(column: Any, op: str, value: Any) -> ColumnElement[bool]:
     if op == ">=":
         return column >= value  # type: ignore[no-any-return]
     if op == "like":
-        return column.like(value)  # type: ignore[no-any-return]
+        return _Like(column, literal(value), literal(_glob(value)))
     if op == "ilike":
-        return column.ilike(value)  # type: ignore[no-any-return]
+        return column.ilike(value, escape="\\")  # type: ignore[no-any-return]
     if op == "in":
         return column.in_(value)  # type: ignore[no-any-return]
     return not_(column.in_(value))  # type: ignore[no-any-return]
@@ -343,11 +399,12 @@ def _compile_node(node: Node) -> ColumnElement[bool]:
     if node.kind == "attribute":
         return _apply(runs.c[node.key], node.op, node.value)
     table = {"metric": latest_metrics, "param": params, "tag": run_tags}[node.kind]
+    value = _number(table.c.value) if node.kind == "metric" else table.c.value
     return exists(
         select(literal(1)).where(
             table.c.run_id == runs.c.id,
             table.c.key == node.key,
-            _apply(table.c.value, node.op, node.value),
+            _apply(value, node.op, node.value),
         )
     )
 
@@ -408,8 +465,9 @@ def compile_order(terms: Sequence[str]) -> list[UnaryExpression[Any]]:
             column: Any = runs.c[term.key]
         else:
             table = {"metric": latest_metrics, "param": params, "tag": run_tags}[term.kind]
+            value = _number(table.c.value) if term.kind == "metric" else table.c.value
             column = (
-                select(table.c.value)
+                select(value)
                 .where(table.c.run_id == runs.c.id, table.c.key == term.key)
                 .scalar_subquery()
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -9,7 +10,19 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -40,6 +53,58 @@ from modelyard.tracking.filters import compile_filter, compile_order
 __all__ = ["SQLTrackingStore"]
 
 _MAX_RESULTS = 50_000
+# the order _load_runs reads them by position
+_RUN_COLUMNS = (
+    runs.c.id,
+    runs.c.experiment_id,
+    runs.c.name,
+    runs.c.status,
+    runs.c.start_time,
+    runs.c.end_time,
+    runs.c.parent_run_id,
+    runs.c.git_commit,
+    runs.c.git_dirty,
+    runs.c.python_version,
+    runs.c.packages,
+    runs.c.host,
+    runs.c.user,
+    runs.c.source,
+    experiments.c.name,
+)
+_FROM_RUNS = select(*_RUN_COLUMNS).join(experiments, experiments.c.id == runs.c.experiment_id)
+_BY_ID = _FROM_RUNS.where(runs.c.id == bindparam("run_id"))
+_TEXT_RECORDS = (
+    select(literal(0).label("slot"), params.c.run_id, params.c.key, params.c.value)
+    .where(params.c.run_id.in_(bindparam("ids", expanding=True)))
+    .union_all(
+        select(literal(1), run_tags.c.run_id, run_tags.c.key, run_tags.c.value).where(
+            run_tags.c.run_id.in_(bindparam("ids", expanding=True))
+        )
+    )
+)
+_LATEST_METRICS = select(
+    latest_metrics.c.run_id, latest_metrics.c.key, latest_metrics.c.value
+).where(latest_metrics.c.run_id.in_(bindparam("ids", expanding=True)))
+
+
+@functools.lru_cache(maxsize=256)
+def _search_query(filter: str, order_by: tuple[str, ...], by_experiment: bool) -> Any:
+    """The statement for a search; built once per filter and order (statements are immutable).
+
+    Limit, offset and experiment ids stay bound parameters, so SQLAlchemy's compiled
+    cache serves every page and every experiment with the same SQL.
+    """
+    query = _FROM_RUNS
+    if by_experiment:
+        query = query.where(runs.c.experiment_id.in_(bindparam("experiment_ids", expanding=True)))
+    where = compile_filter(filter)
+    if where is not None:
+        query = query.where(where)
+    return (
+        query.order_by(*compile_order(order_by), runs.c.start_time.desc(), runs.c.id)
+        .limit(bindparam("limit"))
+        .offset(bindparam("offset"))
+    )
 
 
 def _suggest(name: str, known: Sequence[str]) -> str:
@@ -381,7 +446,8 @@ class SQLTrackingStore:
     def get_run(self, run_id: str) -> Run:
         with self.db.read() as conn:
             self._require_run(conn, run_id)
-            return self._load_runs(conn, select(runs.c.id).where(runs.c.id == run_id))[0]
+            rows = conn.execute(_BY_ID, {"run_id": run_id}).all()
+            return self._with_records(conn, rows)[0]
 
     def find_run_ids(self, prefix: str) -> list[str]:
         with self.db.read() as conn:
@@ -405,59 +471,50 @@ class SQLTrackingStore:
                 f"Expected max_results between 1 and {_MAX_RESULTS}, got {max_results}",
                 loc="max_results",
             )
-        where = compile_filter(filter)
-        order = [*compile_order(order_by), runs.c.start_time.desc(), runs.c.id]
-        query = select(runs.c.id)
+        if offset < 0:
+            raise InvalidInputError(f"Expected offset >= 0, got {offset}", loc="offset")
+        query = _search_query(filter or "", tuple(order_by), experiment_ids is not None)
+        bind: dict[str, Any] = {"limit": max_results, "offset": offset}
         if experiment_ids is not None:
-            query = query.where(runs.c.experiment_id.in_(list(experiment_ids)))
-        if where is not None:
-            query = query.where(where)
-        query = query.order_by(*order).limit(max_results).offset(offset)
+            bind["experiment_ids"] = list(experiment_ids)
         with self.db.read() as conn:
-            return self._load_runs(conn, query)
+            return self._with_records(conn, conn.execute(query, bind).all())
 
-    def _load_runs(self, conn: Connection, ids_query: Any) -> list[Run]:
-        ids = list(conn.execute(ids_query).scalars().all())
-        if not ids:
+    def _with_records(self, conn: Connection, rows: Sequence[Any]) -> list[Run]:
+        """Runs from rows of ``_RUN_COLUMNS``, with params, tags and latest metrics."""
+        if not rows:
             return []
-        rows = {
-            r.id: r
-            for r in conn.execute(
-                select(runs, experiments.c.name.label("experiment_name"))
-                .join(experiments, experiments.c.id == runs.c.experiment_id)
-                .where(runs.c.id.in_(ids))
-            ).all()
+        ids = [r[0] for r in rows]
+        extra: dict[str, tuple[dict[str, str], dict[str, str], dict[str, float]]] = {
+            i: ({}, {}, {}) for i in ids
         }
-        by_run: dict[str, dict[str, dict[str, Any]]] = {i: {"p": {}, "t": {}, "m": {}} for i in ids}
-        for table, slot in ((params, "p"), (run_tags, "t"), (latest_metrics, "m")):
-            for r in conn.execute(
-                select(table.c.run_id, table.c.key, table.c.value).where(table.c.run_id.in_(ids))
-            ).all():
-                by_run[r.run_id][slot][r.key] = _float(r.value) if slot == "m" else r.value
+        for slot, run_id, key, value in conn.execute(_TEXT_RECORDS, {"ids": ids}).all():
+            extra[run_id][slot][key] = value
+        for run_id, key, value in conn.execute(_LATEST_METRICS, {"ids": ids}).all():
+            extra[run_id][2][key] = _float(value)
         result = []
-        for run_id in ids:
-            r = rows[run_id]
-            extra = by_run[run_id]
+        for row in rows:
+            p, t, m = extra[row[0]]
             result.append(
                 Run(
-                    id=r.id,
-                    experiment_id=r.experiment_id,
-                    experiment=r.experiment_name,
-                    name=r.name,
-                    status=RunStatus(r.status),
-                    start_time=r.start_time,
-                    end_time=r.end_time,
-                    parent_run_id=r.parent_run_id,
-                    git_commit=r.git_commit,
-                    git_dirty=r.git_dirty,
-                    python_version=r.python_version,
-                    packages=json.loads(r.packages),
-                    host=r.host,
-                    user=r.user,
-                    source=r.source,
-                    params=dict(sorted(extra["p"].items())),
-                    tags=dict(sorted(extra["t"].items())),
-                    metrics=dict(sorted(extra["m"].items())),
+                    id=row[0],
+                    experiment_id=row[1],
+                    name=row[2],
+                    status=RunStatus(row[3]),
+                    start_time=row[4],
+                    end_time=row[5],
+                    parent_run_id=row[6],
+                    git_commit=row[7],
+                    git_dirty=row[8],
+                    python_version=row[9],
+                    packages=json.loads(row[10]),
+                    host=row[11],
+                    user=row[12],
+                    source=row[13],
+                    experiment=row[14],
+                    params=dict(sorted(p.items())),
+                    tags=dict(sorted(t.items())),
+                    metrics=dict(sorted(m.items())),
                 )
             )
         return result
