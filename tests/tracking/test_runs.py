@@ -2,10 +2,15 @@ from __future__ import annotations
 
 import math
 import re
+import time
 
+import msgspec
 import pytest
+from sqlalchemy import select
 
-from modelyard.errors import ConflictError, InvalidInputError, NotFoundError
+from modelyard.config import Settings, TrackingSettings
+from modelyard.errors import ConflictError, InvalidInputError, NotFoundError, StorageError
+from modelyard.store.schema import runs
 from modelyard.tracking.client import TrackingClient
 from modelyard.tracking.entities import RunStatus
 
@@ -118,3 +123,42 @@ def test_bad_end_status(client: TrackingClient) -> None:
         run.end("DONE")
     run.end("FAILED")
     assert client.get_run(run.id).status is RunStatus.FAILED
+
+
+def test_closed_client_refuses_work_instead_of_losing_it(settings: Settings) -> None:
+    client = TrackingClient(settings)
+    with client.start_run("churn") as run:
+        run.log_metric("x", 1.0)
+    client.close()
+    with pytest.raises(StorageError, match="TrackingClient is closed"):
+        client.start_run("churn")
+    with pytest.raises(StorageError, match="TrackingClient is closed"):
+        client.log_metric(run.id, "x", 2.0)
+    with pytest.raises(StorageError, match="TrackingClient is closed"):
+        client.search_runs()
+    with TrackingClient(settings) as reader:
+        assert [m.value for m in reader.get_metric_history(run.id, "x")] == [1.0]
+
+
+def test_flusher_wakes_for_heartbeats_even_with_a_long_flush_interval(
+    settings: Settings,
+) -> None:
+    slow = msgspec.structs.replace(
+        settings,
+        tracking=TrackingSettings(flush_interval_ms=60_000, heartbeat_timeout_s=0.2),
+    )
+    with TrackingClient(slow) as client:
+        run = client.start_run("churn")
+        before = _heartbeat(client, run.id)
+        deadline = time.monotonic() + 10
+        while _heartbeat(client, run.id) == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _heartbeat(client, run.id) > before
+        run.end()
+
+
+def _heartbeat(client: TrackingClient, run_id: str) -> int:
+    with client._db.read() as conn:
+        return int(
+            conn.execute(select(runs.c.heartbeat_at).where(runs.c.id == run_id)).scalar_one()
+        )

@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
+from rich.markup import escape
+from rich.text import Text
 
 from modelyard.cli import runs
 from modelyard.cli.context import CliState
@@ -59,12 +60,14 @@ def init(
         print_json({"config": str(path), "created": not existed})
         return
     verb = "Kept the existing" if existed else "Created"
-    console.print(f"{verb} [bold]{path}[/]. Track a run:")
+    # soft_wrap: a long path stays on one line, so it can be copied
+    console.print(f"{verb} [bold]{escape(str(path))}[/]. Track a run:", soft_wrap=True)
     console.print(
         "  import modelyard as my\n"
         '  with my.start_run(experiment="churn"):\n'
         '      my.log_param("model", "hgb"); my.log_metric("auc", 0.83)\n'
-        "then: modelyard runs list"
+        "then: modelyard runs list",
+        soft_wrap=True,
     )
 
 
@@ -89,22 +92,19 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     verbose = "--verbose" in args or "-v" in args
     try:
-        result = app(args=args, prog_name="modelyard", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
-        err_console.print("Aborted.")
-        return 130
+        # standalone mode: typer reports usage errors itself (its own vendored click, so
+        # catching ``click`` exceptions here would miss them) and exits with their code
+        app(args=args, prog_name="modelyard", standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except ModelyardError as exc:
         if verbose:
             err_console.print_exception()
-        message = str(exc).replace("[", "\\[")
-        err_console.print(f"[bold red]error:[/] {message}")
+        # Text, not markup: the message holds user input (filters, names, paths), and
+        # soft_wrap keeps a filter and the caret under it on one line each at any width
+        err_console.print(Text.assemble(("error:", "bold red"), " ", str(exc)), soft_wrap=True)
         return 2 if isinstance(exc, InvalidInputError) else 1
-    return result if isinstance(result, int) else 0
+    return 0
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ from rich.console import Console
 
 __all__ = ["console", "err_console", "fmt_time", "fmt_value", "print_json"]
 
-console = Console(highlight=False, soft_wrap=False)
-err_console = Console(stderr=True, highlight=False)
+# no emoji codes: run names, params and paths are printed as the user wrote them
+console = Console(highlight=False, soft_wrap=False, emoji=False)
+err_console = Console(stderr=True, highlight=False, emoji=False)
 
 
 def _default(value: Any) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from modelyard.cli.context import client_from
@@ -31,6 +32,11 @@ def _top_keys(dicts: list[dict[str, Any]], limit: int) -> list[str]:
         for key in d:
             counts[key] = counts.get(key, 0) + 1
     return sorted(counts, key=lambda k: (-counts[k], k))[:limit]
+
+
+def _cell(value: Any, *, digits: int = 6) -> str:
+    """A value for a table cell: names, params and paths are text, never rich markup."""
+    return escape(fmt_value(value, digits=digits))
 
 
 def _status(run: Run) -> str:
@@ -78,19 +84,21 @@ def list_runs(
     table.add_column("started", no_wrap=True)
     table.add_column("took", justify="right", no_wrap=True, min_width=5)
     for key in param_keys:
-        table.add_column(key, style="blue", overflow="fold")
+        table.add_column(escape(key), style="blue", overflow="fold")
     for key in metric_keys:
-        table.add_column(key, justify="right", style="bold", no_wrap=True)
+        table.add_column(escape(key), justify="right", style="bold", no_wrap=True)
     for r in runs:
         nest = "  └ " if r.parent_run_id in ids else ""
         table.add_row(
             r.id[:8],
-            f"{nest}[dim]{r.experiment}/[/]{r.name}" if several else f"{nest}{r.name}",
+            f"{nest}[dim]{_cell(r.experiment)}/[/]{_cell(r.name)}"
+            if several
+            else f"{nest}{_cell(r.name)}",
             _status(r),
             fmt_time(r.start_time)[5:16],
             _duration(r),
-            *(fmt_value(r.params.get(k)) for k in param_keys),
-            *(fmt_value(r.metrics.get(k), digits=4) for k in metric_keys),
+            *(_cell(r.params.get(k)) for k in param_keys),
+            *(_cell(r.metrics.get(k), digits=4) for k in metric_keys),
         )
     console.print(table)
     if metric_keys or param_keys:
@@ -121,19 +129,19 @@ def show_run(
     info.add_column()
     dirty = {True: " (dirty)", False: "", None: ""}[run.git_dirty]
     for key, value in (
-        ("run", run.id),
-        ("name", run.name),
-        ("experiment", run.experiment),
+        ("run", _cell(run.id)),
+        ("name", _cell(run.name)),
+        ("experiment", _cell(run.experiment)),
         ("status", _status(run)),
         ("started", fmt_time(run.start_time)),
         ("ended", fmt_time(run.end_time)),
         ("duration", _duration(run)),
-        ("parent", run.parent_run_id or "-"),
-        ("git", f"{run.git_commit or '-'}{dirty}"),
-        ("python", run.python_version),
-        ("packages", ", ".join(f"{k}=={v}" for k, v in run.packages.items()) or "-"),
-        ("host", f"{run.user}@{run.host}"),
-        ("source", run.source or "-"),
+        ("parent", _cell(run.parent_run_id or "-")),
+        ("git", _cell(f"{run.git_commit or '-'}{dirty}")),
+        ("python", _cell(run.python_version)),
+        ("packages", _cell(", ".join(f"{k}=={v}" for k, v in run.packages.items()) or "-")),
+        ("host", _cell(f"{run.user}@{run.host}")),
+        ("source", _cell(run.source or "-")),
     ):
         info.add_row(key, value)
     console.print(info)
@@ -148,7 +156,7 @@ def show_run(
             table.add_column("key")
             table.add_column("value", justify="right" if title == "metrics" else "left")
             for key, value in values.items():
-                table.add_row(key, fmt_value(value))
+                table.add_row(escape(key), _cell(value))
             console.print(table)
     if inputs:
         table = Table(title="inputs", title_justify="left")
@@ -156,12 +164,12 @@ def show_run(
             table.add_column(col)
         for i in inputs:
             table.add_row(
-                i.name,
-                i.context,
+                _cell(i.name),
+                _cell(i.context),
                 str(i.num_rows),
                 str(len(i.schema)),
-                i.digest[:16],
-                i.source or "-",
+                _cell(i.digest[:16]),
+                _cell(i.source or "-"),
             )
         console.print(table)
     if artifacts:
@@ -169,7 +177,7 @@ def show_run(
         for col in ("path", "size", "sha256"):
             table.add_column(col)
         for a in artifacts:
-            table.add_row(a.path, str(a.size), a.sha256[:16])
+            table.add_row(_cell(a.path), str(a.size), _cell(a.sha256[:16]))
         console.print(table)
 
 
@@ -196,13 +204,16 @@ def compare_runs(
     for kind, attr in (("params", "params"), ("metrics", "metrics")):
         keys = sorted({k for r in runs for k in getattr(r, attr)})
         rows += [(f"{kind}.{k}", [getattr(r, attr).get(k) for r in runs]) for k in keys]
+    marked = [(key, values, len({repr(v) for v in values}) > 1) for key, values in rows]
+    if diff_only:
+        marked = [row for row in marked if row[2]]
     if as_json:
         print_json(
             {
                 "runs": [r.id for r in runs],
                 "rows": [
-                    {"key": key, "values": values, "differs": len({repr(v) for v in values}) > 1}
-                    for key, values in rows
+                    {"key": key, "values": values, "differs": differs}
+                    for key, values, differs in marked
                 ],
             }
         )
@@ -211,11 +222,8 @@ def compare_runs(
     table.add_column("")
     for r in runs:
         table.add_column(r.id[:8], justify="right")
-    for key, values in rows:
-        differs = len({repr(v) for v in values}) > 1
-        if not differs and diff_only:
-            continue
+    for key, values, differs in marked:
         style = "bold yellow" if differs else None
-        table.add_row(key, *(fmt_value(v) for v in values), style=style)
+        table.add_row(_cell(key), *(_cell(v) for v in values), style=style)
     console.print(table)
     console.print("[dim]rows in [bold yellow]yellow[/] differ between runs[/]")

@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import Any
 
 from modelyard.config import Settings
-from modelyard.errors import InvalidInputError, NotFoundError
+from modelyard.errors import InvalidInputError, NotFoundError, StorageError
 from modelyard.store.artifacts import ArtifactStore, check_artifact_path
 from modelyard.store.database import Database, open_database
 from modelyard.tracking.buffer import MetricBuffer, Point
@@ -89,12 +89,13 @@ class TrackingClient:
         self._lock = threading.Lock()
         self._git: tuple[float, tuple[str | None, bool | None]] | None = None
         tracking = settings.tracking
-        self._heartbeat_every_ms = int(tracking.heartbeat_timeout_s * 1000 / 4)
+        self._heartbeat_every_ms = max(10, int(tracking.heartbeat_timeout_s * 1000 / 4))
         self._last_heartbeat = _now_ms()
         self._buffer = MetricBuffer(
             self._store.write_metrics,
             max_points=tracking.flush_points,
-            interval_ms=tracking.flush_interval_ms,
+            # wake often enough to send heartbeats too, whatever the flush interval
+            interval_ms=min(tracking.flush_interval_ms, self._heartbeat_every_ms),
             on_tick=self._tick,
         )
         self._last_reap = -math.inf
@@ -112,6 +113,16 @@ class TrackingClient:
         if now - self._last_heartbeat >= self._heartbeat_every_ms:
             self._last_heartbeat = now
             self._store.heartbeat(list(self._active), now)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _require_open(self) -> None:
+        if self._closed:
+            raise StorageError(
+                "This TrackingClient is closed; open a new one (or use modelyard.get_client())"
+            )
 
     def flush(self) -> None:
         """Write every buffered metric point now."""
@@ -141,6 +152,7 @@ class TrackingClient:
 
     def create_experiment(self, name: str) -> Experiment:
         """The experiment called ``name``, created if it does not exist yet."""
+        self._require_open()
         return self._store.get_or_create_experiment(name, _now_ms())
 
     def _experiment_id(self, name: str) -> str:
@@ -151,9 +163,11 @@ class TrackingClient:
         return found
 
     def get_experiment(self, name: str) -> Experiment:
+        self._require_open()
         return self._store.require_experiment(name)
 
     def list_experiments(self) -> list[Experiment]:
+        self._require_open()
         return self._store.list_experiments()
 
     # -- runs --------------------------------------------------------------------
@@ -175,6 +189,7 @@ class TrackingClient:
         tags: Mapping[str, object] | None = None,
     ) -> ActiveRun:
         """Start a run; use it as a context manager to end it (FAILED on an exception)."""
+        self._require_open()
         exp = self.create_experiment(experiment)
         clean_tags = {check_key(k, "tag"): param_value(k, v) for k, v in (tags or {}).items()}
         now = _now_ms()
@@ -198,6 +213,7 @@ class TrackingClient:
 
     def resume_run(self, run_id: str) -> ActiveRun:
         """Reopen a finished, failed or killed run to log more to it."""
+        self._require_open()
         run = self.get_run(run_id)
         self._store.set_status(run.id, RunStatus.RUNNING, _now_ms())
         last_steps = self._store.latest_steps(run.id)
@@ -211,6 +227,7 @@ class TrackingClient:
 
     def end_run(self, run_id: str, status: RunStatus | str = RunStatus.FINISHED) -> None:
         """Flush the run's metrics and record how it ended."""
+        self._require_open()
         try:
             final = RunStatus(status)
         except ValueError:
@@ -225,6 +242,7 @@ class TrackingClient:
 
     def get_run(self, run_id: str) -> Run:
         """A run by id, or by a unique prefix of at least 6 characters."""
+        self._require_open()
         self._reap()
         if len(run_id) < 32 and len(run_id) >= 6:
             matches = self._store.find_run_ids(run_id)
@@ -262,6 +280,7 @@ class TrackingClient:
 
         ``experiment`` is a name, a list of names, or None for every experiment.
         """
+        self._require_open()
         self._reap()
         ids: list[str] | None = None
         if experiment is not None:
@@ -280,6 +299,7 @@ class TrackingClient:
 
     def log_params(self, run_id: str, values: Mapping[str, object]) -> None:
         """Log params once each; a different value for a logged key is a ConflictError."""
+        self._require_open()
         clean = {check_key(k, "param"): param_value(k, v) for k, v in values.items()}
         self._store.log_params(run_id, clean)
 
@@ -288,6 +308,7 @@ class TrackingClient:
 
     def set_tags(self, run_id: str, values: Mapping[str, object]) -> None:
         """Set tags; unlike params, a tag may be changed."""
+        self._require_open()
         clean = {check_key(k, "tag"): param_value(k, v) for k, v in values.items()}
         self._store.set_tags(run_id, clean)
 
@@ -320,6 +341,7 @@ class TrackingClient:
         timestamp: int | None = None,
     ) -> None:
         """Buffer one point; it reaches the store within the flush interval."""
+        self._require_open()
         self._buffer.add(self._point(run_id, key, value, step, timestamp))
 
     def log_metrics(
@@ -329,16 +351,19 @@ class TrackingClient:
         step: int | None = None,
         timestamp: int | None = None,
     ) -> None:
+        self._require_open()
         ts = _now_ms() if timestamp is None else timestamp
         self._buffer.extend([self._point(run_id, k, v, step, ts) for k, v in values.items()])
 
     def log_batch(self, run_id: str, points: Iterable[tuple[str, float, int]]) -> None:
         """Buffer many ``(key, value, step)`` points at once."""
+        self._require_open()
         ts = _now_ms()
         self._buffer.extend([self._point(run_id, k, v, s, ts) for k, v, s in points])
 
     def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
         """Every point logged for ``key``, in step order (buffered points are flushed first)."""
+        self._require_open()
         self._buffer.flush()
         return self._store.metric_history(run_id, key)
 
@@ -354,6 +379,7 @@ class TrackingClient:
         source: str | None = None,
     ) -> DatasetInput:
         """Record a data set the run read: a digest of all of it, its schema and row count."""
+        self._require_open()
         from modelyard.tracking.digest import digest_input
 
         if not isinstance(name, str) or not name.strip() or len(name) > 255:
@@ -375,6 +401,7 @@ class TrackingClient:
         return dataset
 
     def list_inputs(self, run_id: str) -> list[DatasetInput]:
+        self._require_open()
         return self._store.list_inputs(run_id)
 
     @property
@@ -387,6 +414,7 @@ class TrackingClient:
         self, run_id: str, local_path: str | os.PathLike[str], artifact_path: str | None = None
     ) -> ArtifactEntry:
         """Store one file under the run as ``artifact_path`` (default: its file name)."""
+        self._require_open()
         source = Path(local_path)
         if not source.is_file():
             raise NotFoundError(f"No file at {source}; log a folder with log_artifacts")
@@ -400,6 +428,7 @@ class TrackingClient:
         self, run_id: str, local_dir: str | os.PathLike[str], artifact_path: str | None = None
     ) -> list[ArtifactEntry]:
         """Store every file under a folder, keeping relative paths below ``artifact_path``."""
+        self._require_open()
         folder = Path(local_dir)
         if not folder.is_dir():
             raise NotFoundError(f"No folder at {folder}; log a single file with log_artifact")
@@ -414,12 +443,14 @@ class TrackingClient:
         return entries
 
     def list_artifacts(self, run_id: str) -> list[ArtifactEntry]:
+        self._require_open()
         return self._store.list_artifacts(run_id)
 
     def download_artifacts(
         self, run_id: str, dest: str | os.PathLike[str], artifact_path: str | None = None
     ) -> Path:
         """Copy the run's artifacts (or those under ``artifact_path``) to ``dest``, verified."""
+        self._require_open()
         target = Path(dest)
         wanted = check_artifact_path(artifact_path) if artifact_path else None
         entries = [
@@ -434,6 +465,7 @@ class TrackingClient:
         return target / wanted if wanted else target
 
     def load_artifact_bytes(self, run_id: str, artifact_path: str) -> bytes:
+        self._require_open()
         path = check_artifact_path(artifact_path)
         for entry in self.list_artifacts(run_id):
             if entry.path == path:

@@ -2,7 +2,9 @@
 
 A thin layer over a ``TrackingClient``. The client and the stack of active runs live
 in context variables, not module globals: each thread and each asyncio task has its
-own active run.
+own active run. A new thread starts with an empty context, so it opens its own
+client on first use; to share one, call ``set_client(client)`` in the thread (or run
+it in ``contextvars.copy_context()``).
 
 >>> import tempfile, pathlib, modelyard as my
 >>> root = pathlib.Path(tempfile.mkdtemp())
@@ -58,7 +60,11 @@ def get_client(project: str | Path | None = None) -> TrackingClient:
     """The client of this context, opened from the project settings on first use."""
     client = _client.get()
     wanted = None if project is None else Path(project).resolve()
-    if client is None or (wanted is not None and client.settings.project_dir != wanted):
+    if (
+        client is None
+        or client.closed
+        or (wanted is not None and client.settings.project_dir != wanted)
+    ):
         client = TrackingClient(load_settings(project))
         _client.set(client)
     return client

@@ -493,8 +493,11 @@ class SQLTrackingStore:
         for run_id, key, value in conn.execute(_LATEST_METRICS, {"ids": ids}).all():
             extra[run_id][2][key] = _float(value)
         result = []
+        packages: dict[str, dict[str, str]] = {}  # runs of one environment share the text
         for row in rows:
             p, t, m = extra[row[0]]
+            if row[10] not in packages:
+                packages[row[10]] = json.loads(row[10])
             result.append(
                 Run(
                     id=row[0],
@@ -507,7 +510,7 @@ class SQLTrackingStore:
                     git_commit=row[7],
                     git_dirty=row[8],
                     python_version=row[9],
-                    packages=json.loads(row[10]),
+                    packages=dict(packages[row[10]]),
                     host=row[11],
                     user=row[12],
                     source=row[13],
