@@ -17,6 +17,7 @@ True
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -87,9 +88,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _positive(key: str, value: float) -> None:
-    if value <= 0:
+    # NaN compares false with everything, and an infinite timeout overflows the client's
+    # integer milliseconds, so both are refused with the non-positive values
+    if not (value > 0 and math.isfinite(value)):
         # msgspec wraps this into a ValidationError that adds the path in the file
-        raise InvalidInputError(f"Expected {key} > 0, got {value!r}")
+        raise InvalidInputError(f"Expected {key} to be a finite number > 0, got {value!r}")
 
 
 def find_project(start: Path | None = None) -> Path | None:
@@ -129,7 +132,7 @@ def init_project(directory: Path, *, name: str | None = None) -> Path:
     (state / ".gitignore").write_text("*\n")
     path = directory / CONFIG_FILE
     if not path.exists():
-        path.write_text(_TEMPLATE.format(name=name or directory.name))
+        path.write_text(_TEMPLATE.format(name=name or directory.name), encoding="utf-8")
     return path
 
 
@@ -142,14 +145,16 @@ def _resolve_sqlite(url: str, project: Path) -> str:
 
 
 def _resolve_artifacts(url: str, project: Path) -> str:
-    if is_local_path(url) and not Path(url).is_absolute():
-        return str(project / url)
+    local = url.removeprefix("file://")
+    if is_local_path(url) and not Path(local).is_absolute():
+        return str(project / local)
     return url
 
 
 def _read_file(path: Path) -> _FileConfig:
     try:
-        raw: Any = yaml.safe_load(path.read_text()) or {}
+        # bytes: YAML is UTF-8 whatever the locale, and bad bytes are a YAMLError too
+        raw: Any = yaml.safe_load(path.read_bytes()) or {}
     except yaml.YAMLError as exc:
         raise InvalidInputError(f"{path} is not valid YAML: {exc}") from exc
     try:

@@ -73,6 +73,12 @@ class ModelyardError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Errors cross process boundaries by pickle. Exception's default rebuilds by calling
+        # ``cls(*args)``, which fails for the subclasses with keyword-only or extra
+        # arguments, so rebuild without ``__init__`` and restore the attributes instead.
+        return (_rebuild, (type(self), self.args), self.__dict__)
+
     def to_dict(self) -> dict[str, Any]:
         """The one JSON shape every HTTP error has."""
         return {
@@ -82,6 +88,10 @@ class ModelyardError(Exception):
                 "problems": [p.to_dict() for p in self.problems],
             }
         }
+
+
+def _rebuild(cls: type[ModelyardError], args: tuple[Any, ...]) -> ModelyardError:
+    return cls.__new__(cls, *args)
 
 
 class InvalidInputError(ModelyardError, ValueError):

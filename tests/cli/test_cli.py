@@ -495,10 +495,6 @@ def test_a_postgres_password_never_appears_in_output(
         assert password not in result.err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store/urls.py redact_url: a password holding '/' is not redacted (reported)",
-)
 def test_a_password_with_a_slash_is_hidden_too(
     tmp_path: Path, cli: Any, no_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

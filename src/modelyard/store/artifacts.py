@@ -19,6 +19,7 @@ modelyard.errors.InvalidInputError: Expected a relative path inside the store, g
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import posixpath
@@ -95,16 +96,11 @@ class ArtifactStore:
     def put_file(self, path: str | os.PathLike[str]) -> ArtifactRef:
         """Store a local file's content, read in chunks; return its address."""
         try:
-            handle = open(path, "rb")  # noqa: SIM115 - closed by the generator below
+            handle = open(path, "rb")  # noqa: SIM115 - closed by the with below
         except FileNotFoundError as exc:
             raise NotFoundError(f"No file at {path}") from exc
-
-        def chunks() -> Iterator[bytes]:
-            with handle:
-                while chunk := handle.read(_CHUNK):
-                    yield chunk
-
-        return self._put(chunks())
+        with handle:
+            return self._put(iter(lambda: handle.read(_CHUNK), b""))
 
     def _put(self, chunks: Iterator[bytes]) -> ArtifactRef:
         tmp = f"{self.root}/tmp/{uuid.uuid4().hex}"
@@ -130,9 +126,18 @@ class ArtifactStore:
                     os.replace(tmp, final)  # atomic on one filesystem
                 else:
                     self.fs.mv(tmp, final)
-        except OSError as exc:
-            raise StorageError(f"Artifact store {redact_url(self.url)} failed: {exc}") from exc
+        except BaseException as exc:
+            self._discard(tmp)  # a failed write leaves no temporary file behind
+            if isinstance(exc, OSError):
+                raise StorageError(f"Artifact store {redact_url(self.url)} failed: {exc}") from exc
+            raise
         return ArtifactRef(sha, size)
+
+    def _discard(self, tmp: str) -> None:
+        # best effort: the write already failed, and that error is the one to report
+        with contextlib.suppress(OSError):
+            if self.fs.exists(tmp):
+                self.fs.rm(tmp)
 
     def _open(self, sha256: str, name: str | None) -> IO[bytes]:
         try:

@@ -100,7 +100,12 @@ def _sqlite_engine(url: str) -> Engine:
     database = parsed.database or ""
     memory = database in ("", ":memory:") or "mode=memory" in url
     if not memory:
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(
+                f"Metadata store {redact_url(url)} failed: cannot create its folder: {exc}"
+            ) from exc
     kwargs: dict[str, Any] = {
         "connect_args": {"check_same_thread": False, "timeout": _SQLITE_BUSY_MS / 1000},
     }
@@ -112,8 +117,12 @@ def _sqlite_engine(url: str) -> Engine:
     def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves, below
         cursor = dbapi_conn.cursor()
-        if not memory:
-            cursor.execute("PRAGMA journal_mode=WAL")
+        if not memory and cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            # Switching to WAL needs an exclusive lock, and SQLite answers two connections
+            # switching at once with "database is locked" without waiting (it would
+            # deadlock), so processes opening a fresh file take turns
+            with _file_lock(database):
+                cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
@@ -129,13 +138,17 @@ def _sqlite_engine(url: str) -> Engine:
 
 def _make_engine(url: str) -> Engine:
     try:
-        parsed = make_url(url)
-    except sa_exc.ArgumentError as exc:
+        return _engine_for(url)
+    except sa_exc.ArgumentError as exc:  # includes NoSuchModuleError: an unknown driver
         raise InvalidInputError(
             f"Expected a database URL such as sqlite:///path/to.db or "
             f"postgresql+psycopg://user@host/db, got {redact_url(url)!r}",
             loc="db_url",
         ) from exc
+
+
+def _engine_for(url: str) -> Engine:
+    parsed = make_url(url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         return _sqlite_engine(url)
@@ -168,6 +181,13 @@ def _migration_lock(db: Database, conn: Connection) -> Iterator[None]:
     if database in ("", ":memory:"):
         yield
         return
+    with _file_lock(database):
+        yield
+
+
+@contextmanager
+def _file_lock(database: str) -> Iterator[None]:
+    """An exclusive lock, across processes, on a file next to a SQLite database."""
     with open(f"{database}.migrate.lock", "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

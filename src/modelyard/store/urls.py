@@ -4,6 +4,8 @@
 'postgresql+psycopg://alice:***@db.internal:5432/ml'
 >>> redact_url("s3://KEY:SECRET@bucket/prefix")
 's3://KEY:***@bucket/prefix'
+>>> redact_url("postgresql://u:pa/ss@word@db/ml")
+'postgresql://u:***@db/ml'
 >>> redact_url("/tmp/artifacts")
 '/tmp/artifacts'
 >>> redact_text("could not connect to postgresql://bob:hunter2@h/db", "postgresql://bob:hunter2@h/db")
@@ -13,12 +15,17 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote
 
 __all__ = ["is_local_path", "redact_text", "redact_url"]
 
-_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:@/]*):(?P<pw>[^@/]*)@")
+# The password runs to the LAST "@": a raw "/" or "@" in it must not end it early (that
+# would leak the rest). Over-hiding a path that holds "@" is the safe side to err on.
+_USERINFO = re.compile(
+    r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:@/]*):(?P<pw>.*)@", re.DOTALL
+)
 _ANY_USERINFO = re.compile(
-    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:@/\s]*):(?P<pw>[^@/\s]*)@"
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:@/\s]*):(?P<pw>\S*)@"
 )
 
 
@@ -37,5 +44,7 @@ def redact_text(text: str, *urls: str) -> str:
     for url in urls:
         match = _USERINFO.match(url)
         if match and match["pw"]:
-            text = text.replace(match["pw"], "***")
+            # drivers see the decoded password, so hide it in both forms
+            for secret in sorted({match["pw"], unquote(match["pw"])}, key=len, reverse=True):
+                text = text.replace(secret, "***")
     return _ANY_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
