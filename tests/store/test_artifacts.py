@@ -384,3 +384,9 @@ def test_run_artifact_paths_are_checked(tracked: TrackingClient, tmp_path: Path)
     assert tracked.list_artifacts(run.id) == []
     with pytest.raises(NotFoundError, match=r"has no artifact at 'missing'"):
         tracked.download_artifacts(run.id, tmp_path / "out", "missing")
+
+
+def test_put_file_of_a_folder_is_refused(tmp_path: Path) -> None:
+    store = ArtifactStore(str(tmp_path / "store"))
+    with pytest.raises(InvalidInputError, match="Expected a file, got the folder"):
+        store.put_file(tmp_path)

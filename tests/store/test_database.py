@@ -400,3 +400,16 @@ def test_redact_text_leaves_text_without_credentials_alone() -> None:
     plain = 'connection to server at "127.0.0.1", port 1 failed: Connection refused'
     assert redact_text(plain, "postgresql://alice@h/db") == plain
     assert redact_text(plain, "postgresql://alice:@h/db") == plain
+
+
+def test_sqlite_path_with_tilde_goes_to_the_home_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    db = open_database("sqlite:///~/meta/modelyard.db")
+    try:
+        assert (tmp_path / "home" / "meta" / "modelyard.db").is_file()
+        assert not (tmp_path / "~").exists()
+    finally:
+        db.close()

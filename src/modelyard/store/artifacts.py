@@ -99,6 +99,10 @@ class ArtifactStore:
             handle = open(path, "rb")  # noqa: SIM115 - closed by the with below
         except FileNotFoundError as exc:
             raise NotFoundError(f"No file at {path}") from exc
+        except IsADirectoryError as exc:
+            raise InvalidInputError(
+                f"Expected a file, got the folder {path}", loc="artifact"
+            ) from exc
         with handle:
             return self._put(iter(lambda: handle.read(_CHUNK), b""))
 

@@ -214,6 +214,8 @@ def _upgrade(db: Database) -> None:
 
 def open_database(url: str, *, migrate: bool = True) -> Database:
     """Open the metadata store at ``url``, migrating it to the head revision."""
+    if url.startswith("sqlite:///~"):  # SQLite itself would open a folder named "~"
+        url = "sqlite:///" + str(Path(url.removeprefix("sqlite:///")).expanduser())
     db = Database(url, _make_engine(url))
     if migrate and db.revision() != HEAD_REVISION:
         _upgrade(db)

@@ -550,10 +550,16 @@ def _close_at_exit(ref: weakref.ref[TrackingClient]) -> None:
     client = ref()
     if client is None or client._closed:
         return
-    # an uncaught exception on the way out means the work did not finish
-    failed = getattr(sys, "last_value", None) is not None
+    # an uncaught exception on the way out means the work did not finish; Ctrl-C is a kill
+    last = getattr(sys, "last_value", None)
+    if last is None:
+        status = RunStatus.FINISHED
+    elif isinstance(last, KeyboardInterrupt):
+        status = RunStatus.KILLED
+    else:
+        status = RunStatus.FAILED
     try:
-        client._end_all(RunStatus.FAILED if failed else RunStatus.FINISHED)
+        client._end_all(status)
         client.close()
     except Exception as exc:  # never mask the exit; say what was lost
         print(f"modelyard: could not flush at exit: {exc}", file=sys.stderr)
