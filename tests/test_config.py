@@ -20,7 +20,8 @@ from modelyard.errors import InvalidInputError, NotFoundError
 
 ALLOWED = (
     "Allowed keys: name, db_url, artifacts, "
-    "tracking.{flush_points, flush_interval_ms, heartbeat_timeout_s}"
+    "tracking.{flush_points, flush_interval_ms, heartbeat_timeout_s}, "
+    "models.{trusted_types, trust_code}"
 )
 
 

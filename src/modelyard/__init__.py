@@ -14,6 +14,9 @@ from modelyard.errors import (
     NotFoundError,
     StorageError,
 )
+from modelyard.models.flavors.custom import PythonModel
+from modelyard.registry.client import LoggedModel, ModelRegistry
+from modelyard.registry.fluent import get_registry, load_model, log_model
 from modelyard.tracking.client import ActiveRun, TrackingClient
 from modelyard.tracking.entities import Run, RunStatus
 from modelyard.tracking.fluent import (
@@ -40,8 +43,11 @@ __all__ = [
     "ActiveRun",
     "ConflictError",
     "InvalidInputError",
+    "LoggedModel",
+    "ModelRegistry",
     "ModelyardError",
     "NotFoundError",
+    "PythonModel",
     "Run",
     "RunStatus",
     "Settings",
@@ -51,13 +57,16 @@ __all__ = [
     "active_run",
     "end_run",
     "get_client",
+    "get_registry",
     "init_project",
+    "load_model",
     "load_settings",
     "log_artifact",
     "log_artifacts",
     "log_input",
     "log_metric",
     "log_metrics",
+    "log_model",
     "log_param",
     "log_params",
     "search_runs",

@@ -33,6 +33,7 @@ __all__ = [
     "CONFIG_FILE",
     "STATE_DIR",
     "Settings",
+    "ModelsSettings",
     "TrackingSettings",
     "find_project",
     "init_project",
@@ -59,6 +60,26 @@ class TrackingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
         _positive("heartbeat_timeout_s", self.heartbeat_timeout_s)
 
 
+#: skops types every project trusts: scikit-learn's own, NumPy's and SciPy's sparse matrices
+DEFAULT_TRUSTED_TYPES = (
+    "sklearn.",
+    "numpy.",
+    "scipy.sparse.",
+    "collections.OrderedDict",
+    # HistGradientBoosting with categorical features holds a partial of a sklearn function
+    "functools.partial",
+)
+
+
+class ModelsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """What a model package may hold when it loads."""
+
+    #: skops type names (or prefixes ending in ".") that loading may instantiate
+    trusted_types: tuple[str, ...] = DEFAULT_TRUSTED_TYPES
+    #: load packages that hold Python code (custom models); off by default
+    trust_code: bool = False
+
+
 class _FileConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The shape of ``modelyard.yaml``; every key is optional."""
 
@@ -66,6 +87,7 @@ class _FileConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     db_url: str | None = None
     artifacts: str | None = None
     tracking: TrackingSettings = msgspec.field(default_factory=TrackingSettings)
+    models: ModelsSettings = msgspec.field(default_factory=ModelsSettings)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -76,6 +98,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     db_url: str
     artifacts: str
     tracking: TrackingSettings = msgspec.field(default_factory=TrackingSettings)
+    models: ModelsSettings = msgspec.field(default_factory=ModelsSettings)
 
     def describe(self) -> dict[str, str]:
         """Settings for display, with credentials removed from URLs."""
@@ -117,6 +140,13 @@ tracking:
   flush_points: 1000
   flush_interval_ms: 1000
   heartbeat_timeout_s: 60
+models:
+  # skops types a model package may hold, by name or prefix; the default covers
+  # scikit-learn, NumPy and SciPy sparse matrices. Add your own only if you trust them.
+  trusted_types: ["sklearn.", "numpy.", "scipy.sparse.", "collections.OrderedDict",
+                  "functools.partial"]
+  # packages holding Python code (custom models) load only when this is true
+  trust_code: false
 """
 
 
@@ -162,7 +192,8 @@ def _read_file(path: Path) -> _FileConfig:
     except msgspec.ValidationError as exc:
         raise InvalidInputError(
             f"Bad setting in {path}: {exc}. Allowed keys: name, db_url, artifacts, "
-            "tracking.{flush_points, flush_interval_ms, heartbeat_timeout_s}"
+            "tracking.{flush_points, flush_interval_ms, heartbeat_timeout_s}, "
+            "models.{trusted_types, trust_code}"
         ) from exc
 
 
@@ -199,4 +230,5 @@ def load_settings(
         db_url=_resolve_sqlite(db_url, root),
         artifacts=_resolve_artifacts(artifacts, root),
         tracking=file.tracking,
+        models=file.models,
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from modelyard.config import load_settings
 from modelyard.pipelines.flights import FEATURES, TARGET, load_flights
+from modelyard.registry.client import ModelRegistry
 from modelyard.tracking.client import TrackingClient
 from modelyard.tracking.digest import digest_frame
 from modelyard.tracking.entities import RunStatus
@@ -63,3 +64,22 @@ def test_demo_tracks_every_candidate_and_its_data(tmp_path: Path) -> None:
 
         report = json.loads(client.load_artifact_bytes(parent.id, "report.json"))
         assert report["best"]["run_id"] == best.id
+
+    # the winner is packaged, registered, optimized and serves in its fastest verified runtime
+    with ModelRegistry(load_settings(project, environ={})) as registry:
+        version = registry.get_version("flights-delay@production")
+        assert version.run_id == best.id
+        manifest = registry.manifest("flights-delay@production")
+        assert manifest.lineage.run_id == best.id
+        assert manifest.metrics["auc"] == best.metrics["auc"]
+        serving = next(r for r in manifest.runtimes if r.name == manifest.serving_runtime)
+        assert serving.status == "ok"
+        passed = [r for r in manifest.runtimes if r.status == "ok"]
+        assert serving.latency_1_row_us == min(r.latency_1_row_us or 1e18 for r in passed)
+        assert summary["model"]["serving_runtime"] == manifest.serving_runtime
+        # the served model gives the native model's scores on the validation rows
+        loaded = registry.load("flights-delay@production")
+        valid = frame[frame["time_hour"] >= "2013-02-15"][FEATURES].head(200)
+        proba = loaded.scores(valid)
+        assert proba.shape == (200, 2)
+        assert ((proba >= 0) & (proba <= 1)).all()

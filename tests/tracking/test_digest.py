@@ -271,6 +271,9 @@ def _same_arrow_cell(kind: str, a: Any, b: Any) -> bool:
         b = None if b is None or math.isnan(b) else b
     if a is None or b is None:
         return a is None and b is None
+    if isinstance(a, dt.datetime) and isinstance(b, dt.datetime):
+        # fold only disambiguates local wall times: Arrow stores the same instant either way
+        a, b = a.replace(fold=0), b.replace(fold=0)
     return bool(a == b) and repr(a) == repr(b)
 
 

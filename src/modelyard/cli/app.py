@@ -14,7 +14,9 @@ import typer
 from rich.markup import escape
 from rich.text import Text
 
-from modelyard.cli import runs
+import modelyard.cli.models_import
+import modelyard.cli.models_optimize  # noqa: F401 - registers `models optimize` on models.app
+from modelyard.cli import models, runs
 from modelyard.cli.context import CliState
 from modelyard.cli.output import console, err_console, print_json
 from modelyard.config import init_project
@@ -28,6 +30,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(runs.app, name="runs")
+app.add_typer(models.app, name="models")
 
 
 @app.callback()

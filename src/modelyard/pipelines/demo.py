@@ -14,16 +14,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from rich.console import Console
 from rich.progress import Progress
+from rich.table import Table
 
 from modelyard.config import init_project, load_settings
+from modelyard.models.optimize import optimize_package
 from modelyard.pipelines.flights import CATEGORICAL, FEATURES, TARGET, data_dir, load_flights
+from modelyard.registry.client import ModelRegistry
 from modelyard.tracking.client import ActiveRun, TrackingClient
 
 __all__ = ["run_demo"]
 
 EXPERIMENT = "flights-delay"
+MODEL_NAME = "flights-delay"
 
 CANDIDATES: list[dict[str, Any]] = [
     {"model": "logreg", "C": 1.0},
@@ -38,7 +43,7 @@ def _build(params: dict[str, Any]) -> Any:
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
     if params["model"] == "logreg":
         numeric = [f for f in FEATURES if f not in CATEGORICAL]
@@ -49,19 +54,35 @@ def _build(params: dict[str, Any]) -> Any:
             ]
         )
         return make_pipeline(prep, LogisticRegression(C=params["C"], max_iter=500))
-    return HistGradientBoostingClassifier(
-        max_depth=params["max_depth"],
-        learning_rate=params["learning_rate"],
-        max_iter=params["max_iter"],
-        categorical_features="from_dtype",
-        early_stopping=True,
-        scoring="loss",
-        validation_fraction=0.1,
-        random_state=0,
+    # carrier and origin as ordinal codes: a HistGradientBoosting model with native
+    # categorical splits does not survive ONNX conversion (its parity check fails)
+    codes = ColumnTransformer(
+        [
+            (
+                "cat",
+                OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1),
+                CATEGORICAL,
+            )
+        ],
+        remainder="passthrough",
+    )
+    return make_pipeline(
+        codes,
+        HistGradientBoostingClassifier(
+            max_depth=params["max_depth"],
+            learning_rate=params["learning_rate"],
+            max_iter=params["max_iter"],
+            early_stopping=True,
+            scoring="loss",
+            validation_fraction=0.1,
+            random_state=0,
+        ),
     )
 
 
-def _train_one(run: ActiveRun, params: dict[str, Any], train: Any, valid: Any) -> dict[str, float]:
+def _train_one(
+    run: ActiveRun, params: dict[str, Any], train: Any, valid: Any
+) -> tuple[dict[str, float], Any]:
     from sklearn.metrics import accuracy_score, brier_score_loss, log_loss, roc_auc_score
 
     run.log_params(params)
@@ -70,10 +91,11 @@ def _train_one(run: ActiveRun, params: dict[str, Any], train: Any, valid: Any) -
     model.fit(train[FEATURES], train[TARGET])
     run.log_metric("fit_seconds", time.perf_counter() - started)
     # per-iteration losses of gradient boosting, as a metric history
+    booster = model[-1] if hasattr(model, "steps") else model
     for step, (tr, va) in enumerate(
         zip(
-            getattr(model, "train_score_", []),
-            getattr(model, "validation_score_", []),
+            getattr(booster, "train_score_", []),
+            getattr(booster, "validation_score_", []),
             strict=False,
         )
     ):
@@ -88,7 +110,7 @@ def _train_one(run: ActiveRun, params: dict[str, Any], train: Any, valid: Any) -
         "train_auc": float(roc_auc_score(train[TARGET], train_proba)),
     }
     run.log_metrics(scores)
-    return scores
+    return scores, model
 
 
 def run_demo(directory: Path, *, quiet: bool = False) -> dict[str, Any]:
@@ -103,6 +125,7 @@ def run_demo(directory: Path, *, quiet: bool = False) -> dict[str, Any]:
     train, valid = frame[~cut], frame[cut]
     console.print(f"  {len(train):,} training flights, {len(valid):,} validation flights")
     results: list[dict[str, Any]] = []
+    models: dict[str, Any] = {}
     with (
         TrackingClient(settings) as client,
         client.start_run(
@@ -119,8 +142,9 @@ def run_demo(directory: Path, *, quiet: bool = False) -> dict[str, Any]:
                 label = "-".join(str(v) for v in params.values())
                 progress.update(task, description=f"training {label}")
                 with client.start_run(EXPERIMENT, name=label, parent_run_id=parent.id) as child:
-                    scores = _train_one(child, params, train, valid)
+                    scores, model = _train_one(child, params, train, valid)
                 results.append({"run_id": child.id, "name": label, **scores})
+                models[child.id] = model
                 progress.advance(task)
         best = max(results, key=lambda r: r["auc"])
         parent.log_metrics({"best_auc": best["auc"]})
@@ -129,6 +153,19 @@ def run_demo(directory: Path, *, quiet: bool = False) -> dict[str, Any]:
             report = Path(tmp) / "report.json"
             report.write_text(json.dumps({"candidates": results, "best": best}, indent=2))
             parent.log_artifact(report)
+        # the winner becomes a verified package and a registered version, then production
+        with ModelRegistry(settings, db=client.db, artifacts=client.artifacts) as registry:
+            logged = registry.log_model(
+                models[best["run_id"]],
+                name=MODEL_NAME,
+                training_frame=train[FEATURES],
+                holdout_frame=valid[FEATURES],
+                run_id=best["run_id"],
+                description=f"best of {len(results)} candidates by validation AUC",
+            )
+            registry.set_alias(str(logged.ref), "production", reason="demo: best validation AUC")
+            console.print(f"Optimizing {logged.ref}: ONNX export, parity check, latency...")
+            manifest = optimize_package(registry, str(logged.ref))
     console.print()
     for r in results:
         mark = "[green]*[/]" if r is best else " "
@@ -142,10 +179,32 @@ def run_demo(directory: Path, *, quiet: bool = False) -> dict[str, Any]:
         f"  modelyard --project {project} runs show {parent.id[:8]}\n"
         f"  modelyard --project {project} runs compare "
         + " ".join(r["run_id"][:8] for r in results)
+        + f"\n  modelyard --project {project} models show {MODEL_NAME}@production"
+        f"\n  modelyard --project {project} models history {MODEL_NAME}"
+    )
+    table = Table(title=f"{logged.ref} runtimes", title_justify="left")
+    for col in ("runtime", "status", "max |diff|", "1 row", "1000 rows"):
+        table.add_column(col, justify="left" if col in ("runtime", "status") else "right")
+    for rt in manifest.runtimes:
+        table.add_row(
+            rt.name + (" *" if rt.name == manifest.serving_runtime else ""),
+            rt.status if rt.reason is None else f"{rt.status}: {rt.reason[:60]}",
+            "-" if rt.max_abs_diff is None else f"{rt.max_abs_diff:.2g}",
+            "-" if rt.latency_1_row_us is None else f"{rt.latency_1_row_us:.0f} us",
+            "-" if rt.latency_1000_rows_us is None else f"{rt.latency_1000_rows_us / 1000:.1f} ms",
+        )
+    console.print(table)
+    console.print(
+        f"Registered {logged.ref} as production, serving with {manifest.serving_runtime} (*)."
     )
     return {
         "project": str(project),
         "parent_run_id": parent.id,
         "candidates": results,
         "best": best,
+        "model": {
+            "ref": logged.ref,
+            "serving_runtime": manifest.serving_runtime,
+            "runtimes": [msgspec.to_builtins(r) for r in manifest.runtimes],
+        },
     }

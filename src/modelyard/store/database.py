@@ -9,7 +9,7 @@ advisory lock on PostgreSQL), so several processes may open a fresh store at onc
 
 >>> db = open_database("sqlite://")
 >>> db.revision()
-'0001_tracking'
+'0002_registry'
 >>> db.close()
 """
 

@@ -24,6 +24,11 @@ from sqlalchemy import (
 
 __all__ = [
     "HEAD_REVISION",
+    "model_aliases",
+    "model_packages",
+    "model_versions",
+    "registered_models",
+    "registry_audit",
     "experiments",
     "latest_metrics",
     "metadata",
@@ -36,7 +41,7 @@ __all__ = [
 ]
 
 #: the newest Alembic revision; a store at this revision needs no migration
-HEAD_REVISION = "0001_tracking"
+HEAD_REVISION = "0002_registry"
 
 metadata = MetaData(
     naming_convention={
@@ -147,4 +152,64 @@ run_artifacts = Table(
     Column("sha256", String(64), nullable=False),
     Column("size", BigInteger, nullable=False),
     Column("created_at", BigInteger, nullable=False),
+)
+
+# -- registry (0002) -------------------------------------------------------------------
+
+model_packages = Table(
+    "model_packages",
+    metadata,
+    Column("id", String(64), primary_key=True),  # the manifest's sha256
+    Column("flavor", String(64), nullable=False),
+    Column("model_class", String(255), nullable=False),
+    Column("run_id", String(32), ForeignKey("runs.id"), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Index(None, "run_id"),
+)
+
+registered_models = Table(
+    "registered_models",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("description", Text, nullable=True),
+    Column("tags", Text, nullable=False),  # JSON object
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("name", String(255), ForeignKey("registered_models.name"), primary_key=True),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("package_id", String(64), ForeignKey("model_packages.id"), nullable=False),
+    Column("run_id", String(32), nullable=True),
+    Column("status", String(16), nullable=False),  # active | archived
+    Column("description", Text, nullable=True),
+    Column("created_by", String(255), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+model_aliases = Table(
+    "model_aliases",
+    metadata,
+    Column("name", String(255), ForeignKey("registered_models.name"), primary_key=True),
+    Column("alias", String(64), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+registry_audit = Table(
+    "registry_audit",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("alias", String(64), nullable=True),
+    Column("version_from", Integer, nullable=True),
+    Column("version_to", Integer, nullable=True),
+    Column("actor", String(255), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("at", BigInteger, nullable=False),
+    Index(None, "name", "id"),
 )

@@ -115,6 +115,11 @@ class TrackingClient:
             self._store.heartbeat(list(self._active), now)
 
     @property
+    def db(self) -> Database:
+        """The metadata database this client writes to."""
+        return self._db
+
+    @property
     def closed(self) -> bool:
         return self._closed
 

@@ -1,0 +1,243 @@
+"""``modelyard models list|show|register|alias|unalias|rollback|archive|history``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from modelyard.cli.context import settings_from
+from modelyard.cli.output import console, fmt_time, fmt_value, print_json
+from modelyard.registry.client import ModelRegistry
+from modelyard.registry.refs import ModelRef
+
+app = typer.Typer(help="Model packages, versions and aliases.", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+ReasonOpt = Annotated[
+    str | None, typer.Option("--reason", "-m", help="Why; recorded in the audit trail.")
+]
+
+
+def registry_from(ctx: typer.Context) -> ModelRegistry:
+    registry = ModelRegistry(settings_from(ctx))
+    ctx.find_root().call_on_close(registry.close)
+    return registry
+
+
+@app.command("list")
+def list_models(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Registered models with their latest version and aliases."""
+    models = registry_from(ctx).list_models()
+    if as_json:
+        print_json([m.to_dict() for m in models])
+        return
+    if not models:
+        console.print("No registered models. Log one with modelyard.log_model(model, name=...).")
+        return
+    table = Table(title=f"{len(models)} model(s)", title_justify="left")
+    for col in ("name", "latest", "aliases", "updated"):
+        table.add_column(col)
+    for m in models:
+        aliases = ", ".join(f"{a}→{v}" for a, v in m.aliases.items()) or "-"
+        table.add_row(
+            escape(m.name), str(m.latest_version or "-"), escape(aliases), fmt_time(m.updated_at)
+        )
+    console.print(table)
+
+
+def _show_table(title: str, rows: list[tuple[str, Any]]) -> None:
+    table = Table(title=title, title_justify="left")
+    table.add_column("key")
+    table.add_column("value")
+    for key, value in rows:
+        table.add_row(escape(key), escape(fmt_value(value)))
+    console.print(table)
+
+
+@app.command("show")
+def show_model(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="name/3, name@alias or name@latest")],
+    as_json: JsonOpt = False,
+) -> None:
+    """A version's manifest: signature, metrics, lineage, aliases, runtimes."""
+    registry = registry_from(ctx)
+    version = registry.get_version(ref)
+    manifest = registry.manifest(ModelRef(version.name, version=version.version))
+    if as_json:
+        import msgspec
+
+        print_json({"version": version.to_dict(), "manifest": msgspec.to_builtins(manifest)})
+        return
+    info = Table.grid(padding=(0, 2))
+    info.add_column(style="dim")
+    info.add_column()
+    for key, value in (
+        ("model", f"{version.name}/{version.version}"),
+        ("status", version.status),
+        ("aliases", ", ".join(version.aliases) or "-"),
+        ("flavor", f"{manifest.flavor} ({manifest.model_class})"),
+        ("task", manifest.task + (f", classes {manifest.classes}" if manifest.classes else "")),
+        ("package", version.package_id),
+        ("run", manifest.lineage.run_id or "-"),
+        ("registered", f"{fmt_time(version.created_at)} by {version.created_by}"),
+        ("serving runtime", manifest.serving_runtime),
+        ("requirements", ", ".join(f"{k}=={v}" for k, v in manifest.requirements.items())),
+    ):
+        info.add_row(key, escape(str(value)))
+    console.print(info)
+    if manifest.signature is not None:
+        table = Table(title="signature", title_justify="left")
+        for header in ("column", "type", "nullable", "range / categories"):
+            table.add_column(header)
+        for spec in manifest.signature.columns:
+            if spec.categories is not None:
+                shown = ", ".join(spec.categories[:6]) + (
+                    " ..." if len(spec.categories) > 6 else ""
+                )
+            elif spec.min is not None:
+                shown = f"{fmt_value(spec.min)} .. {fmt_value(spec.max)}"
+            else:
+                shown = "-"
+            table.add_row(
+                escape(spec.name), spec.dtype, "yes" if spec.nullable else "no", escape(shown)
+            )
+        console.print(table)
+    if manifest.metrics:
+        _show_table("metrics", list(manifest.metrics.items()))
+    if manifest.lineage.datasets:
+        _show_table(
+            "lineage: data sets",
+            [(f"{d.context}:{d.name}", d.digest[:16]) for d in manifest.lineage.datasets],
+        )
+    if manifest.runtimes:
+        table = Table(title="runtimes", title_justify="left")
+        for col in ("runtime", "status", "max |diff|", "label flips", "1 row", "1000 rows"):
+            table.add_column(col, justify="right" if col not in ("runtime", "status") else "left")
+        for r in manifest.runtimes:
+            mark = " *" if r.name == manifest.serving_runtime else ""
+            table.add_row(
+                escape(r.name + mark),
+                escape(r.status if r.reason is None else f"{r.status}: {r.reason}"),
+                fmt_value(r.max_abs_diff),
+                fmt_value(r.label_flips),
+                "-" if r.latency_1_row_us is None else f"{r.latency_1_row_us:.1f} us",
+                "-"
+                if r.latency_1000_rows_us is None
+                else f"{r.latency_1000_rows_us / 1000:.2f} ms",
+            )
+        console.print(table)
+
+
+@app.command("register")
+def register(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(help="A run id (its last logged model) or package id.")],
+    name: Annotated[str, typer.Option("--name", "-n", help="Registered model name.")],
+    description: Annotated[str | None, typer.Option(help="A note on this version.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Register a run's model (or a package) as the next version of NAME."""
+    version = registry_from(ctx).register(source, name, description=description)
+    if as_json:
+        print_json(version.to_dict())
+        return
+    console.print(f"Registered [bold]{escape(version.ref)}[/] (package {version.package_id[:12]})")
+
+
+@app.command("alias")
+def set_alias(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="The version: name/3 or name@other-alias.")],
+    alias: Annotated[str, typer.Argument(help="The alias to point at it, e.g. production.")],
+    reason: ReasonOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Point ALIAS at the version REF names (atomic, audited)."""
+    registry = registry_from(ctx)
+    version = registry.get_version(ref)
+    previous = registry.set_alias(version.ref, alias, reason=reason)
+    if as_json:
+        print_json(
+            {"name": version.name, "alias": alias, "version": version.version, "previous": previous}
+        )
+        return
+    moved = f" (was {previous})" if previous is not None else ""
+    console.print(f"{escape(version.name)}@{escape(alias)} → {version.version}{moved}")
+
+
+@app.command("unalias")
+def remove_alias(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument()],
+    alias: Annotated[str, typer.Argument()],
+    reason: ReasonOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove ALIAS from model NAME."""
+    previous = registry_from(ctx).remove_alias(name, alias, reason=reason)
+    if as_json:
+        print_json({"name": name, "alias": alias, "previous": previous})
+        return
+    console.print(f"Removed {escape(name)}@{escape(alias)} (was {previous})")
+
+
+@app.command("rollback")
+def rollback(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument()],
+    alias: Annotated[str, typer.Argument()],
+    reason: ReasonOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Point ALIAS back at the version that held it before its last move."""
+    version = registry_from(ctx).rollback(name, alias, reason=reason)
+    if as_json:
+        print_json(version.to_dict())
+        return
+    console.print(f"{escape(name)}@{escape(alias)} → {version.version} (rolled back)")
+
+
+@app.command("archive")
+def archive(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="name/3")],
+    reason: ReasonOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Archive a version; an archived version can hold no alias."""
+    version = registry_from(ctx).archive(ref, reason=reason)
+    if as_json:
+        print_json(version.to_dict())
+        return
+    console.print(f"Archived {escape(version.ref)}")
+
+
+@app.command("history")
+def history(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument()],
+    as_json: JsonOpt = False,
+) -> None:
+    """Every change to model NAME: who, when, from, to, why."""
+    entries = registry_from(ctx).history(name)
+    if as_json:
+        print_json([e.to_dict() for e in entries])
+        return
+    table = Table(title=f"history of {escape(name)}", title_justify="left")
+    for col in ("when", "who", "action", "alias", "from", "to", "reason"):
+        table.add_column(col)
+    for e in entries:
+        table.add_row(
+            fmt_time(e.at),
+            escape(e.actor),
+            e.action,
+            escape(e.alias or "-"),
+            fmt_value(e.version_from),
+            fmt_value(e.version_to),
+            escape(e.reason or ""),
+        )
+    console.print(table)

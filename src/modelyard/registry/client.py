@@ -1,0 +1,281 @@
+"""The registry client: log packages, register versions, move aliases, load by ref.
+
+>>> import tempfile, pathlib
+>>> from sklearn.linear_model import LogisticRegression
+>>> from modelyard.config import init_project, load_settings
+>>> root = pathlib.Path(tempfile.mkdtemp())
+>>> _ = init_project(root)
+>>> registry = ModelRegistry(load_settings(root, environ={}))
+>>> import pandas as pd
+>>> X = pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0]})
+>>> logged = registry.log_model(LogisticRegression().fit(X, [0, 0, 1, 1]),
+...                             name="toy", training_frame=X)
+>>> logged.version, registry.set_alias("toy/1", "production")
+(1, None)
+>>> registry.load("toy@production").predict({"x": [3.0]}).tolist()
+[1]
+>>> registry.close()
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from modelyard.config import Settings
+from modelyard.errors import NotFoundError
+from modelyard.models.flavors import LoadOptions
+from modelyard.models.manifest import DatasetRef, Lineage, Manifest
+from modelyard.models.package import PackagedModel, load_package, read_manifest, save_package
+from modelyard.models.signature import Signature
+from modelyard.registry.entities import AuditEntry, ModelVersion, RegisteredModel
+from modelyard.registry.refs import ModelRef, check_alias, check_model_name
+from modelyard.registry.store import SQLRegistryStore
+from modelyard.store.artifacts import ArtifactStore
+from modelyard.store.database import Database, open_database
+from modelyard.tracking.store import SQLTrackingStore
+
+__all__ = ["LoggedModel", "ModelRegistry"]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _actor() -> str:
+    configured = os.environ.get("MODELYARD_ACTOR")
+    if configured:
+        return configured
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class LoggedModel:
+    """A package written by ``log_model``; ``version`` is set when it was registered."""
+
+    package_id: str
+    manifest: Manifest
+    name: str | None = None
+    version: int | None = None
+
+    @property
+    def ref(self) -> str | None:
+        return None if self.name is None else f"{self.name}/{self.version}"
+
+
+class ModelRegistry:
+    """Model packages and the registry of one project."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        db: Database | None = None,
+        artifacts: ArtifactStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self._own_db = db is None
+        self._db = db or open_database(settings.db_url)
+        self._store = SQLRegistryStore(self._db)
+        self._runs = SQLTrackingStore(self._db)
+        self.artifacts = artifacts or ArtifactStore(settings.artifacts)
+
+    def close(self) -> None:
+        if self._own_db:
+            self._db.close()
+
+    def __enter__(self) -> ModelRegistry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _options(self, trust: bool) -> LoadOptions:
+        models = self.settings.models
+        return LoadOptions(
+            trusted_types=tuple(models.trusted_types), trust_code=trust or models.trust_code
+        )
+
+    # -- packages ------------------------------------------------------------------
+
+    def log_model(
+        self,
+        model: Any,
+        *,
+        name: str | None = None,
+        training_frame: Any = None,
+        signature: Signature | None = None,
+        no_signature: bool = False,
+        metrics: dict[str, float] | None = None,
+        run_id: str | None = None,
+        holdout_frame: Any = None,
+        flavor: str | None = None,
+        description: str | None = None,
+    ) -> LoggedModel:
+        """Write ``model`` as a package (lineage from ``run_id``); register it under ``name``."""
+        if name is not None:
+            check_model_name(name)
+        lineage = Lineage()
+        if run_id is not None:
+            run = self._runs.get_run(run_id)
+            lineage = Lineage(
+                run_id=run.id,
+                experiment=run.experiment,
+                datasets=[
+                    DatasetRef(name=d.name, context=d.context, digest=d.digest)
+                    for d in self._runs.list_inputs(run.id)
+                ],
+            )
+            if metrics is None:
+                metrics = dict(run.metrics)
+        saved = save_package(
+            model,
+            self.artifacts,
+            training_frame=training_frame,
+            signature=signature,
+            no_signature=no_signature,
+            metrics=metrics,
+            lineage=lineage,
+            holdout_frame=holdout_frame,
+            flavor=flavor,
+        )
+        self._store.record_package(
+            saved.id,
+            flavor=saved.manifest.flavor,
+            model_class=saved.manifest.model_class,
+            run_id=run_id,
+            now=_now_ms(),
+        )
+        version = None
+        if name is not None:
+            version = self._store.create_version(
+                name,
+                saved.id,
+                run_id=run_id,
+                description=description,
+                actor=_actor(),
+                now=_now_ms(),
+            )
+        return LoggedModel(saved.id, saved.manifest, name, version)
+
+    def register(self, source: str, name: str, *, description: str | None = None) -> ModelVersion:
+        """Register a package (by id) or the last package a run logged (by run id)."""
+        check_model_name(name)
+        package_id: str | None = None
+        run_id: str | None = None
+        if len(source) == 64 and self._store.package_exists(source):
+            package_id = source
+        else:
+            run = self._runs.get_run(source) if len(source) == 32 else None
+            if run is None:
+                matches = self._runs.find_run_ids(source) if len(source) >= 6 else []
+                if len(matches) != 1:
+                    raise NotFoundError(
+                        f"No run or package with id {source!r}. Give a run id (or a unique "
+                        "prefix of 6+ characters) or a package id."
+                    )
+                run = self._runs.get_run(matches[0])
+            run_id = run.id
+            packages = self._store.packages_of_run(run.id)
+            if not packages:
+                raise NotFoundError(
+                    f"Run {run.id} logged no model. Log one with modelyard.log_model(...) "
+                    "inside the run."
+                )
+            package_id = packages[-1]
+        if run_id is None:
+            run_id = read_manifest(self.artifacts, package_id).lineage.run_id
+        version = self._store.create_version(
+            name,
+            package_id,
+            run_id=run_id,
+            description=description,
+            actor=_actor(),
+            now=_now_ms(),
+        )
+        return self._store.resolve(ModelRef(name, version=version))
+
+    # -- reading -------------------------------------------------------------------
+
+    def get_version(self, ref: str | ModelRef) -> ModelVersion:
+        return self._store.resolve(ref if isinstance(ref, ModelRef) else ModelRef.parse(ref))
+
+    def manifest(self, ref: str | ModelRef) -> Manifest:
+        """The verified manifest of the version ``ref`` names."""
+        return read_manifest(self.artifacts, self.get_version(ref).package_id)
+
+    def load(self, ref: str | ModelRef, *, trust: bool = False) -> PackagedModel:
+        """Load the version ``ref`` names, verifying its manifest and every file."""
+        version = self.get_version(ref)
+        return load_package(self.artifacts, version.package_id, self._options(trust))
+
+    def load_package(self, package_id: str, *, trust: bool = False) -> PackagedModel:
+        if not self._store.package_exists(package_id):
+            raise NotFoundError(f"No package with id {package_id!r}")
+        return load_package(self.artifacts, package_id, self._options(trust))
+
+    def list_models(self) -> list[RegisteredModel]:
+        return self._store.list_models()
+
+    def list_versions(self, name: str) -> list[ModelVersion]:
+        return self._store.list_versions(name)
+
+    def history(self, name: str) -> list[AuditEntry]:
+        return self._store.history(name)
+
+    # -- changes -------------------------------------------------------------------
+
+    def set_alias(
+        self, ref: str | ModelRef, alias: str, *, reason: str | None = None
+    ) -> int | None:
+        """Point ``alias`` at the version ``ref`` names; return the previous holder."""
+        check_alias(alias)
+        version = self.get_version(ref)
+        return self._store.set_alias(
+            version.name, alias, version.version, actor=_actor(), reason=reason, now=_now_ms()
+        )
+
+    def remove_alias(self, name: str, alias: str, *, reason: str | None = None) -> int:
+        return self._store.remove_alias(name, alias, actor=_actor(), reason=reason, now=_now_ms())
+
+    def rollback(self, name: str, alias: str, *, reason: str | None = None) -> ModelVersion:
+        """Point ``alias`` back at the version that held it before its last move."""
+        check_alias(alias)
+        previous = self._store.rollback(name, alias, actor=_actor(), reason=reason, now=_now_ms())
+        return self._store.resolve(ModelRef(name, version=previous))
+
+    def archive(self, ref: str | ModelRef, *, reason: str | None = None) -> ModelVersion:
+        version = self.get_version(ref)
+        self._store.archive(
+            version.name, version.version, actor=_actor(), reason=reason, now=_now_ms()
+        )
+        return self._store.resolve(ModelRef(version.name, version=version.version))
+
+    def set_package(self, ref: str | ModelRef, package_id: str, *, reason: str) -> ModelVersion:
+        """Point a version at a re-written package of the same model (optimize does this)."""
+        version = self.get_version(ref)
+        read_manifest(self.artifacts, package_id)  # refuse a package whose manifest differs
+        self._store.set_package(
+            version.name,
+            version.version,
+            package_id,
+            actor=_actor(),
+            reason=reason,
+            now=_now_ms(),
+        )
+        return self._store.resolve(ModelRef(version.name, version=version.version))
+
+    def record_package(self, package_id: str, manifest: Manifest) -> None:
+        self._store.record_package(
+            package_id,
+            flavor=manifest.flavor,
+            model_class=manifest.model_class,
+            run_id=manifest.lineage.run_id,
+            now=_now_ms(),
+        )
