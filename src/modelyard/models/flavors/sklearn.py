@@ -110,15 +110,16 @@ class SklearnFlavor:
         import skops.io as sio
 
         path = folder / saved.model_file
-        refused = untrusted(stored_types(path), (*_BUILTINS, *options.trusted_types))
+        types = stored_types(path)
+        refused = untrusted(types, (*_BUILTINS, *options.trusted_types))
         if refused:
             raise InvalidInputError(
                 f"The package holds types the project does not trust: {', '.join(refused)}. "
                 "If you trust them, add them to models.trusted_types in modelyard.yaml.",
                 loc="models.trusted_types",
             )
-        found = sio.get_untrusted_types(file=path)
-        return sio.load(path, trusted=found)
+        # every type in the file passed the project's allow-list above
+        return sio.load(path, trusted=types)
 
     def scores(self, model: Any, features: Any) -> np.ndarray:
         if not hasattr(model, "feature_names_in_") and hasattr(features, "to_numpy"):
