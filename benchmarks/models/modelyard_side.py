@@ -247,34 +247,10 @@ def _serving(registry: Any, ref: str) -> dict[str, Any]:
 
 
 def _open_runtime(registry: Any, ref: str) -> Any:
-    """The serving runtime the manifest names, built from the verified package.
+    """The serving runtime the manifest names, as a server opens it."""
+    from modelyard.models.runtimes import open_serving_runtime
 
-    runtimes.py has the runtime classes but (yet) no "open the serving runtime of a
-    package" function, so this mirrors what a server must do: ONNX graphs from the
-    package's file, native fast paths from the loaded model, else the native runtime.
-    """
-    from modelyard.models.runtimes import NativeRuntime, OnnxRuntime, native_fast_paths
-
-    packaged = registry.load(ref)
-    manifest = packaged.manifest
-    signature = manifest.signature
-    classification = manifest.task == "classification"
-    name = manifest.serving_runtime
-    recorded = {r.name: r for r in manifest.runtimes}
-    if name == "native":
-        return NativeRuntime(packaged.native, signature, packaged.flavor.scores)
-    result = recorded.get(name)
-    if result is not None and result.file:
-        entry = manifest.file(result.file)
-        graph = registry.artifacts.get_bytes(entry.sha256, name=entry.path)
-        return OnnxRuntime(graph, signature.names, classification=classification, name=name)
-    fast_paths = native_fast_paths(
-        packaged.native, signature, flavor=manifest.flavor, classification=classification
-    )
-    for fast in fast_paths:
-        if fast.name == name:
-            return fast
-    raise RuntimeError(f"cannot build the serving runtime {name!r} of {ref}")
+    return open_serving_runtime(registry.load(ref), registry.artifacts)
 
 
 def _latency_row(registry: Any, flavor: str, args: argparse.Namespace) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from modelyard.errors import InvalidInputError, ModelError
 from modelyard.models.signature import ColumnSpec, Signature
 
 __all__ = [
+    "open_serving_runtime",
     "Inputs",
     "LightGBMBoosterRuntime",
     "NativeRuntime",
@@ -409,3 +410,33 @@ class OnnxRuntime:
     def scores(self, inputs: Inputs) -> np.ndarray:
         (out,) = self.session.run([self._output], self._feed(inputs))
         return _as_scores(out, inputs.rows, classification=self.classification)
+
+
+def open_serving_runtime(packaged: Any, artifacts: Any) -> Runtime:
+    """The runtime a loaded package's manifest names as its serving runtime.
+
+    ``packaged`` is a verified ``PackagedModel``; an ONNX graph is read (and verified)
+    from ``artifacts``, a native fast path is built from the loaded model, and a package
+    that was never optimized serves natively.
+    """
+    manifest = packaged.manifest
+    signature = manifest.signature
+    name = manifest.serving_runtime
+    if name == "native" or signature is None:
+        return NativeRuntime(packaged.native, signature, packaged.flavor.scores)
+    classification = manifest.task == "classification"
+    recorded = {r.name: r for r in manifest.runtimes}
+    result = recorded.get(name)
+    if result is not None and result.file:
+        entry = manifest.file(result.file)
+        graph = artifacts.get_bytes(entry.sha256, name=entry.path)
+        return OnnxRuntime(graph, signature.names, classification=classification, name=name)
+    for fast in native_fast_paths(
+        packaged.native, signature, flavor=manifest.flavor, classification=classification
+    ):
+        if fast.name == name:
+            return fast
+    raise ModelError(
+        f"The package names {name!r} as its serving runtime, but no such runtime can be "
+        "built here; re-run `modelyard models optimize`"
+    )
