@@ -25,8 +25,10 @@ from modelyard.errors import ArtifactIntegrityError, InvalidInputError, MissingE
 from modelyard.models.flavors import FLAVORS, PythonModel, flavor_for, get_flavor
 from modelyard.models.flavors.lightgbm import LightGBMModel
 from modelyard.models.flavors.onnx import OnnxModel
-from modelyard.models.flavors.xgboost import XGBoostBooster, XGBoostFlavor, inplace_scores
+from modelyard.models.flavors.xgboost import XGBoostBooster, XGBoostFlavor
 from modelyard.models.package import PackagedModel, read_holdout
+from modelyard.models.runtimes import XGBoostInplaceRuntime, build_inputs, xgboost_booster
+from modelyard.models.signature import infer_signature
 from modelyard.registry.client import ModelRegistry
 
 SEED = 20240611
@@ -143,8 +145,10 @@ def test_xgboost_regressor_and_fast_path(local: ModelRegistry) -> None:
     assert type(loaded.native) is xgb.XGBRegressor
     assert loaded.manifest.task == "regression"
     np.testing.assert_array_equal(loaded.predict(frame), model.predict(frame))
-    fast = inplace_scores(loaded.native, frame.to_numpy(dtype=np.float32))
-    np.testing.assert_array_equal(fast, loaded.scores(frame))
+    fast = XGBoostInplaceRuntime(xgboost_booster(loaded.native), classification=False)
+    assert loaded.manifest.signature is not None
+    scores = fast.scores(build_inputs(loaded.manifest.signature, frame))
+    np.testing.assert_array_equal(scores, loaded.scores(frame))
 
 
 def test_xgboost_fast_path_gives_classifier_probabilities() -> None:
@@ -154,8 +158,9 @@ def test_xgboost_fast_path_gives_classifier_probabilities() -> None:
     model = xgb.XGBClassifier(n_estimators=10, max_depth=2, random_state=0, n_jobs=1).fit(
         frame, label
     )
-    fast = inplace_scores(model, frame.to_numpy(dtype=np.float32))
-    np.testing.assert_array_equal(fast, model.predict_proba(frame).astype(np.float64))
+    fast = XGBoostInplaceRuntime(xgboost_booster(model), classification=True)
+    scores = fast.scores(build_inputs(infer_signature(frame), frame))
+    np.testing.assert_array_equal(scores, model.predict_proba(frame).astype(np.float64))
 
 
 def test_xgboost_booster_loads_as_a_classifier_of_its_objective(local: ModelRegistry) -> None:

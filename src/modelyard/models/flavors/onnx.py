@@ -56,15 +56,11 @@ def _onnx() -> Any:
 
 
 def session_options() -> Any:
-    """onnxruntime options for serving: 1 thread, sequential, no spinning."""
-    ort = _onnxruntime()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    return options
+    """onnxruntime options for serving: the same as every serving runtime uses."""
+    _onnxruntime()  # a clear MissingExtraError when onnxruntime is absent
+    from modelyard.models.runtimes import serving_session_options
+
+    return serving_session_options()
 
 
 def _session(source: str | bytes) -> Any:

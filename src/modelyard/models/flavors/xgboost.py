@@ -8,7 +8,7 @@ back, so a loaded ``XGBClassifier`` predicts exactly what the logged one did.
 A raw ``xgboost.Booster`` loads as :class:`XGBoostBooster`: ``predict`` gives labels
 for ``binary:logistic`` and ``multi:softprob`` models, and the raw output otherwise.
 
-Fast path, for the optimizer: :func:`inplace_scores` calls ``Booster.inplace_predict``
+Fast path, for the optimizer: ``runtimes.XGBoostInplaceRuntime`` calls ``Booster.inplace_predict``
 on a float array whose columns are in signature order, without a DataFrame or a
 DMatrix (~0.3 ms a row). Models trained with ``enable_categorical`` need the
 DataFrame path (their categories live in the frame's dtype).
@@ -31,7 +31,7 @@ from modelyard.models.flavors._common import (
 )
 from modelyard.models.flavors.base import LoadOptions, SavedModel
 
-__all__ = ["MODEL_CLASSES", "XGBoostBooster", "XGBoostFlavor", "inplace_scores"]
+__all__ = ["MODEL_CLASSES", "XGBoostBooster", "XGBoostFlavor"]
 
 MODEL_FILE = "model.ubj"
 BOOSTER = "xgboost.core.Booster"
@@ -103,18 +103,6 @@ class XGBoostBooster:
         if self.classes_ is None:
             return self.raw(features)
         return label_of_largest(self.classes_, self.predict_proba(features))
-
-
-def inplace_scores(model: Any, values: np.ndarray) -> np.ndarray:
-    """Scores like :meth:`XGBoostFlavor.scores`, from a numeric array in signature order.
-
-    The optimizer's fast path: ``Booster.inplace_predict`` with no DataFrame or DMatrix.
-    """
-    booster = model.booster if isinstance(model, XGBoostBooster) else model.get_booster()
-    output = np.asarray(booster.inplace_predict(values))  # float32, as the wrapper's
-    if XGBoostFlavor._classifies(model) and output.ndim == 1:
-        output = two_columns(output)  # 1 - p in float32, as predict_proba computes it
-    return output.astype(np.float64).reshape(len(values), -1)
 
 
 class XGBoostFlavor:
