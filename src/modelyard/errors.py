@@ -28,12 +28,14 @@ and where, and one next step:
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 __all__ = [
     "ArtifactIntegrityError",
+    "did_you_mean",
     "ConflictError",
     "FilterSyntaxError",
     "GateFailedError",
@@ -175,3 +177,15 @@ class MissingExtraError(ModelyardError):
 
     def __init__(self, feature: str, extra: str) -> None:
         super().__init__(f"{feature} needs the '{extra}' extra: pip install 'modelyard[{extra}]'")
+
+
+def did_you_mean(name: str, known: Sequence[str], kind: str) -> str:
+    """The tail of a not-found message: the closest known name, and the known ones.
+
+    >>> did_you_mean("chrun", ["churn", "fraud"], "models")
+    " Did you mean 'churn'? Known models: churn, fraud."
+    """
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    listed = ", ".join(sorted(known)[:10]) or "none yet"
+    return f"{hint} Known {kind}: {listed}."

@@ -10,13 +10,12 @@ shows both moves in order.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, select, update
 from sqlalchemy import exc as sa_exc
 
-from modelyard.errors import ConflictError, NotFoundError
+from modelyard.errors import ConflictError, NotFoundError, did_you_mean
 from modelyard.registry.entities import AuditEntry, ModelVersion, RegisteredModel
 from modelyard.registry.refs import LATEST, ModelRef
 from modelyard.store.database import Database
@@ -32,15 +31,6 @@ __all__ = ["SQLRegistryStore"]
 
 ACTIVE = "active"
 ARCHIVED = "archived"
-
-
-def _suggest(name: str, known: Sequence[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    listed = ", ".join(sorted(known)[:10]) or "none yet"
-    return f"{hint} Known models: {listed}."
 
 
 class SQLRegistryStore:
@@ -100,7 +90,7 @@ class SQLRegistryStore:
         if row is not None:
             return
         if not create:
-            raise NotFoundError(f"No model named {name!r}.{_suggest(name, self._names(conn))}")
+            raise self._no_model(conn, name)
         if self.db.dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -116,6 +106,11 @@ class SQLRegistryStore:
                     name=name, tags="{}", created_at=now, updated_at=now
                 )
             )
+
+    def _no_model(self, conn: Connection, name: str) -> NotFoundError:
+        return NotFoundError(
+            f"No model named {name!r}.{did_you_mean(name, self._names(conn), 'models')}"
+        )
 
     def _names(self, conn: Connection) -> list[str]:
         return list(conn.execute(select(registered_models.c.name)).scalars())
@@ -203,7 +198,7 @@ class SQLRegistryStore:
                 ).first()
                 is None
             ):
-                raise NotFoundError(f"No model named {name!r}.{_suggest(name, self._names(conn))}")
+                raise self._no_model(conn, name)
             raise NotFoundError(
                 f"Model {name!r} has no version {version}; versions: "
                 f"{', '.join(map(str, known)) or 'none'}"
@@ -241,9 +236,7 @@ class SQLRegistryStore:
                 ).first()
                 is None
             ):
-                raise NotFoundError(
-                    f"No model named {ref.name!r}.{_suggest(ref.name, self._names(conn))}"
-                )
+                raise self._no_model(conn, ref.name)
             aliases = self._aliases_of(conn, ref.name)
             if ref.version is not None:
                 version = ref.version
@@ -280,7 +273,7 @@ class SQLRegistryStore:
                 ).first()
                 is None
             ):
-                raise NotFoundError(f"No model named {name!r}.{_suggest(name, self._names(conn))}")
+                raise self._no_model(conn, name)
         return [self._version(r, aliases) for r in rows]
 
     def list_models(self) -> list[RegisteredModel]:
@@ -524,7 +517,7 @@ class SQLRegistryStore:
                 .limit(limit)
             ).all()
             if not rows:
-                raise NotFoundError(f"No model named {name!r}.{_suggest(name, self._names(conn))}")
+                raise self._no_model(conn, name)
         return [
             AuditEntry(
                 id=r.id,

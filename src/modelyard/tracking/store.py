@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 
-from modelyard.errors import ConflictError, InvalidInputError, NotFoundError
+from modelyard.errors import ConflictError, InvalidInputError, NotFoundError, did_you_mean
 from modelyard.store.database import Database
 from modelyard.store.schema import (
     experiments,
@@ -107,15 +107,6 @@ def _search_query(filter: str, order_by: tuple[str, ...], by_experiment: bool) -
     )
 
 
-def _suggest(name: str, known: Sequence[str]) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    listed = ", ".join(sorted(known)[:10]) or "none yet"
-    return f"{hint} Known experiments: {listed}."
-
-
 class SQLTrackingStore:
     """Runs and their records in the metadata database."""
 
@@ -161,7 +152,9 @@ class SQLTrackingStore:
         found = self.get_experiment(name)
         if found is None:
             known = [e.name for e in self.list_experiments()]
-            raise NotFoundError(f"No experiment named {name!r}.{_suggest(name, known)}")
+            raise NotFoundError(
+                f"No experiment named {name!r}.{did_you_mean(name, known, 'experiments')}"
+            )
         return found
 
     # -- runs --------------------------------------------------------------------

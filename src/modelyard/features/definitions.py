@@ -1,0 +1,235 @@
+"""Feature definitions: entities, sources, views, windowed aggregations, services.
+
+Definitions are plain frozen values written in the project's ``features.py``:
+
+>>> from datetime import timedelta
+>>> flight = Entity("carrier", join_keys=["carrier"])
+>>> delays = FileSource("data/flights.parquet", timestamp_field="arr_time")
+>>> view = FeatureView(
+...     "carrier_delays", entities=[flight], source=delays,
+...     features=[Feature("arr_delay", "float")], ttl=timedelta(days=7),
+... )
+>>> view.join_keys
+['carrier']
+>>> FeatureService("delay_model", features=[view]).refs()
+['carrier_delays:arr_delay']
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Literal
+
+from modelyard.errors import InvalidInputError
+
+__all__ = [
+    "Aggregation",
+    "Entity",
+    "Feature",
+    "FeatureService",
+    "FeatureView",
+    "FileSource",
+    "SqlSource",
+    "parse_window",
+]
+
+FeatureType = Literal["float", "int", "bool", "string", "datetime"]
+AggregationFn = Literal["count", "sum", "mean", "min", "max", "std", "last"]
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_WINDOW = re.compile(r"^(\d+)([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def _check_name(name: str, what: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidInputError(
+            f"Expected a {what} name of letters, digits and '_' (not starting with a digit), "
+            f"got {name!r}",
+            loc=what,
+        )
+    return name
+
+
+def parse_window(window: str | timedelta) -> timedelta:
+    """``"1h"``, ``"7d"``, ``"30m"`` or a timedelta, as a timedelta.
+
+    >>> parse_window("7d")
+    datetime.timedelta(days=7)
+    """
+    if isinstance(window, timedelta):
+        if window <= timedelta(0):
+            raise InvalidInputError(f"Expected a positive window, got {window}", loc="window")
+        return window
+    match = _WINDOW.match(str(window).strip())
+    if match is None or int(match[1]) == 0:
+        raise InvalidInputError(
+            f"Expected a window like 30m, 1h, 1d or 7d, got {window!r}", loc="window"
+        )
+    return timedelta(**{_UNITS[match[2]]: int(match[1])})
+
+
+@dataclass(frozen=True)
+class Entity:
+    """What features describe (a carrier, a customer), identified by its join keys."""
+
+    name: str
+    join_keys: list[str]
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, "entity")
+        if not self.join_keys:
+            raise InvalidInputError(
+                f"Entity {self.name!r} needs at least one join key", loc="join_keys"
+            )
+        for key in self.join_keys:
+            _check_name(key, "join key")
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """Parquet files (a path or a glob) or a CSV file with an event-time column.
+
+    ``created_timestamp_field`` is when a row became available; it breaks ties and
+    drives ``as_served`` retrieval and incremental materialization.
+    """
+
+    path: str
+    timestamp_field: str
+    created_timestamp_field: str | None = None
+
+    def relation(self) -> str:
+        """DuckDB SQL for the rows of the source."""
+        escaped = self.path.replace("'", "''")
+        if self.path.endswith(".csv"):
+            return f"read_csv_auto('{escaped}')"
+        return f"read_parquet('{escaped}')"
+
+
+@dataclass(frozen=True)
+class SqlSource:
+    """A DuckDB SQL query whose rows are the source."""
+
+    query: str
+    timestamp_field: str
+    created_timestamp_field: str | None = None
+
+    def relation(self) -> str:
+        return f"({self.query})"
+
+
+Source = FileSource | SqlSource
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One feature of a view: a source column, or a DuckDB SQL expression over the row."""
+
+    name: str
+    dtype: FeatureType = "float"
+    expression: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, "feature")
+
+    @property
+    def sql(self) -> str:
+        return self.expression or f'"{self.name}"'
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """``fn`` of ``column`` over the ``window`` before each point in time."""
+
+    column: str
+    fn: AggregationFn
+    window: str | timedelta
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.fn not in ("count", "sum", "mean", "min", "max", "std", "last"):
+            raise InvalidInputError(
+                f"Expected an aggregation count, sum, mean, min, max, std or last, got {self.fn!r}",
+                loc="fn",
+            )
+        parse_window(self.window)
+
+    @property
+    def output_name(self) -> str:
+        if self.name:
+            return self.name
+        window = (
+            self.window if isinstance(self.window, str) else f"{int(self.window.total_seconds())}s"
+        )
+        return f"{self.column}_{self.fn}_{window}"
+
+
+@dataclass(frozen=True)
+class FeatureView:
+    """Features of one or more entities from one source, valid for ``ttl`` after their time."""
+
+    name: str
+    entities: list[Entity]
+    source: Source
+    features: list[Feature] = field(default_factory=list)
+    ttl: timedelta | None = None
+    aggregations: list[Aggregation] = field(default_factory=list)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, "view")
+        if not self.entities:
+            raise InvalidInputError(f"View {self.name!r} needs at least one entity", loc="entities")
+        if not self.features and not self.aggregations:
+            raise InvalidInputError(
+                f"View {self.name!r} has no features and no aggregations", loc="features"
+            )
+        if self.ttl is not None and self.ttl <= timedelta(0):
+            raise InvalidInputError(
+                f"Expected a positive ttl for view {self.name!r}, got {self.ttl}", loc="ttl"
+            )
+        names = self.feature_names
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise InvalidInputError(
+                f"View {self.name!r} names {', '.join(duplicates)} twice", loc="features"
+            )
+
+    @property
+    def join_keys(self) -> list[str]:
+        keys: list[str] = []
+        for entity in self.entities:
+            keys.extend(k for k in entity.join_keys if k not in keys)
+        return keys
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features] + [a.output_name for a in self.aggregations]
+
+
+@dataclass(frozen=True)
+class FeatureService:
+    """The named set of features a model uses: whole views or ``view:feature`` refs."""
+
+    name: str
+    features: list[FeatureView | str]
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, "service")
+
+    def refs(self) -> list[str]:
+        out: list[str] = []
+        for item in self.features:
+            if isinstance(item, FeatureView):
+                out.extend(f"{item.name}:{n}" for n in item.feature_names)
+            else:
+                if ":" not in item:
+                    raise InvalidInputError(
+                        f"Expected a feature ref like view:feature, got {item!r}",
+                        loc=f"services.{self.name}",
+                    )
+                out.append(item)
+        return out
