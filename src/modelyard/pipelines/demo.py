@@ -180,7 +180,9 @@ def run_demo(directory: Path, *, quiet: bool = False) -> dict[str, Any]:
         f"  modelyard --project {project} runs compare "
         + " ".join(r["run_id"][:8] for r in results)
         + f"\n  modelyard --project {project} models show {MODEL_NAME}@production"
-        f"\n  modelyard --project {project} models history {MODEL_NAME}"
+        f"\n  modelyard --project {project} models history {MODEL_NAME}",
+        soft_wrap=True,  # commands stay on one line each, ready to paste
+        highlight=False,
     )
     table = Table(title=f"{logged.ref} runtimes", title_justify="left")
     for col in ("runtime", "status", "max |diff|", "1 row", "1000 rows"):
