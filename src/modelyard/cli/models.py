@@ -115,19 +115,24 @@ def show_model(
         )
     if manifest.runtimes:
         table = Table(title="runtimes", title_justify="left")
-        for col in ("runtime", "status", "max |diff|", "label flips", "1 row", "1000 rows"):
-            table.add_column(col, justify="right" if col not in ("runtime", "status") else "left")
+        for col in ("runtime", "status", "max |diff|", "flips", "1 row", "1000 rows"):
+            table.add_column(
+                col,
+                justify="right" if col not in ("runtime", "status") else "left",
+                no_wrap=col != "status",
+                min_width=6 if col == "status" else None,
+            )
         for r in manifest.runtimes:
             mark = " *" if r.name == manifest.serving_runtime else ""
             table.add_row(
                 escape(r.name + mark),
                 escape(r.status if r.reason is None else f"{r.status}: {r.reason}"),
-                fmt_value(r.max_abs_diff),
+                fmt_value(r.max_abs_diff, digits=2),
                 fmt_value(r.label_flips),
-                "-" if r.latency_1_row_us is None else f"{r.latency_1_row_us:.1f} us",
+                "-" if r.latency_1_row_us is None else f"{r.latency_1_row_us:.0f} us",
                 "-"
                 if r.latency_1000_rows_us is None
-                else f"{r.latency_1000_rows_us / 1000:.2f} ms",
+                else f"{r.latency_1000_rows_us / 1000:.1f} ms",
             )
         console.print(table)
 
