@@ -5,9 +5,15 @@ cd "$(dirname "$0")/.."
 py=${PYTHON:-.venv/bin/python}
 services=$(mktemp -d /tmp/modelyard-services.XXXXXX)
 chmod 755 "$services"
-cleanup() { scripts/postgres.sh stop "$services/pg" || true; rm -rf "$services"; }
+cleanup() {
+  scripts/postgres.sh stop "$services/pg" || true
+  scripts/redis.sh stop "$services/redis" || true
+  rm -rf "$services"
+}
 trap cleanup EXIT
 MODELYARD_TEST_PG_URL=$(scripts/postgres.sh start "$services/pg")
 export MODELYARD_TEST_PG_URL
+MODELYARD_TEST_REDIS_URL=$(scripts/redis.sh start "$services/redis")
+export MODELYARD_TEST_REDIS_URL
 export MODELYARD_TEST_REQUIRE_SERVICES=1
 "$py" -m pytest "$@"

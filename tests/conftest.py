@@ -71,3 +71,38 @@ def client(settings: Settings) -> Iterator[TrackingClient]:
     c = TrackingClient(settings)
     yield c
     c.close()
+
+
+REDIS_URL = os.environ.get("MODELYARD_TEST_REDIS_URL")
+
+
+def _need_redis() -> str:
+    if REDIS_URL:
+        return REDIS_URL
+    if REQUIRE:
+        pytest.fail("MODELYARD_TEST_REDIS_URL is not set but services are required")
+    pytest.skip("no Redis server: run the suite with `make test`")
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def online_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
+    """A fresh, empty online store, on each backend in turn (Redis: its own key prefix)."""
+    from modelyard.features.online import RedisOnlineStore, SQLiteOnlineStore
+
+    store: SQLiteOnlineStore | RedisOnlineStore
+    if request.param == "sqlite":
+        store = SQLiteOnlineStore(f"sqlite:///{tmp_path / 'online' / 'online.db'}")
+    else:
+        url = _need_redis()
+        import redis
+
+        admin = redis.Redis.from_url(url)
+        admin.flushdb()
+        store = RedisOnlineStore(url, prefix=f"t{uuid.uuid4().hex[:12]}:")
+    try:
+        yield store
+    finally:
+        store.close()
+        if request.param == "redis":
+            admin.flushdb()
+            admin.close()

@@ -11,6 +11,8 @@ from modelyard.features.definitions import (
     FileSource,
     SqlSource,
 )
+from modelyard.features.offline import get_historical_features
+from modelyard.features.online import get_online_features, open_online_store
 
 __all__ = [
     "Aggregation",
@@ -20,4 +22,7 @@ __all__ = [
     "FeatureView",
     "FileSource",
     "SqlSource",
+    "get_historical_features",
+    "get_online_features",
+    "open_online_store",
 ]

@@ -1,0 +1,407 @@
+"""Point-in-time correct training sets: ``get_historical_features``.
+
+For each row of the entity frame (join keys, an entity time ``t`` and any labels) and for
+each requested feature view, the view's features are looked up by this written spec:
+
+1. **Keys.** A feature row matches only if all of the view's join keys are equal to the
+   entity row's (a null key matches nothing).
+2. **No future.** Its time is ``<= t`` (inclusive).
+3. **Freshness.** With a ``ttl``, its time is ``>= t - ttl`` (inclusive), relative to each
+   entity row. Only the latest row ``<= t`` is a candidate: if it is older than
+   ``t - ttl`` the result is null; it never falls back to an even older row.
+4. **Latest wins, deterministically.** Among matches the latest time wins; ties are broken
+   by availability time (``created_timestamp_field``; a null one loses), then by ingestion
+   order (the later row of the source wins).
+5. **One row.** The winning row supplies all of the view's requested features, nulls
+   included; there is no falling back to an older non-null value per feature.
+6. **No match** gives nulls and keeps the entity row.
+7. **Rows kept.** Duplicate entity rows are kept; the result has the entity frame's rows in
+   its order and index, with its other columns (labels) passed through.
+8. **UTC.** Timestamps are timezone-aware and compared in UTC. A naive one, in the entity
+   frame or in a source, is an ``InvalidInputError`` naming the frame or view and the
+   column, unless ``assume_utc=True`` (naive values are then read as UTC).
+
+Feature rows with a null time are ignored. ``as_served=True`` uses the availability time
+(``created_timestamp_field``) in place of the event time for rules 2, 3 and 4 (ties are
+then broken by event time, then ingestion order), so a late backfill stays invisible to
+entity rows before it arrived: what a model trained on the set would have been served.
+
+**Aggregations** (``Aggregation(column, fn, window)``) follow rules 1, 6, 7 and 8 and are
+computed over every source row whose time is in ``(t - window, t]`` (no deduplication:
+each row is an event; the view's ttl does not apply). ``count`` counts non-null values (0
+with none); ``sum``, ``mean``, ``min``, ``max`` and ``std`` (sample) ignore nulls and are null
+with no values (``std`` needs two); ``last`` is the value of the latest row by rule 4, nulls
+included. Under ``as_served`` the window is over availability time.
+
+The join runs in DuckDB: each source is read once, deduplicated once per (keys, time),
+then ASOF-joined to the entity rows; the ttl is a filter on the single ASOF match.
+
+>>> import pandas as pd
+>>> from modelyard.features.definitions import Entity, Feature, FeatureView, SqlSource
+>>> source = SqlSource(
+...     "SELECT 'AA' AS carrier, TIMESTAMPTZ '2013-01-01 10:00+00' AS ts, 7.5 AS delay",
+...     timestamp_field="ts",
+... )
+>>> view = FeatureView("delays", entities=[Entity("carrier", ["carrier"])],
+...                    source=source, features=[Feature("delay")])
+>>> entities = pd.DataFrame({
+...     "carrier": ["AA", "AA"],
+...     "event_timestamp": pd.to_datetime(["2013-01-01 09:00", "2013-01-02 00:00"], utc=True),
+...     "late": [0, 1],
+... })
+>>> get_historical_features(entities, [view])[["carrier", "late", "delay"]]
+  carrier  late  delay
+0      AA     0    NaN
+1      AA     1    7.5
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from modelyard.errors import InvalidInputError
+from modelyard.features.definitions import (
+    Aggregation,
+    Feature,
+    FeatureService,
+    FeatureView,
+    parse_window,
+)
+
+if TYPE_CHECKING:
+    import duckdb
+
+__all__ = ["get_historical_features"]
+
+_AWARE = "TIMESTAMP WITH TIME ZONE"
+_NAIVE = {"TIMESTAMP", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S", "DATE"}
+_AGGREGATE = {
+    "count": "count",
+    "sum": "sum",
+    "mean": "avg",
+    "min": "min",
+    "max": "max",
+    "std": "stddev_samp",
+    "last": "arg_max_null",
+}
+
+
+@dataclass(frozen=True)
+class _Request:
+    """The features wanted from one view, with their output column names."""
+
+    view: FeatureView
+    features: list[Feature]
+    aggregations: list[Aggregation]
+    columns: list[str]
+
+
+def get_historical_features(
+    entity_df: pd.DataFrame,
+    features: FeatureService | Sequence[FeatureView | str],
+    *,
+    views: Sequence[FeatureView] = (),
+    as_served: bool = False,
+    assume_utc: bool = False,
+    entity_time_column: str = "event_timestamp",
+    full_feature_names: bool = False,
+) -> pd.DataFrame:
+    """The entity frame with each requested feature joined point-in-time correctly.
+
+    ``features`` is a ``FeatureService`` or a list of ``FeatureView``s (all their features)
+    and ``"view:feature"`` refs; a ref's view is looked up by name among ``views`` and the
+    views given directly. Output columns are named by feature, or ``view__feature`` with
+    ``full_feature_names=True``. See the module docstring for the rules.
+    """
+    items = features.features if isinstance(features, FeatureService) else list(features)
+    requests = _resolve(items, views, full_feature_names)
+    _check_output_names(entity_df, requests, entity_time_column)
+    entity_time = _entity_time(entity_df, entity_time_column, assume_utc)
+
+    import duckdb
+
+    out = entity_df.copy()
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        for request in requests:
+            joined = _join_view(con, request, entity_df, entity_time, as_served, assume_utc)
+            for column, values in zip(request.columns, joined, strict=True):
+                values.index = out.index
+                out[column] = values
+    finally:
+        con.close()
+    return out
+
+
+def _resolve(
+    items: Sequence[FeatureView | str], views: Sequence[FeatureView], full: bool
+) -> list[_Request]:
+    """Group the requested features by view, in the order first asked for."""
+    known: dict[str, FeatureView] = {}
+    for view in [*views, *(i for i in items if isinstance(i, FeatureView))]:
+        if known.setdefault(view.name, view) != view:
+            raise InvalidInputError(
+                f"Two different feature views are named {view.name!r}", loc="views"
+            )
+    wanted: dict[str, list[str]] = {}
+    for item in items:
+        if isinstance(item, FeatureView):
+            names = item.feature_names
+            view_name = item.name
+        else:
+            view_name, _, feature = str(item).partition(":")
+            if not feature:
+                raise InvalidInputError(
+                    f"Expected a feature ref like view:feature, got {item!r}", loc="features"
+                )
+            if view_name not in known:
+                hint = difflib.get_close_matches(view_name, list(known), n=1)
+                maybe = f" Did you mean {hint[0]!r}?" if hint else ""
+                raise InvalidInputError(
+                    f"No feature view named {view_name!r} in ref {item!r}.{maybe} "
+                    f"Known views: {', '.join(sorted(known)) or 'none (pass views=...)'}.",
+                    loc="features",
+                )
+            names = [feature]
+        chosen = wanted.setdefault(view_name, [])
+        chosen.extend(n for n in names if n not in chosen)
+    return [_request(known[name], names, full) for name, names in wanted.items()]
+
+
+def _request(view: FeatureView, names: list[str], full: bool) -> _Request:
+    by_name = {f.name: f for f in view.features}
+    aggregated = {a.output_name: a for a in view.aggregations}
+    unknown = [n for n in names if n not in by_name and n not in aggregated]
+    if unknown:
+        raise InvalidInputError(
+            f"View {view.name!r} has no feature {unknown[0]!r}. "
+            f"Its features: {', '.join(view.feature_names)}.",
+            loc="features",
+        )
+    chosen = [by_name[n] for n in names if n in by_name]
+    aggregations = [aggregated[n] for n in names if n not in by_name]
+    # Output columns: plain features first, then aggregations, as _join_view returns them.
+    names = [f.name for f in chosen] + [a.output_name for a in aggregations]
+    columns = [f"{view.name}__{n}" if full else n for n in names]
+    return _Request(view, chosen, aggregations, columns)
+
+
+def _check_output_names(entity_df: pd.DataFrame, requests: list[_Request], time: str) -> None:
+    seen = {str(c) for c in entity_df.columns}
+    for request in requests:
+        missing = [k for k in [*request.view.join_keys, time] if k not in seen]
+        if missing:
+            raise InvalidInputError(
+                f"Expected the entity frame to have column(s) {', '.join(missing)} for view "
+                f"{request.view.name!r}, got columns {', '.join(map(str, entity_df.columns))}",
+                loc=f"entity_df.{missing[0]}",
+            )
+    taken = {str(c) for c in entity_df.columns}
+    for request in requests:
+        for column in request.columns:
+            if column in taken:
+                raise InvalidInputError(
+                    f"Output column {column!r} of view {request.view.name!r} is already taken; "
+                    "rename the entity column or pass full_feature_names=True",
+                    loc=f"features.{request.view.name}.{column}",
+                )
+            taken.add(column)
+
+
+def _entity_time(entity_df: pd.DataFrame, column: str, assume_utc: bool) -> pd.Series[Any]:
+    """The entity time as a timezone-aware UTC series with a fresh 0..n-1 index."""
+    values = entity_df[column].reset_index(drop=True)
+    dtype = values.dtype
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        aware: pd.Series[Any] = values.dt.tz_convert("UTC")
+        return aware
+    if pd.api.types.is_datetime64_dtype(dtype):
+        if not assume_utc:
+            raise InvalidInputError(
+                f"Expected timezone-aware timestamps in the entity frame's column {column!r}, "
+                "got naive ones; localize them (tz_localize('UTC')) or pass assume_utc=True",
+                loc=f"entity_df.{column}",
+            )
+        localized: pd.Series[Any] = values.dt.tz_localize("UTC")
+        return localized
+    raise InvalidInputError(
+        f"Expected a datetime column {column!r} in the entity frame, got dtype {dtype}",
+        loc=f"entity_df.{column}",
+    )
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _source_columns(con: duckdb.DuckDBPyConnection, view: FeatureView) -> dict[str, str]:
+    import duckdb
+
+    try:
+        rows = con.execute(f"DESCRIBE SELECT * FROM {view.source.relation()}").fetchall()
+    except duckdb.Error as exc:
+        raise InvalidInputError(
+            f"Cannot read the source of view {view.name!r}: {exc}", loc=f"views.{view.name}"
+        ) from exc
+    return {str(row[0]): str(row[1]) for row in rows}
+
+
+def _check_source(
+    view: FeatureView, columns: dict[str, str], request: _Request, as_served: bool
+) -> None:
+    source = view.source
+    if as_served and source.created_timestamp_field is None:
+        raise InvalidInputError(
+            f"View {view.name!r} has no created_timestamp_field, which as_served retrieval "
+            "needs; set it on the view's source or pass as_served=False",
+            loc=f"views.{view.name}.source.created_timestamp_field",
+        )
+    needed = [
+        *view.join_keys,
+        *(f.name for f in request.features if f.expression is None),
+        *(a.column for a in request.aggregations),
+    ]
+    for column in needed:
+        if column not in columns:
+            raise InvalidInputError(
+                f"View {view.name!r}: its source has no column {column!r}; "
+                f"its columns: {', '.join(columns)}",
+                loc=f"views.{view.name}.{column}",
+            )
+
+
+def _time_sql(view: FeatureView, columns: dict[str, str], field: str, assume_utc: bool) -> str:
+    if field not in columns:
+        raise InvalidInputError(
+            f"View {view.name!r}: its source has no timestamp column {field!r}; "
+            f"its columns: {', '.join(columns)}",
+            loc=f"views.{view.name}.{field}",
+        )
+    kind = columns[field]
+    if kind in _NAIVE and not assume_utc:
+        raise InvalidInputError(
+            f"View {view.name!r}: expected timezone-aware timestamps in column {field!r}, "
+            f"got {kind}; store them in UTC with a time zone or pass assume_utc=True",
+            loc=f"views.{view.name}.{field}",
+        )
+    if kind != _AWARE and kind not in _NAIVE:
+        raise InvalidInputError(
+            f"View {view.name!r}: expected a timestamp column {field!r}, got {kind}",
+            loc=f"views.{view.name}.{field}",
+        )
+    # The connection's time zone is UTC, so a naive value is read as UTC here.
+    return f"CAST({_quote(field)} AS TIMESTAMPTZ)"
+
+
+def _interval(delta: timedelta) -> str:
+    return f"INTERVAL '{int(delta.total_seconds() * 1_000_000)} microseconds'"
+
+
+def _join_view(
+    con: duckdb.DuckDBPyConnection,
+    request: _Request,
+    entity_df: pd.DataFrame,
+    entity_time: pd.Series[Any],
+    as_served: bool,
+    assume_utc: bool,
+) -> list[pd.Series[Any]]:
+    """One column per requested output column (features, then aggregations), in row order."""
+    import duckdb
+
+    view, source = request.view, request.view.source
+    columns = _source_columns(con, view)
+    _check_source(view, columns, request, as_served)
+    event = _time_sql(view, columns, source.timestamp_field, assume_utc)
+    created_field = source.created_timestamp_field
+    created = (
+        _time_sql(view, columns, created_field, assume_utc)
+        if created_field is not None
+        else "CAST(NULL AS TIMESTAMPTZ)"
+    )
+    time, tie = (created, event) if as_served else (event, created)
+    keys = [f"__k{i}" for i in range(len(view.join_keys))]
+    select = ", ".join(
+        [f"{_quote(k)} AS {a}" for k, a in zip(view.join_keys, keys, strict=True)]
+        + [f"{time} AS __t", f"{tie} AS __tie"]
+        + [f"{f.sql} AS __f{i}" for i, f in enumerate(request.features)]
+        + [f"{_quote(a.column)} AS __a{i}" for i, a in enumerate(request.aggregations)]
+    )
+    entity = pd.DataFrame(
+        {a: entity_df[k].reset_index(drop=True) for k, a in zip(view.join_keys, keys, strict=True)}
+    )
+    entity["__ts"] = entity_time
+    entity.insert(0, "__row", range(len(entity)))
+    on = " AND ".join(f"e.{a} = r.{a}" for a in keys)
+    out: list[pd.Series[Any]] = []
+    con.register("__entity", entity)
+    try:
+        # Read once, in source order (insertion order is preserved), so rowid is the
+        # ingestion order that breaks the last ties.
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE __raw AS SELECT {select} FROM {source.relation()}"
+        )
+        if request.features:
+            frame = _latest(con, request, on, [*keys, "__t"])
+            out.extend(frame[f"__f{i}"] for i in range(len(request.features)))
+        if request.aggregations:
+            frame = _aggregate(con, request, on)
+            out.extend(frame[f"__a{i}"] for i in range(len(request.aggregations)))
+    except duckdb.Error as exc:
+        raise InvalidInputError(
+            f"Cannot join view {view.name!r} (keys {', '.join(view.join_keys)}): {exc}",
+            loc=f"views.{view.name}",
+        ) from exc
+    finally:
+        con.unregister("__entity")
+    return out
+
+
+def _latest(
+    con: duckdb.DuckDBPyConnection, request: _Request, on: str, partition: list[str]
+) -> pd.DataFrame:
+    """Rules 1-6: the single latest fresh row per entity row, by an ASOF join."""
+    ttl = request.view.ttl
+    # The ttl filters the one ASOF match: a stale latest row gives nulls, never an older row.
+    fresh = "TRUE" if ttl is None else f"r.__t >= e.__ts - {_interval(ttl)}"
+    outputs = ", ".join(
+        f"CASE WHEN {fresh} THEN r.__f{i} END AS __f{i}" for i in range(len(request.features))
+    )
+    # Deduplicate once per (keys, time), so the ASOF join's single match is the winner.
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE __latest AS SELECT * FROM __raw WHERE __t IS NOT NULL"
+        f" QUALIFY row_number() OVER (PARTITION BY {', '.join(partition)}"
+        " ORDER BY __tie DESC NULLS LAST, rowid DESC) = 1"
+    )
+    return con.execute(
+        f"SELECT e.__row, {outputs} FROM __entity e ASOF LEFT JOIN __latest r"
+        f" ON {on} AND e.__ts >= r.__t ORDER BY e.__row"
+    ).df()
+
+
+def _aggregate(con: duckdb.DuckDBPyConnection, request: _Request, on: str) -> pd.DataFrame:
+    """Each aggregation over the rows with time in (t - window, t], by a range join."""
+    windows = [parse_window(a.window) for a in request.aggregations]
+    outputs = []
+    for i, (aggregation, window) in enumerate(zip(request.aggregations, windows, strict=True)):
+        fn = _AGGREGATE[aggregation.fn]
+        args = f"r.__a{i}, r.__ord" if aggregation.fn == "last" else f"r.__a{i}"
+        outputs.append(
+            f"{fn}({args}) FILTER (WHERE r.__t > e.__ts - {_interval(window)}) AS __a{i}"
+        )
+    # __ord ranks rows by rule 4, so ``last`` takes the value of the row that would win.
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE __ranked AS SELECT *, row_number() OVER"
+        " (ORDER BY __t, __tie NULLS FIRST, rowid) AS __ord FROM __raw WHERE __t IS NOT NULL"
+    )
+    return con.execute(
+        f"SELECT e.__row, {', '.join(outputs)} FROM __entity e LEFT JOIN __ranked r ON {on}"
+        f" AND r.__t <= e.__ts AND r.__t > e.__ts - {_interval(max(windows))}"
+        " GROUP BY e.__row ORDER BY e.__row"
+    ).df()
