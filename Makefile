@@ -35,5 +35,8 @@ bench-tracking: install
 bench-models: install
 	$(BIN)/python benchmarks/models/run.py
 
+bench-features: install
+	$(BIN)/python benchmarks/features/run.py
+
 clean:
 	rm -rf $(VENV) modelyard-demo .pytest_cache .mypy_cache .ruff_cache

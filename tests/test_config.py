@@ -21,7 +21,7 @@ from modelyard.errors import InvalidInputError, NotFoundError
 ALLOWED = (
     "Allowed keys: name, db_url, artifacts, "
     "tracking.{flush_points, flush_interval_ms, heartbeat_timeout_s}, "
-    "models.{trusted_types, trust_code}"
+    "models.{trusted_types, trust_code}, features.{modules, online_store}"
 )
 
 
@@ -332,6 +332,7 @@ def test_describe_hides_credentials(tmp_path: Path) -> None:
     env = {
         "MODELYARD_DB_URL": "postgresql+psycopg://alice:s3cret@db.internal:5432/ml",
         "MODELYARD_ARTIFACTS": "s3://AKIAKEY:awsSECRET@bucket/prefix",
+        "MODELYARD_ONLINE_STORE": "redis://default:r3dis@cache:6379/0",
     }
     settings = load_settings(root, environ=env)
     shown = settings.describe()
@@ -340,8 +341,10 @@ def test_describe_hides_credentials(tmp_path: Path) -> None:
         "name": "proj",
         "db_url": "postgresql+psycopg://alice:***@db.internal:5432/ml",
         "artifacts": "s3://AKIAKEY:***@bucket/prefix",
+        "online_store": "redis://default:***@cache:6379/0",
     }
     assert "s3cret" not in repr(shown) and "awsSECRET" not in repr(shown)
+    assert "r3dis" not in repr(shown)
     # the settings themselves keep the real URL: the store needs it
     assert settings.db_url == env["MODELYARD_DB_URL"]
 
@@ -355,3 +358,27 @@ def test_settings_are_immutable(tmp_path: Path) -> None:
         settings.tracking.flush_points = 1  # type: ignore[misc]
     changed = msgspec.structs.replace(settings, name="other")
     assert (settings.name, changed.name) == ("proj", "other")
+
+
+def test_features_settings_default_and_resolve_against_the_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(root, environ={})
+    assert settings.features.modules == ("features",)
+    assert settings.features.online_store == f"sqlite:///{root.resolve() / STATE_DIR / 'online.db'}"
+    (root / CONFIG_FILE).write_text(
+        "features:\n  modules: [defs, extra/more.py]\n  online_store: sqlite:///on.db\n"
+    )
+    settings = load_settings(root, environ={})
+    assert settings.features.modules == ("defs", "extra/more.py")
+    assert settings.features.online_store == f"sqlite:///{root.resolve() / 'on.db'}"
+    env = {"MODELYARD_ONLINE_STORE": "redis://localhost:6379/1"}
+    assert load_settings(root, environ=env).features.online_store == env["MODELYARD_ONLINE_STORE"]
+
+
+def test_an_unknown_features_key_is_refused(tmp_path: Path) -> None:
+    root = _project(tmp_path, "features:\n  module: [x]\n")
+    with pytest.raises(InvalidInputError, match=r"features\.\{modules, online_store\}"):
+        load_settings(root, environ={})

@@ -2,8 +2,8 @@
 
 A project is a folder holding ``modelyard.yaml``; it is found by walking up from the
 working directory, like git finds ``.git``. ``--project DIR`` or ``MODELYARD_PROJECT``
-override the search, and ``MODELYARD_DB_URL`` / ``MODELYARD_ARTIFACTS`` override the
-file's store URLs.
+override the search, and ``MODELYARD_DB_URL`` / ``MODELYARD_ARTIFACTS`` /
+``MODELYARD_ONLINE_STORE`` override the file's store URLs.
 
 >>> import tempfile, pathlib
 >>> root = pathlib.Path(tempfile.mkdtemp())
@@ -33,6 +33,7 @@ __all__ = [
     "CONFIG_FILE",
     "STATE_DIR",
     "Settings",
+    "FeaturesSettings",
     "ModelsSettings",
     "TrackingSettings",
     "find_project",
@@ -80,6 +81,21 @@ class ModelsSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     trust_code: bool = False
 
 
+class FeaturesSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Where feature definitions live and where their latest values are served from."""
+
+    #: python modules (``features``) or ``.py`` paths, relative to the project folder
+    modules: tuple[str, ...] = ("features",)
+    #: the online store: ``sqlite:///relative/or/absolute.db`` or ``redis://host:port/db``
+    online_store: str = f"sqlite:///{STATE_DIR}/online.db"
+
+    def __post_init__(self) -> None:
+        if not self.modules:
+            raise InvalidInputError("Expected at least one features module, got none")
+        if not self.online_store.strip():
+            raise InvalidInputError("Expected an online store URL, got an empty string")
+
+
 class _FileConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The shape of ``modelyard.yaml``; every key is optional."""
 
@@ -88,6 +104,7 @@ class _FileConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     artifacts: str | None = None
     tracking: TrackingSettings = msgspec.field(default_factory=TrackingSettings)
     models: ModelsSettings = msgspec.field(default_factory=ModelsSettings)
+    features: FeaturesSettings = msgspec.field(default_factory=FeaturesSettings)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -99,6 +116,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     artifacts: str
     tracking: TrackingSettings = msgspec.field(default_factory=TrackingSettings)
     models: ModelsSettings = msgspec.field(default_factory=ModelsSettings)
+    features: FeaturesSettings = msgspec.field(default_factory=FeaturesSettings)
 
     def describe(self) -> dict[str, str]:
         """Settings for display, with credentials removed from URLs."""
@@ -107,6 +125,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "name": self.name,
             "db_url": redact_url(self.db_url),
             "artifacts": redact_url(self.artifacts),
+            "online_store": redact_url(self.features.online_store),
         }
 
 
@@ -129,7 +148,8 @@ def find_project(start: Path | None = None) -> Path | None:
 
 _TEMPLATE = """\
 # modelyard project settings. Every key is optional; environment variables
-# MODELYARD_DB_URL and MODELYARD_ARTIFACTS override the store URLs below.
+# MODELYARD_DB_URL, MODELYARD_ARTIFACTS and MODELYARD_ONLINE_STORE override the
+# store URLs below.
 name: {name}
 # metadata store (runs, versions, aliases): SQLite by default, or
 # postgresql+psycopg://user@host/db for a team
@@ -147,6 +167,12 @@ models:
                   "functools.partial"]
   # packages holding Python code (custom models) load only when this is true
   trust_code: false
+features:
+  # where feature definitions live: python modules or .py paths in the project
+  modules: ["features"]
+  # online store for serving: SQLite by default (MODELYARD_ONLINE_STORE overrides),
+  # or redis://host:6379/0
+  online_store: sqlite:///.modelyard/online.db
 """
 
 
@@ -193,7 +219,7 @@ def _read_file(path: Path) -> _FileConfig:
         raise InvalidInputError(
             f"Bad setting in {path}: {exc}. Allowed keys: name, db_url, artifacts, "
             "tracking.{flush_points, flush_interval_ms, heartbeat_timeout_s}, "
-            "models.{trusted_types, trust_code}"
+            "models.{trusted_types, trust_code}, features.{modules, online_store}"
         ) from exc
 
 
@@ -221,7 +247,8 @@ def load_settings(
     file = _read_file(root / CONFIG_FILE)
     db_url = env.get("MODELYARD_DB_URL") or file.db_url or f"sqlite:///{STATE_DIR}/modelyard.db"
     artifacts = env.get("MODELYARD_ARTIFACTS") or file.artifacts or f"{STATE_DIR}/artifacts"
-    for key, value in (("db_url", db_url), ("artifacts", artifacts)):
+    online = env.get("MODELYARD_ONLINE_STORE") or file.features.online_store
+    for key, value in (("db_url", db_url), ("artifacts", artifacts), ("online_store", online)):
         if not value.strip():
             raise InvalidInputError(f"Expected a URL, got an empty string - at {key}")
     return Settings(
@@ -231,4 +258,5 @@ def load_settings(
         artifacts=_resolve_artifacts(artifacts, root),
         tracking=file.tracking,
         models=file.models,
+        features=msgspec.structs.replace(file.features, online_store=_resolve_sqlite(online, root)),
     )

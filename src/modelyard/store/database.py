@@ -9,7 +9,7 @@ advisory lock on PostgreSQL), so several processes may open a fresh store at onc
 
 >>> db = open_database("sqlite://")
 >>> db.revision()
-'0002_registry'
+'0003_features'
 >>> db.close()
 """
 

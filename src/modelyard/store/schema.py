@@ -30,7 +30,9 @@ __all__ = [
     "registered_models",
     "registry_audit",
     "experiments",
+    "feature_definitions",
     "latest_metrics",
+    "materializations",
     "metadata",
     "metrics",
     "params",
@@ -41,7 +43,7 @@ __all__ = [
 ]
 
 #: the newest Alembic revision; a store at this revision needs no migration
-HEAD_REVISION = "0002_registry"
+HEAD_REVISION = "0003_features"
 
 metadata = MetaData(
     naming_convention={
@@ -212,4 +214,32 @@ registry_audit = Table(
     Column("reason", Text, nullable=True),
     Column("at", BigInteger, nullable=False),
     Index(None, "name", "id"),
+)
+
+# -- features (0003) -------------------------------------------------------------------
+
+feature_definitions = Table(
+    "feature_definitions",
+    metadata,
+    Column("kind", String(16), primary_key=True),  # entity | view | service
+    Column("name", String(128), primary_key=True),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("sha256", String(64), nullable=False),
+    Column("definition", Text, nullable=False),  # canonical JSON
+    Column("applied_at", BigInteger, nullable=False),
+    Column("active", Boolean, nullable=False),
+    Index(None, "kind", "active"),
+)
+
+materializations = Table(
+    "materializations",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("view", String(128), nullable=False),
+    Column("start", BigInteger, nullable=True),  # UTC microseconds; null: from the beginning
+    Column("end", BigInteger, nullable=False),
+    Column("watermark", BigInteger, nullable=True),  # max availability time seen
+    Column("rows", BigInteger, nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Index(None, "view", "id"),
 )

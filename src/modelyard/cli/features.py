@@ -1,0 +1,449 @@
+"""``modelyard features plan|apply|list|show|materialize|materialize-incremental|...``.
+
+Also ``historical`` (a training set from an entity file), ``online`` (served values) and
+``check-skew`` (served values against the offline join).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from modelyard.cli.context import settings_from
+from modelyard.cli.output import console, err_console, fmt_time, print_json
+from modelyard.errors import InvalidInputError
+from modelyard.features.online import FeatureStatus
+from modelyard.features.repo import to_builtins
+from modelyard.features.store import FeatureStore, MaterializeResult, Plan
+
+app = typer.Typer(help="Feature definitions, materialization and retrieval.", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+ViewsOpt = Annotated[
+    list[str] | None, typer.Option("--view", help="Only this view (repeatable; default: all).")
+]
+FeaturesOpt = Annotated[
+    list[str] | None, typer.Option("--features", "-f", help="A view:feature ref (repeatable).")
+]
+ServiceOpt = Annotated[str | None, typer.Option("--service", "-s", help="A feature service.")]
+
+_MARKS = {"add": "+", "change": "~", "remove": "-", "unchanged": " "}
+
+
+def store_from(ctx: typer.Context) -> FeatureStore:
+    store = FeatureStore(settings_from(ctx))
+    ctx.find_root().call_on_close(store.close)
+    return store
+
+
+def _print_plan(plan: Plan, applied: bool) -> None:
+    pending = plan.pending
+    if not pending:
+        console.print("No changes: the applied definitions match the code.")
+        return
+    for change in pending:
+        versions = f"v{change.version_from or '-'} → v{change.version_to or '-'}"
+        console.print(
+            f"{_MARKS[change.action]} {change.kind} {escape(change.name)} ({versions})",
+            soft_wrap=True,
+        )
+    counts = {a: sum(c.action == a for c in pending) for a in ("add", "change", "remove")}
+    summary = ", ".join(f"{n} to {a}" for a, n in counts.items() if n)
+    console.print(f"{'Applied' if applied else 'Plan'}: {summary}.")
+
+
+@app.command("plan")
+def plan(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """What changed in the code since the last apply (added, changed, removed)."""
+    result = store_from(ctx).plan()
+    if as_json:
+        print_json(result.to_dict())
+        return
+    _print_plan(result, applied=False)
+
+
+@app.command("apply")
+def apply(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Check every view against its source, then record the definitions."""
+    result = store_from(ctx).apply()
+    if as_json:
+        print_json(result.to_dict())
+        return
+    _print_plan(result, applied=True)
+
+
+def _last(store: FeatureStore, view: str) -> MaterializeResult | None:
+    history = store.materializations(view)
+    return history[-1] if history else None
+
+
+@app.command("list")
+def list_views(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """The applied feature views."""
+    store = store_from(ctx)
+    rows: list[dict[str, Any]] = []
+    for view in store.list_views():
+        record = store.applied("view", view.name)
+        last = _last(store, view.name)
+        rows.append(
+            {
+                "name": view.name,
+                "version": record.version,
+                "join_keys": view.join_keys,
+                "features": view.feature_names,
+                "ttl_s": None if view.ttl is None else view.ttl.total_seconds(),
+                "last_materialized": None if last is None else last.to_dict(),
+            }
+        )
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        console.print("No applied feature views. Define them in features.py, then apply.")
+        return
+    table = Table(title=f"{len(rows)} view(s)", title_justify="left")
+    for col in ("view", "version", "keys", "features", "ttl", "materialized to"):
+        table.add_column(col)
+    for row in rows:
+        shown = row["last_materialized"]
+        table.add_row(
+            escape(row["name"]),
+            str(row["version"]),
+            escape(", ".join(row["join_keys"])),
+            escape(", ".join(row["features"])),
+            "-" if row["ttl_s"] is None else f"{row['ttl_s']:g}s",
+            "-" if shown is None else shown["end"],
+        )
+    console.print(table)
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    view: Annotated[str, typer.Argument(help="The view's name.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """One applied view: its definition, version, hash and materializations."""
+    store = store_from(ctx)
+    record = store.applied("view", view)
+    resolved = store.get_view(view)
+    history = [m.to_dict() for m in store.materializations(view)]
+    data = {
+        "name": record.name,
+        "version": record.version,
+        "sha256": record.sha256,
+        "applied_at": record.applied_at,
+        "definition": json.loads(record.definition),
+        "materializations": history,
+    }
+    if as_json:
+        print_json(data)
+        return
+    info = Table.grid(padding=(0, 2))
+    info.add_column(style="dim")
+    info.add_column()
+    source = to_builtins(resolved)["source"]
+    for key, value in (
+        ("view", f"{record.name} v{record.version}"),
+        ("sha256", record.sha256),
+        ("applied", fmt_time(record.applied_at)),
+        ("keys", ", ".join(resolved.join_keys)),
+        ("source", source.get("path") or source.get("query")),
+        ("time", source["timestamp_field"]),
+        ("created", source["created_timestamp_field"] or "-"),
+        ("ttl", str(resolved.ttl) if resolved.ttl else "-"),
+    ):
+        info.add_row(key, escape(str(value)))
+    console.print(info)
+    table = Table(title="features", title_justify="left")
+    table.add_column("feature")
+    table.add_column("type")
+    for feature in resolved.features:
+        table.add_row(escape(feature.name), feature.dtype)
+    for aggregation in resolved.aggregations:
+        table.add_row(escape(aggregation.output_name), f"{aggregation.fn} aggregation")
+    console.print(table)
+    if history:
+        console.print(
+            f"{len(history)} materialization(s); latest to {history[-1]['end']}, "
+            f"{history[-1]['rows']} rows"
+        )
+
+
+def _time(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise InvalidInputError(
+            f"Expected an ISO time with a time zone like 2013-02-01T00:00Z, got {value!r}",
+            loc=option,
+        )
+    return moment.astimezone(UTC)
+
+
+@contextmanager
+def _progress(quiet: bool) -> Iterator[Any]:
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TextColumn("{task.completed} rows"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err_console, disable=quiet, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(view: str, rows: int) -> None:
+            if view not in tasks:
+                tasks[view] = bar.add_task(f"materializing {view}", total=None)
+            bar.update(tasks[view], completed=rows)
+
+        yield update
+
+
+def _print_results(results: list[MaterializeResult], as_json: bool) -> None:
+    if as_json:
+        print_json([r.to_dict() for r in results])
+        return
+    if not results:
+        console.print("No applied feature views to materialize.")
+        return
+    table = Table(title="materialized", title_justify="left")
+    for col in ("view", "rows", "start", "end", "watermark"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(
+            escape(r.view),
+            str(r.rows),
+            "-" if r.start is None else r.start.isoformat(),
+            r.end.isoformat(),
+            "-" if r.watermark is None else r.watermark.isoformat(),
+        )
+    console.print(table)
+
+
+@app.command("materialize")
+def materialize(
+    ctx: typer.Context,
+    start: Annotated[
+        str | None, typer.Option(help="Earliest event time, ISO with zone (default: all).")
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option(help="Event times before this, ISO with zone (default: now).")
+    ] = None,
+    views: ViewsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write each view's latest values per entity to the online store."""
+    store = store_from(ctx)
+    stop = _time(end, "end") or datetime.now(UTC)
+    with _progress(as_json) as progress:
+        results = store.materialize(_time(start, "start"), stop, views or None, progress)
+    _print_results(results, as_json)
+
+
+@app.command("materialize-incremental")
+def materialize_incremental(
+    ctx: typer.Context,
+    end: Annotated[
+        str | None, typer.Option(help="Event times before this, ISO with zone (default: now).")
+    ] = None,
+    views: ViewsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write the rows that became available since the last materialization."""
+    store = store_from(ctx)
+    with _progress(as_json) as progress:
+        results = store.materialize_incremental(_time(end, "end"), views or None, progress)
+    _print_results(results, as_json)
+
+
+def _wanted(features: list[str] | None, service: str | None) -> str | list[str]:
+    if service and features:
+        raise InvalidInputError("Expected --features or --service, got both", loc="features")
+    if service:
+        return service
+    if not features:
+        raise InvalidInputError(
+            "Expected features: --features view:feature (repeatable) or --service NAME",
+            loc="features",
+        )
+    return features
+
+
+def _read_entities(path: Path, time_column: str) -> Any:
+    import pandas as pd
+
+    if not path.is_file():
+        raise InvalidInputError(f"Expected an entity file, got {str(path)!r}: no such file")
+    if path.suffix in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    if path.suffix != ".csv":
+        raise InvalidInputError(
+            f"Expected a .parquet or .csv entity file, got {path.name!r}", loc="entity_file"
+        )
+    frame = pd.read_csv(path)
+    if time_column in frame.columns:
+        try:
+            frame[time_column] = pd.to_datetime(frame[time_column], format="ISO8601")
+        except (ValueError, TypeError) as exc:
+            raise InvalidInputError(
+                f"Expected ISO times in column {time_column!r} of {path.name}: {exc}",
+                loc=f"entity_file.{time_column}",
+            ) from exc
+    return frame
+
+
+@app.command("historical")
+def historical(
+    ctx: typer.Context,
+    entity_file: Annotated[Path, typer.Argument(help="Entity rows: .parquet or .csv.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write: .parquet or .csv.")],
+    features: FeaturesOpt = None,
+    service: ServiceOpt = None,
+    as_served: Annotated[bool, typer.Option(help="Join on availability time.")] = False,
+    assume_utc: Annotated[bool, typer.Option(help="Read naive times as UTC.")] = False,
+    time_column: Annotated[str, typer.Option(help="The entity time column.")] = "event_timestamp",
+    as_json: JsonOpt = False,
+) -> None:
+    """A point-in-time correct training set: ENTITY_FILE joined with the features."""
+    if out.suffix not in (".parquet", ".csv"):
+        raise InvalidInputError(f"Expected --out FILE.parquet or .csv, got {out.name!r}", loc="out")
+    wanted = _wanted(features, service)
+    frame = _read_entities(entity_file, time_column)
+    result = store_from(ctx).get_historical_features(
+        frame,
+        wanted,
+        as_served=as_served,
+        assume_utc=assume_utc,
+        entity_time_column=time_column,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".csv":
+        result.to_csv(out, index=False)
+    else:
+        result.to_parquet(out, index=False)
+    summary = {"out": str(out), "rows": len(result), "columns": [str(c) for c in result.columns]}
+    if as_json:
+        print_json(summary)
+        return
+    console.print(
+        f"Wrote {len(result)} rows, {len(result.columns)} columns to {escape(str(out))}",
+        soft_wrap=True,
+    )
+
+
+def _entity_rows(pairs: list[str]) -> dict[str, list[Any]]:
+    columns: dict[str, list[Any]] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise InvalidInputError(f"Expected KEY=VALUE, got {pair!r}", loc="entities")
+        try:
+            value: Any = json.loads(raw)  # numbers become numbers; anything else a string
+        except ValueError:
+            value = raw
+        if not isinstance(value, int | float | str) or isinstance(value, bool):
+            value = raw
+        columns.setdefault(key, []).append(value)
+    if len({len(v) for v in columns.values()}) > 1:
+        raise InvalidInputError(
+            "Expected each key the same number of times (one value per entity row), got "
+            + ", ".join(f"{k} x{len(v)}" for k, v in columns.items()),
+            loc="entities",
+        )
+    return columns
+
+
+@app.command("online")
+def online(
+    ctx: typer.Context,
+    entities: Annotated[
+        list[str], typer.Argument(help="Join keys as KEY=VALUE; repeat a key for more rows.")
+    ],
+    features: FeaturesOpt = None,
+    service: ServiceOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The served feature values for one or more entities."""
+    columns = _entity_rows(entities)
+    wanted = _wanted(features, service)
+    got = store_from(ctx).get_online_features(columns, wanted)
+    n = len(next(iter(columns.values())))
+    rows = []
+    for i in range(n):
+        row: dict[str, Any] = {k: v[i] for k, v in columns.items()}
+        row["features"] = {ref: got.values[ref][i].as_py() for ref in got.refs}
+        row["status"] = {
+            ref: FeatureStatus(int(got.status[ref][i])).name.lower() for ref in got.refs
+        }
+        rows.append(row)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title="online features", title_justify="left")
+    for key in columns:
+        table.add_column(escape(key))
+    for ref in got.refs:
+        table.add_column(escape(ref))
+    for row in rows:
+        values = [
+            "-" if row["status"][ref] != "present" else str(row["features"][ref])
+            for ref in got.refs
+        ]
+        table.add_row(*(escape(str(row[k])) for k in columns), *(escape(v) for v in values))
+    console.print(table)
+
+
+@app.command("check-skew")
+def check_skew(
+    ctx: typer.Context,
+    views: ViewsOpt = None,
+    sample: Annotated[int, typer.Option(help="Entities to check per view.")] = 1000,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare served values with the offline join as of the last materialization.
+
+    Exits 1 when a view serves values that differ, or was never materialized.
+    """
+    reports = store_from(ctx).check_skew(views or None, sample)
+    if as_json:
+        print_json([r.to_dict() for r in reports])
+    else:
+        table = Table(title="training/serving skew", title_justify="left")
+        for col in ("view", "as of", "entities", "mismatches", "verdict"):
+            table.add_column(col)
+        for r in reports:
+            counts = ", ".join(f"{k}: {v}" for k, v in r.mismatches.items() if v) or "-"
+            verdict = "ok" if r.ok else ("not materialized" if r.as_of is None else "SKEW")
+            table.add_row(
+                escape(r.view),
+                "-" if r.as_of is None else r.as_of.isoformat(),
+                str(r.entities),
+                escape(counts),
+                verdict,
+            )
+        console.print(table)
+        for r in reports:
+            for example in r.examples:
+                where = f"{r.view} {example['key']} {example['feature']}"
+                console.print(
+                    f"  {escape(where)}:"
+                    f" online {escape(repr(example['online']))},"
+                    f" offline {escape(repr(example['offline']))}",
+                    soft_wrap=True,
+                )
+    if not all(r.ok for r in reports):
+        raise typer.Exit(1)

@@ -1,0 +1,165 @@
+"""Materialization: a view's latest row per entity, from its source to an online store.
+
+DuckDB reads the source once into a temporary table (it spills to disk, so memory stays
+bounded), picks the latest row per entity by the offline tie rules (latest event time,
+then latest availability time with nulls losing, then the later row of the source), and
+streams the winners to the online store in Arrow record batches. The online store's
+monotonic writes make reruns and out-of-order runs converge.
+
+A window selects the rows: event time in ``[start, end)`` and, for incremental runs,
+availability time (``created_timestamp_field``, else the event time) after a watermark.
+
+Aggregations are computed as of ``end`` over ``[end - window, end)`` (what the offline
+join gives at ``end - 1µs``), from the rows in ``[start, end)``; an incremental run
+recomputes them from every row, since a window slides even without new rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from modelyard.errors import StorageError
+from modelyard.features.definitions import FeatureView, parse_window
+from modelyard.features.online.base import CREATED_TIMESTAMP, EVENT_TIMESTAMP, OnlineStore
+
+__all__ = ["BATCH_ROWS", "Window", "materialize_view"]
+
+#: rows per Arrow record batch written to the online store
+BATCH_ROWS = 100_000
+
+
+@dataclass(frozen=True)
+class Window:
+    """Rows with event time in ``[start_us, end_us)`` and availability after ``after_us``."""
+
+    start_us: int | None
+    end_us: int
+    after_us: int | None
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _ts(us: int) -> str:
+    return f"make_timestamptz({int(us)})"
+
+
+def _raw_sql(view: FeatureView, window: Window) -> str:
+    source = view.source
+    event = f"CAST({_q(source.timestamp_field)} AS TIMESTAMPTZ)"
+    created = (
+        f"CAST({_q(source.created_timestamp_field)} AS TIMESTAMPTZ)"
+        if source.created_timestamp_field
+        else "CAST(NULL AS TIMESTAMPTZ)"
+    )
+    select = ", ".join(
+        [f"{_q(k)} AS __k{i}" for i, k in enumerate(view.join_keys)]
+        + [f"{event} AS __t", f"{created} AS __c"]
+        + [f"{f.sql} AS __f{i}" for i, f in enumerate(view.features)]
+        + [f"{_q(a.column)} AS __a{i}" for i, a in enumerate(view.aggregations)]
+    )
+    where = [f"{event} IS NOT NULL", f"{event} < {_ts(window.end_us)}"]
+    where += [f"{_q(k)} IS NOT NULL" for k in view.join_keys]  # a null key matches nothing
+    if window.start_us is not None:
+        where.append(f"{event} >= {_ts(window.start_us)}")
+    # Aggregations need every row of their windows, not only the new ones.
+    if window.after_us is not None and not view.aggregations:
+        where.append(f"coalesce({created}, {event}) > {_ts(window.after_us)}")
+    return f"SELECT {select} FROM {source.relation()} WHERE {' AND '.join(where)}"
+
+
+def _latest_sql(view: FeatureView) -> str:
+    keys = [f"__k{i}" for i in range(len(view.join_keys))]
+    columns = [f"{a} AS {_q(k)}" for a, k in zip(keys, view.join_keys, strict=True)]
+    columns.append(f"__t AS {EVENT_TIMESTAMP}")
+    if view.source.created_timestamp_field:
+        columns.append(f"__c AS {CREATED_TIMESTAMP}")
+    columns += [f"__f{i} AS {_q(f.name)}" for i, f in enumerate(view.features)]
+    # Offline rule 4: latest event time, then availability (null loses), then source order.
+    return (
+        f"SELECT {', '.join(columns)} FROM __raw QUALIFY row_number() OVER "
+        f"(PARTITION BY {', '.join(keys)} ORDER BY __t DESC, __c DESC NULLS LAST, rowid DESC)"
+        " = 1"
+    )
+
+
+_AGGREGATE = {
+    "count": "count",
+    "sum": "sum",
+    "mean": "avg",
+    "min": "min",
+    "max": "max",
+    "std": "stddev_samp",
+    "last": "arg_max_null",
+}
+
+
+def _aggregated_sql(view: FeatureView, end_us: int) -> str:
+    """The latest row per entity with each aggregation as of ``end``, over ``[end - w, end)``.
+
+    The row is written with ``created_timestamp = end - 1µs``: the online store's monotonic
+    (event, created) rule then keeps the value of the latest ``end`` for the same latest
+    event, so windows that slide without new rows still update, and older runs lose.
+    """
+    keys = [f"__k{i}" for i in range(len(view.join_keys))]
+    windows = [parse_window(a.window) for a in view.aggregations]
+    outputs = []
+    for i, (aggregation, window) in enumerate(zip(view.aggregations, windows, strict=True)):
+        since = end_us - int(window.total_seconds() * 1_000_000)
+        args = f"__a{i}, __ord" if aggregation.fn == "last" else f"__a{i}"
+        value = f"{_AGGREGATE[aggregation.fn]}({args}) FILTER (WHERE __t >= {_ts(since)})"
+        cast = "BIGINT" if aggregation.fn == "count" else "DOUBLE"
+        outputs.append(f"CAST({value} AS {cast}) AS __a{i}")
+    columns = [f"l.{a} AS {_q(k)}" for a, k in zip(keys, view.join_keys, strict=True)]
+    columns += [f"l.__t AS {EVENT_TIMESTAMP}", f"{_ts(end_us - 1)} AS {CREATED_TIMESTAMP}"]
+    columns += [f"l.__f{i} AS {_q(f.name)}" for i, f in enumerate(view.features)]
+    for i, aggregation in enumerate(view.aggregations):
+        # an entity with no rows in the window counts 0, as the offline join does
+        value = f"coalesce(g.__a{i}, 0)" if aggregation.fn == "count" else f"g.__a{i}"
+        columns.append(f"{value} AS {_q(aggregation.output_name)}")
+    oldest = end_us - int(max(windows).total_seconds() * 1_000_000)
+    partition = ", ".join(keys)
+    return (
+        f"WITH latest AS (SELECT * FROM __raw QUALIFY row_number() OVER (PARTITION BY"
+        f" {partition} ORDER BY __t DESC, __c DESC NULLS LAST, rowid DESC) = 1),"
+        " ranked AS (SELECT *, row_number() OVER (ORDER BY __t, __c NULLS FIRST, rowid)"
+        f" AS __ord FROM __raw), grouped AS (SELECT {partition}, {', '.join(outputs)}"
+        f" FROM ranked WHERE __t >= {_ts(oldest)} GROUP BY {partition})"
+        f" SELECT {', '.join(columns)} FROM latest l LEFT JOIN grouped g USING ({partition})"
+    )
+
+
+def materialize_view(
+    view: FeatureView,
+    window: Window,
+    store: OnlineStore,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[int, int | None]:
+    """Write the view's winners in ``window``; (rows written, max availability µs seen)."""
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        # Read once, in source order, so rowid is the ingestion order of the last tie-break.
+        con.execute(f"CREATE TEMP TABLE __raw AS {_raw_sql(view, window)}")
+        [(mark,)] = con.execute("SELECT epoch_us(max(coalesce(__c, __t))) FROM __raw").fetchall()
+        watermark = None if mark is None else int(mark)
+        sql = _aggregated_sql(view, window.end_us) if view.aggregations else _latest_sql(view)
+        reader: pa.RecordBatchReader = con.sql(sql).to_arrow_reader(BATCH_ROWS)
+        written = 0
+        for batch in reader:
+            if batch.num_rows == 0:
+                continue
+            written += store.write(view, pa.Table.from_batches([batch]))
+            if on_batch is not None:
+                on_batch(written)
+    except duckdb.Error as exc:
+        raise StorageError(f"Materializing view {view.name!r} failed: {exc}") from exc
+    finally:
+        con.close()
+    return written, watermark

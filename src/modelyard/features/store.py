@@ -1,0 +1,474 @@
+"""``FeatureStore``: the project's feature definitions, applied, materialized and served.
+
+``plan()`` compares the definitions in code with the ones last applied; ``apply()`` checks
+every view against its source and records the definitions, content-hashed and versioned,
+in the metadata store (a view removed from code becomes inactive). ``materialize`` writes
+the latest row per entity to the online store; ``materialize_incremental`` picks up rows
+that became available since the last run, late arrivals included.
+
+>>> import pathlib, tempfile
+>>> from modelyard.config import init_project, load_settings
+>>> root = pathlib.Path(tempfile.mkdtemp())
+>>> _ = init_project(root)
+>>> _ = (root / "features.py").write_text(
+...     "from modelyard.features import Entity\\ncarrier = Entity('carrier', ['carrier'])\\n")
+>>> store = FeatureStore(load_settings(root, environ={}))
+>>> [(c.kind, c.name, c.action) for c in store.apply().changes]
+[('entity', 'carrier', 'add')]
+>>> store.plan().changes[0].action
+'unchanged'
+>>> store.close()
+"""
+
+from __future__ import annotations
+
+import difflib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import pandas as pd
+import pyarrow as pa
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from modelyard.config import Settings
+from modelyard.errors import ConflictError, InvalidInputError, NotFoundError
+from modelyard.features.definitions import FeatureService, FeatureView
+from modelyard.features.materialize import Window, materialize_view
+from modelyard.features.offline import get_historical_features as _historical
+from modelyard.features.online import OnlineFeatures, OnlineStore, open_online_store
+from modelyard.features.online import get_online_features as _online
+from modelyard.features.repo import (
+    Definition,
+    DefinitionKind,
+    Definitions,
+    canonical_json,
+    decode_definition,
+    load_definitions,
+    resolve_view,
+    sha256_of,
+)
+from modelyard.features.skew import SkewReport, check_view_skew
+from modelyard.features.validation import check_views
+from modelyard.store.database import Database, open_database
+from modelyard.store.schema import feature_definitions as defs_t
+from modelyard.store.schema import materializations as mat_t
+
+__all__ = ["Change", "FeatureStore", "MaterializeResult", "Plan", "Progress"]
+
+Action = Literal["add", "change", "remove", "unchanged"]
+#: called with (view name, rows written so far for it) after each written batch
+Progress = Callable[[str, int], None]
+
+
+@dataclass(frozen=True)
+class Change:
+    """What applying would do to one definition."""
+
+    kind: DefinitionKind
+    name: str
+    action: Action
+    version_from: int | None
+    version_to: int | None
+    sha256: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "action": self.action,
+            "version_from": self.version_from,
+            "version_to": self.version_to,
+            "sha256": self.sha256,
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every definition's change since the last apply."""
+
+    changes: list[Change]
+
+    @property
+    def pending(self) -> list[Change]:
+        return [c for c in self.changes if c.action != "unchanged"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"changes": [c.to_dict() for c in self.changes], "pending": len(self.pending)}
+
+
+@dataclass(frozen=True)
+class AppliedDefinition:
+    kind: DefinitionKind
+    name: str
+    version: int
+    sha256: str
+    definition: str
+    applied_at: int
+
+
+@dataclass(frozen=True)
+class MaterializeResult:
+    """One view's materialization: rows written and the newest availability time seen."""
+
+    view: str
+    rows: int
+    start: datetime | None
+    end: datetime
+    watermark: datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "view": self.view,
+            "rows": self.rows,
+            "start": None if self.start is None else self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "watermark": None if self.watermark is None else self.watermark.isoformat(),
+        }
+
+
+def _us(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        raise InvalidInputError(
+            f"Expected a timezone-aware time, got the naive {moment.isoformat()}", loc="time"
+        )
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _from_us(us: int | None) -> datetime | None:
+    if us is None:
+        return None
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
+
+
+class FeatureStore:
+    """The feature definitions of a project and the stores that hold their values."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        online_store: OnlineStore | None = None,
+        db: Database | None = None,
+    ) -> None:
+        self.settings = settings
+        self._db = db if db is not None else open_database(settings.db_url)
+        self._own_db = db is None
+        self._online = online_store
+        self._own_online = online_store is None
+
+    def close(self) -> None:
+        if self._online is not None and self._own_online:
+            self._online.close()
+            self._online = None
+        if self._own_db:
+            self._db.close()
+
+    def __enter__(self) -> FeatureStore:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    @property
+    def online_store(self) -> OnlineStore:
+        if self._online is None:
+            self._online = open_online_store(self.settings.features.online_store)
+        return self._online
+
+    # -- definitions -----------------------------------------------------------------
+
+    def definitions(self) -> Definitions:
+        """The definitions in the project's code now."""
+        return load_definitions(self.settings.project_dir, self.settings.features.modules)
+
+    def _applied(self) -> dict[tuple[str, str], AppliedDefinition]:
+        with self._db.read() as conn:
+            rows = conn.execute(select(defs_t).where(defs_t.c.active.is_(True))).all()
+        return {
+            (r.kind, r.name): AppliedDefinition(
+                r.kind, r.name, r.version, r.sha256, r.definition, r.applied_at
+            )
+            for r in rows
+        }
+
+    def _latest_versions(self) -> dict[tuple[str, str], int]:
+        with self._db.read() as conn:
+            rows = conn.execute(
+                select(defs_t.c.kind, defs_t.c.name, func.max(defs_t.c.version)).group_by(
+                    defs_t.c.kind, defs_t.c.name
+                )
+            ).all()
+        return {(str(r[0]), str(r[1])): int(r[2]) for r in rows}
+
+    def _plan(self, code: Definitions) -> Plan:
+        applied = self._applied()
+        latest = self._latest_versions()
+        changes: list[Change] = []
+        seen: set[tuple[str, str]] = set()
+        for kind, name, definition in code.items():
+            seen.add((kind, name))
+            digest = sha256_of(definition)
+            old = applied.get((kind, name))
+            next_version = latest.get((kind, name), 0) + 1
+            if old is None:
+                changes.append(Change(kind, name, "add", None, next_version, digest))
+            elif old.sha256 != digest:
+                changes.append(Change(kind, name, "change", old.version, next_version, digest))
+            else:
+                changes.append(Change(kind, name, "unchanged", old.version, old.version, digest))
+        for key, old in sorted(applied.items()):
+            if key not in seen:
+                changes.append(Change(old.kind, old.name, "remove", old.version, None, old.sha256))
+        return Plan(changes)
+
+    def plan(self) -> Plan:
+        """What ``apply()`` would change: added, changed and removed definitions."""
+        return self._plan(self.definitions())
+
+    def apply(self) -> Plan:
+        """Check every view against its source, then record the definitions; the plan done."""
+        code = self.definitions()
+        _check_services(code)
+        check_views([self._resolve(v) for v in code.views.values()])
+        plan = self._plan(code)
+        by_key: dict[tuple[str, str], Definition] = {(k, n): d for k, n, d in code.items()}
+        now = int(time.time() * 1000)
+        try:
+            self._record_plan(plan, by_key, now)
+        except IntegrityError as exc:
+            raise ConflictError(
+                "Another apply recorded feature definitions at the same time; run it again"
+            ) from exc
+        return plan
+
+    def _record_plan(self, plan: Plan, by_key: dict[tuple[str, str], Definition], now: int) -> None:
+        with self._db.write() as conn:
+            for change in plan.pending:
+                match = (defs_t.c.kind == change.kind) & (defs_t.c.name == change.name)
+                conn.execute(
+                    update(defs_t).where(match & defs_t.c.active.is_(True)).values(active=False)
+                )
+                if change.action == "remove":
+                    continue
+                definition = by_key[(change.kind, change.name)]
+                conn.execute(
+                    defs_t.insert().values(
+                        kind=change.kind,
+                        name=change.name,
+                        version=change.version_to,
+                        sha256=change.sha256,
+                        definition=canonical_json(definition),
+                        applied_at=now,
+                        active=True,
+                    )
+                )
+
+    def _resolve(self, view: FeatureView) -> FeatureView:
+        return resolve_view(view, self.settings.project_dir)
+
+    def list_views(self) -> list[FeatureView]:
+        """The applied views, by name (relative file paths resolved against the project)."""
+        applied = self._applied()
+        return [
+            self._resolve(_as_view(decode_definition("view", a.definition)))
+            for (k, _), a in sorted(applied.items())
+            if k == "view"
+        ]
+
+    def applied(self, kind: DefinitionKind, name: str) -> AppliedDefinition:
+        """The applied record of one definition; a NotFoundError names the known ones."""
+        applied = self._applied()
+        found = applied.get((kind, name))
+        if found is None:
+            known = sorted(n for k, n in applied if k == kind)
+            hint = difflib.get_close_matches(name, known, n=1)
+            maybe = f" Did you mean {hint[0]!r}?" if hint else ""
+            raise NotFoundError(
+                f"No applied feature {kind} named {name!r}.{maybe} "
+                f"Known: {', '.join(known) or 'none (run modelyard features apply)'}."
+            )
+        return found
+
+    def get_view(self, name: str) -> FeatureView:
+        """The applied view ``name``."""
+        record = self.applied("view", name)
+        return self._resolve(_as_view(decode_definition("view", record.definition)))
+
+    def get_service(self, name: str) -> FeatureService:
+        record = self.applied("service", name)
+        service = decode_definition("service", record.definition)
+        assert isinstance(service, FeatureService)  # decode_definition("service") is one
+        return service
+
+    def materializations(self, view: str) -> list[MaterializeResult]:
+        """The recorded materializations of ``view``, oldest first."""
+        with self._db.read() as conn:
+            rows = conn.execute(
+                select(mat_t).where(mat_t.c.view == view).order_by(mat_t.c.id)
+            ).all()
+        return [
+            MaterializeResult(
+                r.view,
+                r.rows,
+                _from_us(r.start),
+                _from_us(r.end) or _epoch(),
+                _from_us(r.watermark),
+            )
+            for r in rows
+        ]
+
+    # -- materialization -------------------------------------------------------------
+
+    def _views(self, names: Sequence[str] | None) -> list[FeatureView]:
+        if names is None:
+            return self.list_views()
+        return [self.get_view(n) for n in names]
+
+    def _record(self, view: str, window: Window, rows: int, watermark: int | None) -> None:
+        with self._db.write() as conn:
+            conn.execute(
+                mat_t.insert().values(
+                    view=view,
+                    start=window.start_us,
+                    end=window.end_us,
+                    watermark=watermark,
+                    rows=rows,
+                    at=int(time.time() * 1000),
+                )
+            )
+
+    def _run(
+        self, view: FeatureView, window: Window, progress: Progress | None
+    ) -> MaterializeResult:
+        check_views([view])
+        rows, watermark = materialize_view(
+            view, window, self.online_store, lambda n: progress(view.name, n) if progress else None
+        )
+        if watermark is None and window.after_us is not None:
+            watermark = window.after_us  # nothing new: keep the mark where it was
+        self._record(view.name, window, rows, watermark)
+        return MaterializeResult(
+            view.name,
+            rows,
+            _from_us(window.start_us),
+            _from_us(window.end_us) or _epoch(),
+            _from_us(watermark),
+        )
+
+    def materialize(
+        self,
+        start: datetime | None,
+        end: datetime,
+        views: Sequence[str] | None = None,
+        progress: Progress | None = None,
+    ) -> list[MaterializeResult]:
+        """Write each view's latest row per entity with event time in ``[start, end)``."""
+        start_us = None if start is None else _us(start)
+        end_us = _us(end)
+        if start_us is not None and start_us >= end_us:
+            raise InvalidInputError(
+                f"Expected start before end, got start {start} and end {end}", loc="start"
+            )
+        window = Window(start_us, end_us, None)
+        return [self._run(view, window, progress) for view in self._views(views)]
+
+    def materialize_incremental(
+        self,
+        end: datetime | None = None,
+        views: Sequence[str] | None = None,
+        progress: Progress | None = None,
+    ) -> list[MaterializeResult]:
+        """Write the rows that became available since each view's last watermark."""
+        end_us = _us(end or datetime.now(UTC))
+        out = []
+        for view in self._views(views):
+            window = Window(None, end_us, self._watermark(view.name))
+            out.append(self._run(view, window, progress))
+        return out
+
+    def _watermark(self, view: str) -> int | None:
+        with self._db.read() as conn:
+            value = conn.execute(
+                select(func.max(mat_t.c.watermark)).where(mat_t.c.view == view)
+            ).scalar()
+        return None if value is None else int(value)
+
+    def check_skew(
+        self, views: Sequence[str] | None = None, sample: int = 1000
+    ) -> list[SkewReport]:
+        """Compare what the online store serves with the offline answer, per view.
+
+        The moment compared is the latest end a view was materialized to; a sample of up
+        to ``sample`` entities (its source's keys, in order) is checked.
+        """
+        if sample < 1:
+            raise InvalidInputError(f"Expected a sample of at least 1, got {sample}", loc="sample")
+        out = []
+        for view in self._views(views):
+            with self._db.read() as conn:
+                end = conn.execute(
+                    select(func.max(mat_t.c.end)).where(mat_t.c.view == view.name)
+                ).scalar()
+            as_of = _from_us(None if end is None else int(end))
+            out.append(check_view_skew(view, as_of, self.online_store, sample))
+        return out
+
+    # -- retrieval -------------------------------------------------------------------
+
+    def _features(
+        self, features: FeatureService | str | Sequence[FeatureView | str]
+    ) -> FeatureService | Sequence[FeatureView | str]:
+        if isinstance(features, str):
+            return self.get_service(features)  # a service by name
+        return features
+
+    def get_historical_features(
+        self,
+        entity_df: pd.DataFrame,
+        features: FeatureService | str | Sequence[FeatureView | str],
+        **kwargs: Any,
+    ) -> pd.DataFrame:
+        """A point-in-time correct training set over the applied views (see offline.py)."""
+        return _historical(entity_df, self._features(features), views=self.list_views(), **kwargs)
+
+    def get_online_features(
+        self,
+        entity_rows: Mapping[str, Sequence[Any]] | pa.Table,
+        features: FeatureService | str | Sequence[str],
+        now: datetime | None = None,
+    ) -> OnlineFeatures:
+        """The served values of ``features`` for each entity row, in one store read."""
+        wanted = self._features(features)
+        refs = wanted if isinstance(wanted, FeatureService) else [str(f) for f in wanted]
+        return _online(self.online_store, entity_rows, refs, self.list_views(), now)
+
+
+def _check_services(code: Definitions) -> None:
+    """Every ref of every service names a view and a feature defined in the code."""
+    for service in code.services.values():
+        for ref in service.refs():
+            view_name, _, feature = ref.partition(":")
+            view = code.views.get(view_name)
+            if view is None or feature not in view.feature_names:
+                known = ", ".join(sorted(code.views)) or "none"
+                what = f"view {view_name!r}" if view is None else f"feature {feature!r}"
+                raise InvalidInputError(
+                    f"Service {service.name!r} refers to {ref!r}, but no {what} is defined; "
+                    f"known views: {known}",
+                    loc=f"services.{service.name}",
+                )
+
+
+def _epoch() -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _as_view(definition: Definition) -> FeatureView:
+    if not isinstance(definition, FeatureView):
+        raise InvalidInputError(f"Expected a feature view, got {type(definition).__name__}")
+    return definition
