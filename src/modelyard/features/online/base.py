@@ -251,13 +251,38 @@ def now_micros(now: datetime | None) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def check_keys(view: FeatureView, keys: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    width = len(view.join_keys)
+def ttl_micros(view: FeatureView) -> int | None:
+    """The view's ttl in microseconds; None when its values never go stale."""
+    ttl = view.ttl
+    if ttl is None:
+        return None
+    return (ttl.days * 86_400 + ttl.seconds) * 1_000_000 + ttl.microseconds
+
+
+def check_keys(
+    view: FeatureView, keys: Sequence[tuple[Any, ...]], width: int | None = None
+) -> list[tuple[Any, ...]]:
+    """Keys as plain tuples of ``width`` (default: the view's join key count) Python values."""
+    if width is None:
+        width = len(view.join_keys)
+    generic = np.generic
+    if (
+        isinstance(keys, list | tuple)
+        and set(map(type, keys)) <= {tuple}
+        and set(map(len, keys)) <= {width}
+        and not any(issubclass(t, generic) for t in {type(v) for k in keys for v in k})
+    ):
+        return list(keys)  # already tuples of plain values: the common case, checked in bulk
     out = []
     for i, key in enumerate(keys):
-        k = tuple(key) if isinstance(key, tuple | list) else (key,)
+        k = key
+        if type(k) is not tuple:
+            k = tuple(key) if isinstance(key, tuple | list) else (key,)
         # numpy scalars (from a DataFrame or an array) become plain Python values to bind.
-        k = tuple(v.item() if isinstance(v, np.generic) else v for v in k)
+        for v in k:
+            if isinstance(v, generic):
+                k = tuple(v.item() if isinstance(v, generic) else v for v in k)
+                break
         if len(k) != width:
             raise InvalidInputError(
                 f"Expected keys of {width} value(s) ({', '.join(view.join_keys)}) for view "
@@ -285,8 +310,8 @@ def build_result(
     status = np.full(n, FeatureStatus.MISSING, dtype=np.uint8)
     found = positions >= 0
     status[found] = FeatureStatus.PRESENT
-    if view.ttl is not None:
-        ttl_us = (view.ttl.days * 86_400 + view.ttl.seconds) * 1_000_000 + view.ttl.microseconds
+    ttl_us = ttl_micros(view)
+    if ttl_us is not None:
         stale = found & (ts < now_us - ttl_us)
         status[stale] = FeatureStatus.STALE
     keep = pa.array(status == FeatureStatus.PRESENT)

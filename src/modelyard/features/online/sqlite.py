@@ -30,12 +30,13 @@ from modelyard.errors import InvalidInputError, StorageError
 from modelyard.features.definitions import FeatureType, FeatureView
 from modelyard.features.online.base import (
     ARROW_TYPES,
+    FeatureStatus,
     OnlineResult,
     ReadRequest,
-    build_result,
     check_keys,
     feature_types,
     now_micros,
+    ttl_micros,
     validate_rows,
 )
 
@@ -53,6 +54,11 @@ _TS = '"@event_ts"'
 _CTS = '"@created_ts"'
 # SQLite binds at most 32766 parameters per statement (since 3.32).
 _MAX_PARAMS = 32_000
+_STAMP = ARROW_TYPES["datetime"]
+# Batches up to this many keys keep their SQL text cached on the plan.
+_SQL_CACHE_MAX_KEYS = 1024
+# Read plans kept per store (one per view and feature list asked for).
+_MAX_PLANS = 1024
 
 
 def _q(name: str) -> str:
@@ -83,6 +89,7 @@ class SQLiteOnlineStore:
         self.url = url
         self._lock = threading.Lock()
         self._tables: set[str] = set()
+        self._plans: dict[tuple[str, tuple[str, ...] | None], _Plan] = {}
         try:
             self._conn = sqlite3.connect(_path(url), check_same_thread=False, isolation_level=None)
             self._conn.execute("PRAGMA journal_mode=WAL")
@@ -168,17 +175,36 @@ class SQLiteOnlineStore:
         now: datetime | None = None,
     ) -> OnlineResult:
         """Look up ``keys`` with one query (a VALUES list joined to the view's table)."""
-        return self.read_many([ReadRequest(view, keys, feature_names)], now)[0]
+        return self._read([(view, keys, feature_names)], now)[0]
 
     def read_many(
         self, requests: Sequence[ReadRequest], now: datetime | None = None
     ) -> list[OnlineResult]:
         """One query per view, all in one read transaction (a consistent snapshot)."""
+        return self._read([(r.view, r.keys, r.feature_names) for r in requests], now)
+
+    def _plan(self, view: FeatureView, feature_names: Sequence[str] | None) -> _Plan:
+        """The cached read plan of ``view`` and these features (checked once, not per read)."""
+        key = (view.name, None if feature_names is None else tuple(feature_names))
+        plan = self._plans.get(key)
+        # The same view object (or an equal one) reuses the plan; a redefined view rebuilds it.
+        if plan is None or (plan.view is not view and plan.view != view):
+            plan = _Plan(view, feature_types(view, feature_names), self._table(view))
+            if len(self._plans) >= _MAX_PLANS:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
+
+    def _read(
+        self,
+        requests: list[tuple[FeatureView, Sequence[tuple[Any, ...]], Sequence[str] | None]],
+        now: datetime | None,
+    ) -> list[OnlineResult]:
         now_us = now_micros(now)
-        checked = [
-            (r.view, feature_types(r.view, r.feature_names), check_keys(r.view, r.keys))
-            for r in requests
-        ]
+        checked: list[tuple[_Plan, list[tuple[Any, ...]]]] = []
+        for view, keys, feature_names in requests:
+            plan = self._plan(view, feature_names)
+            checked.append((plan, check_keys(view, keys, plan.width)))
         fetched: list[list[tuple[Any, ...]]] = []
         with self._lock:
             try:
@@ -187,9 +213,7 @@ class SQLiteOnlineStore:
                 if many:
                     self._conn.execute("BEGIN")
                 try:
-                    fetched = [
-                        self._fetch(view, list(types), keys) for view, types, keys in checked
-                    ]
+                    fetched = [self._fetch(plan, keys) for plan, keys in checked]
                 finally:
                     if many:
                         self._conn.execute("COMMIT")
@@ -198,61 +222,107 @@ class SQLiteOnlineStore:
                     f"Reading from the online store {self.url} failed: {err}"
                 ) from err
         return [
-            _result(view, types, len(keys), rows, now_us)
-            for (view, types, keys), rows in zip(checked, fetched, strict=True)
+            plan.result(len(keys), rows, now_us)
+            for (plan, keys), rows in zip(checked, fetched, strict=True)
         ]
 
-    def _fetch(
-        self, view: FeatureView, names: list[str], keys: list[tuple[Any, ...]]
-    ) -> list[tuple[Any, ...]]:
-        if not keys or not self._exists(view):
+    def _fetch(self, plan: _Plan, keys: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        if not keys or not self._exists(plan.view):
             return []
-        step = max(1, _MAX_PARAMS // (len(view.join_keys) + 1))
+        step = max(1, _MAX_PARAMS // (plan.width + 1))
+        if len(keys) <= step:
+            return self._select(plan, keys, 0)
         rows: list[tuple[Any, ...]] = []
         for start in range(0, len(keys), step):
-            rows.extend(self._select(view, names, keys, start, step))
+            rows.extend(self._select(plan, keys[start : start + step], start))
         return rows
 
     def _select(
-        self,
-        view: FeatureView,
-        names: list[str],
-        keys: list[tuple[Any, ...]],
-        start: int,
-        step: int,
+        self, plan: _Plan, chunk: list[tuple[Any, ...]], start: int
     ) -> list[tuple[Any, ...]]:
-        chunk = keys[start : start + step]
-        join_keys = [_q(k) for k in view.join_keys]
-        placeholders = ", ".join(["(" + ", ".join("?" * (len(join_keys) + 1)) + ")"] * len(chunk))
-        params = [v for i, key in enumerate(chunk, start) for v in (i, *key)]
-        on = " AND ".join(f"t.{k} = k.{k}" for k in join_keys)
-        feats = "".join(f", t.{_q(n)}" for n in names)
-        sql = (
-            f'WITH k("@i", {", ".join(join_keys)}) AS (VALUES {placeholders}) '
-            f'SELECT k."@i", t.{_TS}{feats} FROM k JOIN {self._table(view)} AS t ON {on}'
-        )
-        return self._conn.execute(sql, params).fetchall()
+        # Flat (index, *key) per row, filled a column at a time by slice assignment.
+        n = len(chunk)
+        stride = plan.width + 1
+        params: list[Any] = [None] * (n * stride)
+        params[::stride] = range(start, start + n)
+        for j, column in enumerate(zip(*chunk, strict=True), 1):
+            params[j::stride] = column
+        return self._conn.execute(plan.sql(len(chunk)), params).fetchall()
 
     def close(self) -> None:
         with self._lock:
             self._conn.close()
 
 
-def _result(
-    view: FeatureView,
-    types: dict[str, FeatureType],
-    n: int,
-    rows: list[tuple[Any, ...]],
-    now_us: int,
-) -> OnlineResult:
-    """Columns of the fetched rows (key index, event time, features) as an OnlineResult."""
-    columns = list(zip(*rows, strict=True)) if rows else [()] * (len(types) + 2)
-    found_at = np.asarray(columns[0], dtype=np.int64)
-    event_us = pa.array(columns[1], type=pa.int64())
-    values: dict[str, pa.Array] = {}
-    for (name, dtype), col in zip(types.items(), columns[2:], strict=True):
-        if dtype in ("datetime", "bool"):
-            values[name] = pa.array(col, pa.int64()).cast(ARROW_TYPES[dtype])
+class _Plan:
+    """What a read of one view's features needs, worked out once per view and feature list.
+
+    Rows fetched are ``(key index, event time, *features)``; ``result`` turns them into an
+    ``OnlineResult`` with plain Python lists and one ``pa.array`` per column: no take,
+    cast or if_else per feature, so a small batch costs a few microseconds per column.
+    """
+
+    def __init__(self, view: FeatureView, types: dict[str, FeatureType], table: str) -> None:
+        self.view = view
+        self.name = view.name
+        self.width = len(view.join_keys)
+        self.ttl_us = ttl_micros(view)
+        self.names = list(types)
+        self.arrow_types = [ARROW_TYPES[t] for t in types.values()]
+        self.bools = [t == "bool" for t in types.values()]
+        join_keys = [_q(k) for k in view.join_keys]
+        self._row = "(" + ", ".join("?" * (self.width + 1)) + ")"
+        on = " AND ".join(f"t.{k} = k.{k}" for k in join_keys)
+        feats = "".join(f", t.{_q(n)}" for n in self.names)
+        self._head = f'WITH k("@i", {", ".join(join_keys)}) AS (VALUES '
+        self._tail = f') SELECT k."@i", t.{_TS}{feats} FROM k JOIN {table} AS t ON {on}'
+        self._sql: dict[int, str] = {}
+
+    def sql(self, n: int) -> str:
+        """The query for a batch of ``n`` keys."""
+        sql = self._sql.get(n)
+        if sql is None:
+            sql = self._head + ", ".join([self._row] * n) + self._tail
+            if n <= _SQL_CACHE_MAX_KEYS:
+                self._sql[n] = sql
+        return sql
+
+    def result(self, n: int, rows: list[tuple[Any, ...]], now_us: int) -> OnlineResult:
+        """Fetched rows in key order as an OnlineResult; stale and missing values are null."""
+        width = len(self.names)
+        cutoff = None if self.ttl_us is None else now_us - self.ttl_us
+        transposed = list(zip(*rows, strict=True)) if len(rows) == n else None
+        if not rows:
+            status = np.full(n, FeatureStatus.MISSING, dtype=np.uint8)
+            stamps: Sequence[Any] = [None] * n
+            columns: Sequence[Sequence[Any]] = [stamps] * width
+        elif (
+            transposed is not None
+            and transposed[0] == tuple(range(n))
+            and (cutoff is None or min(transposed[1]) >= cutoff)
+        ):
+            # Every key found and fresh, in key order: the columns are the rows transposed.
+            status = np.zeros(n, dtype=np.uint8)
+            _, stamps, *columns = transposed
         else:
-            values[name] = pa.array(col, ARROW_TYPES[dtype])
-    return build_result(view, n, found_at, event_us, values, now_us)
+            codes = [FeatureStatus.MISSING] * n
+            times: list[int | None] = [None] * n
+            lists: list[list[Any]] = [[None] * n for _ in range(width)]
+            for i, ts, *vals in rows:
+                times[i] = ts
+                if cutoff is not None and ts < cutoff:
+                    codes[i] = FeatureStatus.STALE
+                    continue
+                codes[i] = FeatureStatus.PRESENT
+                for target, v in zip(lists, vals, strict=True):
+                    target[i] = v
+            status = np.array(codes, dtype=np.uint8)
+            stamps, columns = times, lists
+        values: dict[str, pa.Array] = {}
+        for name, arrow_type, is_bool, col in zip(
+            self.names, self.arrow_types, self.bools, columns, strict=True
+        ):
+            # Booleans are stored as 0/1.
+            data = [None if v is None else v != 0 for v in col] if is_bool else col
+            values[name] = pa.array(data, type=arrow_type)
+        return OnlineResult(self.name, values, status, pa.array(stamps, type=_STAMP))
