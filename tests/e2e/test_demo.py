@@ -7,8 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from modelyard.config import load_settings
-from modelyard.pipelines.flights import FEATURES, TARGET, load_flights
+from modelyard.features.store import FeatureStore
+from modelyard.pipelines.flights import FEATURES, TARGET, flight_entities
 from modelyard.registry.client import ModelRegistry
 from modelyard.tracking.client import TrackingClient
 from modelyard.tracking.digest import digest_frame
@@ -52,15 +55,26 @@ def test_demo_tracks_every_candidate_and_its_data(tmp_path: Path) -> None:
         assert len(history) > 5
         assert [m.step for m in history] == list(range(len(history)))
 
-        # the recorded training set is exactly the data the demo read
+        # the recorded training set is exactly the point-in-time training set the
+        # feature store builds from the applied definitions
         inputs = {i.context + ":" + i.name: i for i in client.list_inputs(parent.id)}
         training = inputs["training:flights-2013-01-01..02-14"]
-        frame = load_flights(months=(1, 2))
-        train = frame[frame["time_hour"] < "2013-02-15"]
+        with FeatureStore(load_settings(project, environ={})) as features:
+            frame = features.get_historical_features(flight_entities((1, 2)), "delay_model")
+            online = features.get_online_features(
+                {"carrier": ["UA", "ZZ"], "origin": ["EWR", "EWR"]}, "delay_model"
+            )
+        train = frame[frame["event_timestamp"] < pd.Timestamp("2013-02-15", tz="UTC")]
         assert training.num_rows == len(train)
         assert training.digest == digest_frame(train).digest
         assert {c["name"] for c in training.schema} >= {*FEATURES, TARGET}
         assert "training:weather-2013" in inputs
+        assert "training:arrivals-2013" in inputs
+        assert summary["features"]["materialized"]["carrier_delays"] > 0
+        # an unknown carrier is missing online, a known one has its recent delays (no ttl);
+        # the 2013 weather is past its 3-hour ttl today, so it reads as stale, not as served
+        assert online.status["carrier_delays:carrier_delay_mean_7d"].tolist() == [0, 2]
+        assert online.status["weather:temp"].tolist() == [1, 1]
 
         report = json.loads(client.load_artifact_bytes(parent.id, "report.json"))
         assert report["best"]["run_id"] == best.id
@@ -79,7 +93,8 @@ def test_demo_tracks_every_candidate_and_its_data(tmp_path: Path) -> None:
         assert summary["model"]["serving_runtime"] == manifest.serving_runtime
         # the served model gives the native model's scores on the validation rows
         loaded = registry.load("flights-delay@production")
-        valid = frame[frame["time_hour"] >= "2013-02-15"][FEATURES].head(200)
+        valid = frame[frame["event_timestamp"] >= pd.Timestamp("2013-02-15", tz="UTC")]
+        valid = valid[FEATURES].head(200)
         proba = loaded.scores(valid)
         assert proba.shape == (200, 2)
         assert ((proba >= 0) & (proba <= 1)).all()

