@@ -6,11 +6,11 @@ and reused; ``python benchmarks/features/feast_env.py`` creates it and prints it
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for anchor_venv
+import anchor_venv
 
 __all__ = ["QUIET_ENV", "ensure_feast_venv", "venv_dir"]
 
@@ -31,42 +31,14 @@ _PROBE = "import feast, duckdb, ibis, pandas"
 
 
 def venv_dir() -> Path:
-    base = os.environ.get("MODELYARD_BENCH_CACHE") or Path.home() / ".cache" / "modelyard-bench"
-    return Path(base) / "feast-venv"
-
-
-def _python(venv: Path) -> Path:
-    return venv / "bin" / "python"
-
-
-def _ready(venv: Path) -> bool:
-    if not (venv / ".installed").is_file():
-        return False
-    probe = subprocess.run(
-        [str(_python(venv)), "-c", _PROBE],
-        capture_output=True,
-        env={**os.environ, **QUIET_ENV},
-        check=False,
-    )
-    return probe.returncode == 0
+    return anchor_venv.venv_dir("feast-venv")
 
 
 def ensure_feast_venv() -> tuple[Path, float | None]:
     """The venv's python, and the seconds spent installing it (None when reused)."""
-    venv = venv_dir()
-    if _ready(venv):
-        return _python(venv), None
-    print(f"Installing {' '.join(_PACKAGES)} into {venv} (once)...", flush=True)
-    start = time.perf_counter()
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    # the base interpreter, not the project venv's: the new venv must not see the project
-    base = getattr(sys, "_base_executable", None) or sys.executable
-    subprocess.run([base, "-m", "venv", "--clear", str(venv)], check=True)
-    pip = [str(_python(venv)), "-m", "pip", "install", "-q"]
-    subprocess.run([*pip, "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, *_PACKAGES], check=True)
-    (venv / ".installed").write_text(" ".join(_PACKAGES) + "\n")
-    return _python(venv), time.perf_counter() - start
+    return anchor_venv.ensure_venv(
+        "feast-venv", _PACKAGES, probe=_PROBE, env=QUIET_ENV, size_note=""
+    )
 
 
 if __name__ == "__main__":
