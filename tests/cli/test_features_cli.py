@@ -218,3 +218,36 @@ def test_check_skew_exit_codes(cli: Any, project: Path) -> None:
     skewed = cli("features", "check-skew")
     assert skewed.code == 1
     assert "SKEW" in skewed.out and "online 5.0, offline 9.0" in skewed.out
+
+
+def test_check_skew_over_a_log_of_served_vectors(cli: Any, project: Path) -> None:
+    assert cli("features", "apply").code == 0
+    assert cli("features", "materialize", "--end", "2013-01-05T00:00Z").code == 0
+    served = cli("features", "online", "carrier=AA", "carrier=UA", "-s", "model", "--json")
+    assert served.code == 0, served.err
+    rows = served.json()
+    at = "2013-01-04T12:00:00+00:00"
+    log = pd.DataFrame(
+        {
+            "time": [at, at],
+            "carrier": [r["carrier"] for r in rows],
+            "delays:delay": [r["features"]["delays:delay"] for r in rows],
+            "delays:n": [r["features"]["delays:n"] for r in rows],
+        }
+    )
+    log.to_csv(project / "served.csv", index=False)
+    clean = cli("features", "check-skew", "served.csv", "--json")
+    assert clean.code == 0, clean.out + clean.err
+    assert clean.json()["features"]["delays:n"] == {
+        "checked": 2,
+        "mismatches": 0,
+        "served_null": 0,
+        "offline_null": 0,
+    }
+    log.loc[0, "delays:delay"] = 99.0
+    log.to_json(project / "served.jsonl", orient="records", lines=True)
+    skewed = cli("features", "check-skew", "served.jsonl")
+    assert skewed.code == 1
+    assert "SKEW" in skewed.out and "served 99.0, offline 5.0" in skewed.out
+    missing = cli("features", "check-skew", "nowhere.parquet")
+    assert missing.code == 2 and "no such file" in missing.err

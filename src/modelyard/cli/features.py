@@ -23,6 +23,7 @@ from modelyard.cli.output import console, err_console, fmt_time, print_json
 from modelyard.errors import InvalidInputError
 from modelyard.features.online import FeatureStatus
 from modelyard.features.repo import to_builtins
+from modelyard.features.skew import LoggedSkewReport
 from modelyard.features.store import FeatureStore, MaterializeResult, Plan
 
 app = typer.Typer(help="Feature definitions, materialization and retrieval.", no_args_is_help=True)
@@ -97,11 +98,25 @@ def list_views(ctx: typer.Context, as_json: JsonOpt = False) -> None:
         rows.append(
             {
                 "name": view.name,
+                "kind": "view",
                 "version": record.version,
                 "join_keys": view.join_keys,
                 "features": view.feature_names,
                 "ttl_s": None if view.ttl is None else view.ttl.total_seconds(),
                 "last_materialized": None if last is None else last.to_dict(),
+            }
+        )
+    for odfv in store.applied_on_demand():
+        rows.append(
+            {
+                "name": odfv.name,
+                "kind": "on_demand",
+                "version": store.applied("on_demand", odfv.name).version,
+                "join_keys": [],
+                "features": odfv.feature_names,
+                "inputs": [*odfv.inputs, *(f"request:{f.name}" for f in odfv.request)],
+                "ttl_s": None,
+                "last_materialized": None,
             }
         )
     if as_json:
@@ -116,7 +131,7 @@ def list_views(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     for row in rows:
         shown = row["last_materialized"]
         table.add_row(
-            escape(row["name"]),
+            escape(row["name"] + (" (on demand)" if row["kind"] == "on_demand" else "")),
             str(row["version"]),
             escape(", ".join(row["join_keys"])),
             escape(", ".join(row["features"])),
@@ -124,6 +139,9 @@ def list_views(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             "-" if shown is None else shown["end"],
         )
     console.print(table)
+    for row in rows:
+        if row["kind"] == "on_demand":
+            console.print(f"  {escape(row['name'])} reads {escape(', '.join(row['inputs']))}")
 
 
 @app.command("show")
@@ -134,6 +152,9 @@ def show(
 ) -> None:
     """One applied view: its definition, version, hash and materializations."""
     store = store_from(ctx)
+    if view in {o.name for o in store.applied_on_demand()}:
+        _show_on_demand(store, view, as_json)
+        return
     record = store.applied("view", view)
     resolved = store.get_view(view)
     history = [m.to_dict() for m in store.materializations(view)]
@@ -177,6 +198,30 @@ def show(
             f"{len(history)} materialization(s); latest to {history[-1]['end']}, "
             f"{history[-1]['rows']} rows"
         )
+
+
+def _show_on_demand(store: FeatureStore, name: str, as_json: bool) -> None:
+    record = store.applied("on_demand", name)
+    definition = json.loads(record.definition)
+    data = {
+        "name": record.name,
+        "kind": "on_demand",
+        "version": record.version,
+        "sha256": record.sha256,
+        "applied_at": record.applied_at,
+        "definition": definition,
+    }
+    if as_json:
+        print_json(data)
+        return
+    console.print(f"on-demand view {escape(name)} v{record.version}  sha256 {record.sha256}")
+    console.print(f"applied {fmt_time(record.applied_at)}")
+    console.print(f"inputs: {escape(', '.join(definition['inputs']) or '-')}")
+    request = ", ".join(f"{f['name']} ({f['dtype']})" for f in definition["request"])
+    console.print(f"request fields: {escape(request or '-')}")
+    outputs = ", ".join(f"{f['name']} ({f['dtype']})" for f in definition["features"])
+    console.print(f"features: {escape(outputs)}")
+    console.print(escape(definition["code"]), highlight=False)
 
 
 def _time(value: str | None, option: str) -> datetime | None:
@@ -407,17 +452,99 @@ def online(
     console.print(table)
 
 
+def _read_log(path: Path) -> Any:
+    import pandas as pd
+
+    if not path.is_file():
+        raise InvalidInputError(f"Expected a log file, got {str(path)!r}: no such file", loc="log")
+    if path.suffix in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    if path.suffix in (".jsonl", ".ndjson"):
+        records = []
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except ValueError as exc:
+                raise InvalidInputError(
+                    f"Expected one JSON object per line of {path.name}: {exc}",
+                    loc=f"log:{number}",
+                ) from exc
+        frame = pd.DataFrame(records)
+    elif path.suffix == ".csv":
+        frame = pd.read_csv(path)
+    else:
+        raise InvalidInputError(
+            f"Expected a .parquet, .csv or .jsonl log, got {path.name!r}", loc="log"
+        )
+    for column in ("time", "timestamp", "event_timestamp"):
+        if column in frame.columns and not pd.api.types.is_datetime64_any_dtype(frame[column]):
+            try:
+                frame[column] = pd.to_datetime(frame[column], format="ISO8601")
+            except (ValueError, TypeError) as exc:
+                raise InvalidInputError(
+                    f"Expected ISO times in column {column!r} of {path.name}: {exc}",
+                    loc=f"log.{column}",
+                ) from exc
+    return frame
+
+
+def _print_logged(report: LoggedSkewReport) -> None:
+    table = Table(title="training/serving skew over logged vectors", title_justify="left")
+    for col in ("feature", "checked", "mismatches", "served null", "offline null", "verdict"):
+        table.add_column(col)
+    for ref, counts in report.features.items():
+        table.add_row(
+            escape(ref),
+            str(counts["checked"]),
+            str(counts["mismatches"]),
+            str(counts["served_null"]),
+            str(counts["offline_null"]),
+            "ok" if not counts["mismatches"] else "SKEW",
+        )
+    console.print(table)
+    for example in report.examples:
+        console.print(
+            f"  row {example['row']} at {example['time']} {escape(str(example['keys']))}"
+            f" {escape(example['feature'])}: served {escape(repr(example['served']))},"
+            f" offline {escape(repr(example['offline']))}",
+            soft_wrap=True,
+        )
+
+
 @app.command("check-skew")
 def check_skew(
     ctx: typer.Context,
+    log: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Logged feature vectors (.parquet, .csv, .jsonl): keys, a time column and "
+            "view:feature columns. Without it, the online store is compared instead."
+        ),
+    ] = None,
+    time_column: Annotated[
+        str | None, typer.Option(help="The log's time column (default: time or timestamp).")
+    ] = None,
     views: ViewsOpt = None,
     sample: Annotated[int, typer.Option(help="Entities to check per view.")] = 1000,
     as_json: JsonOpt = False,
 ) -> None:
-    """Compare served values with the offline join as of the last materialization.
+    """Served feature values against the offline join: exits 1 on any mismatch.
 
-    Exits 1 when a view serves values that differ, or was never materialized.
+    With LOG, each logged vector is recomputed offline as of its time. Without it, a
+    sample of each view's entities is read from the online store and compared with the
+    offline join as of the last materialization (exit 1 also when never materialized).
     """
+    if log is not None:
+        logged = store_from(ctx).check_logged_skew(_read_log(log), time_column=time_column)
+        if as_json:
+            print_json(logged.to_dict())
+        else:
+            _print_logged(logged)
+        if not logged.ok:
+            raise typer.Exit(1)
+        return
     reports = store_from(ctx).check_skew(views or None, sample)
     if as_json:
         print_json([r.to_dict() for r in reports])

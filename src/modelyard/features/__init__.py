@@ -9,7 +9,9 @@ from modelyard.features.definitions import (
     FeatureService,
     FeatureView,
     FileSource,
+    OnDemandFeatureView,
     SqlSource,
+    on_demand_feature_view,
 )
 from modelyard.features.offline import get_historical_features
 from modelyard.features.online import get_online_features, open_online_store
@@ -21,8 +23,10 @@ __all__ = [
     "FeatureService",
     "FeatureView",
     "FileSource",
+    "OnDemandFeatureView",
     "SqlSource",
     "get_historical_features",
     "get_online_features",
+    "on_demand_feature_view",
     "open_online_store",
 ]

@@ -17,10 +17,15 @@ Definitions are plain frozen values written in the project's ``features.py``:
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import marshal
 import re
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from modelyard.errors import InvalidInputError
 
@@ -31,7 +36,9 @@ __all__ = [
     "FeatureService",
     "FeatureView",
     "FileSource",
+    "OnDemandFeatureView",
     "SqlSource",
+    "on_demand_feature_view",
     "parse_window",
 ]
 
@@ -208,13 +215,160 @@ class FeatureView:
     def feature_names(self) -> list[str]:
         return [f.name for f in self.features] + [a.output_name for a in self.aggregations]
 
+    @property
+    def feature_types(self) -> dict[str, FeatureType]:
+        """Each feature's type; aggregations are numeric, counts integers."""
+        types: dict[str, FeatureType] = {f.name: f.dtype for f in self.features}
+        for agg in self.aggregations:
+            types[agg.output_name] = "int" if agg.fn == "count" else "float"
+        return types
+
+
+#: an on-demand transformation: input columns by name -> output columns by name
+OnDemandFn = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+
+
+def _code_of(fn: OnDemandFn) -> str:
+    """The source text of ``fn`` (its bytecode when no source is available)."""
+    try:
+        return textwrap.dedent(inspect.getsource(fn))
+    except (OSError, TypeError):
+        code = getattr(fn, "__code__", None)
+        if code is None:
+            raise InvalidInputError(
+                f"Expected a Python function for an on-demand view, got {type(fn).__name__}",
+                loc="fn",
+            ) from None
+        return "bytecode:" + hashlib.sha256(marshal.dumps(code)).hexdigest()
+
+
+@dataclass(frozen=True)
+class OnDemandFeatureView:
+    """Features computed by a pure Python function of request data and looked-up features.
+
+    The same function runs when a training set is built (over the point-in-time joined
+    values) and when features are served (over the online values), so the two cannot
+    drift apart. ``fn`` takes a mapping of numpy arrays, one per input, keyed by the input
+    feature's name (the part after ``view:``) and by each request field's name, and
+    returns a mapping with one array-like per output feature. Inputs arrive as: float64
+    (NaN where missing) for float and int features, object arrays of ``True``/``False``/
+    ``None`` for bools, of ``str``/``None`` for strings, ``datetime64[us]`` (UTC, NaT
+    where missing) for datetimes.
+
+    >>> import numpy as np
+    >>> @on_demand_feature_view(inputs=[], request=[Feature("amount")],
+    ...                         features=[Feature("log_amount")])
+    ... def amounts(x):
+    ...     return {"log_amount": np.log1p(x["amount"])}
+    >>> amounts.name, amounts.feature_names
+    ('amounts', ['log_amount'])
+    """
+
+    name: str
+    inputs: list[str]
+    features: list[Feature]
+    fn: OnDemandFn
+    request: list[Feature] = field(default_factory=list)
+    description: str = ""
+    code: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, "on_demand")
+        if not self.features:
+            raise InvalidInputError(
+                f"On-demand view {self.name!r} has no output features", loc="features"
+            )
+        if not callable(self.fn):
+            raise InvalidInputError(
+                f"Expected a function for on-demand view {self.name!r}, "
+                f"got {type(self.fn).__name__}",
+                loc="fn",
+            )
+        for ref in self.inputs:
+            if not isinstance(ref, str) or ref.count(":") != 1 or ref.startswith(":"):
+                raise InvalidInputError(
+                    f"Expected an input ref like view:feature for on-demand view "
+                    f"{self.name!r}, got {ref!r}",
+                    loc=f"on_demand.{self.name}.inputs",
+                )
+        names = self.input_names
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise InvalidInputError(
+                f"On-demand view {self.name!r} has two inputs named {duplicates[0]!r}; "
+                "the function sees inputs by feature name, so each must be distinct",
+                loc=f"on_demand.{self.name}.inputs",
+            )
+        outputs = self.feature_names
+        duplicates = sorted({n for n in outputs if outputs.count(n) > 1})
+        if duplicates:
+            raise InvalidInputError(
+                f"On-demand view {self.name!r} names {duplicates[0]!r} twice", loc="features"
+            )
+        if not self.code:
+            object.__setattr__(self, "code", _code_of(self.fn))
+
+    @property
+    def input_names(self) -> list[str]:
+        """The keys the function receives: input feature names, then request fields."""
+        return [r.partition(":")[2] for r in self.inputs] + [f.name for f in self.request]
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, OnDemandFeatureView):
+            return NotImplemented
+        return (
+            self.name,
+            self.inputs,
+            self.features,
+            self.request,
+            self.description,
+            self.code,
+        ) == (
+            other.name,
+            other.inputs,
+            other.features,
+            other.request,
+            other.description,
+            other.code,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.code))
+
+
+def on_demand_feature_view(
+    *,
+    inputs: Sequence[str],
+    features: Sequence[Feature],
+    request: Sequence[Feature] = (),
+    name: str | None = None,
+    description: str = "",
+) -> Callable[[OnDemandFn], OnDemandFeatureView]:
+    """Declare an on-demand view by decorating its function (named after it by default)."""
+
+    def wrap(fn: OnDemandFn) -> OnDemandFeatureView:
+        return OnDemandFeatureView(
+            name or str(getattr(fn, "__name__", "")),
+            inputs=list(inputs),
+            features=list(features),
+            fn=fn,
+            request=list(request),
+            description=description or (inspect.getdoc(fn) or ""),
+        )
+
+    return wrap
+
 
 @dataclass(frozen=True)
 class FeatureService:
     """The named set of features a model uses: whole views or ``view:feature`` refs."""
 
     name: str
-    features: list[FeatureView | str]
+    features: list[FeatureView | OnDemandFeatureView | str]
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -223,7 +377,7 @@ class FeatureService:
     def refs(self) -> list[str]:
         out: list[str] = []
         for item in self.features:
-            if isinstance(item, FeatureView):
+            if isinstance(item, FeatureView | OnDemandFeatureView):
                 out.extend(f"{item.name}:{n}" for n in item.feature_names)
             else:
                 if ":" not in item:

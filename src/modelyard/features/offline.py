@@ -72,10 +72,13 @@ from modelyard.features.definitions import (
     Aggregation,
     Feature,
     FeatureService,
+    FeatureType,
     FeatureView,
     FileSource,
+    OnDemandFeatureView,
     parse_window,
 )
+from modelyard.features.ondemand import input_refs, run_on_demand, split_refs
 
 if TYPE_CHECKING:
     import duckdb
@@ -107,9 +110,10 @@ class _Request:
 
 def get_historical_features(
     entity_df: pd.DataFrame,
-    features: FeatureService | Sequence[FeatureView | str],
+    features: FeatureService | Sequence[FeatureView | OnDemandFeatureView | str],
     *,
     views: Sequence[FeatureView] = (),
+    on_demand: Sequence[OnDemandFeatureView] = (),
     as_served: bool = False,
     assume_utc: bool = False,
     entity_time_column: str = "event_timestamp",
@@ -118,12 +122,29 @@ def get_historical_features(
     """The entity frame with each requested feature joined point-in-time correctly.
 
     ``features`` is a ``FeatureService`` or a list of ``FeatureView``s (all their features)
-    and ``"view:feature"`` refs; a ref's view is looked up by name among ``views`` and the
-    views given directly. Output columns are named by feature, or ``view__feature`` with
+    and ``"view:feature"`` refs; a ref's view is looked up by name among ``views`` (and
+    ``on_demand``) and the views given directly. On-demand features run their function
+    over the point-in-time values of their inputs and the entity frame's request columns.
+    Output columns are named by feature, or ``view__feature`` with
     ``full_feature_names=True``. See the module docstring for the rules.
     """
     items = features.features if isinstance(features, FeatureService) else list(features)
-    requests = _resolve(items, views, full_feature_names)
+    odfvs = {v.name: v for v in on_demand}
+    odfvs.update((i.name, i) for i in items if isinstance(i, OnDemandFeatureView))
+    if odfvs:
+        return _with_on_demand(
+            entity_df,
+            items,
+            odfvs,
+            views=views,
+            as_served=as_served,
+            assume_utc=assume_utc,
+            entity_time_column=entity_time_column,
+            full_feature_names=full_feature_names,
+        )
+    requests = _resolve(
+        [i for i in items if not isinstance(i, OnDemandFeatureView)], views, full_feature_names
+    )
     _check_output_names(entity_df, requests, entity_time_column)
     entity_time = _entity_time(entity_df, entity_time_column, assume_utc)
 
@@ -141,6 +162,90 @@ def get_historical_features(
     finally:
         con.close()
     return out
+
+
+def _with_on_demand(
+    entity_df: pd.DataFrame,
+    items: Sequence[FeatureView | OnDemandFeatureView | str],
+    odfvs: dict[str, OnDemandFeatureView],
+    *,
+    views: Sequence[FeatureView],
+    full_feature_names: bool,
+    **options: Any,
+) -> pd.DataFrame:
+    """Stored features by the join, then each on-demand view over its joined inputs."""
+    refs: list[FeatureView | str] = []
+    for item in items:
+        if isinstance(item, OnDemandFeatureView):
+            refs.extend(f"{item.name}:{n}" for n in item.feature_names)
+        else:
+            refs.append(item)
+    plain = [r for r in refs if not isinstance(r, str) or r.partition(":")[0] not in odfvs]
+    _, wanted = split_refs([r for r in refs if isinstance(r, str)], odfvs)
+    out = (
+        get_historical_features(
+            entity_df, plain, views=views, full_feature_names=full_feature_names, **options
+        )
+        if plain
+        else entity_df.copy()
+    )
+    chosen = [odfvs[name] for name in wanted]
+    needed = input_refs(chosen)
+    hidden = (
+        get_historical_features(entity_df, needed, views=views, full_feature_names=True, **options)
+        if needed
+        else entity_df
+    )
+    known = {v.name: v for v in [*views, *(i for i in items if isinstance(i, FeatureView))]}
+    taken = {str(c) for c in out.columns}
+    for odfv in chosen:
+        inputs: dict[str, Any] = {}
+        types: dict[str, FeatureType] = {}
+        for ref in odfv.inputs:
+            view_name, _, feature = ref.partition(":")
+            inputs[feature] = hidden[f"{view_name}__{feature}"]
+            if view_name not in known:
+                raise InvalidInputError(
+                    f"On-demand view {odfv.name!r} reads {ref!r}, but there is no view "
+                    f"{view_name!r}; known views: {', '.join(sorted(known)) or 'none'}",
+                    loc=f"on_demand.{odfv.name}.inputs",
+                )
+            types[ref] = _feature_type(known[view_name], feature)
+        for field in odfv.request:
+            if field.name not in entity_df.columns:
+                raise InvalidInputError(
+                    f"On-demand view {odfv.name!r} needs the request column {field.name!r} "
+                    f"({field.dtype}) in the entity frame; got columns "
+                    f"{', '.join(map(str, entity_df.columns))}",
+                    loc=f"entity_df.{field.name}",
+                )
+            inputs[field.name] = entity_df[field.name]
+        result = run_on_demand(odfv, inputs, len(entity_df), types)
+        for name in wanted[odfv.name]:
+            column = f"{odfv.name}__{name}" if full_feature_names else name
+            if column in taken:
+                raise InvalidInputError(
+                    f"Output column {column!r} of on-demand view {odfv.name!r} is already "
+                    "taken; rename the entity column or pass full_feature_names=True",
+                    loc=f"features.{odfv.name}.{column}",
+                )
+            taken.add(column)
+            values = result[name].to_pandas()
+            values.index = out.index
+            out[column] = values
+    return out
+
+
+def _feature_type(view: FeatureView, name: str) -> FeatureType:
+    """The declared type of a view's feature or aggregation output."""
+    types = view.feature_types
+    if name not in types:
+        raise InvalidInputError(
+            f"View {view.name!r} has no feature {name!r}. Its features: "
+            f"{', '.join(view.feature_names)}.",
+            loc="features",
+        )
+    return types[name]
 
 
 def _resolve(

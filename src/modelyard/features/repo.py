@@ -34,6 +34,7 @@ from modelyard.features.definitions import (
     FeatureService,
     FeatureView,
     FileSource,
+    OnDemandFeatureView,
     Source,
     SqlSource,
 )
@@ -49,8 +50,8 @@ __all__ = [
     "sha256_of",
 ]
 
-DefinitionKind = Literal["entity", "view", "service"]
-Definition = Entity | FeatureView | FeatureService
+DefinitionKind = Literal["entity", "view", "on_demand", "service"]
+Definition = Entity | FeatureView | OnDemandFeatureView | FeatureService
 
 
 @dataclass(frozen=True)
@@ -60,12 +61,14 @@ class Definitions:
     entities: dict[str, Entity] = field(default_factory=dict)
     views: dict[str, FeatureView] = field(default_factory=dict)
     services: dict[str, FeatureService] = field(default_factory=dict)
+    on_demand: dict[str, OnDemandFeatureView] = field(default_factory=dict)
 
     def items(self) -> list[tuple[DefinitionKind, str, Definition]]:
         """(kind, name, definition) for all of them, entities first, each kind by name."""
         out: list[tuple[DefinitionKind, str, Definition]] = []
         out.extend(("entity", n, d) for n, d in sorted(self.entities.items()))
         out.extend(("view", n, v) for n, v in sorted(self.views.items()))
+        out.extend(("on_demand", n, o) for n, o in sorted(self.on_demand.items()))
         out.extend(("service", n, s) for n, s in sorted(self.services.items()))
         return out
 
@@ -75,6 +78,8 @@ def kind_of(definition: Definition) -> DefinitionKind:
         return "entity"
     if isinstance(definition, FeatureView):
         return "view"
+    if isinstance(definition, OnDemandFeatureView):
+        return "on_demand"
     return "service"
 
 
@@ -111,6 +116,15 @@ def to_builtins(definition: Definition) -> dict[str, Any]:
         return {
             "name": definition.name,
             "features": definition.refs(),
+            "description": definition.description,
+        }
+    if isinstance(definition, OnDemandFeatureView):
+        return {
+            "name": definition.name,
+            "inputs": list(definition.inputs),
+            "request": [dataclasses.asdict(f) for f in definition.request],
+            "features": [dataclasses.asdict(f) for f in definition.features],
+            "code": definition.code,
             "description": definition.description,
         }
     view = definition
@@ -171,7 +185,30 @@ def decode_definition(kind: DefinitionKind | str, text: str) -> Definition:
         return _decode_view(raw)
     if kind == "service":
         return FeatureService(raw["name"], list(raw["features"]), raw["description"])
-    raise InvalidInputError(f"Expected an entity, view or service, got kind {kind!r}")
+    if kind == "on_demand":
+        return OnDemandFeatureView(
+            raw["name"],
+            inputs=list(raw["inputs"]),
+            features=[Feature(**f) for f in raw["features"]],
+            fn=_not_loaded(raw["name"]),
+            request=[Feature(**f) for f in raw["request"]],
+            description=raw["description"],
+            code=raw["code"],
+        )
+    raise InvalidInputError(f"Expected an entity, view, on_demand or service, got kind {kind!r}")
+
+
+def _not_loaded(name: str) -> Any:
+    """The function of an on-demand view read back from the store: its code is not there."""
+
+    def run(_: Any) -> Any:
+        raise InvalidInputError(
+            f"On-demand view {name!r} was read from the metadata store, which keeps its "
+            "code as text only; load it from the project's feature modules to run it",
+            loc=f"on_demand.{name}",
+        )
+
+    return run
 
 
 # -- loading -----------------------------------------------------------------------------
@@ -239,6 +276,7 @@ def load_definitions(project_dir: Path, modules: Iterable[str]) -> Definitions:
         "entity": defs.entities,
         "view": defs.views,
         "service": defs.services,
+        "on_demand": defs.on_demand,
     }
     for module in modules:
         path = _module_path(project_dir, module)
@@ -249,7 +287,7 @@ def load_definitions(project_dir: Path, modules: Iterable[str]) -> Definitions:
             )
         loaded = _import(path, module, project_dir)
         for value in vars(loaded).values():
-            if isinstance(value, Entity | FeatureView | FeatureService):
+            if isinstance(value, Entity | FeatureView | FeatureService | OnDemandFeatureView):
                 _add(tables[kind_of(value)], value, str(path))
             if isinstance(value, FeatureView):
                 for entity in value.entities:

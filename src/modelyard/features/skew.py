@@ -1,5 +1,10 @@
 """Training/serving skew: does the online store serve what the offline join would give?
 
+Two checks. ``check_logged_skew`` takes feature vectors that were actually served (logged
+with their request times, as the server's prediction log keeps them), recomputes each
+offline as of the same moment and counts mismatches per feature: the real skew a model
+saw. ``check_view_skew`` needs no log:
+
 For a sample of a view's entities (distinct keys of its source, in key order), the value
 served online as of the last materialization's end is compared with the point-in-time
 join at the same moment (entity time ``end - 1µs``, since materialization covers event
@@ -17,11 +22,12 @@ from typing import Any
 
 import pandas as pd
 
+from modelyard.errors import InvalidInputError
 from modelyard.features.definitions import FeatureView
 from modelyard.features.offline import get_historical_features
 from modelyard.features.online.base import OnlineStore
 
-__all__ = ["SkewReport", "check_view_skew"]
+__all__ = ["LoggedSkewReport", "SkewReport", "check_logged_skew", "check_view_skew"]
 
 _ENTITY_TIME = "__modelyard_entity_time"
 
@@ -127,3 +133,126 @@ def check_view_skew(
                         }
                     )
     return SkewReport(view.name, end.astimezone(UTC), len(keys), mismatches, examples)
+
+
+@dataclass(frozen=True)
+class LoggedSkewReport:
+    """Logged (served) feature vectors against the offline answer at the same moments.
+
+    ``features`` maps each ref to ``{"checked", "mismatches", "served_null",
+    "offline_null"}``: rows compared, rows whose values differ, and among them the rows
+    where only the served or only the offline value was missing.
+    """
+
+    rows: int
+    time_column: str
+    features: dict[str, dict[str, int]]
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(f["mismatches"] for f in self.features.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "time_column": self.time_column,
+            "ok": self.ok,
+            "features": self.features,
+            "examples": self.examples,
+        }
+
+
+_PREFIXES = ("feature.", "input.")
+
+
+def _normalized(log: pd.DataFrame) -> pd.DataFrame:
+    """The log with the prediction log's ``feature.``/``input.`` column prefixes dropped."""
+    renames: dict[str, str] = {}
+    for column in map(str, log.columns):
+        for prefix in _PREFIXES:
+            if column.startswith(prefix) and column[len(prefix) :] not in log.columns:
+                renames[column] = column[len(prefix) :]
+    return log.rename(columns=renames) if renames else log
+
+
+def _log_time(log: pd.DataFrame, time_column: str | None) -> str:
+    if time_column is not None:
+        if time_column not in log.columns:
+            raise InvalidInputError(
+                f"Expected a time column {time_column!r} in the log, got columns "
+                f"{', '.join(map(str, log.columns))}",
+                loc=f"log.{time_column}",
+            )
+        return time_column
+    for candidate in ("time", "timestamp", "event_timestamp"):
+        if candidate in log.columns:
+            return candidate
+    raise InvalidInputError(
+        "Expected a time column in the log (time, timestamp or event_timestamp; or pass "
+        f"--time-column), got columns {', '.join(map(str, log.columns))}",
+        loc="log",
+    )
+
+
+def check_logged_skew(
+    log: pd.DataFrame,
+    views: list[FeatureView],
+    *,
+    on_demand: list[Any] | None = None,
+    time_column: str | None = None,
+    max_examples: int = 10,
+) -> LoggedSkewReport:
+    """Recompute every logged feature vector offline as of its time; count mismatches.
+
+    ``log`` has one row per served vector: the join keys (and request fields of on-demand
+    views), a timezone-aware time column and one column per served feature named by its
+    ref (``view:feature``, optionally prefixed ``feature.`` as the prediction log writes
+    it). Values are compared exactly (floats to 1e-12 relative); a null on one side only
+    is a mismatch.
+    """
+    log = _normalized(log)
+    time = _log_time(log, time_column)
+    refs = [str(c) for c in log.columns if ":" in str(c)]
+    if not refs:
+        raise InvalidInputError(
+            "Expected logged feature columns named view:feature, got columns "
+            f"{', '.join(map(str, log.columns))}",
+            loc="log",
+        )
+    entity_df = log.drop(columns=refs).reset_index(drop=True)
+    offline = get_historical_features(
+        entity_df,
+        refs,
+        views=views,
+        on_demand=on_demand or [],
+        full_feature_names=True,
+        entity_time_column=time,
+    )
+    keys = [c for c in entity_df.columns if c != time]
+    features: dict[str, dict[str, int]] = {}
+    examples: list[dict[str, Any]] = []
+    for ref in refs:
+        served = [_plain(v) for v in log[ref].tolist()]
+        view_name, _, name = ref.partition(":")
+        expected = [_plain(v) for v in offline[f"{view_name}__{name}"].tolist()]
+        counts = {"checked": len(served), "mismatches": 0, "served_null": 0, "offline_null": 0}
+        for i, (got, want) in enumerate(zip(served, expected, strict=True)):
+            if _same(got, want):
+                continue
+            counts["mismatches"] += 1
+            counts["served_null"] += got is None
+            counts["offline_null"] += want is None
+            if len(examples) < max_examples:
+                examples.append(
+                    {
+                        "row": i,
+                        "time": _plain(entity_df[time].iloc[i]),
+                        "keys": {k: _plain(entity_df[k].iloc[i]) for k in keys},
+                        "feature": ref,
+                        "served": got,
+                        "offline": want,
+                    }
+                )
+        features[ref] = counts
+    return LoggedSkewReport(len(log), time, features, examples)

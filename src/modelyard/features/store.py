@@ -36,7 +36,7 @@ from sqlalchemy.exc import IntegrityError
 
 from modelyard.config import Settings
 from modelyard.errors import ConflictError, InvalidInputError, NotFoundError
-from modelyard.features.definitions import FeatureService, FeatureView
+from modelyard.features.definitions import FeatureService, FeatureView, OnDemandFeatureView
 from modelyard.features.materialize import Window, materialize_view
 from modelyard.features.offline import get_historical_features as _historical
 from modelyard.features.online import OnlineFeatures, OnlineStore, open_online_store
@@ -51,7 +51,12 @@ from modelyard.features.repo import (
     resolve_view,
     sha256_of,
 )
-from modelyard.features.skew import SkewReport, check_view_skew
+from modelyard.features.skew import (
+    LoggedSkewReport,
+    SkewReport,
+    check_logged_skew,
+    check_view_skew,
+)
 from modelyard.features.validation import check_views
 from modelyard.store.database import Database, open_database
 from modelyard.store.schema import feature_definitions as defs_t
@@ -160,6 +165,7 @@ class FeatureStore:
         self._own_db = db is None
         self._online = online_store
         self._own_online = online_store is None
+        self._on_demand: dict[str, OnDemandFeatureView] | None = None
 
     def close(self) -> None:
         if self._online is not None and self._own_online:
@@ -234,6 +240,7 @@ class FeatureStore:
         """Check every view against its source, then record the definitions; the plan done."""
         code = self.definitions()
         _check_services(code)
+        _check_on_demand(code)
         check_views([self._resolve(v) for v in code.views.values()])
         plan = self._plan(code)
         by_key: dict[tuple[str, str], Definition] = {(k, n): d for k, n, d in code.items()}
@@ -293,6 +300,39 @@ class FeatureStore:
                 f"Known: {', '.join(known) or 'none (run modelyard features apply)'}."
             )
         return found
+
+    def applied_on_demand(self) -> list[OnDemandFeatureView]:
+        """The applied on-demand views as recorded (their code as text, not runnable)."""
+        return [
+            _as_on_demand(decode_definition("on_demand", a.definition))
+            for (k, _), a in sorted(self._applied().items())
+            if k == "on_demand"
+        ]
+
+    def list_on_demand(self) -> list[OnDemandFeatureView]:
+        """The applied on-demand views, their functions loaded from the project's code.
+
+        The code must be the code that was applied: an on-demand view changed or removed
+        since the last apply is an error (training and serving would run different code).
+        """
+        if self._on_demand is None:
+            applied = {n: a for (k, n), a in self._applied().items() if k == "on_demand"}
+            found: dict[str, OnDemandFeatureView] = {}
+            if applied:
+                code = self.definitions().on_demand
+                for name, record in sorted(applied.items()):
+                    current = code.get(name)
+                    if current is None or sha256_of(current) != record.sha256:
+                        what = "removed from" if current is None else "changed in"
+                        raise ConflictError(
+                            f"On-demand view {name!r} was {what} the project's code since "
+                            f"version {record.version} was applied; run "
+                            "`modelyard features apply` so training and serving run the "
+                            "same code"
+                        )
+                    found[name] = current
+            self._on_demand = found
+        return list(self._on_demand.values())
 
     def get_view(self, name: str) -> FeatureView:
         """The applied view ``name``."""
@@ -418,6 +458,20 @@ class FeatureStore:
             out.append(check_view_skew(view, as_of, self.online_store, sample))
         return out
 
+    def check_logged_skew(
+        self, log: pd.DataFrame, *, time_column: str | None = None, max_examples: int = 10
+    ) -> LoggedSkewReport:
+        """Recompute logged (served) feature vectors offline at their times (see skew.py)."""
+        refs = [str(c).removeprefix("feature.") for c in log.columns if ":" in str(c)]
+        on_demand = self.list_on_demand() if _names_on_demand(refs, self._applied()) else []
+        return check_logged_skew(
+            log,
+            self.list_views(),
+            on_demand=on_demand,
+            time_column=time_column,
+            max_examples=max_examples,
+        )
+
     # -- retrieval -------------------------------------------------------------------
 
     def _features(
@@ -434,7 +488,12 @@ class FeatureStore:
         **kwargs: Any,
     ) -> pd.DataFrame:
         """A point-in-time correct training set over the applied views (see offline.py)."""
-        return _historical(entity_df, self._features(features), views=self.list_views(), **kwargs)
+        wanted = self._features(features)
+        items = wanted.features if isinstance(wanted, FeatureService) else wanted
+        on_demand = self.list_on_demand() if _names_on_demand(items, self._applied()) else []
+        return _historical(
+            entity_df, wanted, views=self.list_views(), on_demand=on_demand, **kwargs
+        )
 
     def get_online_features(
         self,
@@ -445,7 +504,45 @@ class FeatureStore:
         """The served values of ``features`` for each entity row, in one store read."""
         wanted = self._features(features)
         refs = wanted if isinstance(wanted, FeatureService) else [str(f) for f in wanted]
-        return _online(self.online_store, entity_rows, refs, self.list_views(), now)
+        items = refs.refs() if isinstance(refs, FeatureService) else refs
+        on_demand = self.list_on_demand() if _names_on_demand(items, self._applied()) else []
+        return _online(
+            self.online_store, entity_rows, refs, self.list_views(), now, on_demand=on_demand
+        )
+
+
+def _names_on_demand(
+    items: Sequence[Any], applied: Mapping[tuple[str, str], AppliedDefinition]
+) -> bool:
+    """Whether any requested item is (or refers to) an applied on-demand view."""
+    for item in items:
+        if isinstance(item, OnDemandFeatureView):
+            return True
+        if isinstance(item, str) and ("on_demand", item.partition(":")[0]) in applied:
+            return True
+    return False
+
+
+def _check_on_demand(code: Definitions) -> None:
+    """Every input of every on-demand view names a feature of a view defined in the code."""
+    for odfv in code.on_demand.values():
+        if odfv.name in code.views:
+            raise InvalidInputError(
+                f"An on-demand view and a feature view are both named {odfv.name!r}; "
+                "give each a distinct name",
+                loc=f"on_demand.{odfv.name}",
+            )
+        for ref in odfv.inputs:
+            view_name, _, feature = ref.partition(":")
+            view = code.views.get(view_name)
+            if view is None or feature not in view.feature_names:
+                known = ", ".join(sorted(code.views)) or "none"
+                what = f"view {view_name!r}" if view is None else f"feature {feature!r}"
+                raise InvalidInputError(
+                    f"On-demand view {odfv.name!r} reads {ref!r}, but no {what} is defined; "
+                    f"known views: {known}",
+                    loc=f"on_demand.{odfv.name}.inputs",
+                )
 
 
 def _check_services(code: Definitions) -> None:
@@ -453,9 +550,11 @@ def _check_services(code: Definitions) -> None:
     for service in code.services.values():
         for ref in service.refs():
             view_name, _, feature = ref.partition(":")
-            view = code.views.get(view_name)
+            view: FeatureView | OnDemandFeatureView | None = code.views.get(view_name)
+            if view is None:
+                view = code.on_demand.get(view_name)
             if view is None or feature not in view.feature_names:
-                known = ", ".join(sorted(code.views)) or "none"
+                known = ", ".join(sorted([*code.views, *code.on_demand])) or "none"
                 what = f"view {view_name!r}" if view is None else f"feature {feature!r}"
                 raise InvalidInputError(
                     f"Service {service.name!r} refers to {ref!r}, but no {what} is defined; "
@@ -471,4 +570,10 @@ def _epoch() -> datetime:
 def _as_view(definition: Definition) -> FeatureView:
     if not isinstance(definition, FeatureView):
         raise InvalidInputError(f"Expected a feature view, got {type(definition).__name__}")
+    return definition
+
+
+def _as_on_demand(definition: Definition) -> OnDemandFeatureView:
+    if not isinstance(definition, OnDemandFeatureView):
+        raise InvalidInputError(f"Expected an on-demand view, got {type(definition).__name__}")
     return definition

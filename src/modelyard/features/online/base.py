@@ -130,11 +130,7 @@ class OnlineStore(Protocol):
 
 
 def _feature_types(view: FeatureView) -> dict[str, FeatureType]:
-    types: dict[str, FeatureType] = {f.name: f.dtype for f in view.features}
-    # Aggregations are numeric; counts are integers.
-    for agg in view.aggregations:
-        types[agg.output_name] = "int" if agg.fn == "count" else "float"
-    return types
+    return view.feature_types
 
 
 def feature_types(view: FeatureView, names: Sequence[str] | None = None) -> dict[str, FeatureType]:

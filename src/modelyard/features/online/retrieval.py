@@ -26,7 +26,8 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from modelyard.errors import InvalidInputError
-from modelyard.features.definitions import FeatureService, FeatureView
+from modelyard.features.definitions import FeatureService, FeatureView, OnDemandFeatureView
+from modelyard.features.ondemand import input_refs, run_on_demand, split_refs
 from modelyard.features.online.base import OnlineStore, ReadRequest
 
 __all__ = ["OnlineFeatures", "get_online_features"]
@@ -84,16 +85,75 @@ def get_online_features(
     features: FeatureService | Sequence[str],
     views: Iterable[FeatureView],
     now: datetime | None = None,
+    on_demand: Iterable[OnDemandFeatureView] = (),
 ) -> OnlineFeatures:
     """Look up ``features`` for each entity row: one ``read_many`` on the store.
 
-    ``entity_rows`` holds one column per join key; each view's ttl is checked against
-    ``now`` (default: the current time) at read time.
+    ``entity_rows`` holds one column per join key (and per request field of the on-demand
+    views asked for); each view's ttl is checked against ``now`` (default: the current
+    time) at read time. An on-demand feature runs its view's function over the values
+    read and the request fields; its status is the worst of its inputs' statuses.
     """
     refs = features.refs() if isinstance(features, FeatureService) else list(features)
     by_name = {v.name: v for v in views}
-    grouped = _group(refs, by_name)
+    odfvs = {v.name: v for v in on_demand}
     columns = _columns(entity_rows)
+    if odfvs:
+        plain, wanted = split_refs(refs, odfvs)
+        if wanted:
+            return _with_on_demand(store, columns, refs, plain, wanted, odfvs, by_name, now)
+    return _lookup(store, columns, refs, by_name, now)
+
+
+def _with_on_demand(
+    store: OnlineStore,
+    columns: dict[str, list[Any]],
+    refs: list[str],
+    plain: list[str],
+    wanted: dict[str, list[str]],
+    odfvs: Mapping[str, OnDemandFeatureView],
+    by_name: Mapping[str, FeatureView],
+    now: datetime | None,
+) -> OnlineFeatures:
+    chosen = [odfvs[name] for name in wanted]
+    needed = input_refs(chosen)
+    found = _lookup(store, columns, [*plain, *(r for r in needed if r not in plain)], by_name, now)
+    rows = len(next(iter(columns.values()))) if columns else 0
+    values = {ref: found.values[ref] for ref in plain}
+    status = {ref: found.status[ref] for ref in plain}
+    for odfv in chosen:
+        inputs: dict[str, Any] = {r.partition(":")[2]: found.values[r] for r in odfv.inputs}
+        types = {}
+        for ref in odfv.inputs:
+            view_name, _, feature = ref.partition(":")
+            types[ref] = by_name[view_name].feature_types[feature]
+        for request_field in odfv.request:
+            if request_field.name not in columns:
+                raise InvalidInputError(
+                    f"On-demand view {odfv.name!r} needs the request field "
+                    f"{request_field.name!r} ({request_field.dtype}); got "
+                    f"{', '.join(columns) or 'nothing'}",
+                    loc=f"entity_rows.{request_field.name}",
+                )
+            inputs[request_field.name] = columns[request_field.name]
+        result = run_on_demand(odfv, inputs, rows, types)
+        worst = np.zeros(rows, dtype=np.uint8)
+        for ref in odfv.inputs:
+            np.maximum(worst, found.status[ref], out=worst)
+        for name in wanted[odfv.name]:
+            values[f"{odfv.name}:{name}"] = result[name]
+            status[f"{odfv.name}:{name}"] = worst
+    return OnlineFeatures(refs, values, status)
+
+
+def _lookup(
+    store: OnlineStore,
+    columns: dict[str, list[Any]],
+    refs: list[str],
+    by_name: Mapping[str, FeatureView],
+    now: datetime | None,
+) -> OnlineFeatures:
+    grouped = _group(refs, by_name)
     requests = []
     for view_name, names in grouped.items():
         view = by_name[view_name]
