@@ -1,0 +1,36 @@
+"""The prediction log: every prediction the server makes, durable, queryable with DuckDB.
+
+Each server worker opens one PredictionLog and appends a PredictionRecord per request
+(and FeedbackRecords as labels arrive). Records go to framed segment files with group
+commit; ``compact`` turns closed segments into Parquet partitioned by model, version and
+UTC day; ``read_predictions``, ``read_feedback`` and ``connect`` (DuckDB) read both.
+
+On disk, under the log's root::
+
+    segments/<time>-<pid>-<random>.seg            predictions not yet compacted
+    feedback-segments/<time>-<pid>-<random>.seg   feedback not yet compacted
+    predictions/model=<m>/version=<v>/day=<YYYY-MM-DD>/<segment>.parquet
+    feedback/day=<YYYY-MM-DD>/<segment>.parquet
+
+See ``frames`` for the segment format, ``tables`` for the Parquet columns.
+"""
+
+from __future__ import annotations
+
+from modelyard.serving.log.compaction import CompactionResult, compact
+from modelyard.serving.log.reader import read_feedback, read_predictions
+from modelyard.serving.log.records import FeedbackRecord, PredictionRecord
+from modelyard.serving.log.views import connect
+from modelyard.serving.log.writer import LogStats, PredictionLog
+
+__all__ = [
+    "CompactionResult",
+    "FeedbackRecord",
+    "LogStats",
+    "PredictionLog",
+    "PredictionRecord",
+    "compact",
+    "connect",
+    "read_feedback",
+    "read_predictions",
+]

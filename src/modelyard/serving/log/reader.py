@@ -1,0 +1,187 @@
+"""Reading the log back: compacted Parquet plus the records still in segments.
+
+Readers take the segments first and list the Parquet files after, so a segment that
+compaction moves meanwhile is seen at least once; a (request_id, row) seen twice (in a
+segment and in its Parquet file, when compaction died between the rename and the
+delete) is returned once. Torn tails are skipped. Rows come ordered by time, ties in
+log order.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from modelyard.serving.log.layout import (
+    FEEDBACK,
+    FEEDBACK_SEGMENTS,
+    PREDICTIONS,
+    SEGMENTS,
+    encode_part,
+    utc_day,
+)
+from modelyard.serving.log.records import (
+    FeedbackRecord,
+    PredictionRecord,
+    decode_feedback,
+    decode_prediction,
+)
+from modelyard.serving.log.segments import list_segments, read_segment
+from modelyard.serving.log.tables import (
+    FEEDBACK_SCHEMA,
+    PREDICTION_SCHEMA,
+    TIME,
+    concat,
+    deduplicate,
+    feedback_table,
+    predictions_table,
+)
+
+__all__ = ["live_feedback", "live_predictions", "read_feedback", "read_predictions"]
+
+PredictionFilter = Callable[[PredictionRecord], bool]
+
+
+def live_predictions(root: Path, keep: PredictionFilter | None = None) -> pa.Table:
+    """The prediction records still in segments (live or closed), as one table."""
+    records: list[PredictionRecord] = []
+    for path in list_segments(root / SEGMENTS):
+        scan = read_segment(path)
+        if scan is not None:
+            decoded = (decode_prediction(p, str(path)) for p in scan.frames)
+            records += decoded if keep is None else filter(keep, decoded)
+    return predictions_table(records)
+
+
+def live_feedback(root: Path) -> pa.Table:
+    """The feedback records still in segments, as one table."""
+    records: list[FeedbackRecord] = []
+    for path in list_segments(root / FEEDBACK_SEGMENTS):
+        scan = read_segment(path)
+        if scan is not None:
+            records += (decode_feedback(p, str(path)) for p in scan.frames)
+    return feedback_table(records)
+
+
+def _subdirs(directory: Path, prefix: str, wanted: str | None = None) -> list[Path]:
+    if wanted is not None:
+        path = directory / f"{prefix}{wanted}"
+        return [path] if path.is_dir() else []
+    try:
+        names = sorted(e.name for e in os.scandir(directory) if e.is_dir())
+    except FileNotFoundError:
+        return []
+    return [directory / n for n in names if n.startswith(prefix)]
+
+
+def _parquet_files(directory: Path) -> list[Path]:
+    try:
+        names = sorted(e.name for e in os.scandir(directory))
+    except FileNotFoundError:
+        return []
+    return [directory / n for n in names if n.endswith(".parquet") and not n.startswith(".")]
+
+
+def _read(path: Path) -> pa.Table | None:
+    try:
+        return pq.read_table(path, partitioning=None)
+    except FileNotFoundError:
+        return None
+
+
+def _time_mask(table: pa.Table, since_us: int | None, until_us: int | None) -> pa.Table:
+    time = table.column("time")
+    masks = []
+    if since_us is not None:
+        masks.append(pc.greater_equal(time, pa.scalar(since_us, TIME)))
+    if until_us is not None:
+        masks.append(pc.less(time, pa.scalar(until_us, TIME)))
+    for mask in masks:
+        table = table.filter(mask)
+    return table
+
+
+def read_predictions(
+    root: str | os.PathLike[str],
+    *,
+    model: str | None = None,
+    version: int | None = None,
+    since_us: int | None = None,
+    until_us: int | None = None,
+) -> pa.Table:
+    """Every logged predicted row, one per (request_id, row), ordered by time.
+
+    ``since_us`` is inclusive and ``until_us`` exclusive (UTC microseconds).
+
+    >>> import tempfile
+    >>> read_predictions(tempfile.mkdtemp()).column_names[:4]
+    ['request_id', 'row', 'time', 'model']
+    """
+    base = Path(root)
+
+    def keep(r: PredictionRecord) -> bool:
+        return (
+            (model is None or r.model == model)
+            and (version is None or r.version == version)
+            and (since_us is None or r.time_us >= since_us)
+            and (until_us is None or r.time_us < until_us)
+        )
+
+    live = live_predictions(base, keep)
+    first = None if since_us is None else utc_day(since_us)
+    last = None if until_us is None else utc_day(until_us - 1)
+    tables: list[pa.Table] = []
+    wanted_model = None if model is None else encode_part(model)
+    wanted_version = None if version is None else str(version)
+    for model_dir in _subdirs(base / PREDICTIONS, "model=", wanted_model):
+        for version_dir in _subdirs(model_dir, "version=", wanted_version):
+            for day_dir in _subdirs(version_dir, "day="):
+                day = day_dir.name.removeprefix("day=")
+                if (first and day < first) or (last and day > last):
+                    continue
+                for path in _parquet_files(day_dir):
+                    table = _read(path)
+                    if table is not None:
+                        tables.append(_filter(table, model, version, since_us, until_us))
+    table = concat([*tables, live], PREDICTION_SCHEMA)
+    table = deduplicate(table, ["request_id", "row"])
+    return table.take(pc.sort_indices(table, [("time", "ascending")]))
+
+
+def _filter(
+    table: pa.Table,
+    model: str | None,
+    version: int | None,
+    since_us: int | None,
+    until_us: int | None,
+) -> pa.Table:
+    # the folders already narrowed it; a hashed long model name could still collide
+    if model is not None:
+        table = table.filter(pc.equal(table.column("model"), model))
+    if version is not None:
+        table = table.filter(pc.equal(table.column("version"), version))
+    return _time_mask(table, since_us, until_us)
+
+
+def read_feedback(root: str | os.PathLike[str]) -> pa.Table:
+    """Every feedback record, exact duplicates once, ordered by time.
+
+    Columns: ``request_id``, ``row`` (null = all rows), ``label`` (JSON text: decode
+    with ``json.loads``), ``time``.
+    """
+    base = Path(root)
+    live = live_feedback(base)
+    tables: list[pa.Table] = []
+    for day_dir in _subdirs(base / FEEDBACK, "day="):
+        for path in _parquet_files(day_dir):
+            table = _read(path)
+            if table is not None:
+                tables.append(table)
+    table = concat([*tables, live], FEEDBACK_SCHEMA)
+    table = deduplicate(table, FEEDBACK_SCHEMA.names)
+    return table.take(pc.sort_indices(table, [("time", "ascending")]))

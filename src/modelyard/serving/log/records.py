@@ -1,0 +1,164 @@
+"""What the prediction log holds: one record per prediction request, one per label.
+
+Records are checked and encoded to msgpack by the caller of ``append``, so the writer
+thread only does I/O.
+
+>>> record = PredictionRecord(
+...     request_id="r1", time_us=0, model="churn", version=3, rows=2,
+...     inputs={"age": [31, 45]}, outputs={"label": [0, 1]}, latency_us=850,
+... )
+>>> decode_prediction(encode_prediction(record)) == record
+True
+>>> encode_prediction(msgspec.structs.replace(record, rows=3))  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+modelyard.errors.InvalidInputError: Expected 3 values (one per row), got 2 - at $.inputs.age
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from modelyard.errors import InvalidInputError, Problem, StorageError
+
+__all__ = [
+    "ROUTES",
+    "FeedbackRecord",
+    "PredictionRecord",
+    "decode_feedback",
+    "decode_prediction",
+    "encode_feedback",
+    "encode_prediction",
+]
+
+ROUTES = ("primary", "canary", "shadow")
+
+
+class PredictionRecord(msgspec.Struct, kw_only=True, frozen=True):
+    """One prediction request as served: who asked, what went in, what came out, how fast.
+
+    ``inputs``, ``features`` and ``outputs`` map a column name to one JSON scalar per row
+    (float, int, bool, str or None); ``features`` keys are ``"view:feature"``.
+    """
+
+    request_id: str
+    time_us: int  # UTC microseconds since the epoch when the request arrived
+    model: str
+    version: int
+    rows: int
+    inputs: dict[str, list[Any]]
+    outputs: dict[str, list[Any]]
+    latency_us: int
+    features: dict[str, list[Any]] | None = None
+    route: str = "primary"  # "primary" | "canary" | "shadow"
+
+
+class FeedbackRecord(msgspec.Struct, kw_only=True, frozen=True):
+    """A label for an earlier prediction, arriving later.
+
+    ``label`` is one label, or a list of labels (one per row of the request); ``row``
+    names one row of the request, or is None for all rows or a single-row request.
+    """
+
+    request_id: str
+    label: Any
+    time_us: int
+    row: int | None = None
+
+
+def _numpy_scalar(value: Any) -> Any:
+    # numpy scalars (np.float64, np.int64, np.bool_) carry .item(); anything else is refused
+    item = getattr(value, "item", None)
+    if callable(item):
+        return item()
+    raise NotImplementedError(f"cannot log a {type(value).__name__}")
+
+
+_encoder = msgspec.msgpack.Encoder(enc_hook=_numpy_scalar)
+_prediction_decoder = msgspec.msgpack.Decoder(PredictionRecord)
+_feedback_decoder = msgspec.msgpack.Decoder(FeedbackRecord)
+
+
+def _check_columns(
+    field: str, columns: dict[str, list[Any]] | None, rows: int, problems: list[Problem]
+) -> None:
+    for name, values in (columns or {}).items():
+        if len(values) != rows:
+            problems.append(
+                Problem(f"$.{field}.{name}", f"{rows} values (one per row)", str(len(values)))
+            )
+
+
+def _refuse(problems: list[Problem]) -> None:
+    first = problems[0]
+    raise InvalidInputError(
+        f"Expected {first.expected}, got {first.got}", loc=first.loc, problems=problems
+    )
+
+
+def check_prediction(record: PredictionRecord) -> None:
+    """Raise InvalidInputError naming the field when ``record`` cannot be logged."""
+    problems: list[Problem] = []
+    if not record.request_id:
+        problems.append(Problem("$.request_id", "a non-empty string", "''"))
+    if record.rows < 1:
+        problems.append(Problem("$.rows", "an integer >= 1", str(record.rows)))
+    if record.route not in ROUTES:
+        problems.append(Problem("$.route", " or ".join(ROUTES), repr(record.route)))
+    if record.latency_us < 0:
+        problems.append(Problem("$.latency_us", "an integer >= 0", str(record.latency_us)))
+    if record.version < 0:
+        problems.append(Problem("$.version", "an integer >= 0", str(record.version)))
+    for field in ("inputs", "features", "outputs"):
+        _check_columns(field, getattr(record, field), record.rows, problems)
+    if problems:
+        _refuse(problems)
+
+
+def _encode(record: msgspec.Struct) -> bytes:
+    try:
+        return _encoder.encode(record)
+    except (TypeError, NotImplementedError, OverflowError) as exc:
+        raise InvalidInputError(
+            f"Expected JSON scalars (float, int, bool, str, None), got {exc}",
+            loc=f"$ (request {getattr(record, 'request_id', '?')!r})",
+        ) from exc
+
+
+def encode_prediction(record: PredictionRecord) -> bytes:
+    """``record`` checked and encoded as msgpack."""
+    check_prediction(record)
+    return _encode(record)
+
+
+def encode_feedback(record: FeedbackRecord) -> bytes:
+    """``record`` checked and encoded as msgpack."""
+    if not record.request_id:
+        _refuse([Problem("$.request_id", "a non-empty string", "''")])
+    if record.row is not None and record.row < 0:
+        _refuse([Problem("$.row", "an integer >= 0 or null", str(record.row))])
+    return _encode(record)
+
+
+def _decode(decoder: msgspec.msgpack.Decoder[Any], payload: bytes, where: str) -> Any:
+    try:
+        return decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        # the frame's crc matched, so these bytes were written like this: not a torn tail
+        raise StorageError(
+            f"Prediction log segment {where} holds an unreadable record: {exc}"
+        ) from exc
+
+
+def decode_prediction(payload: bytes, where: str = "?") -> PredictionRecord:
+    """The PredictionRecord in one frame's payload."""
+    record: PredictionRecord = _decode(_prediction_decoder, payload, where)
+    return record
+
+
+def decode_feedback(payload: bytes, where: str = "?") -> FeedbackRecord:
+    """The FeedbackRecord in one frame's payload."""
+    record: FeedbackRecord = _decode(_feedback_decoder, payload, where)
+    return record
