@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test check bench-tracking bench-models bench-features clean
+.PHONY: install demo test check bench-tracking bench-models bench-features bench-serving clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ bench-models: install
 
 bench-features: install
 	$(BIN)/python benchmarks/features/run.py
+
+bench-serving: install
+	$(BIN)/python benchmarks/serving/run.py
 
 clean:
 	rm -rf $(VENV) modelyard-demo .pytest_cache .mypy_cache .ruff_cache

@@ -21,7 +21,7 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import yaml
@@ -36,6 +36,10 @@ __all__ = [
     "FeaturesSettings",
     "ModelsSettings",
     "TrackingSettings",
+    "ApiKeySettings",
+    "BatchingSettings",
+    "ServingSettings",
+    "TrafficSettings",
     "find_project",
     "init_project",
     "load_settings",
@@ -96,6 +100,103 @@ class FeaturesSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
             raise InvalidInputError("Expected an online store URL, got an empty string")
 
 
+Scope = Literal["predict", "admin"]
+
+
+class ApiKeySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One API key of the server, never written in the file itself.
+
+    The key is read from the environment variable ``key_env``, or only its sha256 is
+    given (``sha256``), so ``modelyard.yaml`` can be committed.
+    """
+
+    name: str
+    scopes: tuple[Scope, ...] = ("predict",)
+    key_env: str | None = None
+    sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.key_env is None) == (self.sha256 is None):
+            raise InvalidInputError(
+                f"Expected exactly one of key_env or sha256 for API key {self.name!r}"
+            )
+        if self.sha256 is not None and (
+            len(self.sha256) != 64 or any(c not in "0123456789abcdef" for c in self.sha256)
+        ):
+            raise InvalidInputError(
+                f"Expected a 64-character lowercase hex sha256 for API key {self.name!r}"
+            )
+
+
+class BatchingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Adaptive micro-batching per model (Triton-style)."""
+
+    #: "auto" batches models slower than 1 ms per row; "on" and "off" force it
+    mode: Literal["auto", "on", "off"] = "auto"
+    #: the most rows one model call takes
+    max_batch_rows: int = 64
+    #: how long a request may wait for others to join its batch (milliseconds)
+    max_delay_ms: float = 2.0
+    #: rows waiting per model before new requests get 429
+    max_queue_rows: int = 4096
+    #: a request that cannot be answered within this many milliseconds gets 429
+    timeout_ms: float = 1000.0
+
+    def __post_init__(self) -> None:
+        _positive("max_batch_rows", self.max_batch_rows)
+        _positive("max_delay_ms", self.max_delay_ms)
+        _positive("max_queue_rows", self.max_queue_rows)
+        _positive("timeout_ms", self.timeout_ms)
+
+
+class TrafficSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """How one model's requests split between registry aliases."""
+
+    #: the alias that answers by default
+    primary: str = "production"
+    #: the alias a weighted share of requests goes to, and that share (0..1)
+    canary: str | None = None
+    canary_weight: float = 0.0
+    #: a request field (or ``header:NAME``) whose value pins a caller to one side
+    sticky_key: str | None = None
+    #: an alias that gets a copy of every request; its answers are logged, never returned
+    shadow: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.canary_weight <= 1.0:
+            raise InvalidInputError(
+                f"Expected canary_weight between 0 and 1, got {self.canary_weight!r}"
+            )
+        if self.canary_weight > 0 and self.canary is None:
+            raise InvalidInputError("Expected a canary alias when canary_weight is above 0")
+
+
+class ServingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The model server: limits, validation, batching, traffic, keys, prediction log."""
+
+    #: where the prediction log lives (relative to the project folder)
+    log_dir: str = f"{STATE_DIR}/predictions"
+    #: answer only after the prediction's record is on disk
+    durable_log: bool = True
+    #: bodies larger than this get 413
+    max_body_bytes: int = 8 * 2**20
+    #: rows one request may hold
+    max_rows: int = 10_000
+    #: values out of the training range or unseen categories: "reject", "warn" or "log"
+    value_checks: Literal["reject", "warn", "log"] = "log"
+    #: how often the server looks for moved aliases (seconds)
+    watch_interval_s: float = 2.0
+    api_keys: tuple[ApiKeySettings, ...] = ()
+    batching: BatchingSettings = msgspec.field(default_factory=BatchingSettings)
+    #: per model name
+    traffic: dict[str, TrafficSettings] = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _positive("max_body_bytes", self.max_body_bytes)
+        _positive("max_rows", self.max_rows)
+        _positive("watch_interval_s", self.watch_interval_s)
+
+
 class _FileConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The shape of ``modelyard.yaml``; every key is optional."""
 
@@ -105,6 +206,7 @@ class _FileConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     tracking: TrackingSettings = msgspec.field(default_factory=TrackingSettings)
     models: ModelsSettings = msgspec.field(default_factory=ModelsSettings)
     features: FeaturesSettings = msgspec.field(default_factory=FeaturesSettings)
+    serving: ServingSettings = msgspec.field(default_factory=ServingSettings)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -117,6 +219,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     tracking: TrackingSettings = msgspec.field(default_factory=TrackingSettings)
     models: ModelsSettings = msgspec.field(default_factory=ModelsSettings)
     features: FeaturesSettings = msgspec.field(default_factory=FeaturesSettings)
+    serving: ServingSettings = msgspec.field(default_factory=ServingSettings)
 
     def describe(self) -> dict[str, str]:
         """Settings for display, with credentials removed from URLs."""
@@ -219,7 +322,9 @@ def _read_file(path: Path) -> _FileConfig:
         raise InvalidInputError(
             f"Bad setting in {path}: {exc}. Allowed keys: name, db_url, artifacts, "
             "tracking.{flush_points, flush_interval_ms, heartbeat_timeout_s}, "
-            "models.{trusted_types, trust_code}, features.{modules, online_store}"
+            "models.{trusted_types, trust_code}, features.{modules, online_store}, "
+            "serving.{log_dir, durable_log, max_body_bytes, max_rows, value_checks, "
+            "watch_interval_s, api_keys, batching, traffic}"
         ) from exc
 
 
@@ -259,4 +364,5 @@ def load_settings(
         tracking=file.tracking,
         models=file.models,
         features=msgspec.structs.replace(file.features, online_store=_resolve_sqlite(online, root)),
+        serving=file.serving,
     )

@@ -55,6 +55,8 @@ class Lineage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     experiment: str | None = None
     datasets: list[DatasetRef] = msgspec.field(default_factory=list)
     training_digest: str | None = None
+    #: the feature service whose features the model was trained on (served by entity key)
+    feature_service: str | None = None
 
 
 class RuntimeResult(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from modelyard.config import Settings
 from modelyard.errors import NotFoundError
 from modelyard.models.flavors import LoadOptions
@@ -117,8 +119,13 @@ class ModelRegistry:
         holdout_frame: Any = None,
         flavor: str | None = None,
         description: str | None = None,
+        feature_service: str | None = None,
     ) -> LoggedModel:
-        """Write ``model`` as a package (lineage from ``run_id``); register it under ``name``."""
+        """Write ``model`` as a package (lineage from ``run_id``); register it under ``name``.
+
+        ``feature_service`` names the feature service the model was trained on; the
+        server then answers requests that send only entity keys by looking it up.
+        """
         if name is not None:
             check_model_name(name)
         lineage = Lineage()
@@ -134,6 +141,8 @@ class ModelRegistry:
             )
             if metrics is None:
                 metrics = dict(run.metrics)
+        if feature_service is not None:
+            lineage = msgspec.structs.replace(lineage, feature_service=feature_service)
         saved = save_package(
             model,
             self.artifacts,

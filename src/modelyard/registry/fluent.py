@@ -41,6 +41,7 @@ def log_model(
     holdout_frame: Any = None,
     flavor: str | None = None,
     project: str | Path | None = None,
+    feature_service: str | None = None,
 ) -> LoggedModel:
     """Package ``model`` (and register it as a new version of ``name`` if given)."""
     run = active_run()
@@ -56,6 +57,7 @@ def log_model(
         run_id=None if run is None else run.id,
         holdout_frame=holdout_frame,
         flavor=flavor,
+        feature_service=feature_service,
     )
 
 

@@ -1,0 +1,94 @@
+"""Fallback load generator for when ``wrk`` is missing: keep-alive HTTP/1.1 over asyncio.
+
+    python loadgen.py --url URL --body-file FILE --connections 32 --duration 10
+
+Prints one ``WRKJSON {...}`` line with the fields the wrk Lua script prints (latency in
+microseconds). Slower than wrk: at high rates the generator, not the server, may be the
+limit, which the benchmark says when it falls back to this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+
+async def _worker(
+    host: str, port: int, request: bytes, stop: float, lat: list[float], err: dict[str, int]
+) -> None:
+    try:
+        reader, writer = await asyncio.open_connection(host, port)
+    except OSError:
+        err["connect"] += 1
+        return
+    while time.perf_counter() < stop:
+        start = time.perf_counter()
+        try:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            await reader.readexactly(length)
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            err["read"] += 1
+            break
+        lat.append((time.perf_counter() - start) * 1e6)
+        if not 200 <= status < 300:
+            err["status"] += 1
+    writer.close()
+
+
+async def _run(args: argparse.Namespace) -> dict[str, float]:
+    url = urlsplit(args.url)
+    body = Path(args.body_file).read_bytes()
+    request = (
+        f"POST {url.path} HTTP/1.1\r\nHost: {url.hostname}:{url.port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    lat: list[float] = []
+    err = {"connect": 0, "read": 0, "write": 0, "status": 0, "timeout": 0}
+    begin = time.perf_counter()
+    stop = begin + args.duration
+    await asyncio.gather(
+        *(
+            _worker(url.hostname or "127.0.0.1", url.port or 80, request, stop, lat, err)
+            for _ in range(args.connections)
+        )
+    )
+    took = time.perf_counter() - begin
+    lat.sort()
+
+    def pct(p: float) -> float:
+        return lat[min(len(lat) - 1, int(p / 100 * len(lat)))] if lat else 0.0
+
+    return {
+        "requests": len(lat),
+        "duration_us": took * 1e6,
+        **err,
+        "p50_us": pct(50),
+        "p90_us": pct(90),
+        "p99_us": pct(99),
+        "mean_us": sum(lat) / len(lat) if lat else 0.0,
+        "max_us": lat[-1] if lat else 0.0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--body-file", required=True)
+    parser.add_argument("--connections", type=int, default=1)
+    parser.add_argument("--duration", type=float, default=10.0)
+    args = parser.parse_args()
+    print("WRKJSON " + json.dumps(asyncio.run(_run(args))), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,645 @@
+"""The HTTP app: KServe v2 and v1, MLflow ``/invocations``, feedback, metrics, admin.
+
+A prediction request goes: body (bounded; 413 past ``max_body_bytes``) -> decode and
+check against the signature (400/422 naming each problem) -> optional online feature
+lookup (v1 ``entities``) -> route (primary, or canary by weight; shadow gets a copy) ->
+model (inline when it is fast, else through the micro-batcher; 429 when overloaded) ->
+encode -> the prediction log (durable: the answer leaves after its record is on disk).
+A model exception is a 500 with the request id, logged with its traceback. No pandas.
+
+``create_app(settings, targets)`` builds the app for one worker; ``app_from_env`` is the
+factory ``modelyard serve`` hands to uvicorn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, ClassVar, Literal
+
+import msgspec
+import numpy as np
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from modelyard import __version__
+from modelyard.config import Settings, TrafficSettings, load_settings
+from modelyard.errors import InvalidInputError, ModelError, ModelyardError, NotFoundError
+from modelyard.models.runtimes import Inputs, build_inputs
+from modelyard.serving.batching import Overloaded
+from modelyard.serving.codecs import (
+    DecodedRequest,
+    MalformedRequest,
+    check_values,
+    decode_invocations,
+    decode_v1_predict,
+    decode_v2_infer,
+    encode_invocations_response,
+    encode_v1_response,
+    encode_v2_response,
+    error_body,
+    v2_model_metadata,
+)
+from modelyard.serving.deployments import Deployment, Served, Slot
+from modelyard.serving.log import FeedbackRecord, PredictionRecord
+from modelyard.serving.metrics import CONTENT_TYPE_LATEST
+from modelyard.serving.openapi import openapi_document
+from modelyard.serving.state import ServerState
+
+__all__ = ["app_from_env", "create_app"]
+
+logger = logging.getLogger("modelyard.serving")
+Protocol = Literal["v2", "v1", "mlflow"]
+JSON = "application/json"
+_ENCODER = msgspec.json.Encoder()
+SPEC_ENV = "MODELYARD_SERVE_SPEC"
+
+
+class PayloadTooLarge(ModelyardError):
+    status: ClassVar[int] = 413
+    type: ClassVar[str] = "payload_too_large"
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(_ENCODER.encode(data), status_code=status, media_type=JSON)
+
+
+def _error(exc: ModelyardError, protocol: Protocol, request_id: str | None) -> Response:
+    headers = {}
+    if isinstance(exc, Overloaded):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+    if request_id is not None:
+        headers["X-Request-ID"] = request_id
+    return Response(
+        error_body(exc, protocol=protocol, request_id=request_id),
+        status_code=exc.status,
+        media_type=JSON,
+        headers=headers,
+    )
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"Expected a body of at most {limit} bytes, got {declared}")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"Expected a body of at most {limit} bytes, got more")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _scalars(values: np.ndarray) -> list[Any]:
+    if values.dtype.kind == "M":
+        return [None if np.isnat(v) else str(v) for v in values]
+    return values.tolist()  # type: ignore[no-any-return]
+
+
+def _columns(inputs: Inputs) -> dict[str, list[Any]]:
+    return {name: _scalars(col) for name, col in zip(inputs.names, inputs.columns, strict=True)}
+
+
+class Server:
+    """The route handlers over one worker's ``ServerState``."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.limits = state.settings.serving
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _deployment(self, name: str) -> Deployment:
+        found = self.state.deployments.get(name)
+        if found is None:
+            known = ", ".join(sorted(self.state.deployments)) or "none"
+            raise NotFoundError(f"No model named {name!r} is served here. Served: {known}.")
+        return found
+
+    def _served(self, name: str, version: str | None) -> tuple[Deployment, Served | None]:
+        deployment = self._deployment(name)
+        if version is None:
+            return deployment, None
+        if not version.isdigit():
+            raise InvalidInputError(
+                f"Expected a version number, got {version[:40]!r}", loc="version"
+            )
+        served = deployment.by_version(int(version))
+        if served is None:
+            live = ", ".join(str(s.model.version) for _, s in deployment.slots()) or "none"
+            raise NotFoundError(f"{name} v{version} is not served here. Served versions: {live}.")
+        return deployment, served
+
+    def _auth(self, request: Request, scope: str) -> None:
+        header = request.headers.get("authorization") or request.headers.get("x-api-key")
+        self.state.keys.check(header, scope)
+
+    def _sticky(self, deployment: Deployment, request: Request, decoded: DecodedRequest) -> Any:
+        key = deployment.policy.sticky_key
+        if key is None:
+            return None
+        if key.startswith("header:"):
+            return request.headers.get(key[7:])
+        if decoded.entities is not None and key in decoded.entities:
+            return str(decoded.entities[key][0])
+        if decoded.inputs is not None and key in decoded.inputs.names:
+            return str(decoded.inputs.columns[decoded.inputs.names.index(key)][0])
+        return None
+
+    def _lookup(
+        self, served: Served, entities: dict[str, list[Any]]
+    ) -> tuple[Inputs, dict[str, list[Any]]]:
+        """Inputs for an entity request: request fields plus the model's looked-up features."""
+        service = served.model.feature_service
+        if service is None:
+            raise InvalidInputError(
+                f"{served.model.name} v{served.model.version} was not trained on a feature "
+                "service, so it cannot look features up by entity key; send 'instances'",
+                loc="$.entities",
+            )
+        found = self.state.features.lookup(service, entities)
+        features = {ref: found.values[ref].to_pylist() for ref in found.refs}
+        columns: dict[str, Any] = dict(entities)
+        for ref in found.refs:
+            columns.setdefault(ref.partition(":")[2], features[ref])
+        return build_inputs(served.model.signature, columns), features
+
+    async def _predict(
+        self, served: Served, inputs: Inputs
+    ) -> tuple[dict[str, np.ndarray], float, float]:
+        """Outputs, seconds queued and seconds predicting."""
+        start = time.perf_counter()
+        try:
+            if served.batcher is not None:
+                outputs, queued = await served.batcher.submit_timed(inputs)
+                return outputs, queued, time.perf_counter() - start - queued
+            outputs = served.model.predict(inputs)
+        except ModelyardError:
+            raise
+        except Exception as exc:  # deliberate: any model failure is a 500, never a crash
+            raise ModelError(
+                f"{served.model.name} v{served.model.version} failed to predict: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        return outputs, 0.0, time.perf_counter() - start
+
+    def _shadow(
+        self,
+        deployment: Deployment,
+        slot: Slot,
+        inputs: Inputs,
+        features: dict[str, list[Any]] | None,
+        request_id: str,
+        arrived_us: int,
+    ) -> None:
+        shadow = deployment.shadow
+        if shadow is None or slot == "shadow":
+            return
+
+        async def mirror() -> None:
+            start = time.perf_counter()
+            try:
+                outputs = await asyncio.to_thread(shadow.model.predict, inputs)
+                await self.state.log.append(
+                    self._record(
+                        shadow, "shadow", request_id, arrived_us, inputs, features, outputs, start
+                    )
+                )
+            except Exception:  # deliberate: a shadow never affects the answer
+                logger.exception("Shadow %s v%s failed", deployment.name, shadow.model.version)
+
+        task = asyncio.get_running_loop().create_task(mirror())
+        self.state.background.add(task)
+        task.add_done_callback(self.state.background.discard)
+
+    def _record(
+        self,
+        served: Served,
+        route: str,
+        request_id: str,
+        arrived_us: int,
+        inputs: Inputs,
+        features: dict[str, list[Any]] | None,
+        outputs: dict[str, np.ndarray],
+        start: float,
+    ) -> PredictionRecord:
+        return PredictionRecord(
+            request_id=request_id,
+            time_us=arrived_us,
+            model=served.model.name,
+            version=served.model.version,
+            rows=inputs.rows,
+            inputs=_columns(inputs),
+            outputs={k: _scalars(v) for k, v in outputs.items()},
+            latency_us=int((time.perf_counter() - start) * 1e6),
+            features=features,
+            route=route,
+        )
+
+    async def _serve(
+        self,
+        request: Request,
+        protocol: Protocol,
+        name: str,
+        version: str | None,
+        decode: Callable[[bytes, Request, Deployment], DecodedRequest],
+        encode: Callable[[Served, str, DecodedRequest, dict[str, np.ndarray]], Response],
+    ) -> Response:
+        start = time.perf_counter()
+        arrived_us = time.time_ns() // 1000
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        metrics = self.state.metrics
+        model_label = name
+        version_label = version or ""
+        try:
+            self._auth(request, "predict")
+            deployment, pinned = self._served(name, version)
+            body = await _body(request, self.limits.max_body_bytes)
+            t0 = time.perf_counter()
+            decoded = decode(body, request, deployment)
+            if protocol == "v2" and decoded.request_id:
+                request_id = decoded.request_id
+            sticky = self._sticky(deployment, request, decoded)
+            slot: Slot
+            if pinned is not None:
+                slot, served = "primary", pinned
+            else:
+                slot, served = deployment.choose(sticky)
+            version_label = str(served.model.version)
+            t1 = time.perf_counter()
+            features = None
+            if decoded.inputs is None:
+                assert decoded.entities is not None  # the decoder gives one or the other
+                inputs, features = self._lookup(served, decoded.entities)
+            else:
+                inputs = decoded.inputs
+            t2 = time.perf_counter()
+            problems = check_values(served.model.signature, inputs, mode=self.limits.value_checks)
+            if problems and self.limits.value_checks == "warn":
+                logger.warning(
+                    "%s v%s request %s: %d value(s) outside the training data",
+                    name,
+                    served.model.version,
+                    request_id,
+                    len(problems),
+                )
+            t3 = time.perf_counter()
+            outputs, queued, predicted = await self._predict(served, inputs)
+            self._shadow(deployment, slot, inputs, features, request_id, arrived_us)
+            t4 = time.perf_counter()
+            response = encode(served, request_id, decoded, outputs)
+            t5 = time.perf_counter()
+            await self.state.log.append(
+                self._record(served, slot, request_id, arrived_us, inputs, features, outputs, start)
+            )
+            t6 = time.perf_counter()
+        except ModelyardError as exc:
+            if exc.status >= 500:
+                logger.error("request %s to %s failed: %s", request_id, name, exc, exc_info=exc)
+            metrics.errors.labels(model_label, exc.type).inc()
+            metrics.requests.labels(model_label, version_label, protocol, str(exc.status)).inc()
+            return _error(exc, protocol, request_id)
+        latency = metrics.latency
+        latency.labels(model_label, version_label, "decode").observe(t1 - t0)
+        latency.labels(model_label, version_label, "lookup").observe(t2 - t1)
+        latency.labels(model_label, version_label, "validate").observe(t3 - t2)
+        latency.labels(model_label, version_label, "queue").observe(queued)
+        latency.labels(model_label, version_label, "predict").observe(predicted)
+        latency.labels(model_label, version_label, "encode").observe(t5 - t4)
+        latency.labels(model_label, version_label, "log").observe(t6 - t5)
+        metrics.requests.labels(model_label, version_label, protocol, "200").inc()
+        metrics.rows.labels(model_label, version_label, slot).inc(inputs.rows)
+        response.headers["X-Request-ID"] = request_id
+        response.headers["X-Model-Version"] = version_label
+        return response
+
+    # -- v2 --------------------------------------------------------------------------
+
+    async def v2_infer(self, request: Request) -> Response:
+        def decode(body: bytes, req: Request, dep: Deployment) -> DecodedRequest:
+            served = dep.primary
+            if served is None:
+                raise NotFoundError(f"Model {dep.name!r} is not loaded yet")
+            return decode_v2_infer(
+                body, req.headers, served.model.signature, max_rows=self.limits.max_rows
+            )
+
+        def encode(
+            served: Served, request_id: str, decoded: DecodedRequest, outputs: dict[str, Any]
+        ) -> Response:
+            body, headers = encode_v2_response(
+                model=served.model.name,
+                version=str(served.model.version),
+                request_id=decoded.request_id,
+                outputs=outputs,
+                specs=served.model.specs,
+                requested=decoded.requested_outputs,
+                binary=decoded.binary_outputs,
+            )
+            media = headers.pop("content-type", JSON)
+            return Response(body, media_type=media, headers=headers)
+
+        params = request.path_params
+        return await self._serve(
+            request, "v2", params["name"], params.get("version"), decode, encode
+        )
+
+    async def v2_model(self, request: Request) -> Response:
+        params = request.path_params
+        try:
+            deployment, pinned = self._served(params["name"], params.get("version"))
+            served = pinned or deployment.primary
+            if served is None:
+                raise NotFoundError(f"Model {deployment.name!r} is not loaded yet")
+            versions = [str(s.model.version) for _, s in deployment.slots()]
+            body = v2_model_metadata(
+                name=deployment.name,
+                versions=versions,
+                platform=f"modelyard-{served.model.manifest.flavor}",
+                signature=served.model.signature,
+                specs=served.model.specs,
+            )
+        except ModelyardError as exc:
+            return _error(exc, "v2", None)
+        return Response(body, media_type=JSON)
+
+    async def v2_model_ready(self, request: Request) -> Response:
+        params = request.path_params
+        try:
+            deployment, pinned = self._served(params["name"], params.get("version"))
+        except ModelyardError as exc:
+            return _error(exc, "v2", None)
+        ready = pinned is not None or deployment.ready
+        return _json({"name": deployment.name, "ready": ready}, 200 if ready else 503)
+
+    async def live(self, _: Request) -> Response:
+        return _json({"live": True})
+
+    async def ready(self, _: Request) -> Response:
+        deployments = self.state.deployments.values()
+        ready = bool(deployments) and all(d.ready for d in deployments)
+        if ready:
+            return _json({"ready": True})
+        waiting = [d.name for d in deployments if not d.ready]
+        reason = (
+            f"Not ready: waiting for {', '.join(waiting)}" if waiting else "Not ready: no models"
+        )
+        errors = [e for d in deployments for e in d.errors.values()]
+        return _json({"error": reason, "ready": False, "load_errors": errors}, 503)
+
+    async def server_metadata(self, _: Request) -> Response:
+        return _json(
+            {"name": "modelyard", "version": __version__, "extensions": ["binary_tensor_data"]}
+        )
+
+    # -- v1 and MLflow ---------------------------------------------------------------
+
+    async def v1_predict(self, request: Request) -> Response:
+        def decode(body: bytes, _: Request, dep: Deployment) -> DecodedRequest:
+            served = dep.primary
+            if served is None:
+                raise NotFoundError(f"Model {dep.name!r} is not loaded yet")
+            return decode_v1_predict(body, served.model.signature, max_rows=self.limits.max_rows)
+
+        def encode(
+            served: Served, request_id: str, _: DecodedRequest, outputs: dict[str, Any]
+        ) -> Response:
+            body = encode_v1_response(
+                model=served.model.name,
+                version=str(served.model.version),
+                request_id=request_id,
+                outputs=outputs,
+                specs=served.model.specs,
+                task=served.model.manifest.task,
+            )
+            return Response(body, media_type=JSON)
+
+        name = request.path_params["name"]
+        return await self._serve(request, "v1", name, None, decode, encode)
+
+    async def v1_model(self, request: Request) -> Response:
+        try:
+            deployment = self._deployment(request.path_params["name"])
+        except ModelyardError as exc:
+            return _error(exc, "v1", None)
+        primary = deployment.primary
+        return _json(
+            {
+                "name": deployment.name,
+                "ready": deployment.ready,
+                "version": None if primary is None else primary.model.version,
+            },
+            200 if deployment.ready else 503,
+        )
+
+    async def invocations(self, request: Request) -> Response:
+        name = request.query_params.get("model")
+        if name is None:
+            if len(self.state.deployments) != 1:
+                known = ", ".join(sorted(self.state.deployments)) or "none"
+                error = InvalidInputError(
+                    f"Several models are served ({known}); say which with ?model=NAME",
+                    loc="model",
+                )
+                return _error(error, "mlflow", None)
+            name = next(iter(self.state.deployments))
+
+        def decode(body: bytes, req: Request, dep: Deployment) -> DecodedRequest:
+            served = dep.primary
+            if served is None:
+                raise NotFoundError(f"Model {dep.name!r} is not loaded yet")
+            return decode_invocations(
+                body,
+                req.headers.get("content-type"),
+                served.model.signature,
+                max_rows=self.limits.max_rows,
+            )
+
+        def encode(served: Served, _: str, __: DecodedRequest, outputs: dict[str, Any]) -> Response:
+            body = encode_invocations_response(
+                outputs=outputs, specs=served.model.specs, task=served.model.manifest.task
+            )
+            return Response(body, media_type=JSON)
+
+        return await self._serve(request, "mlflow", name, None, decode, encode)
+
+    async def ping(self, request: Request) -> Response:
+        ready = await self.ready(request)
+        return Response(b"\n", status_code=ready.status_code)
+
+    # -- feedback --------------------------------------------------------------------
+
+    async def feedback(self, request: Request) -> Response:
+        try:
+            self._auth(request, "predict")
+            body = await _body(request, self.limits.max_body_bytes)
+            items = _decode_feedback(body)
+            now = time.time_ns() // 1000
+            for item in items:
+                await self.state.log.append_feedback(
+                    FeedbackRecord(
+                        request_id=item.request_id,
+                        label=item.label,
+                        time_us=now,
+                        row=item.row,
+                    )
+                )
+        except ModelyardError as exc:
+            return _error(exc, "v1", None)
+        return _json({"accepted": len(items)})
+
+    # -- operations ------------------------------------------------------------------
+
+    async def metrics(self, _: Request) -> Response:
+        return Response(self.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    async def openapi(self, _: Request) -> Response:
+        return _json(openapi_document(self.state))
+
+    async def admin_reload(self, request: Request) -> Response:
+        try:
+            self._auth(request, "admin")
+            changes = await self.state.refresh()
+        except ModelyardError as exc:
+            return _error(exc, "v1", None)
+        return _json({"changes": changes})
+
+    async def admin_traffic(self, request: Request) -> Response:
+        try:
+            self._auth(request, "admin")
+            deployment = self._deployment(request.path_params["name"])
+            if request.method == "GET":
+                return _json(msgspec.to_builtins(deployment.policy))
+            body = await _body(request, 64 * 1024)
+            try:
+                policy = msgspec.json.decode(body, type=TrafficSettings)
+            except msgspec.DecodeError as exc:
+                raise MalformedRequest(f"Expected a traffic policy as JSON: {exc}") from exc
+            except msgspec.ValidationError as exc:
+                raise InvalidInputError(f"Bad traffic policy: {exc}") from exc
+            self.state.set_traffic(deployment.name, policy)
+            changes = await self.state.refresh()
+        except ModelyardError as exc:
+            return _error(exc, "v1", None)
+        return _json({"policy": msgspec.to_builtins(policy), "changes": changes})
+
+
+class _Feedback(msgspec.Struct, forbid_unknown_fields=True):
+    request_id: str
+    label: Any
+    row: int | None = None
+
+
+class _FeedbackBatch(msgspec.Struct, forbid_unknown_fields=True):
+    feedback: list[_Feedback]
+
+
+def _decode_feedback(body: bytes) -> list[_Feedback]:
+    try:
+        raw = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise MalformedRequest(f"Expected a JSON body: {exc}") from exc
+    try:
+        if isinstance(raw, dict) and "feedback" in raw:
+            items = msgspec.convert(raw, _FeedbackBatch).feedback
+        else:
+            items = [msgspec.convert(raw, _Feedback)]
+    except msgspec.ValidationError as exc:
+        raise InvalidInputError(
+            f"Expected {{'request_id': str, 'label': ..., 'row'?: int}} or "
+            f"{{'feedback': [...]}}: {exc}",
+            loc="$",
+        ) from exc
+    if not items:
+        raise InvalidInputError("Expected at least one feedback item, got none", loc="$.feedback")
+    for i, item in enumerate(items):
+        if not item.request_id or len(item.request_id) > 128:
+            raise InvalidInputError(
+                "Expected a request id of 1 to 128 characters", loc=f"$.feedback[{i}].request_id"
+            )
+    return items
+
+
+def create_app(
+    settings: Settings,
+    targets: Sequence[str] = (),
+    *,
+    trust: bool = False,
+    environ: dict[str, str] | None = None,
+) -> Starlette:
+    """The server app for one worker: loads the targets (or every production model)."""
+    state = ServerState.create(settings, targets, environ=environ, trust=trust)
+    server = Server(state)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        _pin_threads()
+        await state.start()
+        try:
+            yield
+        finally:
+            await state.stop()
+
+    routes = [
+        Route("/v2", server.server_metadata, methods=["GET"]),
+        Route("/v2/health/live", server.live, methods=["GET"]),
+        Route("/v2/health/ready", server.ready, methods=["GET"]),
+        Route("/v2/models/{name}", server.v2_model, methods=["GET"]),
+        Route("/v2/models/{name}/ready", server.v2_model_ready, methods=["GET"]),
+        Route("/v2/models/{name}/infer", server.v2_infer, methods=["POST"]),
+        Route("/v2/models/{name}/versions/{version}", server.v2_model, methods=["GET"]),
+        Route("/v2/models/{name}/versions/{version}/ready", server.v2_model_ready, methods=["GET"]),
+        Route("/v2/models/{name}/versions/{version}/infer", server.v2_infer, methods=["POST"]),
+        Route("/v1/models/{name}:predict", server.v1_predict, methods=["POST"]),
+        Route("/v1/models/{name}", server.v1_model, methods=["GET"]),
+        Route("/v1/feedback", server.feedback, methods=["POST"]),
+        Route("/invocations", server.invocations, methods=["POST"]),
+        Route("/ping", server.ping, methods=["GET"]),
+        Route("/health", server.ping, methods=["GET"]),
+        Route("/metrics", server.metrics, methods=["GET"]),
+        Route("/openapi.json", server.openapi, methods=["GET"]),
+        Route("/admin/reload", server.admin_reload, methods=["POST"]),
+        Route("/admin/models/{name}/traffic", server.admin_traffic, methods=["GET", "PUT"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={500: _crash})
+    app.state.server = state
+    return app
+
+
+def _pin_threads() -> None:
+    """One thread per native pool in this worker (see ``server.py`` for why)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - scikit-learn brings threadpoolctl
+        return
+    threadpool_limits(1)
+
+
+async def _crash(request: Request, exc: Exception) -> Response:
+    """The last line: an unexpected error is a 500 in the one error shape, logged."""
+    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    logger.error("request %s failed", request_id, exc_info=exc)
+    error = ModelError(f"Internal error ({type(exc).__name__}); request id {request_id}")
+    protocol: Protocol = "v2" if request.url.path.startswith("/v2") else "v1"
+    return _error(error, protocol, request_id)
+
+
+def app_from_env() -> Starlette:
+    """The uvicorn factory: settings and targets from ``MODELYARD_SERVE_SPEC`` (JSON)."""
+    spec = json.loads(os.environ[SPEC_ENV])
+    settings = load_settings(spec["project"])
+    return create_app(settings, spec.get("targets", []), trust=bool(spec.get("trust")))
+
+
+Handler = Callable[[Request], Awaitable[Response]]

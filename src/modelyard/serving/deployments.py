@@ -1,0 +1,205 @@
+"""What the server serves: per model name, the versions behind its aliases and the policy.
+
+A ``Deployment`` holds the primary version (an alias such as ``production``, or a pinned
+version), optionally a canary (a weighted share of requests, sticky by a key) and a
+shadow (gets a copy of each request; its answers are logged, never returned). Each slot
+is a ``Served``: a loaded model plus its batcher when batching is on.
+
+Hot swap: ``refresh`` resolves every alias in the registry; a version that moved is
+loaded and warmed off the event loop, then swapped in by one reference assignment, so a
+request sees either the old version or the new one, never a half-loaded model. A failed
+load keeps the old version and is reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from modelyard.config import BatchingSettings, TrafficSettings
+from modelyard.errors import ModelyardError, NotFoundError
+from modelyard.registry.client import ModelRegistry
+from modelyard.registry.refs import ModelRef
+from modelyard.serving.batching import Batcher
+from modelyard.serving.loaded import LoadedModel, load_version
+
+__all__ = ["Deployment", "Served", "Slot", "parse_target"]
+
+logger = logging.getLogger("modelyard.serving")
+
+Slot = Literal["primary", "canary", "shadow"]
+#: models faster than this per row are not batched under ``mode: auto``
+AUTO_BATCH_US = 1000.0
+
+
+@dataclass(eq=False)
+class Served:
+    """One loaded version and how it is called."""
+
+    model: LoadedModel
+    batcher: Batcher | None
+
+    def close(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
+
+
+def make_served(
+    model: LoadedModel,
+    batching: BatchingSettings,
+    on_batch: Callable[[LoadedModel, int, float], None] | None = None,
+) -> Served:
+    use = batching.mode == "on" or (
+        batching.mode == "auto" and model.row_latency_us >= AUTO_BATCH_US
+    )
+    batcher = None
+    if use:
+        batcher = Batcher(
+            model.predict,
+            max_batch_rows=batching.max_batch_rows,
+            max_delay_s=batching.max_delay_ms / 1000.0,
+            max_queue_rows=batching.max_queue_rows,
+            timeout_s=batching.timeout_ms / 1000.0,
+            on_batch=None if on_batch is None else (lambda n, s: on_batch(model, n, s)),
+        )
+    return Served(model, batcher)
+
+
+def parse_target(text: str) -> tuple[str, str | None, int | None]:
+    """``name`` (its production alias), ``name@alias`` or ``name/3`` as (name, alias, version)."""
+    ref = ModelRef.parse(text if ("@" in text or "/" in text) else f"{text}@production")
+    return ref.name, ref.alias, ref.version
+
+
+@dataclass(eq=False)
+class Deployment:
+    """One model name as served."""
+
+    name: str
+    policy: TrafficSettings
+    pinned_version: int | None = None
+    primary: Served | None = None
+    canary: Served | None = None
+    shadow: Served | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        return self.primary is not None
+
+    def slots(self) -> list[tuple[Slot, Served]]:
+        out: list[tuple[Slot, Served]] = []
+        for slot in ("primary", "canary", "shadow"):
+            served = getattr(self, slot)
+            if served is not None:
+                out.append((slot, served))
+        return out
+
+    def by_version(self, version: int) -> Served | None:
+        for _, served in self.slots():
+            if served.model.version == version:
+                return served
+        return None
+
+    def choose(self, sticky: str | None) -> tuple[Slot, Served]:
+        """The slot that answers: the canary for its share (sticky by key), else primary."""
+        primary = self.primary
+        if primary is None:
+            raise NotFoundError(f"Model {self.name!r} is not loaded yet")
+        canary = self.canary
+        weight = self.policy.canary_weight
+        if canary is None or weight <= 0:
+            return "primary", primary
+        if sticky is not None:
+            draw = (zlib.crc32(sticky.encode()) % 10_000) / 10_000
+        else:
+            draw = random.random()
+        return ("canary", canary) if draw < weight else ("primary", primary)
+
+    def _wanted(self, registry: ModelRegistry) -> dict[Slot, int | None]:
+        wanted: dict[Slot, int | None] = {}
+        if self.pinned_version is not None:
+            wanted["primary"] = self.pinned_version
+        else:
+            wanted["primary"] = _resolve(registry, self.name, self.policy.primary)
+        for slot, alias in (("canary", self.policy.canary), ("shadow", self.policy.shadow)):
+            if alias is not None:
+                wanted[slot] = _resolve(registry, self.name, alias)  # type: ignore[index]
+            else:
+                wanted[slot] = None  # type: ignore[index]
+        return wanted
+
+    async def refresh(
+        self,
+        registry: ModelRegistry,
+        batching: BatchingSettings,
+        *,
+        trust: bool = False,
+        on_swap: Callable[[str, str], None] | None = None,
+        on_batch: Callable[[LoadedModel, int, float], None] | None = None,
+    ) -> list[str]:
+        """Load what the aliases point at now; swap atomically; keep the old on failure."""
+        wanted = await asyncio.to_thread(self._wanted, registry)
+        changes = []
+        for slot, version in wanted.items():
+            current: Served | None = getattr(self, slot)
+            if version is None:
+                if current is not None and slot != "primary":
+                    setattr(self, slot, None)
+                    changes.append(f"{self.name} {slot}: removed v{current.model.version}")
+                continue
+            if current is not None and current.model.version == version:
+                continue
+            reuse = self.by_version(version)
+            try:
+                if reuse is not None:
+                    served = reuse
+                else:
+                    loaded = await asyncio.to_thread(
+                        load_version, registry, self.name, version, trust=trust
+                    )
+                    served = make_served(loaded, batching, on_batch)
+            except (ModelyardError, OSError, ValueError, RuntimeError) as exc:
+                # deliberate: a broken version must not take the serving one down
+                message = f"{self.name} v{version} ({slot}) failed to load: {exc}"
+                self.errors[slot] = message
+                logger.error(message)
+                if on_swap is not None:
+                    on_swap(self.name, "failed")
+                continue
+            self.errors.pop(slot, None)
+            setattr(self, slot, served)  # the swap: one reference assignment
+            old = "-" if current is None else f"v{current.model.version}"
+            changes.append(f"{self.name} {slot}: {old} -> v{version}")
+            if on_swap is not None and current is not None:
+                on_swap(self.name, "swapped")
+            if current is not None and self.by_version(current.model.version) is None:
+                _retire(current)
+        return changes
+
+
+def _retire(served: Served) -> None:
+    """Close a replaced version's batcher once its queued requests are answered."""
+    batcher = served.batcher
+    if batcher is None:
+        return
+
+    async def later() -> None:
+        while batcher.queued_rows:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)
+        batcher.close()
+
+    asyncio.get_running_loop().create_task(later())
+
+
+def _resolve(registry: ModelRegistry, name: str, alias: str) -> int | None:
+    try:
+        return registry.get_version(f"{name}@{alias}").version
+    except NotFoundError:
+        return None

@@ -1,0 +1,128 @@
+"""A model version loaded for serving: verified package, serving runtime, warmed up.
+
+Loading reads the package through the registry (every file checked against its hash),
+opens the runtime the package names (onnxruntime with one intra-op thread, a native fast
+path, or the native model) and warms it on the package's held-out rows. Warm-up is also
+a last parity check: the runtime must reproduce the scores the native model gave on
+those rows when the package was written, or the version is not served.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from modelyard.errors import InvalidInputError, ModelError
+from modelyard.models.manifest import Manifest, OutputSpec
+from modelyard.models.package import read_holdout
+from modelyard.models.runtimes import Inputs, Runtime, build_inputs, open_serving_runtime
+from modelyard.models.signature import Signature
+from modelyard.registry.client import ModelRegistry
+from modelyard.serving.codecs import outputs_from_scores
+
+__all__ = ["LoadedModel", "load_version"]
+
+#: scores of the serving runtime may differ from the native model's by this much
+PARITY_ATOL = 1e-4
+_WARM_CALLS = 20
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """One model version, ready to answer: ``predict`` maps inputs to named outputs."""
+
+    name: str
+    version: int
+    package_id: str
+    manifest: Manifest
+    signature: Signature
+    runtime: Runtime
+    #: measured at warm-up: median microseconds of a 1-row call
+    row_latency_us: float
+    loaded_at: float
+
+    @property
+    def specs(self) -> list[OutputSpec]:
+        return list(self.manifest.outputs)
+
+    @property
+    def feature_service(self) -> str | None:
+        return self.manifest.lineage.feature_service
+
+    def scores(self, inputs: Inputs) -> np.ndarray:
+        return self.runtime.scores(inputs)
+
+    def outputs(self, scores: np.ndarray) -> dict[str, np.ndarray]:
+        return outputs_from_scores(
+            self.manifest.outputs,
+            scores,
+            task=self.manifest.task,
+            classes=self.manifest.classes,
+        )
+
+    def predict(self, inputs: Inputs) -> dict[str, np.ndarray]:
+        """Named outputs (``label`` and ``proba_<class>``, or ``prediction``) per row."""
+        return self.outputs(self.scores(inputs))
+
+
+def _warm(runtime: Runtime, inputs: Inputs, expected: np.ndarray | None, where: str) -> float:
+    got = runtime.scores(inputs)
+    if expected is not None:
+        if got.shape != expected.shape:
+            raise ModelError(
+                f"{where}: the serving runtime {runtime.name!r} returned scores of shape "
+                f"{got.shape}, the package recorded {expected.shape}; not serving it"
+            )
+        diff = float(np.nanmax(np.abs(got - expected))) if got.size else 0.0
+        if diff > PARITY_ATOL:
+            raise ModelError(
+                f"{where}: the serving runtime {runtime.name!r} differs from the native "
+                f"model by {diff:.3g} on the held-out rows (allowed {PARITY_ATOL}); "
+                "not serving it"
+            )
+    one = inputs.take([0])
+    times = []
+    for _ in range(_WARM_CALLS):
+        start = time.perf_counter_ns()
+        runtime.scores(one)
+        times.append(time.perf_counter_ns() - start)
+    return float(np.median(times)) / 1000.0
+
+
+def load_version(
+    registry: ModelRegistry, name: str, version: int, *, trust: bool = False
+) -> LoadedModel:
+    """Load, verify and warm ``name`` version ``version`` for serving."""
+    found = registry.get_version(f"{name}/{version}")
+    packaged = registry.load_package(found.package_id, trust=trust)
+    manifest: Manifest = packaged.manifest
+    if manifest.signature is None:
+        raise InvalidInputError(
+            f"{name} v{version} has no input signature, so requests cannot be checked; "
+            "log it with a training frame (or signature=) to serve it",
+            loc="signature",
+        )
+    runtime = open_serving_runtime(packaged, registry.artifacts)
+    where = f"{name} v{version}"
+    expected: np.ndarray | None = None
+    data: Any = None
+    if manifest.holdout is not None:
+        data, expected = read_holdout(registry.artifacts, manifest)
+        data, expected = data.head(64), expected[:64]
+    if data is None or len(data) == 0:
+        raise ModelError(f"{where}: the package has no held-out rows to warm up on")
+    inputs = build_inputs(manifest.signature, data)
+    latency = _warm(runtime, inputs, expected, where)
+    return LoadedModel(
+        name=name,
+        version=version,
+        package_id=found.package_id,
+        manifest=manifest,
+        signature=manifest.signature,
+        runtime=runtime,
+        row_latency_us=latency,
+        loaded_at=time.time(),
+    )

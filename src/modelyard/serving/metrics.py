@@ -1,0 +1,88 @@
+"""Prometheus metrics of the server, per model and version.
+
+Requests and errors are counted by protocol, status and error type; latency is split
+into the phases of a request (``queue``: waiting for a batch, ``decode`` and
+``validate``, ``lookup`` of online features, ``predict``, ``encode``, ``log``: the
+durable prediction log) so a slow p99 points at its cause. With several worker
+processes, ``PROMETHEUS_MULTIPROC_DIR`` is set by ``modelyard serve`` and ``/metrics``
+aggregates every worker.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+__all__ = ["CONTENT_TYPE_LATEST", "ServerMetrics"]
+
+_PHASE_BUCKETS = (
+    0.00002, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class ServerMetrics:
+    """The server's metric families, in their own registry (tests make many servers)."""
+
+    def __init__(self) -> None:
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        self.registry = CollectorRegistry()
+        # In multiprocess mode values go to files and a collector reads them all back.
+        target = None if self.multiprocess else self.registry
+        self.requests = Counter(
+            "modelyard_requests",
+            "Prediction requests answered",
+            ["model", "version", "protocol", "status"],
+            registry=target,
+        )
+        self.errors = Counter(
+            "modelyard_errors",
+            "Requests that failed, by error type",
+            ["model", "type"],
+            registry=target,
+        )
+        self.rows = Counter(
+            "modelyard_rows", "Rows predicted", ["model", "version", "route"], registry=target
+        )
+        self.latency = Histogram(
+            "modelyard_phase_seconds",
+            "Time spent per phase of a request",
+            ["model", "version", "phase"],
+            buckets=_PHASE_BUCKETS,
+            registry=target,
+        )
+        self.batch_rows = Histogram(
+            "modelyard_batch_rows",
+            "Rows per model call",
+            ["model", "version"],
+            buckets=_BATCH_BUCKETS,
+            registry=target,
+        )
+        self.loaded = Gauge(
+            "modelyard_model_loaded",
+            "1 for each model version being served, by route",
+            ["model", "version", "route"],
+            registry=target,
+            multiprocess_mode="livemax",
+        )
+        self.swaps = Counter(
+            "modelyard_swaps",
+            "Alias moves handled, by outcome",
+            ["model", "outcome"],
+            registry=target,
+        )
+        if self.multiprocess:
+            MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,246 @@
+"""The state of one server worker: deployments, registry, feature lookups, log, metrics.
+
+Built once per worker process by the app factory and handed to every route; the only
+thing that changes while serving is which loaded version each deployment slot points
+at (swapped by ``refresh``) and its traffic policy (from the admin API or the traffic
+file that every worker re-reads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from modelyard.config import Settings, TrafficSettings
+from modelyard.errors import InvalidInputError, ModelyardError, NotFoundError
+from modelyard.features.definitions import FeatureView, OnDemandFeatureView
+from modelyard.features.online.retrieval import OnlineFeatures, get_online_features
+from modelyard.features.store import FeatureStore
+from modelyard.registry.client import ModelRegistry
+from modelyard.serving.auth import ApiKeys
+from modelyard.serving.deployments import Deployment, parse_target
+from modelyard.serving.loaded import LoadedModel
+from modelyard.serving.log import PredictionLog
+from modelyard.serving.metrics import ServerMetrics
+
+__all__ = ["FeatureLookup", "ServerState", "traffic_file"]
+
+logger = logging.getLogger("modelyard.serving")
+
+
+def traffic_file(settings: Settings) -> Path:
+    """Where admin traffic changes are kept, so every worker (and a restart) sees them."""
+    return settings.project_dir / ".modelyard" / "traffic.json"
+
+
+@dataclass
+class FeatureLookup:
+    """Online lookups of a model's feature service, with the definitions cached."""
+
+    settings: Settings
+    _store: FeatureStore | None = None
+    _views: list[FeatureView] = field(default_factory=list)
+    _on_demand: list[OnDemandFeatureView] = field(default_factory=list)
+    _services: dict[str, list[str]] = field(default_factory=dict)
+
+    def load(self) -> None:
+        """Read the applied definitions (again); run off the event loop."""
+        store = self._store or FeatureStore(self.settings)
+        self._store = store
+        self._views = store.list_views()
+        applied = {o.name for o in store.applied_on_demand()}
+        self._on_demand = store.list_on_demand() if applied else []
+        self._services = {}
+
+    def refs(self, service: str) -> list[str]:
+        if service not in self._services:
+            assert self._store is not None  # load() ran at startup
+            self._services[service] = self._store.get_service(service).refs()
+        return self._services[service]
+
+    def lookup(self, service: str, entities: Mapping[str, Sequence[Any]]) -> OnlineFeatures:
+        if self._store is None:
+            raise NotFoundError("The feature store is not loaded")
+        return get_online_features(
+            self._store.online_store,
+            entities,
+            self.refs(service),
+            self._views,
+            None,
+            on_demand=self._on_demand,
+        )
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+@dataclass
+class ServerState:
+    """Everything one worker serves with."""
+
+    settings: Settings
+    targets: list[str]
+    registry: ModelRegistry
+    keys: ApiKeys
+    metrics: ServerMetrics
+    log: PredictionLog
+    features: FeatureLookup
+    deployments: dict[str, Deployment] = field(default_factory=dict)
+    trust: bool = False
+    _traffic_mtime: float = -1.0
+    _watch: asyncio.Task[None] | None = None
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    @classmethod
+    def create(
+        cls,
+        settings: Settings,
+        targets: Sequence[str],
+        *,
+        environ: Mapping[str, str] | None = None,
+        trust: bool = False,
+    ) -> ServerState:
+        env = os.environ if environ is None else environ
+        log_dir = Path(settings.serving.log_dir)
+        if not log_dir.is_absolute():
+            log_dir = settings.project_dir / log_dir
+        return cls(
+            settings=settings,
+            targets=list(targets),
+            registry=ModelRegistry(settings),
+            keys=ApiKeys.from_settings(settings.serving.api_keys, env),
+            metrics=ServerMetrics(),
+            log=PredictionLog(log_dir, durable=settings.serving.durable_log),
+            features=FeatureLookup(settings),
+            trust=trust,
+        )
+
+    # -- deployments -------------------------------------------------------------------
+
+    def _discover(self) -> list[str]:
+        """Every model with a production alias, when no targets were named."""
+        found = []
+        for model in self.registry.list_models():
+            try:
+                self.registry.get_version(f"{model.name}@production")
+            except NotFoundError:
+                continue
+            found.append(model.name)
+        return found
+
+    def _policy(self, name: str, alias: str | None) -> TrafficSettings:
+        base = self.settings.serving.traffic.get(name, TrafficSettings())
+        if alias is not None and name not in self.settings.serving.traffic:
+            base = msgspec.structs.replace(base, primary=alias)
+        return base
+
+    async def start(self) -> None:
+        targets = self.targets or await asyncio.to_thread(self._discover)
+        for target in targets:
+            name, alias, version = parse_target(target)
+            self.deployments[name] = Deployment(
+                name, self._policy(name, alias), pinned_version=version
+            )
+        self._read_traffic()
+        try:
+            await asyncio.to_thread(self.features.load)
+        except ModelyardError as exc:  # serving without features still works for instances
+            logger.warning("Feature definitions not loaded: %s", exc)
+        await self.refresh()
+        self._watch = asyncio.get_running_loop().create_task(self._watch_loop())
+
+    async def refresh(self) -> list[str]:
+        """Re-resolve every alias now; load, warm and swap what moved."""
+        changes: list[str] = []
+        for deployment in self.deployments.values():
+            changes += await deployment.refresh(
+                self.registry,
+                self.settings.serving.batching,
+                trust=self.trust,
+                on_swap=self._on_swap,
+                on_batch=self._on_batch,
+            )
+        self._export_loaded()
+        for change in changes:
+            logger.info("%s", change)
+        return changes
+
+    def _on_swap(self, model: str, outcome: str) -> None:
+        self.metrics.swaps.labels(model, outcome).inc()
+
+    def _on_batch(self, model: LoadedModel, rows: int, _seconds: float) -> None:
+        self.metrics.batch_rows.labels(model.name, str(model.version)).observe(rows)
+
+    def _export_loaded(self) -> None:
+        self.metrics.loaded.clear()
+        for deployment in self.deployments.values():
+            for slot, served in deployment.slots():
+                self.metrics.loaded.labels(deployment.name, str(served.model.version), slot).set(1)
+
+    async def _watch_loop(self) -> None:
+        interval = self.settings.serving.watch_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self._read_traffic()
+                await self.refresh()
+            except Exception:  # deliberate: the watcher must outlive any one failure
+                logger.exception("Refreshing the served versions failed")
+
+    # -- traffic -------------------------------------------------------------------------
+
+    def _read_traffic(self) -> None:
+        path = traffic_file(self.settings)
+        try:
+            mtime = path.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if mtime == self._traffic_mtime:
+            return
+        self._traffic_mtime = mtime
+        try:
+            raw = json.loads(path.read_text())
+            for name, policy in raw.items():
+                if name in self.deployments:
+                    self.deployments[name].policy = msgspec.convert(policy, TrafficSettings)
+        except (ValueError, msgspec.ValidationError, InvalidInputError) as exc:
+            logger.error("Ignoring %s: %s", path, exc)
+
+    def set_traffic(self, name: str, policy: TrafficSettings) -> None:
+        """Apply ``policy`` here and write it where every worker will pick it up."""
+        self.deployments[name].policy = policy
+        path = traffic_file(self.settings)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        current: dict[str, Any] = {}
+        if path.is_file():
+            try:
+                current = json.loads(path.read_text())
+            except ValueError:
+                current = {}
+        current[name] = msgspec.to_builtins(policy)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(current, indent=2, sort_keys=True))
+        os.replace(tmp, path)
+
+    # -- shutdown ------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+        for task in list(self.background):
+            task.cancel()
+        for deployment in self.deployments.values():
+            for _, served in deployment.slots():
+                served.close()
+        await asyncio.to_thread(self.log.close)
+        self.features.close()
+        self.registry.close()
