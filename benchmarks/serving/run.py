@@ -467,9 +467,13 @@ def parse_probability(payload: Any) -> float | None:
         if "outputs" in payload:
             outputs = payload["outputs"]
             named = [o for o in outputs if "prob" in str(o.get("name", "")).lower()]
-            payload = (named or outputs)[0].get("data")
+            # modelyard names one output per class (proba_0, proba_1): the positive is last
+            payload = (named or outputs)[-1 if len(named) == 2 else 0].get("data")
         elif "predictions" in payload:
             payload = payload["predictions"]
+            first = payload[0] if isinstance(payload, list) and payload else None
+            if isinstance(first, dict) and isinstance(first.get("probabilities"), dict):
+                payload = list(first["probabilities"].values())
         elif len(payload) == 1:
             payload = next(iter(payload.values()))
     nums = _numbers(payload)
