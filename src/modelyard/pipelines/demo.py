@@ -182,6 +182,7 @@ def run_demo(directory: Path, *, quiet: bool = False) -> dict[str, Any]:
                 holdout_frame=valid[FEATURES],
                 run_id=best["run_id"],
                 description=f"best of {len(results)} candidates by validation AUC",
+                feature_service="delay_model",  # the server looks these up by entity key
             )
             registry.set_alias(str(logged.ref), "production", reason="demo: best validation AUC")
             console.print(f"Optimizing {logged.ref}: ONNX export, parity check, latency...")

@@ -524,10 +524,10 @@ class Server:
             body = await _body(request, 64 * 1024)
             try:
                 policy = msgspec.json.decode(body, type=TrafficSettings)
+            except msgspec.ValidationError as exc:  # first: it is a DecodeError too
+                raise InvalidInputError(f"Bad traffic policy: {exc}") from exc
             except msgspec.DecodeError as exc:
                 raise MalformedRequest(f"Expected a traffic policy as JSON: {exc}") from exc
-            except msgspec.ValidationError as exc:
-                raise InvalidInputError(f"Bad traffic policy: {exc}") from exc
             self.state.set_traffic(deployment.name, policy)
             changes = await self.state.refresh()
         except ModelyardError as exc:

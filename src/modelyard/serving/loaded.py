@@ -53,7 +53,10 @@ class LoadedModel:
         return self.manifest.lineage.feature_service
 
     def scores(self, inputs: Inputs) -> np.ndarray:
-        return self.runtime.scores(inputs)
+        # Extreme inputs may overflow inside the model: that is a value for the client
+        # (NaN/inf, sent as null), not a failed request. errstate is thread-local.
+        with np.errstate(all="ignore"):
+            return self.runtime.scores(inputs)
 
     def outputs(self, scores: np.ndarray) -> dict[str, np.ndarray]:
         return outputs_from_scores(

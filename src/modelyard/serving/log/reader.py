@@ -114,7 +114,7 @@ def read_predictions(
     since_us: int | None = None,
     until_us: int | None = None,
 ) -> pa.Table:
-    """Every logged predicted row, one per (request_id, row), ordered by time.
+    """Every logged predicted row, one per (request_id, row, route), ordered by time.
 
     ``since_us`` is inclusive and ``until_us`` exclusive (UTC microseconds).
 
@@ -149,7 +149,7 @@ def read_predictions(
                     if table is not None:
                         tables.append(_filter(table, model, version, since_us, until_us))
     table = concat([*tables, live], PREDICTION_SCHEMA)
-    table = deduplicate(table, ["request_id", "row"])
+    table = deduplicate(table, ["request_id", "row", "route"])
     return table.take(pc.sort_indices(table, [("time", "ascending")]))
 
 

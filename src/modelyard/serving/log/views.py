@@ -2,7 +2,7 @@
 
 The views read the Parquet tree in place (``read_parquet`` with hive partitioning, so
 each row also has the partition's ``day``), plus the records still in segments as of
-``connect`` (call it again to see newer ones), one row per (request_id, row).
+``connect`` (call it again to see newer ones), one row per (request_id, row, route).
 """
 
 from __future__ import annotations
@@ -48,8 +48,7 @@ def connect(root: str | os.PathLike[str]) -> duckdb.DuckDBPyConnection:
     con.execute("SET TimeZone = 'UTC'")
     predictions = _source(con, base / PREDICTIONS, live_predictions(base), "live_predictions")
     feedback = _source(con, base / FEEDBACK, live_feedback(base), "live_feedback")
-    con.execute(
-        f'CREATE VIEW predictions AS SELECT DISTINCT ON (request_id, "row") * FROM ({predictions})'
-    )
+    distinct = 'DISTINCT ON (request_id, "row", route)'
+    con.execute(f"CREATE VIEW predictions AS SELECT {distinct} * FROM ({predictions})")
     con.execute(f"CREATE VIEW feedback AS SELECT DISTINCT * FROM ({feedback})")
     return con
