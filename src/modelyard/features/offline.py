@@ -72,13 +72,12 @@ from modelyard.features.definitions import (
     Aggregation,
     Feature,
     FeatureService,
-    FeatureType,
     FeatureView,
     FileSource,
     OnDemandFeatureView,
     parse_window,
 )
-from modelyard.features.ondemand import input_refs, run_on_demand, split_refs
+from modelyard.features.ondemand import gather_inputs, input_refs, run_on_demand, split_refs
 
 if TYPE_CHECKING:
     import duckdb
@@ -199,27 +198,9 @@ def _with_on_demand(
     known = {v.name: v for v in [*views, *(i for i in items if isinstance(i, FeatureView))]}
     taken = {str(c) for c in out.columns}
     for odfv in chosen:
-        inputs: dict[str, Any] = {}
-        types: dict[str, FeatureType] = {}
-        for ref in odfv.inputs:
-            view_name, _, feature = ref.partition(":")
-            inputs[feature] = hidden[f"{view_name}__{feature}"]
-            if view_name not in known:
-                raise InvalidInputError(
-                    f"On-demand view {odfv.name!r} reads {ref!r}, but there is no view "
-                    f"{view_name!r}; known views: {', '.join(sorted(known)) or 'none'}",
-                    loc=f"on_demand.{odfv.name}.inputs",
-                )
-            types[ref] = _feature_type(known[view_name], feature)
-        for field in odfv.request:
-            if field.name not in entity_df.columns:
-                raise InvalidInputError(
-                    f"On-demand view {odfv.name!r} needs the request column {field.name!r} "
-                    f"({field.dtype}) in the entity frame; got columns "
-                    f"{', '.join(map(str, entity_df.columns))}",
-                    loc=f"entity_df.{field.name}",
-                )
-            inputs[field.name] = entity_df[field.name]
+        joined = {ref: hidden[ref.replace(":", "__", 1)] for ref in odfv.inputs}
+        request = {str(c): entity_df[c] for c in entity_df.columns}
+        inputs, types = gather_inputs(odfv, joined, request, known, source="entity_df")
         result = run_on_demand(odfv, inputs, len(entity_df), types)
         for name in wanted[odfv.name]:
             column = f"{odfv.name}__{name}" if full_feature_names else name
@@ -234,18 +215,6 @@ def _with_on_demand(
             values.index = out.index
             out[column] = values
     return out
-
-
-def _feature_type(view: FeatureView, name: str) -> FeatureType:
-    """The declared type of a view's feature or aggregation output."""
-    types = view.feature_types
-    if name not in types:
-        raise InvalidInputError(
-            f"View {view.name!r} has no feature {name!r}. Its features: "
-            f"{', '.join(view.feature_names)}.",
-            loc="features",
-        )
-    return types[name]
 
 
 def _resolve(

@@ -29,9 +29,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from modelyard.errors import InvalidInputError, ModelError
-from modelyard.features.definitions import Feature, FeatureType, OnDemandFeatureView
+from modelyard.features.definitions import (
+    Feature,
+    FeatureType,
+    FeatureView,
+    OnDemandFeatureView,
+)
 
-__all__ = ["input_refs", "run_on_demand", "split_refs", "to_function_input"]
+__all__ = [
+    "gather_inputs",
+    "input_refs",
+    "run_on_demand",
+    "split_refs",
+    "to_function_input",
+]
 
 _ARROW: dict[FeatureType, pa.DataType] = {
     "float": pa.float64(),
@@ -110,6 +121,45 @@ def input_refs(views: Sequence[OnDemandFeatureView]) -> list[str]:
     for view in views:
         out.extend(r for r in view.inputs if r not in out)
     return out
+
+
+def gather_inputs(
+    odfv: OnDemandFeatureView,
+    values: Mapping[str, Any],
+    request: Mapping[str, Any],
+    views: Mapping[str, FeatureView],
+    *,
+    source: str,
+) -> tuple[dict[str, Any], dict[str, FeatureType]]:
+    """The function's inputs by name and each input ref's type, from both paths.
+
+    ``values`` holds the looked-up or joined values by ref (``view:feature``),
+    ``request`` the request columns; ``source`` names where the request columns come
+    from (``entity_df`` at training time, ``entity_rows`` at serving time) in errors.
+    """
+    inputs: dict[str, Any] = {}
+    types: dict[str, FeatureType] = {}
+    for ref in odfv.inputs:
+        view_name, _, feature = ref.partition(":")
+        view = views.get(view_name)
+        if view is None:
+            raise InvalidInputError(
+                f"On-demand view {odfv.name!r} reads {ref!r}, but there is no view "
+                f"{view_name!r}; known views: {', '.join(sorted(views)) or 'none'}",
+                loc=f"on_demand.{odfv.name}.inputs",
+            )
+        inputs[feature] = values[ref]
+        types[ref] = view.feature_types[feature]
+    what = "column" if source == "entity_df" else "field"
+    for field in odfv.request:
+        if field.name not in request:
+            raise InvalidInputError(
+                f"On-demand view {odfv.name!r} needs the request {what} {field.name!r} "
+                f"({field.dtype}); got {', '.join(map(str, request)) or 'nothing'}",
+                loc=f"{source}.{field.name}",
+            )
+        inputs[field.name] = request[field.name]
+    return inputs, types
 
 
 def _input_types(

@@ -328,9 +328,7 @@ class Server:
 
     async def v2_infer(self, request: Request) -> Response:
         def decode(body: bytes, req: Request, dep: Deployment) -> DecodedRequest:
-            served = dep.primary
-            if served is None:
-                raise NotFoundError(f"Model {dep.name!r} is not loaded yet")
+            served = dep.require_primary()
             return decode_v2_infer(
                 body, req.headers, served.model.signature, max_rows=self.limits.max_rows
             )
@@ -359,9 +357,7 @@ class Server:
         params = request.path_params
         try:
             deployment, pinned = self._served(params["name"], params.get("version"))
-            served = pinned or deployment.primary
-            if served is None:
-                raise NotFoundError(f"Model {deployment.name!r} is not loaded yet")
+            served = pinned or deployment.require_primary()
             versions = [str(s.model.version) for _, s in deployment.slots()]
             body = v2_model_metadata(
                 name=deployment.name,
@@ -407,9 +403,7 @@ class Server:
 
     async def v1_predict(self, request: Request) -> Response:
         def decode(body: bytes, _: Request, dep: Deployment) -> DecodedRequest:
-            served = dep.primary
-            if served is None:
-                raise NotFoundError(f"Model {dep.name!r} is not loaded yet")
+            served = dep.require_primary()
             return decode_v1_predict(body, served.model.signature, max_rows=self.limits.max_rows)
 
         def encode(
@@ -456,9 +450,7 @@ class Server:
             name = next(iter(self.state.deployments))
 
         def decode(body: bytes, req: Request, dep: Deployment) -> DecodedRequest:
-            served = dep.primary
-            if served is None:
-                raise NotFoundError(f"Model {dep.name!r} is not loaded yet")
+            served = dep.require_primary()
             return decode_invocations(
                 body,
                 req.headers.get("content-type"),

@@ -106,11 +106,15 @@ class Deployment:
                 return served
         return None
 
+    def require_primary(self) -> Served:
+        """The primary version; a NotFoundError while it is not loaded yet."""
+        if self.primary is None:
+            raise NotFoundError(f"Model {self.name!r} is not loaded yet")
+        return self.primary
+
     def choose(self, sticky: str | None) -> tuple[Slot, Served]:
         """The slot that answers: the canary for its share (sticky by key), else primary."""
-        primary = self.primary
-        if primary is None:
-            raise NotFoundError(f"Model {self.name!r} is not loaded yet")
+        primary = self.require_primary()
         canary = self.canary
         weight = self.policy.canary_weight
         if canary is None or weight <= 0:

@@ -56,8 +56,7 @@ class FeatureLookup:
         store = self._store or FeatureStore(self.settings)
         self._store = store
         self._views = store.list_views()
-        applied = {o.name for o in store.applied_on_demand()}
-        self._on_demand = store.list_on_demand() if applied else []
+        self._on_demand = store.list_on_demand()  # [] without applied on-demand views
         self._services = {}
 
     def refs(self, service: str) -> list[str]:

@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from modelyard.errors import InvalidInputError
 from modelyard.features.definitions import FeatureService, FeatureView, OnDemandFeatureView
-from modelyard.features.ondemand import input_refs, run_on_demand, split_refs
+from modelyard.features.ondemand import gather_inputs, input_refs, run_on_demand, split_refs
 from modelyard.features.online.base import OnlineStore, ReadRequest
 
 __all__ = ["OnlineFeatures", "get_online_features"]
@@ -122,20 +122,7 @@ def _with_on_demand(
     values = {ref: found.values[ref] for ref in plain}
     status = {ref: found.status[ref] for ref in plain}
     for odfv in chosen:
-        inputs: dict[str, Any] = {r.partition(":")[2]: found.values[r] for r in odfv.inputs}
-        types = {}
-        for ref in odfv.inputs:
-            view_name, _, feature = ref.partition(":")
-            types[ref] = by_name[view_name].feature_types[feature]
-        for request_field in odfv.request:
-            if request_field.name not in columns:
-                raise InvalidInputError(
-                    f"On-demand view {odfv.name!r} needs the request field "
-                    f"{request_field.name!r} ({request_field.dtype}); got "
-                    f"{', '.join(columns) or 'nothing'}",
-                    loc=f"entity_rows.{request_field.name}",
-                )
-            inputs[request_field.name] = columns[request_field.name]
+        inputs, types = gather_inputs(odfv, found.values, columns, by_name, source="entity_rows")
         result = run_on_demand(odfv, inputs, rows, types)
         worst = np.zeros(rows, dtype=np.uint8)
         for ref in odfv.inputs:
