@@ -186,6 +186,10 @@ class ServingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     value_checks: Literal["reject", "warn", "log"] = "log"
     #: how often the server looks for moved aliases (seconds)
     watch_interval_s: float = 2.0
+    #: accept ``parameters.as_of`` on v1 entity requests: the time the online features'
+    #: freshness is checked against and the prediction is logged at. For backtests and
+    #: replays of past traffic only; off, such a request is refused
+    replay: bool = False
     api_keys: tuple[ApiKeySettings, ...] = ()
     batching: BatchingSettings = msgspec.field(default_factory=BatchingSettings)
     #: per model name

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from modelyard.serving.log import read_predictions
+from modelyard.store.predlog import read_predictions
 
 from .conftest import NAME, Project, free_port, records
 

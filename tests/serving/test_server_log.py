@@ -7,7 +7,7 @@ import json
 import pandas as pd
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelyard.serving.log import read_feedback, read_predictions
+from modelyard.store.predlog import read_feedback, read_predictions
 
 from .conftest import NAME, Project, ServeFactory, records
 

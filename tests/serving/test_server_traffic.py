@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from modelyard.config import TrafficSettings
-from modelyard.serving.log import read_predictions
+from modelyard.store.predlog import read_predictions
 
 from .conftest import NAME, Project, ServeFactory, make_frame, records, serving
 

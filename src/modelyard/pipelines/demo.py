@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from modelyard.config import init_project, load_settings
+from modelyard.config import Settings, init_project, load_settings
 from modelyard.features.store import FeatureStore
 from modelyard.models.optimize import optimize_package
 from modelyard.pipelines.flights import (
@@ -32,13 +32,23 @@ from modelyard.pipelines.flights import (
     flight_entities,
     write_feature_sources,
 )
+from modelyard.pipelines.replay import (
+    ServerProcess,
+    enable_replay,
+    log_dir,
+    replay_days,
+    replay_flights,
+)
 from modelyard.registry.client import ModelRegistry
+from modelyard.store import predlog
 from modelyard.tracking.client import ActiveRun, TrackingClient
 
 __all__ = ["run_demo"]
 
 EXPERIMENT = "flights-delay"
 MODEL_NAME = "flights-delay"
+#: the replayed "production" months: spring and summer, far from the winter training data
+REPLAY_START, REPLAY_END = date(2013, 3, 1), date(2013, 7, 31)
 
 CANDIDATES: list[dict[str, Any]] = [
     {"model": "logreg", "C": 1.0},
@@ -123,10 +133,17 @@ def _train_one(
     return scores, model
 
 
-def run_demo(directory: Path, *, quiet: bool = False) -> dict[str, Any]:
-    """Run the demo into the project at ``directory`` (created if needed)."""
+def run_demo(
+    directory: Path, *, quiet: bool = False, replay: bool = True, every: int = 5
+) -> dict[str, Any]:
+    """Run the demo into the project at ``directory`` (created if needed).
+
+    With ``replay``, the registered model is then served and every ``every``-th day of
+    March to July 2013 replayed through it (see ``pipelines.replay``).
+    """
     console = Console(quiet=quiet)
     init_project(directory, name="modelyard-demo")
+    enable_replay(directory)
     settings = load_settings(directory)
     console.print(f"[bold]modelyard demo[/] in {settings.project_dir}")
     console.print("Writing the feature sources (hourly weather, arrivals by landing time)...")
@@ -190,6 +207,9 @@ def run_demo(directory: Path, *, quiet: bool = False) -> dict[str, Any]:
     # serving looks features up online: the latest values as of the end of the training data
     console.print("Materializing the feature views to the online store (as of 2013-03-01)...")
     materialized = features.materialize(None, datetime(2013, 3, 1, tzinfo=UTC))
+    served: dict[str, Any] | None = None
+    if replay:
+        served = _serve_and_replay(settings, features, console, every)
     features.close()
     console.print()
     for r in results:
@@ -231,8 +251,11 @@ def run_demo(directory: Path, *, quiet: bool = False) -> dict[str, Any]:
         " --service delay_model)",
         soft_wrap=True,
     )
+    if served is not None:
+        _print_served(console, served)
     return {
         "project": str(project),
+        "served": served,
         "parent_run_id": parent.id,
         "candidates": results,
         "best": best,
@@ -246,3 +269,58 @@ def run_demo(directory: Path, *, quiet: bool = False) -> dict[str, Any]:
             "runtimes": [msgspec.to_builtins(r) for r in manifest.runtimes],
         },
     }
+
+
+def _serve_and_replay(
+    settings: Settings, features: FeatureStore, console: Console, every: int
+) -> dict[str, Any]:
+    days = replay_days(REPLAY_START, REPLAY_END, every)
+    console.print(
+        f"Serving {MODEL_NAME}@production and replaying {len(days)} days of March-July 2013 "
+        "(every 3 hours: materialize, predict by entity key; labels posted daily)..."
+    )
+    with ServerProcess(settings.project_dir) as server:
+        console.print(f"  modelyard serve is ready at {server.url}")
+        summary = replay_flights(
+            settings, features, model=MODEL_NAME, port=server.port, days=days, console=console
+        )
+    served: dict[str, Any] = {"url": server.url, **summary.to_dict()}
+    con = predlog.connect(log_dir(settings))
+    rows = con.execute(
+        "SELECT version, count(*), count(DISTINCT request_id),"
+        " quantile_cont(latency_us, 0.5), quantile_cont(latency_us, 0.99)"
+        " FROM (SELECT DISTINCT ON (request_id) * FROM predictions WHERE model = ?)"
+        " GROUP BY version ORDER BY version",
+        [MODEL_NAME],
+    ).fetchall()
+    served["log"] = [
+        {"version": v, "requests": r, "server_p50_ms": p50 / 1000, "server_p99_ms": p99 / 1000}
+        for v, _, r, p50, p99 in rows
+    ]
+    served["log_dir"] = str(log_dir(settings))
+    return served
+
+
+def _print_served(console: Console, served: dict[str, Any]) -> None:
+    table = Table(title="Replayed traffic by version", title_justify="left")
+    for col in ("version", "rows", "requests", "server p50", "server p99"):
+        table.add_column(col, justify="right")
+    for entry in served["log"]:
+        table.add_row(
+            str(entry["version"]),
+            f"{served['versions'].get(str(entry['version']), 0):,}",
+            f"{entry['requests']:,}",
+            f"{entry['server_p50_ms']:.1f} ms",
+            f"{entry['server_p99_ms']:.1f} ms",
+        )
+    console.print(table)
+    latency = served["latency_ms"]
+    errors = sum(served["errors"].values())
+    console.print(
+        f"Replayed {served['rows']:,} flights in {served['requests']:,} entity requests "
+        f"(client p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms per request of "
+        f"~{served['rows'] // max(1, served['requests'])} flights), {errors} errors; "
+        f"{served['feedback']:,} label batches posted. Prediction log: {served['log_dir']}",
+        soft_wrap=True,
+        highlight=False,
+    )

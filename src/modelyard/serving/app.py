@@ -22,6 +22,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
 import msgspec
@@ -34,7 +35,8 @@ from starlette.routing import Route
 from modelyard import __version__
 from modelyard.config import Settings, TrafficSettings, load_settings
 from modelyard.errors import InvalidInputError, ModelError, ModelyardError, NotFoundError
-from modelyard.models.runtimes import Inputs, build_inputs
+from modelyard.features.online import FeatureStatus
+from modelyard.models.runtimes import Inputs
 from modelyard.serving.batching import Overloaded
 from modelyard.serving.codecs import (
     DecodedRequest,
@@ -49,11 +51,14 @@ from modelyard.serving.codecs import (
     error_body,
     v2_model_metadata,
 )
+from modelyard.serving.codecs.columns import allows_null
+from modelyard.serving.codecs.problems import ProblemList, short_repr
+from modelyard.serving.codecs.tables import inputs_from_table
 from modelyard.serving.deployments import Deployment, Served, Slot
-from modelyard.serving.log import FeedbackRecord, PredictionRecord
 from modelyard.serving.metrics import CONTENT_TYPE_LATEST
 from modelyard.serving.openapi import openapi_document
 from modelyard.serving.state import ServerState
+from modelyard.store.predlog import FeedbackRecord, PredictionRecord
 
 __all__ = ["app_from_env", "create_app"]
 
@@ -157,8 +162,35 @@ class Server:
             return str(decoded.inputs.columns[decoded.inputs.names.index(key)][0])
         return None
 
+    def _as_of(self, decoded: DecodedRequest) -> datetime | None:
+        """A replay request's ``parameters.as_of``: the time it is served at."""
+        if "as_of" not in decoded.parameters:
+            return None
+        raw = decoded.parameters["as_of"]
+        loc = "$.parameters.as_of"
+        if not self.limits.replay:
+            raise InvalidInputError(
+                "as_of is only accepted when the server replays past traffic "
+                "(serving.replay: true in modelyard.yaml)",
+                loc=loc,
+            )
+        if decoded.entities is None:
+            raise InvalidInputError("as_of applies to 'entities' requests only", loc=loc)
+        if isinstance(raw, str):
+            try:
+                when = datetime.fromisoformat(raw)
+            except ValueError:
+                when = None
+            if when is not None and when.tzinfo is not None:
+                return when.astimezone(UTC)
+        raise InvalidInputError(
+            f"Expected an ISO-8601 time with a zone, like 2013-03-01T08:00:00Z, "
+            f"got {short_repr(raw)}",
+            loc=loc,
+        )
+
     def _lookup(
-        self, served: Served, entities: dict[str, list[Any]]
+        self, served: Served, entities: dict[str, list[Any]], as_of: datetime | None = None
     ) -> tuple[Inputs, dict[str, list[Any]]]:
         """Inputs for an entity request: request fields plus the model's looked-up features."""
         service = served.model.feature_service
@@ -168,12 +200,32 @@ class Server:
                 "service, so it cannot look features up by entity key; send 'instances'",
                 loc="$.entities",
             )
-        found = self.state.features.lookup(service, entities)
+        found = self.state.features.lookup(service, entities, as_of)
         features = {ref: found.values[ref].to_pylist() for ref in found.refs}
         columns: dict[str, Any] = dict(entities)
+        signature = served.model.signature
+        specs = {spec.name: spec for spec in signature.columns}
+        problems = ProblemList()
         for ref in found.refs:
-            columns.setdefault(ref.partition(":")[2], features[ref])
-        return build_inputs(served.model.signature, columns), features
+            name = ref.partition(":")[2]
+            if name in columns:
+                continue  # the request's own field wins
+            columns[name] = features[ref]
+            spec = specs.get(name)
+            if spec is None or allows_null(signature, spec):
+                continue
+            for row in np.flatnonzero(found.status[ref] != FeatureStatus.PRESENT)[:5]:
+                status = FeatureStatus(int(found.status[ref][row])).name.lower()
+                problems.add(
+                    f"$.entities[{row}]",
+                    f"a value of {ref} (the model's {name!r} may not be null)",
+                    f"a {status} feature (see `modelyard features online`)",
+                    raw=True,
+                )
+        problems.raise_if_any()
+        wanted = {name: columns[name] for name in signature.names if name in columns}
+        inputs = inputs_from_table(signature, wanted, "$.entities", max_rows=self.limits.max_rows)
+        return inputs, features
 
     async def _predict(
         self, served: Served, inputs: Inputs
@@ -199,6 +251,7 @@ class Server:
         deployment: Deployment,
         slot: Slot,
         inputs: Inputs,
+        logged: dict[str, list[Any]],
         features: dict[str, list[Any]] | None,
         request_id: str,
         arrived_us: int,
@@ -213,7 +266,7 @@ class Server:
                 outputs = await asyncio.to_thread(shadow.model.predict, inputs)
                 await self.state.log.append(
                     self._record(
-                        shadow, "shadow", request_id, arrived_us, inputs, features, outputs, start
+                        shadow, "shadow", request_id, arrived_us, logged, features, outputs, start
                     )
                 )
             except Exception:  # deliberate: a shadow never affects the answer
@@ -229,18 +282,19 @@ class Server:
         route: str,
         request_id: str,
         arrived_us: int,
-        inputs: Inputs,
+        inputs: dict[str, list[Any]],
         features: dict[str, list[Any]] | None,
         outputs: dict[str, np.ndarray],
         start: float,
     ) -> PredictionRecord:
+        """The log record; ``inputs`` holds the model's inputs and any entity keys."""
         return PredictionRecord(
             request_id=request_id,
             time_us=arrived_us,
             model=served.model.name,
             version=served.model.version,
-            rows=inputs.rows,
-            inputs=_columns(inputs),
+            rows=len(next(iter(inputs.values()), ())),
+            inputs=inputs,
             outputs={k: _scalars(v) for k, v in outputs.items()},
             latency_us=int((time.perf_counter() - start) * 1e6),
             features=features,
@@ -279,9 +333,12 @@ class Server:
             version_label = str(served.model.version)
             t1 = time.perf_counter()
             features = None
+            as_of = self._as_of(decoded)
+            if as_of is not None:
+                arrived_us = int(as_of.timestamp() * 1_000_000)
             if decoded.inputs is None:
                 assert decoded.entities is not None  # the decoder gives one or the other
-                inputs, features = self._lookup(served, decoded.entities)
+                inputs, features = self._lookup(served, decoded.entities, as_of)
             else:
                 inputs = decoded.inputs
             t2 = time.perf_counter()
@@ -296,12 +353,16 @@ class Server:
                 )
             t3 = time.perf_counter()
             outputs, queued, predicted = await self._predict(served, inputs)
-            self._shadow(deployment, slot, inputs, features, request_id, arrived_us)
+            logged = _columns(inputs)
+            if decoded.entities is not None:  # the keys too, for skew checks and joins
+                for key, values in decoded.entities.items():
+                    logged.setdefault(key, values)
+            self._shadow(deployment, slot, inputs, logged, features, request_id, arrived_us)
             t4 = time.perf_counter()
             response = encode(served, request_id, decoded, outputs)
             t5 = time.perf_counter()
             await self.state.log.append(
-                self._record(served, slot, request_id, arrived_us, inputs, features, outputs, start)
+                self._record(served, slot, request_id, arrived_us, logged, features, outputs, start)
             )
             t6 = time.perf_counter()
         except ModelyardError as exc:
@@ -478,15 +539,17 @@ class Server:
             body = await _body(request, self.limits.max_body_bytes)
             items = _decode_feedback(body)
             now = time.time_ns() // 1000
-            for item in items:
-                await self.state.log.append_feedback(
-                    FeedbackRecord(
-                        request_id=item.request_id,
-                        label=item.label,
-                        time_us=now,
-                        row=item.row,
+            # submitted together, so a batch of labels shares one group commit
+            await asyncio.gather(
+                *(
+                    self.state.log.append_feedback(
+                        FeedbackRecord(
+                            request_id=item.request_id, label=item.label, time_us=now, row=item.row
+                        )
                     )
+                    for item in items
                 )
+            )
         except ModelyardError as exc:
             return _error(exc, "v1", None)
         return _json({"accepted": len(items)})

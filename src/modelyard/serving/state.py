@@ -14,6 +14,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,8 @@ from modelyard.registry.client import ModelRegistry
 from modelyard.serving.auth import ApiKeys
 from modelyard.serving.deployments import Deployment, parse_target
 from modelyard.serving.loaded import LoadedModel
-from modelyard.serving.log import PredictionLog
 from modelyard.serving.metrics import ServerMetrics
+from modelyard.store.predlog import PredictionLog
 
 __all__ = ["FeatureLookup", "ServerState", "traffic_file"]
 
@@ -65,7 +66,13 @@ class FeatureLookup:
             self._services[service] = self._store.get_service(service).refs()
         return self._services[service]
 
-    def lookup(self, service: str, entities: Mapping[str, Sequence[Any]]) -> OnlineFeatures:
+    def lookup(
+        self,
+        service: str,
+        entities: Mapping[str, Sequence[Any]],
+        now: datetime | None = None,
+    ) -> OnlineFeatures:
+        """The service's features for ``entities``, fresh as of ``now`` (default: the clock)."""
         if self._store is None:
             raise NotFoundError("The feature store is not loaded")
         return get_online_features(
@@ -73,7 +80,7 @@ class FeatureLookup:
             entities,
             self.refs(service),
             self._views,
-            None,
+            now,
             on_demand=self._on_demand,
         )
 

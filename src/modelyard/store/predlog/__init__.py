@@ -17,11 +17,11 @@ See ``frames`` for the segment format, ``tables`` for the Parquet columns.
 
 from __future__ import annotations
 
-from modelyard.serving.log.compaction import CompactionResult, compact
-from modelyard.serving.log.reader import read_feedback, read_predictions
-from modelyard.serving.log.records import FeedbackRecord, PredictionRecord
-from modelyard.serving.log.views import connect
-from modelyard.serving.log.writer import LogStats, PredictionLog
+from modelyard.store.predlog.compaction import CompactionResult, compact
+from modelyard.store.predlog.reader import read_feedback, read_predictions
+from modelyard.store.predlog.records import FeedbackRecord, PredictionRecord
+from modelyard.store.predlog.views import connect
+from modelyard.store.predlog.writer import LogStats, PredictionLog
 
 __all__ = [
     "CompactionResult",

@@ -28,21 +28,23 @@ from pathlib import Path
 from types import TracebackType
 
 from modelyard.errors import InvalidInputError, StorageError
-from modelyard.serving.log.frames import MAGIC, frame
-from modelyard.serving.log.layout import FEEDBACK_SEGMENTS, SEGMENTS
-from modelyard.serving.log.records import (
+from modelyard.store.predlog.frames import MAGIC, frame
+from modelyard.store.predlog.layout import FEEDBACK_SEGMENTS, SEGMENTS
+from modelyard.store.predlog.records import (
     FeedbackRecord,
     PredictionRecord,
     encode_feedback,
     encode_prediction,
 )
-from modelyard.serving.log.segments import FsyncFn, SegmentFile, WriteFn
+from modelyard.store.predlog.segments import FsyncFn, SegmentFile, WriteFn
 
 __all__ = ["LogStats", "PredictionLog"]
 
 _log = logging.getLogger(__name__)
 
 _PREDICTION, _FEEDBACK, _BARRIER = 0, 1, 2
+#: a log is idle (an append may commit inline) once no commit ended for this long
+_IDLE_S = 150e-6
 
 
 class _Entry:
@@ -99,7 +101,7 @@ class PredictionLog:
     is queued (and it reaches disk within one group's write).
 
     >>> import tempfile
-    >>> from modelyard.serving.log import read_predictions
+    >>> from modelyard.store.predlog import read_predictions
     >>> root = tempfile.mkdtemp()
     >>> with PredictionLog(root) as log:
     ...     log.append_blocking(PredictionRecord(
@@ -120,7 +122,7 @@ class PredictionLog:
         segment_bytes: int = 64 * 2**20,
         commit_delay_ms: float = 0.0,
         _write: WriteFn = os.write,
-        _fsync: FsyncFn = os.fsync,
+        _fsync: FsyncFn = os.fdatasync,
     ) -> None:
         for name, value in (
             ("max_pending_bytes", max_pending_bytes),
@@ -145,6 +147,8 @@ class PredictionLog:
         self._queue: deque[_Entry] = deque()
         self._space: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._pending = 0
+        self._busy = False  # a group is being committed (by the thread or inline)
+        self._idle_since = 0.0  # time.monotonic() when the last commit ended
         self._peak = 0
         self._counts = {"records": 0, "feedback": 0, "commits": 0, "fsyncs": 0, "bytes": 0}
         self._errors = 0
@@ -257,6 +261,8 @@ class PredictionLog:
     async def _submit_async(self, kind: int, data: bytes) -> None:
         loop = asyncio.get_running_loop()
         entry = _Entry(kind, data)
+        if self.durable and self._commit_inline(entry):
+            return
         if self.durable:
             entry.loop, entry.future = loop, loop.create_future()
         while True:
@@ -286,13 +292,45 @@ class PredictionLog:
             if entry.error is not None:
                 raise _copy(entry.error)
 
+    def _commit_inline(self, entry: _Entry) -> bool:
+        """Commit ``entry`` on the caller's thread when nothing else is queued or writing.
+
+        A lone request then skips two thread hand-offs (to the writer and back), which
+        cost about as much as the write itself. "Nothing else" includes the recent past:
+        right after a commit (within ``_IDLE_S``) more records are likely on their way,
+        and they go to the writer thread, which commits them as one group.
+        """
+        with self._cond:
+            self._check_open()
+            idle = time.monotonic() - self._idle_since >= _IDLE_S
+            if self._queue or self._busy or self._delay or not idle:
+                return False
+            self._busy = True
+        error = self._commit([entry])
+        with self._cond:
+            self._busy = False
+            self._idle_since = time.monotonic()
+            if error is None:
+                self._counts["commits"] += 1
+                self._counts["records"] += entry.kind == _PREDICTION
+                self._counts["feedback"] += entry.kind == _FEEDBACK
+                self._counts["bytes"] += len(entry.data)
+            else:
+                self._errors += 1
+            self._cond.notify_all()
+        if error is not None:
+            raise _copy(error)
+        return True
+
     # -- writer thread ------------------------------------------------------------------
 
     def _run(self) -> None:
         backoff = 0.0
         while True:
             with self._cond:
-                while not self._queue and not self._closed:
+                while (not self._queue or self._busy) and not self._closed:
+                    self._cond.wait()
+                while self._busy:  # closing: let an inline commit finish
                     self._cond.wait()
                 if not self._queue:
                     return
@@ -301,6 +339,7 @@ class PredictionLog:
             with self._cond:
                 batch = list(self._queue)
                 self._queue.clear()
+                self._busy = True
             error = self._commit(batch)
             if error is not None and not self.durable and not self._closed:
                 # acknowledged already: keep the records and retry, the full queue pushing back
@@ -370,6 +409,7 @@ class PredictionLog:
     def _retry(self, batch: list[_Entry], error: StorageError) -> None:
         _log.warning("%s", error.message)
         with self._cond:
+            self._busy = False
             self._errors += 1
             records = [e for e in batch if e.kind != _BARRIER]
             self._queue.extendleft(reversed(records))
@@ -377,6 +417,8 @@ class PredictionLog:
 
     def _finish(self, batch: list[_Entry], error: StorageError | None) -> None:
         with self._cond:
+            self._busy = False
+            self._idle_since = time.monotonic()
             self._pending -= sum(len(e.data) for e in batch)
             if error is None:
                 self._counts["commits"] += 1

@@ -14,8 +14,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from modelyard.serving.log.layout import FEEDBACK, PREDICTIONS
-from modelyard.serving.log.reader import live_feedback, live_predictions
+from modelyard.store.predlog.layout import FEEDBACK, PREDICTIONS
+from modelyard.store.predlog.reader import live_feedback, live_predictions
 
 __all__ = ["connect"]
 

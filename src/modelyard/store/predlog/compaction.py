@@ -25,16 +25,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from modelyard.errors import StorageError
-from modelyard.serving.log.layout import (
+from modelyard.store.predlog.layout import (
     FEEDBACK_SEGMENTS,
     SEGMENTS,
     feedback_dir,
     prediction_dir,
     utc_day,
 )
-from modelyard.serving.log.records import decode_feedback, decode_prediction
-from modelyard.serving.log.segments import claim, fsync_dir, list_segments, remove_abandoned
-from modelyard.serving.log.tables import feedback_table, predictions_table
+from modelyard.store.predlog.records import decode_feedback, decode_prediction
+from modelyard.store.predlog.segments import claim, fsync_dir, list_segments, remove_abandoned
+from modelyard.store.predlog.tables import feedback_table, predictions_table
 
 __all__ = ["CompactionResult", "compact", "write_parquet"]
 

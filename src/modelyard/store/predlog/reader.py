@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from modelyard.serving.log.layout import (
+from modelyard.store.predlog.layout import (
     FEEDBACK,
     FEEDBACK_SEGMENTS,
     PREDICTIONS,
@@ -25,14 +25,14 @@ from modelyard.serving.log.layout import (
     encode_part,
     utc_day,
 )
-from modelyard.serving.log.records import (
+from modelyard.store.predlog.records import (
     FeedbackRecord,
     PredictionRecord,
     decode_feedback,
     decode_prediction,
 )
-from modelyard.serving.log.segments import list_segments, read_segment
-from modelyard.serving.log.tables import (
+from modelyard.store.predlog.segments import list_segments, read_segment
+from modelyard.store.predlog.tables import (
     FEEDBACK_SCHEMA,
     PREDICTION_SCHEMA,
     TIME,

@@ -9,7 +9,7 @@ with the non-strings written as JSON, and a column with no value at all has Arro
 null type. A feedback table has ``request_id``, ``row`` (int32, null = all rows),
 ``label`` (the label as JSON text, since labels may be of any type) and ``time``.
 
->>> from modelyard.serving.log.records import PredictionRecord
+>>> from modelyard.store.predlog.records import PredictionRecord
 >>> table = predictions_table([PredictionRecord(
 ...     request_id="r1", time_us=0, model="m", version=1, rows=2,
 ...     inputs={"x": [1, 2.5]}, outputs={"label": ["a", None]}, latency_us=5)])
@@ -26,7 +26,7 @@ import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from modelyard.serving.log.records import FeedbackRecord, PredictionRecord
+from modelyard.store.predlog.records import FeedbackRecord, PredictionRecord
 
 __all__ = [
     "FEEDBACK_SCHEMA",

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from modelyard.errors import InvalidInputError
-from modelyard.serving.log import PredictionLog, PredictionRecord, compact, read_predictions
-from modelyard.serving.log.tables import typed_array
+from modelyard.store.predlog import PredictionLog, PredictionRecord, compact, read_predictions
+from modelyard.store.predlog.tables import typed_array
 
 DAY_US = 86_400_000_000
 T0 = 1_700_000_000_000_000

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from modelyard.errors import StorageError
-from modelyard.serving.log import (
+from modelyard.store.predlog import (
     FeedbackRecord,
     PredictionLog,
     PredictionRecord,
@@ -22,8 +22,8 @@ from modelyard.serving.log import (
     read_feedback,
     read_predictions,
 )
-from modelyard.serving.log.frames import frame
-from modelyard.serving.log.records import encode_prediction
+from modelyard.store.predlog.frames import frame
+from modelyard.store.predlog.records import encode_prediction
 
 T0 = 1_700_000_000_000_000
 
@@ -159,7 +159,8 @@ def test_write_error_reaches_callers_and_the_log_recovers(tmp_path: Path, torn: 
     ids = read_predictions(tmp_path)["request_id"].to_pylist()
     assert ids == ["before", "after"]
     result = compact(tmp_path)
-    assert result.torn == (1 if torn else 0)
+    # the segment that failed is closed and cut back to its last whole frame
+    assert result.torn == 0
     assert read_predictions(tmp_path)["request_id"].to_pylist() == ["before", "after"]
 
 
@@ -231,3 +232,44 @@ def test_feedback_round_trip(tmp_path: Path) -> None:
         "day=2023-11-17",
     ]
     check()
+
+
+def test_an_idle_log_commits_on_the_callers_thread_and_a_busy_one_groups(tmp_path: Path) -> None:
+    threads: list[int] = []
+
+    def fsync(fd: int) -> None:
+        os.fdatasync(fd)
+        threads.append(threading.get_ident())
+
+    log = PredictionLog(tmp_path, _fsync=fsync)
+
+    async def one_at_a_time() -> None:
+        for i in range(3):
+            await log.append(_record(f"idle{i}"))
+            await asyncio.sleep(0.01)  # idle between requests
+
+    asyncio.run(one_at_a_time())
+    assert threads == [threading.get_ident()] * 3  # no hand-off to the writer thread
+
+    async def burst() -> None:
+        await asyncio.gather(*(log.append(_record(f"burst{i}")) for i in range(100)))
+
+    threads.clear()
+    asyncio.run(burst())
+    log.close()
+    assert len(threads) < 100 / 5  # grouped by the writer thread
+    assert read_predictions(tmp_path).num_rows == 103
+
+
+def test_segments_are_zero_filled_ahead_and_cut_back_on_close(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path)
+    for i in range(10):
+        log.append_blocking(_record(f"r{i}"))
+    (segment,) = (tmp_path / "segments").iterdir()
+    written = sum(len(frame(encode_prediction(_record(f"r{i}")))) for i in range(10)) + 8
+    assert segment.stat().st_size > written  # the zero-filled space ahead of the data
+    assert read_predictions(tmp_path).num_rows == 10  # readers stop at the zeros
+    log.close()
+    assert segment.stat().st_size == written
+    assert compact(tmp_path).torn == 0
+    assert read_predictions(tmp_path)["request_id"].to_pylist() == [f"r{i}" for i in range(10)]

@@ -13,7 +13,7 @@ from typing import Any
 
 import duckdb
 
-from modelyard.serving.log import (
+from modelyard.store.predlog import (
     PredictionLog,
     PredictionRecord,
     compact,
@@ -146,7 +146,7 @@ def test_partitions_are_readable_by_duckdb_with_hive_partitioning(tmp_path: Path
 _PRODUCER = textwrap.dedent(
     """
     import asyncio, sys, time
-    from modelyard.serving.log import PredictionLog, PredictionRecord
+    from modelyard.store.predlog import PredictionLog, PredictionRecord
 
     async def worker(log, w):
         i = 0
