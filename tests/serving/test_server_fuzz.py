@@ -56,8 +56,19 @@ def test_no_operation_is_a_server_error(live: LiveServer) -> None:
 
 def test_the_document_lists_every_protocol(live: LiveServer) -> None:
     paths = httpx.get(f"{live.url}/openapi.json").json()["paths"]
-    for path in (f"/v1/models/{NAME}:predict", f"/v2/models/{NAME}/infer"):
+    for path in (
+        f"/v1/models/{NAME}:predict",
+        f"/v2/models/{NAME}/infer",
+        f"/v2/models/{NAME}/versions/{{version}}/infer",
+        "/invocations",
+        "/v1/feedback",
+        "/admin/reload",
+        f"/admin/models/{NAME}/traffic",
+    ):
         assert path in paths
+    body = paths[f"/v1/models/{NAME}:predict"]["post"]["requestBody"]
+    shapes = body["content"]["application/json"]["schema"]["oneOf"]
+    assert [s["required"] for s in shapes] == [["instances"], ["entities"]]
 
 
 _JSON = st.recursive(

@@ -60,6 +60,54 @@ def _responses(ok: str) -> dict[str, Any]:
     }
 
 
+_FEEDBACK = {
+    "type": "object",
+    "properties": {
+        "request_id": {"type": "string", "minLength": 1, "maxLength": 128},
+        "label": {},
+        "row": {"type": "integer", "minimum": 0},
+    },
+    "required": ["request_id", "label"],
+    "additionalProperties": False,
+}
+_VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+_TRAFFIC = {
+    "type": "object",
+    "properties": {
+        "primary": {"type": "string"},
+        "canary": {"type": ["string", "null"]},
+        "canary_weight": {"type": "number", "minimum": 0, "maximum": 1},
+        "sticky_key": {"type": ["string", "null"]},
+        "shadow": {"type": ["string", "null"]},
+    },
+    "additionalProperties": False,
+}
+
+
+def _invocations(signature: Signature, record: dict[str, Any]) -> dict[str, Any]:
+    """``dataframe_split``, ``dataframe_records``, ``instances`` or ``inputs``."""
+    split = {
+        "type": "object",
+        "properties": {
+            "columns": {"type": "array", "items": {"type": "string", "enum": signature.names}},
+            "data": {"type": "array", "items": {"type": "array"}},
+        },
+        "required": ["columns", "data"],
+    }
+    records = {"type": "array", "minItems": 1, "items": record}
+    return {
+        "oneOf": [
+            {"type": "object", "properties": {key: schema}, "required": [key]}
+            for key, schema in (
+                ("dataframe_split", split),
+                ("dataframe_records", records),
+                ("instances", records),
+                ("inputs", records),
+            )
+        ]
+    }
+
+
 def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
@@ -72,20 +120,35 @@ def openapi_document(state: ServerState) -> dict[str, Any]:
         },
         "/v1/feedback": {
             "post": {
-                "summary": "Labels for earlier predictions, by request id",
+                "summary": "Labels for earlier predictions, by request id (one or a batch)",
                 "requestBody": _json_body(
                     {
-                        "type": "object",
-                        "properties": {
-                            "request_id": {"type": "string", "minLength": 1, "maxLength": 128},
-                            "label": {},
-                            "row": {"type": "integer", "minimum": 0},
-                        },
-                        "required": ["request_id", "label"],
-                        "additionalProperties": False,
+                        "oneOf": [
+                            _FEEDBACK,
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "feedback": {
+                                        "type": "array",
+                                        "minItems": 1,
+                                        "items": _FEEDBACK,
+                                    }
+                                },
+                                "required": ["feedback"],
+                                "additionalProperties": False,
+                            },
+                        ]
                     }
                 ),
                 "responses": _responses("Accepted"),
+            }
+        },
+        "/admin/reload": {
+            "post": {
+                "summary": "Re-resolve every alias now; load, warm and swap what moved "
+                "(scope admin)",
+                "security": [{"bearer": []}],
+                "responses": _responses("The swaps made"),
             }
         },
     }
@@ -102,10 +165,38 @@ def openapi_document(state: ServerState) -> dict[str, Any]:
             "maxItems": len(signature.columns),
         }
         instances = {"type": "array", "minItems": 1, "items": {"anyOf": [record, row]}}
-        v1_body: dict[str, Any] = {
+        entity = {
             "type": "object",
-            "properties": {"instances": instances},
-            "required": ["instances"],
+            "minProperties": 1,
+            "additionalProperties": {"type": ["string", "number", "integer", "boolean", "null"]},
+        }
+        v1_body: dict[str, Any] = {
+            "oneOf": [
+                {
+                    "type": "object",
+                    "properties": {"instances": instances},
+                    "required": ["instances"],
+                },
+                {
+                    "type": "object",
+                    "description": "Entity keys and request fields; the server looks the "
+                    "model's feature service up in the online store",
+                    "properties": {
+                        "entities": {"type": "array", "minItems": 1, "items": entity},
+                        "parameters": {
+                            "type": "object",
+                            "properties": {
+                                "as_of": {
+                                    "type": "string",
+                                    "format": "date-time",
+                                    "description": "serving.replay only: the time to serve at",
+                                }
+                            },
+                        },
+                    },
+                    "required": ["entities"],
+                },
+            ]
         }
         tensor = {
             "type": "object",
@@ -139,9 +230,51 @@ def openapi_document(state: ServerState) -> dict[str, Any]:
                 "responses": _responses("Outputs"),
             }
         }
+        paths[f"/v2/models/{name}/versions/{{version}}/infer"] = {
+            "post": {
+                "summary": f"Infer with one version of {name}, whatever the traffic policy",
+                "parameters": [_VERSION],
+                "requestBody": _json_body(v2_body),
+                "responses": _responses("Outputs"),
+            }
+        }
         paths[f"/v2/models/{name}"] = {
             "get": {"summary": f"Metadata of {name}", "responses": _responses("Metadata")}
         }
+        paths[f"/v2/models/{name}/versions/{{version}}"] = {
+            "get": {
+                "summary": f"Metadata of one version of {name}",
+                "parameters": [_VERSION],
+                "responses": _responses("Metadata"),
+            }
+        }
+        paths[f"/admin/models/{name}/traffic"] = {
+            "get": {
+                "summary": f"The traffic policy of {name} (scope admin)",
+                "security": [{"bearer": []}],
+                "responses": _responses("Policy"),
+            },
+            "put": {
+                "summary": f"Change the traffic policy of {name} (scope admin)",
+                "security": [{"bearer": []}],
+                "requestBody": _json_body(_TRAFFIC),
+                "responses": _responses("Policy and the swaps it caused"),
+            },
+        }
+        if len(state.deployments) == 1:
+            paths["/invocations"] = {
+                "post": {
+                    "summary": f"Predict with {name} (MLflow scoring protocol)",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": _invocations(signature, record)},
+                            "text/csv": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "responses": _responses("Predictions"),
+                }
+            }
     return {
         "openapi": "3.1.0",
         "info": {"title": "modelyard model server", "version": __version__},
