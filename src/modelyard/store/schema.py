@@ -25,6 +25,8 @@ from sqlalchemy import (
 __all__ = [
     "HEAD_REVISION",
     "model_aliases",
+    "monitor_incidents",
+    "monitor_windows",
     "model_packages",
     "model_versions",
     "registered_models",
@@ -43,7 +45,7 @@ __all__ = [
 ]
 
 #: the newest Alembic revision; a store at this revision needs no migration
-HEAD_REVISION = "0003_features"
+HEAD_REVISION = "0004_monitoring"
 
 metadata = MetaData(
     naming_convention={
@@ -242,4 +244,39 @@ materializations = Table(
     Column("rows", BigInteger, nullable=False),
     Column("at", BigInteger, nullable=False),
     Index(None, "view", "id"),
+)
+
+
+# -- monitoring ---------------------------------------------------------------------------
+
+monitor_windows = Table(
+    "monitor_windows",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("model", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),  # "drift" | "performance"
+    Column("window_start", BigInteger, nullable=False),  # UTC microseconds
+    Column("window_end", BigInteger, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("alarm", Boolean, nullable=False),  # drift: prediction or feature drift
+    Column("summary", Text, nullable=False),  # JSON: the whole result
+    Column("computed_at", BigInteger, nullable=False),
+    UniqueConstraint("model", "version", "kind", "window_start", "window_end"),
+    Index(None, "model", "version", "kind", "window_end"),
+)
+
+monitor_incidents = Table(
+    "monitor_incidents",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("model", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("rule", String(128), nullable=False),
+    Column("cause", String(256), nullable=False),
+    Column("state", String(16), nullable=False),  # "open" | "resolved"
+    Column("opened_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("detail", Text, nullable=False),  # JSON: the windows that breached, values
+    UniqueConstraint("model", "version", "rule", "cause"),
 )

@@ -1,0 +1,395 @@
+"""One reference column, prepared once, compared with many windows.
+
+``NumericReference`` keeps the sorted non-missing values (all of them from data; the
+profile's sorted sample from a ``ReferenceProfile``), the winsorising limits (the 0.1% and
+99.9% quantiles; a profile has no such quantiles, so the sample's min and max; when
+the two are equal, as for a constant column, one robust scale either side), the robust
+scale, the decile bins with their counts and the finite range. A window costs one sort.
+
+``CategoricalReference`` keeps the counts of the ``TOP_K`` most frequent values, the rest
+folded into "other" and remembered, so a value never seen is told apart from a rare one.
+A profile only keeps its top values: when it folded some into ``"__other__"`` a window's
+value outside them counts as "other" (it may be a rare reference value), else as unseen.
+
+The chi-square table is reference vs window over ``[top values..., other, unseen,
+missing]``. An unseen value has a reference count of zero, which would make a single
+unseen row look infinitely unlikely; the reference's unseen cell therefore gets the
+pseudo-count ``n_reference / n_current``, a rate of one row per window, so one unseen row
+is what the null expects and only a share well above ``1 / n_current`` is significant.
+Effects (JS, PSI) use the observed counts, without the pseudo-count.
+
+>>> import numpy as np, pandas as pd
+>>> ref = NumericReference.from_values("x", np.arange(1000.0))
+>>> drift = ref.compare(pd.Series(np.arange(500.0, 1500.0)), DriftSettings())
+>>> drift.test, round(drift.statistic, 3), drift.out_of_range_share
+('ks', 0.5, 0.5)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Final
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from modelyard.models.profile import (
+    BIN_LEVELS,
+    MAD_SCALE,
+    OTHER,
+    CategoricalProfile,
+    NumericProfile,
+)
+from modelyard.monitoring.calibration import (
+    categorical_null_quantile,
+    numeric_null_quantile,
+    scale_to_window,
+)
+from modelyard.monitoring.frames import read_counts, read_numeric
+from modelyard.monitoring.report import ColumnDrift
+from modelyard.monitoring.settings import DriftSettings
+from modelyard.monitoring.stats import (
+    chi2_2xk,
+    jensenshannon,
+    ks_and_wasserstein,
+    psi,
+    robust_scale,
+)
+
+__all__ = ["TOP_K", "CategoricalReference", "NumericReference"]
+
+TOP_K: Final = 100
+WINSOR_LEVELS: Final = (0.001, 0.999)
+
+Floats = NDArray[np.float64]
+_CacheKey = tuple[int, int, int, float, int]
+
+
+def _missing_test(
+    ref_missing: int, ref_rows: int, cur_missing: int, cur_rows: int
+) -> tuple[float, float, float]:
+    """Missing rates of both sides and the 2x2 chi-square p-value of their difference."""
+    ref_rate = ref_missing / ref_rows if ref_rows else math.nan
+    cur_rate = cur_missing / cur_rows if cur_rows else math.nan
+    table = np.array([[ref_missing, ref_rows - ref_missing], [cur_missing, cur_rows - cur_missing]])
+    return ref_rate, cur_rate, chi2_2xk(table).pvalue
+
+
+def _limits(low: float, high: float, scale: float) -> tuple[float, float]:
+    """Winsorising limits; a reference without spread in its tails gets one scale either side."""
+    if low == high:
+        return low - scale, high + scale
+    return low, high
+
+
+@dataclass(kw_only=True)
+class NumericReference:
+    """A numeric reference column; see the module docstring."""
+
+    name: str
+    rows: int
+    missing: int
+    values: Floats
+    low: float
+    high: float
+    scale: float
+    minimum: float | None
+    maximum: float | None
+    edges: Floats
+    bin_counts: NDArray[np.int64]
+    findings: list[str] = field(default_factory=list)
+    _cache: dict[_CacheKey, float] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_values(cls, name: str, column: Floats) -> NumericReference:
+        """Prepare from the column's values (NaN is missing)."""
+        missing = np.isnan(column)
+        values = np.sort(column[~missing])
+        finite = values[np.isfinite(values)]
+        findings = []
+        if finite.size == 0:
+            findings.append(f"column {name!r} has no finite values in the reference")
+            low = high = math.nan
+            mad = iqr = std = None
+            edges = np.empty(0)
+            minimum = maximum = None
+        else:
+            levels = np.array((*WINSOR_LEVELS, 0.25, 0.5, 0.75, *BIN_LEVELS))
+            with np.errstate(over="ignore", invalid="ignore"):
+                found = np.quantile(finite, levels)
+                mad = float(np.median(np.abs(finite - found[3]))) * MAD_SCALE
+                std = float(np.std(finite))
+            low, high = float(found[0]), float(found[1])
+            iqr = float(found[4] - found[2])
+            edges = np.unique(found[5:])
+            minimum, maximum = float(finite[0]), float(finite[-1])
+            if minimum == maximum:
+                findings.append(f"column {name!r} is constant in the reference")
+        bins = np.diff(np.searchsorted(values, edges, side="left"), prepend=0, append=values.size)
+        low, high = _limits(low, high, robust_scale(mad, iqr, std))
+        return cls(
+            name=name,
+            rows=column.size,
+            missing=int(np.count_nonzero(missing)),
+            values=values,
+            low=low,
+            high=high,
+            scale=robust_scale(mad, iqr, std),
+            minimum=minimum,
+            maximum=maximum,
+            edges=edges,
+            bin_counts=bins.astype(np.int64),
+            findings=findings,
+        )
+
+    @classmethod
+    def from_profile(cls, name: str, profile: NumericProfile) -> NumericReference:
+        """Prepare from a profile: KS and Wasserstein against its sample."""
+        sample = np.asarray(profile.sample, dtype=np.float64)
+        findings = []
+        if sample.size == 0:
+            findings.append(f"column {name!r} has no finite values in the reference")
+        elif profile.min == profile.max:
+            findings.append(f"column {name!r} is constant in the reference")
+        scale = robust_scale(profile.mad, profile.iqr, profile.std)
+        low, high = _limits(
+            float(sample[0]) if sample.size else math.nan,
+            float(sample[-1]) if sample.size else math.nan,
+            scale,
+        )
+        return cls(
+            name=name,
+            rows=profile.count,
+            missing=profile.missing,
+            values=sample,
+            low=low,
+            high=high,
+            scale=scale,
+            minimum=profile.min,
+            maximum=profile.max,
+            edges=np.asarray(profile.bin_edges, dtype=np.float64),
+            bin_counts=np.asarray(profile.bin_counts, dtype=np.int64),
+            findings=findings,
+        )
+
+    def null_threshold(self, n_current: int, settings: DriftSettings) -> float:
+        """The calibrated null quantile of the effect for a window of ``n_current`` values."""
+        size = min(n_current, settings.calibration_size)
+        key = (size, self.values.size, settings.resamples, settings.null_quantile, settings.seed)
+        if key not in self._cache:
+            self._cache[key] = numeric_null_quantile(
+                self.values,
+                self.low,
+                self.high,
+                self.scale,
+                size=size,
+                resamples=settings.resamples,
+                quantile=settings.null_quantile,
+                seed=settings.seed,
+            )
+        return scale_to_window(
+            self._cache[key], size=size, n_reference=self.values.size, n_current=n_current
+        )
+
+    def compare(self, series: pd.Series, settings: DriftSettings) -> ColumnDrift:
+        """Compare a window's column with this reference column."""
+        read = read_numeric(self.name, series)
+        column = read.values
+        absent = np.isnan(column)
+        current = column[~absent]
+        del column
+        current.sort()
+        findings = list(self.findings) + ([read.finding] if read.finding else [])
+        ref_rate, cur_rate, missing_p = _missing_test(
+            self.missing, self.rows, int(np.count_nonzero(absent)), absent.size
+        )
+        common = {
+            "name": self.name,
+            "kind": "numeric",
+            "test": "ks",
+            "effect_name": "wasserstein",
+            "missing_reference": ref_rate,
+            "missing_current": cur_rate,
+            "missing_p": missing_p,
+            "n_reference": self.rows,
+            "n_current": absent.size,
+        }
+        if current.size == 0 or self.values.size == 0:
+            findings.append(f"column {self.name!r} has no values to compare in the window")
+            if self.values.size == 0:
+                findings[-1] = f"column {self.name!r} has no values to compare in the reference"
+            return ColumnDrift(
+                **common,  # type: ignore[arg-type]
+                statistic=math.nan,
+                p_value=math.nan,
+                effect=math.nan,
+                findings=findings,
+            )
+        if current.size > 1 and current[0] == current[-1]:
+            findings.append(f"column {self.name!r} is constant in the window")
+        ks, distance = ks_and_wasserstein(self.values, current, self.low, self.high)
+        effect = distance / self.scale
+        threshold = max(self.null_threshold(current.size, settings), settings.min_wasserstein)
+        bins = np.diff(
+            np.searchsorted(current, self.edges, side="left"), prepend=0, append=current.size
+        )
+        return ColumnDrift(
+            **common,  # type: ignore[arg-type]
+            statistic=ks.statistic,
+            p_value=ks.pvalue,
+            effect=effect,
+            threshold=threshold,
+            psi=psi(self.bin_counts, bins, settings.psi_epsilon),
+            wasserstein=effect,
+            out_of_range_share=self._out_of_range(current),
+            findings=findings,
+        )
+
+    def _out_of_range(self, current: Floats) -> float:
+        if self.minimum is None or self.maximum is None:
+            return math.nan
+        below = np.searchsorted(current, self.minimum, side="left")
+        above = current.size - np.searchsorted(current, self.maximum, side="right")
+        return float(below + above) / current.size
+
+
+@dataclass(kw_only=True)
+class CategoricalReference:
+    """A categorical reference column; see the module docstring."""
+
+    name: str
+    rows: int
+    missing: int
+    levels: dict[str, int]
+    """Top value -> its position in ``counts``."""
+    counts: Floats
+    """Counts of ``[top values..., other, unseen, missing]``."""
+    tail: frozenset[str] | None
+    """Values folded into "other"; None when unknown (a profile's ``"__other__"``)."""
+    findings: list[str] = field(default_factory=list)
+    _cache: dict[_CacheKey, float] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_counts(
+        cls, name: str, counts: dict[str, int], missing: int, rows: int, *, top_k: int = TOP_K
+    ) -> CategoricalReference:
+        """Prepare from value counts (a literal ``"__other__"`` value counts as other)."""
+        counts = dict(counts)
+        other = counts.pop(OTHER, 0)
+        ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        tail = frozenset([key for key, _ in ranked[top_k:]] + ([OTHER] if other else []))
+        other += sum(count for _, count in ranked[top_k:])
+        return cls._build(name, dict(ranked[:top_k]), other, missing, rows, tail)
+
+    @classmethod
+    def from_profile(cls, name: str, profile: CategoricalProfile) -> CategoricalReference:
+        """Prepare from a profile's top values and ``"__other__"`` count."""
+        counts = dict(profile.counts)
+        other = counts.pop(OTHER, 0)
+        tail = None if other else frozenset[str]()
+        return cls._build(name, counts, other, profile.missing, profile.count, tail)
+
+    @classmethod
+    def _build(
+        cls,
+        name: str,
+        top: dict[str, int],
+        other: int,
+        missing: int,
+        rows: int,
+        tail: frozenset[str] | None,
+    ) -> CategoricalReference:
+        vector = np.array([*top.values(), other, 0, missing], dtype=np.float64)
+        findings = []
+        if rows == missing:
+            findings.append(f"column {name!r} has no values in the reference")
+        elif len(top) + (1 if other else 0) == 1:
+            findings.append(f"column {name!r} is constant in the reference")
+        levels = {key: i for i, key in enumerate(top)}
+        return cls(
+            name=name,
+            rows=rows,
+            missing=missing,
+            levels=levels,
+            counts=vector,
+            tail=tail,
+            findings=findings,
+        )
+
+    def null_threshold(self, n_current: int, settings: DriftSettings) -> float:
+        """The calibrated null quantile of the JS distance at a window of ``n_current`` rows."""
+        key = (n_current, self.rows, settings.resamples, settings.null_quantile, settings.seed)
+        if key not in self._cache:
+            self._cache[key] = categorical_null_quantile(
+                self.counts,
+                n_reference=self.rows,
+                n_current=n_current,
+                resamples=settings.resamples,
+                quantile=settings.null_quantile,
+                seed=settings.seed,
+            )
+        return self._cache[key]
+
+    def window_counts(self, counts: dict[str, int], missing: int) -> Floats:
+        """A window's counts over ``[top values..., other, unseen, missing]``."""
+        k = len(self.levels)
+        vector = np.zeros(k + 3)
+        for key, count in counts.items():
+            position = self.levels.get(key)
+            if position is None:
+                position = k if self.tail is None or key in self.tail else k + 1
+            vector[position] += count
+        vector[k + 2] = missing
+        return vector
+
+    def compare(self, series: pd.Series, settings: DriftSettings) -> ColumnDrift:
+        """Compare a window's column with this reference column."""
+        read = read_counts(self.name, series)
+        findings = list(self.findings) + ([read.finding] if read.finding else [])
+        current = self.window_counts(read.counts, read.missing)
+        unseen = current[-2]
+        present = read.rows - read.missing
+        ref_rate, cur_rate, missing_p = _missing_test(
+            self.missing, self.rows, read.missing, read.rows
+        )
+        reference = self.counts.copy()
+        if unseen > 0:  # the pseudo-count of the module docstring
+            reference[-2] = self.rows / read.rows
+        common = {
+            "name": self.name,
+            "kind": "categorical",
+            "test": "chi2",
+            "effect_name": "jensenshannon",
+            "missing_reference": ref_rate,
+            "missing_current": cur_rate,
+            "missing_p": missing_p,
+            "unseen_share": float(unseen / present) if present else 0.0,
+            "n_reference": self.rows,
+            "n_current": read.rows,
+        }
+        if read.rows == 0 or self.rows == 0:
+            findings.append(f"column {self.name!r} has no rows to compare")
+            return ColumnDrift(
+                **common,  # type: ignore[arg-type]
+                statistic=math.nan,
+                p_value=math.nan,
+                effect=math.nan,
+                findings=findings,
+            )
+        if present == 0:
+            findings.append(f"column {self.name!r} has no values in the window")
+        chi2 = chi2_2xk(np.vstack([reference, current]))
+        effect = jensenshannon(self.counts, current)
+        threshold = max(self.null_threshold(read.rows, settings), settings.min_jensenshannon)
+        return ColumnDrift(
+            **common,  # type: ignore[arg-type]
+            statistic=chi2.statistic,
+            p_value=chi2.pvalue,
+            effect=effect,
+            threshold=threshold,
+            psi=psi(self.counts, current, settings.psi_epsilon),
+            jensenshannon=effect,
+            findings=findings,
+        )

@@ -1,0 +1,189 @@
+"""Reading a frame one column at a time: as float64 numbers or as category counts.
+
+A frame is a pandas DataFrame, a pyarrow Table or a mapping of column name to 1-d array.
+Columns are read one at a time, so at most one float64 copy of a column is alive.
+Kinds follow ``modelyard.models.profile``: ints, floats, datetimes (epoch seconds) and
+timedeltas (seconds) are numeric; booleans, strings, categories and other objects are
+categorical, keyed by ``str(value)``.
+
+>>> frame = read_frame({"x": [1.0, None, 3.0], "c": ["a", "b", "a"]}, "data")
+>>> frame.n_rows, column_kind("x", frame.columns["x"]), column_kind("c", frame.columns["c"])
+(3, 'numeric', 'categorical')
+>>> read_numeric("x", frame.columns["x"]).values.tolist()
+[1.0, nan, 3.0]
+>>> read_numeric("c", frame.columns["c"]).finding
+"type changed: column 'c' arrived as str, not numbers; read what parses as numbers"
+>>> read_counts("c", frame.columns["c"]).counts
+{'a': 2, 'b': 1}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from modelyard.errors import InvalidInputError
+
+__all__ = ["Counts", "Frame", "Numbers", "column_kind", "read_counts", "read_frame", "read_numeric"]
+
+
+class Frame(NamedTuple):
+    """Rows and columns (pandas Series) of an input frame."""
+
+    n_rows: int
+    columns: dict[str, pd.Series]
+
+
+class Numbers(NamedTuple):
+    """A column as float64, NaN where missing; ``finding`` names a type change."""
+
+    values: NDArray[np.float64]
+    finding: str | None = None
+
+
+class Counts(NamedTuple):
+    """A column as counts of its non-missing values (keyed by ``str``) and its missing."""
+
+    counts: dict[str, int]
+    missing: int
+    rows: int
+    finding: str | None = None
+
+
+def read_frame(data: Any, what: str) -> Frame:
+    """The columns of ``data`` as pandas Series; anything else is an InvalidInputError."""
+    if isinstance(data, pd.DataFrame):
+        if not data.columns.is_unique:
+            raise InvalidInputError("Expected unique column names", loc=what)
+        return Frame(len(data), {str(name): data[name] for name in data.columns})
+    if type(data).__module__.partition(".")[0] == "pyarrow" and hasattr(data, "column_names"):
+        columns = {str(name): data.column(name).to_pandas() for name in data.column_names}
+        return Frame(int(data.num_rows), columns)
+    if isinstance(data, Mapping):
+        return _from_mapping(data, what)
+    raise InvalidInputError(
+        "Expected a pandas DataFrame, a pyarrow Table or a mapping of name to 1-d array, "
+        f"got {type(data).__name__}",
+        loc=what,
+    )
+
+
+def _from_mapping(data: Mapping[Any, Any], what: str) -> Frame:
+    columns: dict[str, pd.Series] = {}
+    n_rows: int | None = None
+    for key, value in data.items():
+        name = str(key)
+        if isinstance(value, pd.Series):
+            series = value.reset_index(drop=True)
+        elif type(value).__module__.partition(".")[0] == "pyarrow":
+            series = value.to_pandas()
+        else:
+            array = np.asarray(value)
+            if array.ndim != 1:
+                raise InvalidInputError(
+                    f"Expected a 1-d array, got {array.ndim} dimensions", loc=f"{what}[{name!r}]"
+                )
+            series = pd.Series(array, copy=False)
+            if array.dtype == object:  # [1.0, None] is numbers with a gap, not categories
+                series = series.infer_objects()
+        if n_rows is not None and len(series) != n_rows:
+            raise InvalidInputError(
+                f"Expected {n_rows} values like the other columns, got {len(series)}",
+                loc=f"{what}[{name!r}]",
+            )
+        n_rows = len(series)
+        columns[name] = series
+    return Frame(n_rows or 0, columns)
+
+
+def column_kind(name: str, series: pd.Series) -> Literal["numeric", "categorical"]:
+    """``"numeric"`` or ``"categorical"`` by dtype; complex numbers are an error."""
+    dtype = series.dtype
+    types = pd.api.types
+    if types.is_bool_dtype(dtype):
+        return "categorical"
+    if types.is_complex_dtype(dtype):
+        raise InvalidInputError(
+            f"Expected numbers, booleans, strings, categories or datetimes, got {dtype}",
+            loc=f"column {name!r}",
+        )
+    if (
+        types.is_numeric_dtype(dtype)
+        or types.is_datetime64_any_dtype(dtype)
+        or types.is_timedelta64_dtype(dtype)
+    ):
+        return "numeric"
+    return "categorical"
+
+
+def read_numeric(name: str, series: pd.Series) -> Numbers:
+    """The column as float64; a non-numeric column is coerced and reported as a finding."""
+    dtype = series.dtype
+    types = pd.api.types
+    if types.is_datetime64_any_dtype(dtype):
+        if getattr(dtype, "tz", None) is not None:
+            series = series.dt.tz_convert(None)
+        return Numbers(_seconds(series.to_numpy(dtype="datetime64[ns]")))
+    if types.is_timedelta64_dtype(dtype):
+        return Numbers(_seconds(series.to_numpy(dtype="timedelta64[ns]")))
+    if column_kind(name, series) == "numeric":
+        return Numbers(series.to_numpy(dtype=np.float64, na_value=np.nan))
+    finding = (
+        f"type changed: column {name!r} arrived as {dtype}, not numbers; "
+        "read what parses as numbers"
+    )
+    if types.is_bool_dtype(dtype):
+        return Numbers(series.to_numpy(dtype=np.float64, na_value=np.nan), finding)
+    try:
+        _check_cells(name, series.value_counts(dropna=True, sort=False).index.tolist())
+        coerced = pd.to_numeric(series.astype(object), errors="coerce")
+    except TypeError as exc:
+        raise _bad_cells(name) from exc
+    return Numbers(coerced.to_numpy(dtype=np.float64, na_value=np.nan), finding)
+
+
+def read_counts(name: str, series: pd.Series, *, expect_categories: bool = True) -> Counts:
+    """Counts of the column's values by ``str(value)``, and its missing count."""
+    finding = None
+    if expect_categories and column_kind(name, series) == "numeric":
+        finding = (
+            f"type changed: column {name!r} arrived as {series.dtype}, not categories; "
+            "counted by str(value)"
+        )
+    try:
+        found = series.value_counts(dropna=True, sort=False)
+    except TypeError as exc:  # unhashable cells: lists, dicts
+        raise _bad_cells(name) from exc
+    values = found.index.tolist()
+    _check_cells(name, values)
+    counts: dict[str, int] = {}
+    for value, count in zip(values, found.to_numpy().tolist(), strict=True):
+        if count:
+            key = str(value)
+            counts[key] = counts.get(key, 0) + int(count)
+    missing = len(series) - sum(counts.values())
+    return Counts(counts, missing, len(series), finding)
+
+
+def _check_cells(name: str, distinct: list[Any]) -> None:
+    """Reject containers, checked once per distinct value (not per row)."""
+    if any(isinstance(value, list | dict | set | tuple | np.ndarray) for value in distinct):
+        raise _bad_cells(name)
+
+
+def _bad_cells(name: str) -> InvalidInputError:
+    return InvalidInputError(
+        "Expected numbers, booleans, strings, categories or datetimes, "
+        "got containers (lists, dicts, tuples) as cells",
+        loc=f"column {name!r}",
+    )
+
+
+def _seconds(array: NDArray[Any]) -> NDArray[np.float64]:
+    ticks = array.view(np.int64).astype(np.float64) / 1e9
+    ticks[np.isnat(array)] = np.nan
+    return ticks
