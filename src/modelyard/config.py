@@ -201,6 +201,81 @@ class ServingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
         _positive("watch_interval_s", self.watch_interval_s)
 
 
+Signal = Literal[
+    "prediction_drift",
+    "feature_drift",
+    "auc",
+    "accuracy",
+    "log_loss",
+    "estimated_auc",
+    "estimated_accuracy",
+    "mae",
+    "rmse",
+]
+DRIFT_SIGNALS = ("prediction_drift", "feature_drift")
+
+
+class AlertRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """An alert: a signal breaching in ``k`` of the last ``m`` windows opens an incident.
+
+    ``prediction_drift`` and ``feature_drift`` (one incident per drifted feature) breach
+    when the window drifts; a metric breaches when it is ``below`` or ``above`` a value.
+    An incident is sent to ``webhook`` (a URL, or the URL in the variable
+    ``webhook_env``, since webhook URLs often hold tokens) as a JSON POST, and
+    ``command`` runs with the incident as JSON in ``MODELYARD_INCIDENT``.
+    """
+
+    name: str
+    signal: Signal
+    below: float | None = None
+    above: float | None = None
+    k: int = 1
+    m: int = 1
+    webhook: str | None = None
+    webhook_env: str | None = None
+    command: str | None = None
+    command_timeout_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.k <= self.m:
+            raise InvalidInputError(
+                f"Expected 1 <= k <= m in alert {self.name!r}, got k={self.k}, m={self.m}"
+            )
+        is_drift = self.signal in DRIFT_SIGNALS
+        if is_drift and (self.below is not None or self.above is not None):
+            raise InvalidInputError(
+                f"Alert {self.name!r}: {self.signal} breaches when the window drifts; "
+                "remove below/above"
+            )
+        if not is_drift and (self.below is None) == (self.above is None):
+            raise InvalidInputError(
+                f"Alert {self.name!r}: expected exactly one of below or above for {self.signal}"
+            )
+        _positive("command_timeout_s", self.command_timeout_s)
+
+
+class MonitoringSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Drift and performance windows over the prediction log, and alerts."""
+
+    #: window length: a number and a unit, s, m, h, d or w (``1d``, ``6h``, ``1w``)
+    window: str = "1d"
+    #: a window's labels have matured when this share of its rows has feedback
+    min_label_coverage: float = 0.8
+    #: overrides of the drift engine's defaults (``alpha``, ``correction``,
+    #: ``min_wasserstein``, ...), see ``modelyard.monitoring.DriftSettings``
+    drift: dict[str, Any] = msgspec.field(default_factory=dict)
+    alerts: tuple[AlertRule, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_label_coverage <= 1:
+            raise InvalidInputError(
+                f"Expected min_label_coverage in (0, 1], got {self.min_label_coverage!r}"
+            )
+        names = [a.name for a in self.alerts]
+        if len(set(names)) != len(names):
+            raise InvalidInputError(f"Expected unique alert names, got {names}")
+
+
 class _FileConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The shape of ``modelyard.yaml``; every key is optional."""
 
@@ -211,6 +286,7 @@ class _FileConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     models: ModelsSettings = msgspec.field(default_factory=ModelsSettings)
     features: FeaturesSettings = msgspec.field(default_factory=FeaturesSettings)
     serving: ServingSettings = msgspec.field(default_factory=ServingSettings)
+    monitoring: MonitoringSettings = msgspec.field(default_factory=MonitoringSettings)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -224,6 +300,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     models: ModelsSettings = msgspec.field(default_factory=ModelsSettings)
     features: FeaturesSettings = msgspec.field(default_factory=FeaturesSettings)
     serving: ServingSettings = msgspec.field(default_factory=ServingSettings)
+    monitoring: MonitoringSettings = msgspec.field(default_factory=MonitoringSettings)
 
     def describe(self) -> dict[str, str]:
         """Settings for display, with credentials removed from URLs."""
@@ -369,4 +446,5 @@ def load_settings(
         models=file.models,
         features=msgspec.structs.replace(file.features, online_store=_resolve_sqlite(online, root)),
         serving=file.serving,
+        monitoring=file.monitoring,
     )

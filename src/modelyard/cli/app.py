@@ -16,7 +16,7 @@ from rich.text import Text
 
 import modelyard.cli.models_import
 import modelyard.cli.models_optimize  # noqa: F401 - registers `models optimize` on models.app
-from modelyard.cli import features, models, runs, serve
+from modelyard.cli import features, models, monitor, runs, serve
 from modelyard.cli.context import CliState
 from modelyard.cli.output import console, err_console, print_json
 from modelyard.config import init_project
@@ -32,6 +32,7 @@ app = typer.Typer(
 app.add_typer(runs.app, name="runs")
 app.add_typer(models.app, name="models")
 app.add_typer(features.app, name="features")
+app.add_typer(monitor.app, name="monitor")
 app.command("serve")(serve.serve)
 
 

@@ -296,3 +296,17 @@ def read_holdout(artifacts: ArtifactStore, manifest: Manifest) -> tuple[Any, np.
     frame = pd.read_parquet(io.BytesIO(artifacts.get_bytes(entry.sha256, name=entry.path)))
     score_cols = [c for c in frame.columns if str(c).startswith(SCORE_PREFIX)]
     return frame.drop(columns=score_cols), frame[score_cols].to_numpy(dtype=np.float64)
+
+
+def read_profile(artifacts: ArtifactStore, manifest: Manifest) -> Any:
+    """The package's reference profile (``ReferenceProfile``), hash-verified by the store."""
+    from modelyard.models.profile import ReferenceProfile
+
+    if manifest.profile is None:
+        raise InvalidInputError(
+            "The package has no reference profile (it was logged without a training frame); "
+            "monitor it against files with --reference",
+            loc="profile",
+        )
+    entry = manifest.file(manifest.profile)
+    return ReferenceProfile.from_json(artifacts.get_bytes(entry.sha256, name=entry.path))

@@ -9,7 +9,7 @@ advisory lock on PostgreSQL), so several processes may open a fresh store at onc
 
 >>> db = open_database("sqlite://")
 >>> db.revision()
-'0003_features'
+'0004_monitoring'
 >>> db.close()
 """
 

@@ -1,0 +1,469 @@
+"""``Monitor``: drift and performance over the prediction log, stored, alerted, reported.
+
+For a registered model version it reads the served rows of each window from the
+prediction log, compares them (inputs and outputs) with the package's reference profile,
+joins the labels that arrived as feedback, stores one result per window and kind in the
+metadata store (``store.monitor_results``), and evaluates the project's alert rules. The
+report data (``report_data``) gathers the stored windows, the latest window's causes and
+distributions, a domain classifier (the package's held-out rows against the latest
+window) and the incidents, for ``html.render_report``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from modelyard.config import Settings
+from modelyard.errors import InvalidInputError, NotFoundError
+from modelyard.models.manifest import Manifest
+from modelyard.models.package import read_holdout, read_profile
+from modelyard.models.profile import (
+    OTHER,
+    CategoricalProfile,
+    NumericProfile,
+    ReferenceProfile,
+)
+from modelyard.monitoring.alerts import AlertEvent, evaluate_alerts
+from modelyard.monitoring.domain import domain_classifier
+from modelyard.monitoring.drift import Reference
+from modelyard.monitoring.performance import classification_window, regression_window
+from modelyard.monitoring.settings import DriftSettings
+from modelyard.monitoring.windows import LogWindow, parse_window, read_log, split_windows
+from modelyard.registry.client import ModelRegistry
+from modelyard.store.database import Database, open_database
+from modelyard.store.monitor_results import MonitorResults, WindowResult
+
+__all__ = ["Monitor", "MonitorRun", "MonitoredModel", "drift_settings"]
+
+Progress = Callable[[int, int], None]
+
+
+def drift_settings(overrides: dict[str, Any]) -> DriftSettings:
+    """``DriftSettings`` with the project's ``monitoring.drift`` overrides."""
+    try:
+        return msgspec.convert(overrides, DriftSettings)
+    except msgspec.ValidationError as exc:
+        raise InvalidInputError(f"Bad drift setting: {exc}", loc="monitoring.drift") from exc
+
+
+@dataclass
+class MonitoredModel:
+    """A model version with what monitoring needs of its package."""
+
+    name: str
+    version: int
+    manifest: Manifest
+    profile: ReferenceProfile
+    reference: Reference
+
+    @property
+    def inputs(self) -> list[str]:
+        return list(self.profile.columns)
+
+    @property
+    def outputs(self) -> list[str]:
+        return list(self.profile.outputs)
+
+    @property
+    def classes(self) -> list[str] | None:
+        names = [n for n in self.profile.outputs if n.startswith("proba_")]
+        return [n.removeprefix("proba_") for n in names] if names else None
+
+
+@dataclass
+class MonitorRun:
+    """What ``Monitor.run`` computed."""
+
+    model: MonitoredModel
+    drift: list[WindowResult] = field(default_factory=list)
+    performance: list[WindowResult] = field(default_factory=list)
+    events: list[AlertEvent] = field(default_factory=list)
+
+
+def _us(when: datetime) -> int:
+    return int(when.timestamp() * 1_000_000)
+
+
+def _iso(us: int) -> str:
+    return datetime.fromtimestamp(us / 1e6, UTC).isoformat()
+
+
+class Monitor:
+    """Monitoring of the project in ``settings``; close it (or use ``with``) when done."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        log_dir: str | Path | None = None,
+        db: Database | None = None,
+    ) -> None:
+        self.settings = settings
+        self._own_db = db is None
+        self.db = db or open_database(settings.db_url)
+        self.registry = ModelRegistry(settings, db=self.db)
+        self.results = MonitorResults(self.db)
+        folder = Path(log_dir or settings.serving.log_dir)
+        self.log_dir = folder if folder.is_absolute() else settings.project_dir / folder
+        self.drift_settings = drift_settings(settings.monitoring.drift)
+
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.registry.close()
+        if self._own_db:
+            self.db.close()
+
+    # -- the model ----------------------------------------------------------------------
+
+    def model(self, ref: str) -> MonitoredModel:
+        """The version ``ref`` names (``name``, ``name@alias``, ``name/3``) and its profile."""
+        if "@" not in ref and "/" not in ref:
+            ref = f"{ref}@production"
+        version = self.registry.get_version(ref)
+        manifest = self.registry.manifest(ref)
+        profile: ReferenceProfile = read_profile(self.registry.artifacts, manifest)
+        return MonitoredModel(
+            version.name, version.version, manifest, profile, Reference.from_profile(profile)
+        )
+
+    def _windows(
+        self,
+        model: MonitoredModel,
+        window: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        *,
+        labels: bool,
+    ) -> list[LogWindow]:
+        length = parse_window(window or self.settings.monitoring.window)
+        table = read_log(
+            self.log_dir,
+            model.name,
+            model.version,
+            inputs=model.inputs,
+            outputs=model.outputs,
+            since=since,
+            until=until,
+            labels=labels,
+        )
+        return list(split_windows(table, length, since=since, until=until))
+
+    # -- drift --------------------------------------------------------------------------
+
+    def drift(
+        self,
+        model: MonitoredModel,
+        *,
+        window: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        progress: Progress | None = None,
+    ) -> list[WindowResult]:
+        """Compare every window with the reference profile; store and return the results."""
+        windows = self._windows(model, window, since, until, labels=False)
+        results = []
+        for i, part in enumerate(windows):
+            report = model.reference.compare(
+                part.inputs,
+                outputs=part.outputs.select(
+                    [n for n in model.outputs if n in part.outputs.column_names]
+                ),
+                settings=self.drift_settings,
+            )
+            summary = report.to_dict()
+            summary["ranked"] = [c.name for c in report.ranked(drifted_only=True)]
+            summary["start"], summary["end"] = part.start.isoformat(), part.end.isoformat()
+            alarm = report.prediction_drift or bool(report.drifted_columns)
+            results.append(
+                WindowResult(
+                    model.name,
+                    model.version,
+                    "drift",
+                    _us(part.start),
+                    _us(part.end),
+                    part.rows,
+                    alarm,
+                    summary,
+                )
+            )
+            if progress is not None:
+                progress(i + 1, len(windows))
+        self.results.save_windows(results)
+        return results
+
+    # -- performance --------------------------------------------------------------------
+
+    def performance(
+        self,
+        model: MonitoredModel,
+        *,
+        window: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[WindowResult]:
+        """Realised and estimated metrics of every window; stored and returned."""
+        coverage = self.settings.monitoring.min_label_coverage
+        results = []
+        classes = model.classes
+        for part in self._windows(model, window, since, until, labels=True):
+            labels = _labels(part.labels, classes)
+            if classes is not None:
+                names = [f"proba_{c}" for c in classes]
+                missing = [n for n in names if n not in part.outputs.column_names]
+                if missing:
+                    raise NotFoundError(
+                        f"The prediction log of {model.name} v{model.version} has no "
+                        f"{', '.join(missing)}: it cannot measure a classifier without scores"
+                    )
+                matrix = np.column_stack(
+                    [part.outputs.column(n).to_numpy(zero_copy_only=False) for n in names]
+                ).astype(np.float64)
+                summary = classification_window(
+                    classes, matrix, labels, min_label_coverage=coverage
+                )
+            else:
+                name = model.outputs[0] if model.outputs else "prediction"
+                predicted = part.outputs.column(name).to_numpy(zero_copy_only=False)
+                summary = regression_window(predicted, labels, min_label_coverage=coverage)
+            summary["start"], summary["end"] = part.start.isoformat(), part.end.isoformat()
+            results.append(
+                WindowResult(
+                    model.name,
+                    model.version,
+                    "performance",
+                    _us(part.start),
+                    _us(part.end),
+                    part.rows,
+                    False,
+                    summary,
+                )
+            )
+        self.results.save_windows(results)
+        return results
+
+    # -- alerts and everything ----------------------------------------------------------
+
+    def alerts(self, model: MonitoredModel, *, notify: bool = True) -> list[AlertEvent]:
+        """Evaluate the project's alert rules over the stored windows."""
+        return evaluate_alerts(
+            self.settings.monitoring.alerts,
+            self.results,
+            model.name,
+            model.version,
+            notify=notify,
+        )
+
+    def run(
+        self,
+        ref: str,
+        *,
+        window: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        notify: bool = True,
+        progress: Progress | None = None,
+    ) -> MonitorRun:
+        """Drift, performance and alerts for ``ref``."""
+        model = self.model(ref)
+        run = MonitorRun(model)
+        run.drift = self.drift(model, window=window, since=since, until=until, progress=progress)
+        run.performance = self.performance(model, window=window, since=since, until=until)
+        run.events = self.alerts(model, notify=notify)
+        return run
+
+    # -- report -------------------------------------------------------------------------
+
+    def report_data(
+        self,
+        model: MonitoredModel,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        window: str | None = None,
+        domain: bool = True,
+    ) -> dict[str, Any]:
+        """Everything ``html.render_report`` shows, from the stored windows and the log."""
+        since_us = None if since is None else _us(since)
+        until_us = None if until is None else _us(until)
+        length = int(parse_window(window or self.settings.monitoring.window).total_seconds() * 1e6)
+
+        def stored(kind: str) -> list[WindowResult]:
+            found = self.results.windows(
+                model.name, model.version, kind, since_us=since_us, until_us=until_us
+            )
+            # windows of this length only (the first and last may be cut by since/until)
+            return [
+                w
+                for w in found
+                if w.end_us - w.start_us == length
+                or (
+                    w.end_us - w.start_us < length
+                    and (w.start_us == since_us or w.end_us == until_us)
+                )
+            ]
+
+        drift = stored("drift")
+        performance = stored("performance")
+        data: dict[str, Any] = {
+            "model": model.name,
+            "version": model.version,
+            "generated_at": datetime.now(UTC).isoformat(),
+            "reference": {"rows": model.profile.n_rows, "source": "package profile"},
+            "windows": [_drift_entry(w) for w in drift],
+            "performance": [
+                {**w.summary, "start": _iso(w.start_us), "end": _iso(w.end_us)} for w in performance
+            ],
+            "causes": [],
+            "distributions": {},
+            "domain_classifier": None,
+            "incidents": [
+                {
+                    **i.to_dict(),
+                    "opened_at": _iso(i.opened_at_us),
+                    "updated_at": _iso(i.updated_at_us),
+                }
+                for i in self.results.incidents(model.name, model.version)
+            ],
+            "findings": [],
+        }
+        if not drift:
+            data["findings"].append(
+                "no drift windows stored yet: run `modelyard monitor drift` first"
+            )
+            return data
+        latest = drift[-1]
+        columns = latest.summary.get("columns", {})
+        order = latest.summary.get("ranked", []) + [
+            n for n in columns if n not in latest.summary.get("ranked", [])
+        ]
+        data["causes"] = [{"name": n, **columns[n]} for n in order if n in columns]
+        data["findings"] += latest.summary.get("findings", [])
+        start = datetime.fromtimestamp(latest.start_us / 1e6, UTC)
+        end = datetime.fromtimestamp(latest.end_us / 1e6, UTC)
+        windows = self._windows(model, window or _length(latest), start, end, labels=False)
+        if windows:
+            current = windows[-1]
+            data["distributions"] = _distributions(model.profile, current, order)
+            if domain:
+                data["domain_classifier"] = self._domain(model, current)
+        return data
+
+    def _domain(self, model: MonitoredModel, current: LogWindow) -> dict[str, Any] | None:
+        if model.manifest.holdout is None:
+            return None
+        reference, _ = read_holdout(self.registry.artifacts, model.manifest)
+        names = [
+            n for n in model.inputs if n in reference.columns and n in current.inputs.column_names
+        ]
+        if not names or current.rows < 50:
+            return None
+        result = domain_classifier(reference[names], current.inputs.select(names).to_pandas())
+        return {
+            "auc": result.auc,
+            "ci_low": result.ci_low,
+            "ci_high": result.ci_high,
+            "drifted": result.drifted,
+            "importances": dict(result.importances),
+            "n_reference": result.n_reference,
+            "n_current": result.n_current,
+        }
+
+
+def _length(window: WindowResult) -> str:
+    return f"{max(1, (window.end_us - window.start_us) // 1_000_000)}s"
+
+
+def _drift_entry(window: WindowResult) -> dict[str, Any]:
+    return {
+        "start": _iso(window.start_us),
+        "end": _iso(window.end_us),
+        "rows": window.rows,
+        "alarm": window.alarm,
+        "prediction_drift": bool(window.summary.get("prediction_drift")),
+        "drift": window.summary,
+    }
+
+
+def _labels(labels: pa.Array | None, classes: Sequence[str] | None) -> list[str | None]:
+    if labels is None:
+        return []
+    values: list[str | None] = labels.to_pylist()
+    if classes is not None and {"True", "False"} & set(classes):
+        named = {"true": "True", "false": "False"}
+        values = [None if v is None else named.get(v, v) for v in values]
+    return values
+
+
+def _distributions(
+    profile: ReferenceProfile, current: LogWindow, order: Sequence[str], limit: int = 30
+) -> dict[str, Any]:
+    """Reference vs current shares per feature (and output) on common bins."""
+    out: dict[str, Any] = {}
+    items: list[tuple[str, Any, pa.Table]] = [
+        (n, profile.columns[n], current.inputs) for n in order if n in profile.columns
+    ][:limit]
+    items += [(n, p, current.outputs) for n, p in profile.outputs.items()]
+    for name, column, table in items:
+        if name not in table.column_names:
+            continue
+        values = table.column(name)
+        if isinstance(column, NumericProfile) and column.sample:
+            out[name] = _numeric_shares(np.asarray(column.sample), values)
+        elif isinstance(column, CategoricalProfile):
+            out[name] = _categorical_shares(column, values)
+    return out
+
+
+def _numeric_shares(sample: np.ndarray, values: pa.ChunkedArray) -> dict[str, Any]:
+    current = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
+    current = current[np.isfinite(current)]
+    low, high = np.quantile(sample, [0.005, 0.995])
+    if current.size:
+        low = min(low, float(np.quantile(current, 0.005)))
+        high = max(high, float(np.quantile(current, 0.995)))
+    if not (math.isfinite(low) and math.isfinite(high)) or low == high:
+        low, high = float(low) - 0.5, float(high) + 0.5
+    edges = np.linspace(low, high, 31)
+    ref_counts = np.histogram(np.clip(sample, low, high), edges)[0]
+    cur_counts = np.histogram(np.clip(current, low, high), edges)[0]
+    return {
+        "kind": "numeric",
+        "edges": edges.tolist(),
+        "reference": (ref_counts / max(1, ref_counts.sum())).tolist(),
+        "current": (cur_counts / max(1, cur_counts.sum())).tolist(),
+    }
+
+
+def _categorical_shares(column: CategoricalProfile, values: pa.ChunkedArray) -> dict[str, Any]:
+    counts = pc.value_counts(pc.cast(values, pa.string()).drop_null().combine_chunks())
+    current = {str(v["values"]): int(v["counts"]) for v in counts.to_pylist()}
+    top = [c for c in column.counts if c != OTHER][:15]
+    unseen = sum(v for k, v in current.items() if k not in column.counts)
+    categories = [*top, OTHER, "(unseen)"]
+    ref_total = max(1, sum(column.counts.values()))
+    cur_total = max(1, sum(current.values()))
+    ref_other = sum(v for k, v in column.counts.items() if k not in top)
+    cur_other = sum(v for k, v in current.items() if k in column.counts and k not in top)
+    return {
+        "kind": "categorical",
+        "categories": categories,
+        "reference": [column.counts.get(c, 0) / ref_total for c in top]
+        + [ref_other / ref_total, 0.0],
+        "current": [current.get(c, 0) / cur_total for c in top]
+        + [cur_other / cur_total, unseen / cur_total],
+    }

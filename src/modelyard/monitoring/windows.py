@@ -1,0 +1,192 @@
+"""Time windows over the prediction log: what each window's rows were, and their labels.
+
+The log is read through DuckDB (``modelyard.store.predlog.connect``), records not yet
+compacted included, for one model version and the routes that answered (``primary``
+and ``canary``; a ``shadow`` version's records are its own, read by asking for it).
+Windows are aligned on multiples of their length from Monday 2000-01-03 00:00 UTC, so a
+``1d`` window is a UTC day and a ``1w`` window a Monday-to-Monday week, whichever range
+is asked for; a window that holds no row is skipped.
+
+Labels come from the feedback beside the log: a label with a row number labels that
+row; one without labels every row of its request, or, when it is a list, each row by
+position. The latest label of a row wins.
+
+>>> parse_window("6h")
+datetime.timedelta(seconds=21600)
+>>> [w.isoformat() for w in window_bounds(dt(2013, 3, 1, 13), timedelta(days=1))]
+['2013-03-01T00:00:00+00:00', '2013-03-02T00:00:00+00:00']
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from modelyard.errors import InvalidInputError
+from modelyard.store import predlog
+
+__all__ = [
+    "ORIGIN",
+    "LogWindow",
+    "dt",
+    "parse_window",
+    "read_log",
+    "split_windows",
+    "window_bounds",
+]
+
+ORIGIN = datetime(2000, 1, 3, tzinfo=UTC)  # a Monday
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_WINDOW = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+
+
+def dt(year: int, month: int, day: int, hour: int = 0) -> datetime:
+    """A UTC datetime, for examples and tests."""
+    return datetime(year, month, day, hour, tzinfo=UTC)
+
+
+def parse_window(text: str) -> timedelta:
+    """``"1d"``, ``"6h"``, ``"30m"``, ``"1w"``, ``"90s"`` as a timedelta."""
+    match = _WINDOW.match(text) if isinstance(text, str) else None
+    if match is None or int(match.group(1)) == 0:
+        raise InvalidInputError(
+            f"Expected a window like 1d, 6h, 30m or 1w (a positive number and a unit s, m, "
+            f"h, d or w), got {text!r}",
+            loc="window",
+        )
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+def window_bounds(when: datetime, length: timedelta) -> tuple[datetime, datetime]:
+    """The aligned window holding ``when``."""
+    steps = (when - ORIGIN) // length
+    start = ORIGIN + steps * length
+    return start, start + length
+
+
+@dataclass(frozen=True)
+class LogWindow:
+    """One window's rows: model inputs, outputs and (when asked) labels."""
+
+    start: datetime
+    end: datetime
+    inputs: pa.Table  # columns named as the model's inputs
+    outputs: pa.Table  # columns named as the model's outputs ("proba_1", "label", ...)
+    labels: pa.Array | None = None  # strings; null where no label arrived
+    request_ids: pa.Array | None = None
+
+    @property
+    def rows(self) -> int:
+        return int(self.inputs.num_rows)
+
+    @property
+    def labelled(self) -> int:
+        return 0 if self.labels is None else int(len(self.labels) - self.labels.null_count)
+
+
+def _us(when: datetime) -> int:
+    if when.tzinfo is None:
+        raise InvalidInputError(f"Expected a time with a zone, got {when.isoformat()}")
+    return int(when.timestamp() * 1_000_000)
+
+
+def read_log(
+    log_dir: str | Path,
+    model: str,
+    version: int,
+    *,
+    inputs: Sequence[str],
+    outputs: Sequence[str],
+    since: datetime | None = None,
+    until: datetime | None = None,
+    labels: bool = False,
+    routes: Sequence[str] = ("primary", "canary"),
+) -> pa.Table:
+    """The logged rows of ``model`` v``version``, oldest first.
+
+    Columns: ``time`` (timestamp, UTC), ``request_id``, ``input.<name>`` for each of
+    ``inputs`` the log holds, ``output.<name>`` likewise, and ``label`` (string) with
+    ``labels``.
+    """
+    con = predlog.connect(log_dir)
+    try:
+        present = {row[0] for row in con.execute("DESCRIBE predictions").fetchall()}
+        wanted = [f"input.{n}" for n in inputs] + [f"output.{n}" for n in outputs]
+        selected = ", ".join(f'p."{c}"' for c in wanted if c in present)
+        where = ["p.model = ?", "p.version = ?", f"p.route IN ({', '.join('?' * len(routes))})"]
+        params: list[object] = [model, version, *routes]
+        if since is not None:
+            where.append("p.time >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("p.time < ?")
+            params.append(until)
+        label = ""
+        joins = ""
+        if labels:
+            # a row's own label, else its request's (a list is indexed by row)
+            label = (
+                ", coalesce(json_extract_string(fr.label, '$'), CASE WHEN "
+                "json_type(fa.label) = 'ARRAY' THEN json_extract_string(fa.label, "
+                "'$[' || p.\"row\" || ']') ELSE json_extract_string(fa.label, '$') END) AS label"
+            )
+            joins = (
+                ' LEFT JOIN (SELECT request_id, "row", arg_max(label, time) AS label '
+                'FROM feedback WHERE "row" IS NOT NULL GROUP BY ALL) fr '
+                'ON fr.request_id = p.request_id AND fr."row" = p."row"'
+                " LEFT JOIN (SELECT request_id, arg_max(label, time) AS label "
+                'FROM feedback WHERE "row" IS NULL GROUP BY ALL) fa '
+                "ON fa.request_id = p.request_id"
+            )
+        query = (
+            f"SELECT p.time, p.request_id{', ' + selected if selected else ''}{label} "
+            f"FROM predictions p{joins} WHERE {' AND '.join(where)} "
+            'ORDER BY p.time, p.request_id, p."row"'
+        )
+        return con.sql(query, params=params).to_arrow_table()
+    finally:
+        con.close()
+
+
+def split_windows(
+    table: pa.Table,
+    length: timedelta,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Iterator[LogWindow]:
+    """The non-empty aligned windows of a ``read_log`` table (sorted by time)."""
+    if table.num_rows == 0:
+        return
+    times = pc.cast(table.column("time"), pa.int64()).to_numpy()
+    step = int(length.total_seconds() * 1_000_000)
+    origin = _us(ORIGIN)
+    buckets = (times - origin) // step
+    cuts = np.flatnonzero(np.diff(buckets)) + 1
+    starts = np.concatenate([[0], cuts])
+    ends = np.concatenate([cuts, [len(times)]])
+    inputs = [c for c in table.column_names if c.startswith("input.")]
+    outputs = [c for c in table.column_names if c.startswith("output.")]
+    for first, last in zip(starts.tolist(), ends.tolist(), strict=True):
+        part = table.slice(first, last - first)
+        begin = ORIGIN + timedelta(microseconds=int(buckets[first]) * step)
+        end = begin + length
+        if since is not None:
+            begin = max(begin, since)
+        if until is not None:
+            end = min(end, until)
+        yield LogWindow(
+            start=begin,
+            end=end,
+            inputs=part.select(inputs).rename_columns([c[6:] for c in inputs]),
+            outputs=part.select(outputs).rename_columns([c[7:] for c in outputs]),
+            labels=part.column("label").combine_chunks() if "label" in part.column_names else None,
+            request_ids=part.column("request_id").combine_chunks(),
+        )
