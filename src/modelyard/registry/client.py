@@ -88,6 +88,11 @@ class ModelRegistry:
         self._runs = SQLTrackingStore(self._db)
         self.artifacts = artifacts or ArtifactStore(settings.artifacts)
 
+    @property
+    def db(self) -> Database:
+        """The metadata store this registry reads and writes."""
+        return self._db
+
     def close(self) -> None:
         if self._own_db:
             self._db.close()

@@ -11,6 +11,7 @@ aggregates every worker.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -81,8 +82,56 @@ class ServerMetrics:
             ["model", "outcome"],
             registry=target,
         )
+        # the latest monitored window of each served version (``modelyard monitor``):
+        # effect / threshold per feature and output, so > 1 means past the threshold
+        self.feature_drift = Gauge(
+            "modelyard_feature_drift",
+            "Drift of each feature in the latest monitored window: effect / threshold",
+            ["model", "version", "feature"],
+            registry=target,
+            multiprocess_mode="max",
+        )
+        self.feature_drifted = Gauge(
+            "modelyard_feature_drifted",
+            "1 when the feature drifted in the latest monitored window",
+            ["model", "version", "feature"],
+            registry=target,
+            multiprocess_mode="max",
+        )
+        self.prediction_drift = Gauge(
+            "modelyard_prediction_drift",
+            "Drift of each model output in the latest monitored window: effect / threshold",
+            ["model", "version", "output"],
+            registry=target,
+            multiprocess_mode="max",
+        )
+        self.drift_window_end = Gauge(
+            "modelyard_drift_window_end_seconds",
+            "End of the latest monitored window (Unix seconds)",
+            ["model", "version"],
+            registry=target,
+            multiprocess_mode="max",
+        )
         if self.multiprocess:
             MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
+
+    def export_drift(self, model: str, version: int, end_us: int, summary: dict[str, Any]) -> None:
+        """Set the drift gauges of one version from a stored drift window's summary."""
+        label = str(version)
+        for gauge, key, field in (
+            (self.feature_drift, "columns", "feature"),
+            (self.prediction_drift, "outputs", "output"),
+        ):
+            for name, column in summary.get(key, {}).items():
+                effect, threshold = column.get("effect"), column.get("threshold")
+                if effect is None or not threshold:
+                    continue
+                gauge.labels(model, label, name).set(effect / threshold)
+                if field == "feature":
+                    self.feature_drifted.labels(model, label, name).set(
+                        1.0 if column.get("drifted") else 0.0
+                    )
+        self.drift_window_end.labels(model, label).set(end_us / 1e6)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

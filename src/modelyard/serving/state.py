@@ -30,6 +30,7 @@ from modelyard.serving.auth import ApiKeys
 from modelyard.serving.deployments import Deployment, parse_target
 from modelyard.serving.loaded import LoadedModel
 from modelyard.serving.metrics import ServerMetrics
+from modelyard.store.monitor_results import MonitorResults
 from modelyard.store.predlog import PredictionLog
 
 __all__ = ["FeatureLookup", "ServerState", "traffic_file"]
@@ -103,6 +104,7 @@ class ServerState:
     deployments: dict[str, Deployment] = field(default_factory=dict)
     trust: bool = False
     _traffic_mtime: float = -1.0
+    _drift_exported: dict[tuple[str, int], int] = field(default_factory=dict)
     _watch: asyncio.Task[None] | None = None
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -162,6 +164,7 @@ class ServerState:
         except ModelyardError as exc:  # serving without features still works for instances
             logger.warning("Feature definitions not loaded: %s", exc)
         await self.refresh()
+        await asyncio.to_thread(self._export_drift)
         self._watch = asyncio.get_running_loop().create_task(self._watch_loop())
 
     async def refresh(self) -> list[str]:
@@ -192,6 +195,21 @@ class ServerState:
             for slot, served in deployment.slots():
                 self.metrics.loaded.labels(deployment.name, str(served.model.version), slot).set(1)
 
+    def _export_drift(self) -> None:
+        """The latest stored drift window of each served version, as Prometheus gauges."""
+        results = MonitorResults(self.registry.db)
+        for deployment in self.deployments.values():
+            for _, served in deployment.slots():
+                model = served.model
+                latest = results.latest(model.name, model.version, "drift")
+                if latest is not None and latest.end_us != self._drift_exported.get(
+                    (model.name, model.version)
+                ):
+                    self.metrics.export_drift(
+                        model.name, model.version, latest.end_us, latest.summary
+                    )
+                    self._drift_exported[(model.name, model.version)] = latest.end_us
+
     async def _watch_loop(self) -> None:
         interval = self.settings.serving.watch_interval_s
         while True:
@@ -199,6 +217,7 @@ class ServerState:
             try:
                 self._read_traffic()
                 await self.refresh()
+                await asyncio.to_thread(self._export_drift)
             except Exception:  # deliberate: the watcher must outlive any one failure
                 logger.exception("Refreshing the served versions failed")
 
