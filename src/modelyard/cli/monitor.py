@@ -24,6 +24,7 @@ from modelyard.errors import InvalidInputError
 from modelyard.monitoring import DriftReport, Reference
 from modelyard.monitoring.alerts import AlertEvent
 from modelyard.monitoring.monitor import Monitor, drift_settings
+from modelyard.monitoring.windows import parse_window
 from modelyard.store.monitor_results import Incident, WindowResult
 
 app = typer.Typer(
@@ -58,6 +59,17 @@ def _time(value: str | None, option: str) -> datetime | None:
             loc=option,
         )
     return moment.astimezone(UTC)
+
+
+def _window(value: str | None) -> str | None:
+    """``--window`` checked here, so a bad one is reported as the option."""
+    if value is not None:
+        try:
+            parse_window(value)
+        except InvalidInputError as exc:
+            text = exc.message.removesuffix(f" - at {exc.loc}")
+            raise InvalidInputError(text, loc="--window") from None
+    return value
 
 
 def _monitor(ctx: typer.Context, log_dir: Path | None) -> Monitor:
@@ -193,7 +205,7 @@ def drift(
     with _progress(as_json) as advance:
         windows = monitor.drift(
             model,
-            window=window,
+            window=_window(window),
             since=_time(since, "--since"),
             until=_time(until, "--until"),
             progress=advance,
@@ -293,7 +305,7 @@ def performance(
     monitor = _monitor(ctx, log_dir)
     model = monitor.model(ref)
     windows = monitor.performance(
-        model, window=window, since=_time(since, "--since"), until=_time(until, "--until")
+        model, window=_window(window), since=_time(since, "--since"), until=_time(until, "--until")
     )
     if as_json:
         print_json(
@@ -366,7 +378,7 @@ def run(
     with _progress(as_json) as advance:
         result = monitor.run(
             ref,
-            window=window,
+            window=_window(window),
             since=_time(since, "--since"),
             until=_time(until, "--until"),
             notify=notify,
@@ -467,7 +479,7 @@ def report(
     model = monitor.model(ref)
     data = monitor.report_data(
         model,
-        window=window,
+        window=_window(window),
         since=_time(since, "--since"),
         until=_time(until, "--until"),
         domain=domain,

@@ -9,7 +9,7 @@ is asked for; a window that holds no row is skipped.
 
 Labels come from the feedback beside the log: a label with a row number labels that
 row; one without labels every row of its request, or, when it is a list, each row by
-position. The latest label of a row wins.
+position. The latest label of a row wins, whichever of the two kinds it is.
 
 >>> parse_window("6h")
 datetime.timedelta(seconds=21600)
@@ -132,16 +132,18 @@ def read_log(
         joins = ""
         if labels:
             # a row's own label, else its request's (a list is indexed by row)
+            # the latest label of the row: its own, or its request's (a list by row)
             label = (
-                ", coalesce(json_extract_string(fr.label, '$'), CASE WHEN "
-                "json_type(fa.label) = 'ARRAY' THEN json_extract_string(fa.label, "
-                "'$[' || p.\"row\" || ']') ELSE json_extract_string(fa.label, '$') END) AS label"
+                ", CASE WHEN fr.label IS NOT NULL AND (fa.label IS NULL OR fr.t >= fa.t) "
+                "THEN json_extract_string(fr.label, '$') WHEN json_type(fa.label) = 'ARRAY' "
+                "THEN json_extract_string(fa.label, '$[' || p.\"row\" || ']') "
+                "ELSE json_extract_string(fa.label, '$') END AS label"
             )
             joins = (
-                ' LEFT JOIN (SELECT request_id, "row", arg_max(label, time) AS label '
-                'FROM feedback WHERE "row" IS NOT NULL GROUP BY ALL) fr '
+                ' LEFT JOIN (SELECT request_id, "row", arg_max(label, time) AS label, '
+                'max(time) AS t FROM feedback WHERE "row" IS NOT NULL GROUP BY ALL) fr '
                 'ON fr.request_id = p.request_id AND fr."row" = p."row"'
-                " LEFT JOIN (SELECT request_id, arg_max(label, time) AS label "
+                " LEFT JOIN (SELECT request_id, arg_max(label, time) AS label, max(time) AS t "
                 'FROM feedback WHERE "row" IS NULL GROUP BY ALL) fa '
                 "ON fa.request_id = p.request_id"
             )

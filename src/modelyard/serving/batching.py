@@ -45,6 +45,50 @@ __all__ = ["BatchStats", "Batcher", "Overloaded", "concat_inputs"]
 Predict = Callable[[Inputs], dict[str, np.ndarray]]
 
 
+class BatchCost:
+    """A model call's cost as ``fixed + per_row * rows``, fitted over recent batches.
+
+    Least squares over exponentially decayed sums, so it follows a model that slows
+    down. With one batch size seen so far the whole cost is taken as per call: the
+    optimistic reading, since queued rows then run as one batch whose time corrects the
+    fit, and a request the model cannot reach in time still gets 429 at its deadline.
+
+    >>> cost = BatchCost()
+    >>> for rows in (1, 8, 1, 8, 32):
+    ...     cost.observe(rows, 0.010 + 0.001 * rows)  # 10 ms per call, 1 ms per row
+    >>> round(cost.fixed_s, 4), round(cost.per_row_s, 4)
+    (0.01, 0.001)
+    >>> round(cost.seconds(100, max_batch_rows=64), 3)  # two calls for 100 rows
+    0.12
+    """
+
+    def __init__(self, decay: float = 0.9) -> None:
+        self.decay = decay
+        self._n = self._x = self._y = self._xx = self._xy = 0.0
+        self.fixed_s = 0.0
+        self.per_row_s = 0.0
+
+    def observe(self, rows: int, seconds: float) -> None:
+        d = self.decay
+        self._n = d * self._n + 1
+        self._x = d * self._x + rows
+        self._y = d * self._y + seconds
+        self._xx = d * self._xx + rows * rows
+        self._xy = d * self._xy + rows * seconds
+        spread = self._n * self._xx - self._x * self._x
+        if spread > 1e-9 * max(1.0, self._n * self._xx):
+            slope = (self._n * self._xy - self._x * self._y) / spread
+            self.per_row_s = max(0.0, slope)
+            self.fixed_s = max(0.0, (self._y - self.per_row_s * self._x) / self._n)
+        else:  # one batch size so far: all of it per call (see the class docstring)
+            self.fixed_s, self.per_row_s = self._y / self._n, 0.0
+
+    def seconds(self, rows: int, max_batch_rows: int) -> float:
+        """Expected seconds to run ``rows`` queued rows in calls of at most ``max_batch_rows``."""
+        calls = -(-rows // max(1, max_batch_rows))
+        return calls * self.fixed_s + rows * self.per_row_s
+
+
 class Overloaded(ModelyardError):
     """The model cannot answer in time: the client should retry after ``retry_after_s``."""
 
@@ -112,7 +156,8 @@ class Batcher:
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="modelyard-model")
-        #: seconds per row, smoothed over recent batches (for admission)
+        #: seconds per batch call and per row, fitted over recent batches (for admission)
+        self._cost = BatchCost()
         self._row_s = 0.0
         self.stats = BatchStats()
 
@@ -130,9 +175,9 @@ class Batcher:
             self.stats.shed += 1
             raise Overloaded(
                 f"The model's queue is full ({self._queued_rows} rows waiting); retry shortly",
-                retry_after_s=max(0.05, self._queued_rows * self._row_s),
+                retry_after_s=max(0.05, self._cost.seconds(self._queued_rows, self.max_batch_rows)),
             )
-        expected = (self._queued_rows + rows) * self._row_s
+        expected = self._cost.seconds(self._queued_rows + rows, self.max_batch_rows)
         if expected > self.timeout_s:
             self.stats.shed += 1
             raise Overloaded(
@@ -224,6 +269,7 @@ class Batcher:
             rows = merged.rows
             per_row = elapsed / max(rows, 1)
             self._row_s = per_row if self._row_s == 0 else 0.8 * self._row_s + 0.2 * per_row
+            self._cost.observe(rows, elapsed)
             self.stats.batches += 1
             self.stats.rows += rows
             self.stats.sizes.append(rows)
