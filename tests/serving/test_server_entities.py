@@ -196,3 +196,35 @@ def test_unknown_entity_and_model_without_a_feature_service(
     assert "activity:spend" in unknown.text and "missing feature" in unknown.text
     assert plain.status_code == 422
     assert "$.entities" in plain.text and "feature service" in plain.text
+
+
+def test_monitor_skew_recomputes_the_logged_lookups(
+    project: tuple[Settings, LogisticRegression, pd.DataFrame], serve: ServeFactory
+) -> None:
+    """Served at T0+100 min: the offline join agrees. Served "at T0+30 min" from a store
+    already holding the T0+1 h values: the check finds exactly those rows' features."""
+    from modelyard.monitoring.monitor import Monitor
+
+    settings, _, _ = project
+    server = serve(serving(settings, replay=True), ["scorer"])
+    users = ["u1", "u2", "u3", "u4"]
+    with server.client() as client:
+        good = client.post(
+            "/v1/models/scorer:predict",
+            json=_body(users, [30] * 4, as_of=(T0 + timedelta(minutes=100)).isoformat()),
+        )
+    assert good.status_code == 200, good.text
+    with Monitor(settings, log_dir=server.log_dir) as monitor:
+        model = monitor.model("scorer")
+        clean = monitor.skew(model)
+        assert clean.rows == 4 and clean.ok, clean.to_dict()
+        with server.client() as client:
+            early = client.post(
+                "/v1/models/scorer:predict",
+                json=_body(users[:3], [30] * 3, as_of=(T0 + timedelta(minutes=30)).isoformat()),
+            )
+        assert early.status_code == 200, early.text
+        found = monitor.skew(model)
+    assert found.rows == 7 and not found.ok
+    assert found.features["activity:spend"]["mismatches"] == 3
+    assert found.features["activity:visits"]["checked"] == 7

@@ -121,6 +121,7 @@ def monitor_demo(project: Path, *, validation_auc: float, quiet: bool = False) -
         try:
             run = monitor.run(MODEL)
             data = monitor.report_data(run.model)
+            skew = monitor.skew(run.model, sample=5000)
         finally:
             if previous is None:
                 os.environ.pop(WEBHOOK_ENV, None)
@@ -128,6 +129,12 @@ def monitor_demo(project: Path, *, validation_auc: float, quiet: bool = False) -
                 os.environ[WEBHOOK_ENV] = previous
     report = write_report(data, project / "monitoring-report.html")
     _print(console, run, data, received)
+    mismatches = sum(f["mismatches"] for f in skew.features.values())
+    console.print(
+        f"Training/serving skew: {mismatches} mismatches in {len(skew.features)} features of "
+        f"{skew.rows:,} served vectors recomputed offline as of their request times.",
+        soft_wrap=True,
+    )
     console.print(f"Report: {report}", soft_wrap=True, highlight=False)
     console.print(
         f"  modelyard --project {project} monitor run {MODEL}\n"
@@ -151,6 +158,7 @@ def monitor_demo(project: Path, *, validation_auc: float, quiet: bool = False) -
         ],
         "alerts": [e.to_dict() for e in run.events],
         "webhook_received": len(received),
+        "skew": skew.to_dict(),
     }
 
 
@@ -189,6 +197,7 @@ def _print(console: Console, run: Any, data: dict[str, Any], received: list[Any]
         + " drifted most in the last week (weighted by importance)"
         + (
             f"; a classifier tells that week from the training data with AUC {domain['auc']:.2f}"
+            f" (mostly by {max(domain['importances'], key=domain['importances'].get)})"
             if domain
             else ""
         ),

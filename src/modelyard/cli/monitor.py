@@ -405,6 +405,60 @@ def run(
         console.print("Alerts: no change.")
 
 
+@app.command("skew")
+def skew(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="Model: NAME, NAME@ALIAS or NAME/VERSION.")],
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    sample: Annotated[
+        int, typer.Option("--sample", help="Logged rows to check, drawn at random (0: all).")
+    ] = 10_000,
+    log_dir: LogDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Training/serving skew: the feature vectors the server looked up, recomputed offline.
+
+    Each logged entity request's features are recomputed by the point-in-time join as of
+    the request's time; mismatches are counted per feature. Exits 1 on skew.
+    """
+    if sample < 0:
+        raise InvalidInputError(f"Expected a sample size >= 0, got {sample}", loc="--sample")
+    monitor = _monitor(ctx, log_dir)
+    model = monitor.model(ref)
+    found = monitor.skew(
+        model,
+        since=_time(since, "--since"),
+        until=_time(until, "--until"),
+        sample=sample or None,
+    )
+    if as_json:
+        print_json({"model": model.name, "version": model.version, **found.to_dict()})
+    else:
+        table = Table(
+            title=f"{model.name} v{model.version}: served vs offline ({found.rows:,} rows)",
+            title_justify="left",
+        )
+        table.add_column("feature", no_wrap=True)
+        for col in ("checked", "mismatches", "served null", "offline null"):
+            table.add_column(col, justify="right")
+        for ref_name, counts in found.features.items():
+            bad = counts["mismatches"]
+            table.add_row(
+                escape(ref_name),
+                f"{counts['checked']:,}",
+                f"[red]{bad:,}[/]" if bad else "0",
+                f"{counts['served_null']:,}",
+                f"{counts['offline_null']:,}",
+            )
+        console.print(table)
+        console.print(
+            "No skew." if found.ok else "[red]Skew[/]: served values differ from the offline join."
+        )
+    if not found.ok:
+        raise typer.Exit(1)
+
+
 @app.command("alerts")
 def alerts(
     ctx: typer.Context,

@@ -25,6 +25,8 @@ import pyarrow.compute as pc
 
 from modelyard.config import Settings
 from modelyard.errors import InvalidInputError, NotFoundError
+from modelyard.features.skew import LoggedSkewReport
+from modelyard.features.store import FeatureStore
 from modelyard.models.manifest import Manifest
 from modelyard.models.package import read_holdout, read_profile
 from modelyard.models.profile import (
@@ -255,6 +257,48 @@ class Monitor:
             )
         self.results.save_windows(results)
         return results
+
+    # -- skew ---------------------------------------------------------------------------
+
+    def skew(
+        self,
+        model: MonitoredModel,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        sample: int | None = 10_000,
+        seed: int = 0,
+    ) -> LoggedSkewReport:
+        """The feature layer's skew check over the feature vectors the server looked up.
+
+        Each logged row (entity keys, request fields, the looked-up ``view:feature``
+        values, its time) is recomputed offline as of its time; at most ``sample`` rows,
+        drawn at random, are checked.
+        """
+        table = read_log(
+            self.log_dir,
+            model.name,
+            model.version,
+            inputs=None,
+            outputs=[],
+            since=since,
+            until=until,
+            features=True,
+        )
+        if not any(c.startswith("feature.") for c in table.column_names):
+            raise NotFoundError(
+                f"{model.name} v{model.version} has no logged feature lookups in that range: "
+                "skew is checked on requests that sent entity keys"
+            )
+        if sample is not None and table.num_rows > sample:
+            rows = np.sort(np.random.default_rng(seed).choice(table.num_rows, sample, False))
+            table = table.take(pa.array(rows))
+        frame = table.drop_columns(["request_id"]).to_pandas()
+        store = FeatureStore(self.settings)
+        try:
+            return store.check_logged_skew(frame, time_column="time")
+        finally:
+            store.close()
 
     # -- alerts and everything ----------------------------------------------------------
 

@@ -102,23 +102,28 @@ def read_log(
     model: str,
     version: int,
     *,
-    inputs: Sequence[str],
+    inputs: Sequence[str] | None,
     outputs: Sequence[str],
     since: datetime | None = None,
     until: datetime | None = None,
     labels: bool = False,
+    features: bool = False,
     routes: Sequence[str] = ("primary", "canary"),
 ) -> pa.Table:
     """The logged rows of ``model`` v``version``, oldest first.
 
     Columns: ``time`` (timestamp, UTC), ``request_id``, ``input.<name>`` for each of
-    ``inputs`` the log holds, ``output.<name>`` likewise, and ``label`` (string) with
-    ``labels``.
+    ``inputs`` the log holds (every one for None), ``output.<name>`` likewise, every
+    ``feature.<view:feature>`` with ``features``, and ``label`` (string) with ``labels``.
     """
     con = predlog.connect(log_dir)
     try:
         present = {row[0] for row in con.execute("DESCRIBE predictions").fetchall()}
+        if inputs is None:
+            inputs = sorted(c[6:] for c in present if c.startswith("input."))
         wanted = [f"input.{n}" for n in inputs] + [f"output.{n}" for n in outputs]
+        if features:
+            wanted += sorted(c for c in present if c.startswith("feature."))
         selected = ", ".join(f'p."{c}"' for c in wanted if c in present)
         where = ["p.model = ?", "p.version = ?", f"p.route IN ({', '.join('?' * len(routes))})"]
         params: list[object] = [model, version, *routes]

@@ -246,11 +246,12 @@ def replay_flights(
                 progress.update(task, description=f"replaying {day.isoformat()}")
                 todays = flights[local_day == day]
                 labels: list[dict[str, Any]] = []
-                previous: datetime | None = None
                 for begin, end in _steps(day):
-                    # the online store as the booking system would see it at `begin`
-                    features.materialize(previous, begin)
-                    previous = begin
+                    # the online store as the booking system would see it at `begin`:
+                    # every event up to and including that moment (materialization
+                    # covers event times before its end), aggregates over their full
+                    # windows (an incremental run recomputes them from every row)
+                    features.materialize_incremental(begin + timedelta(microseconds=1))
                     stamp = todays["event_timestamp"]
                     batch = todays[(stamp >= begin) & (stamp < end)]
                     if batch.empty:
