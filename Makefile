@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test check bench-tracking bench-models bench-features bench-serving clean
+.PHONY: install demo test check bench-tracking bench-models bench-features bench-serving bench-monitoring clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ bench-features: install
 
 bench-serving: install
 	$(BIN)/python benchmarks/serving/run.py
+
+bench-monitoring: install
+	$(BIN)/python benchmarks/monitoring/run.py
 
 clean:
 	rm -rf $(VENV) modelyard-demo .pytest_cache .mypy_cache .ruff_cache

@@ -364,3 +364,33 @@ def test_profile_outputs_give_prediction_drift() -> None:
         "proba_yes",
     ]
     assert report.outputs["label"].test == "chi2"
+
+
+def _zipf_levels(rng: np.random.Generator, n: int, levels: int = 500) -> np.ndarray:
+    weights = 1.0 / np.arange(1, levels + 1) ** 1.1
+    return rng.choice([f"sku_{i:04d}" for i in range(levels)], size=n, p=weights / weights.sum())
+
+
+def test_a_long_tailed_category_is_no_alarm_in_small_windows() -> None:
+    """500 Zipf levels, 1k-row reference and windows: new windows hold about 15% values the
+    reference missed by chance; the Good-Turing unseen share expects them."""
+    rng = np.random.default_rng(42)
+    windows = 30
+    alarms = 0
+    for _ in range(windows):
+        reference = Reference.from_data({"sku": _zipf_levels(rng, 1000)})
+        report = reference.compare({"sku": _zipf_levels(rng, 1000)})
+        column = report.columns["sku"]
+        assert column.unseen_share > 0.05  # the situation this test is about
+        alarms += column.drifted
+    # at most ~5% per window by the test's alpha: P(X >= 6) < 1e-3 for Binomial(30, 0.05)
+    assert alarms < _binomial_limit(windows, 0.05), alarms
+
+
+def test_a_flood_of_new_values_in_a_long_tailed_category_is_caught() -> None:
+    rng = np.random.default_rng(43)
+    reference = Reference.from_data({"sku": _zipf_levels(rng, 1000)})
+    window = _zipf_levels(rng, 1000)
+    window[:400] = [f"new_{i % 50}" for i in range(400)]  # 40% of rows: 50 new products
+    column = reference.compare({"sku": window}).columns["sku"]
+    assert column.drifted and column.unseen_share >= 0.4

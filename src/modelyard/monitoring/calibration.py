@@ -91,8 +91,13 @@ def categorical_null_quantile(
     resamples: int,
     quantile: float,
     seed: int = 0,
+    window_counts: NDArray[np.float64] | None = None,
 ) -> float:
     """The ``quantile`` of the JS distance between multinomial draws from ``counts``.
+
+    ``window_counts`` (default ``counts``) are the shares a window of the same population
+    is expected to show on the same cells: for a category, with part of the mass moved
+    to "unseen" (values the reference sample missed), which the reference never holds.
 
     >>> categorical_null_quantile(np.array([5.0, 5.0]), n_reference=10**6, n_current=10**6,
     ...     resamples=100, quantile=0.99) < 0.01
@@ -103,6 +108,7 @@ def categorical_null_quantile(
         return math.nan
     rng = np.random.default_rng([seed, n_reference, n_current])
     p = counts / total
+    q = p if window_counts is None else window_counts / float(np.sum(window_counts))
     reference = rng.multinomial(n_reference, p, size=resamples).astype(np.float64)
-    current = rng.multinomial(n_current, p, size=resamples).astype(np.float64)
+    current = rng.multinomial(n_current, q, size=resamples).astype(np.float64)
     return float(np.quantile(jensenshannon_rows(reference, current), quantile))

@@ -13,10 +13,16 @@ value outside them counts as "other" (it may be a rare reference value), else as
 
 The chi-square table is reference vs window over ``[top values..., other, unseen,
 missing]``. An unseen value has a reference count of zero, which would make a single
-unseen row look infinitely unlikely; the reference's unseen cell therefore gets the
-pseudo-count ``n_reference / n_current``, a rate of one row per window, so one unseen row
-is what the null expects and only a share well above ``1 / n_current`` is significant.
-Effects (JS, PSI) use the observed counts, without the pseudo-count.
+unseen row look infinitely unlikely; the reference's unseen cell therefore gets a
+pseudo-count: the larger of ``n_reference / n_current`` (one row per window) and the
+Good-Turing estimate of the unseen share (the share of reference rows whose value
+appears once, moved there from the rare values; see ``expected_window``), so a
+long-tailed column whose new windows naturally hold values the reference missed is not
+an alarm, and only a share well above that is significant.
+Levels too sparse for the chi-square approximation (fewer than 5 rows in both samples
+together) are pooled into one cell first. The null distribution of the JS distance is
+drawn the same way: a window from the reference's shares with the Good-Turing unseen
+share added. Effects (JS, PSI) use the observed counts, without the pseudo-count.
 
 >>> import numpy as np, pandas as pd
 >>> ref = NumericReference.from_values("x", np.arange(1000.0))
@@ -28,6 +34,7 @@ Effects (JS, PSI) use the observed counts, without the pseudo-count.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -54,11 +61,12 @@ from modelyard.monitoring.stats import (
     chi2_2xk,
     jensenshannon,
     ks_and_wasserstein,
+    pool_sparse,
     psi,
     robust_scale,
 )
 
-__all__ = ["TOP_K", "CategoricalReference", "NumericReference"]
+__all__ = ["TOP_K", "CategoricalReference", "NumericReference", "good_turing"]
 
 TOP_K: Final = 100
 WINSOR_LEVELS: Final = (0.001, 0.999)
@@ -268,6 +276,10 @@ class CategoricalReference:
     """Counts of ``[top values..., other, unseen, missing]``."""
     tail: frozenset[str] | None
     """Values folded into "other"; None when unknown (a profile's ``"__other__"``)."""
+    unseen_rate: float = 0.0
+    """Good-Turing estimate of the share of new rows whose value the reference never saw."""
+    expected: Floats | None = None
+    """What a window of the same population is expected to hold (``expected_window``)."""
     findings: list[str] = field(default_factory=list)
     _cache: dict[_CacheKey, float] = field(default_factory=dict, repr=False)
 
@@ -277,11 +289,14 @@ class CategoricalReference:
     ) -> CategoricalReference:
         """Prepare from value counts (a literal ``"__other__"`` value counts as other)."""
         counts = dict(counts)
+        adjusted = good_turing(counts)
         other = counts.pop(OTHER, 0)
         ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
         tail = frozenset([key for key, _ in ranked[top_k:]] + ([OTHER] if other else []))
         other += sum(count for _, count in ranked[top_k:])
-        return cls._build(name, dict(ranked[:top_k]), other, missing, rows, tail)
+        built = cls._build(name, dict(ranked[:top_k]), other, missing, rows, tail)
+        built.unseen_rate, built.expected = _expected(built, adjusted, ranked[:top_k])
+        return built
 
     @classmethod
     def from_profile(cls, name: str, profile: CategoricalProfile) -> CategoricalReference:
@@ -289,7 +304,12 @@ class CategoricalReference:
         counts = dict(profile.counts)
         other = counts.pop(OTHER, 0)
         tail = None if other else frozenset[str]()
-        return cls._build(name, counts, other, profile.missing, profile.count, tail)
+        built = cls._build(name, counts, other, profile.missing, profile.count, tail)
+        if tail is not None:  # every value is listed: the sample's frequencies are known
+            built.unseen_rate, built.expected = _expected(
+                built, good_turing(counts), list(counts.items())
+            )
+        return built
 
     @classmethod
     def _build(
@@ -329,8 +349,18 @@ class CategoricalReference:
                 resamples=settings.resamples,
                 quantile=settings.null_quantile,
                 seed=settings.seed,
+                window_counts=self.expected_window(),
             )
         return self._cache[key]
+
+    def expected_window(self) -> Floats:
+        """The counts a window of the reference's population is expected to show.
+
+        A sample overstates the values it happened to hold, the rare ones most: by
+        Good-Turing, the values seen ``r`` times are expected ``(r + 1) N(r+1) / N(r)``
+        times, and the values seen once tell the share never seen (``unseen_rate``).
+        """
+        return self.counts.copy() if self.expected is None else self.expected.copy()
 
     def window_counts(self, counts: dict[str, int], missing: int) -> Floats:
         """A window's counts over ``[top values..., other, unseen, missing]``."""
@@ -354,9 +384,9 @@ class CategoricalReference:
         ref_rate, cur_rate, missing_p = _missing_test(
             self.missing, self.rows, read.missing, read.rows
         )
-        reference = self.counts.copy()
+        reference = self.expected_window()
         if unseen > 0:  # the pseudo-count of the module docstring
-            reference[-2] = self.rows / read.rows
+            reference[-2] = max(self.rows / read.rows, reference[-2])
         common = {
             "name": self.name,
             "kind": "categorical",
@@ -380,7 +410,7 @@ class CategoricalReference:
             )
         if present == 0:
             findings.append(f"column {self.name!r} has no values in the window")
-        chi2 = chi2_2xk(np.vstack([reference, current]))
+        chi2 = chi2_2xk(pool_sparse(np.vstack([reference, current])))
         effect = jensenshannon(self.counts, current)
         threshold = max(self.null_threshold(read.rows, settings), settings.min_jensenshannon)
         return ColumnDrift(
@@ -393,3 +423,40 @@ class CategoricalReference:
             jensenshannon=effect,
             findings=findings,
         )
+
+
+def good_turing(counts: dict[str, int], below: int = 5) -> tuple[dict[str, float], float]:
+    """Good-Turing adjusted counts of the values seen fewer than ``below`` times, and the
+    unseen share ``N(1) / N``; the adjusted seen counts sum to ``N - N(1)``.
+
+    >>> adjusted, unseen = good_turing({"a": 10, "b": 1, "c": 1, "d": 2})
+    >>> unseen, round(sum(adjusted.values()), 6)
+    (0.14285714285714285, 12.0)
+    """
+    total = float(sum(counts.values()))
+    if total <= 0:
+        return {k: float(v) for k, v in counts.items()}, 0.0
+    frequencies = Counter(counts.values())
+    raw = {}
+    for key, r in counts.items():
+        following = frequencies.get(r + 1, 0)
+        raw[key] = (r + 1) * following / frequencies[r] if r < below and following else float(r)
+    unseen = frequencies.get(1, 0) / total
+    scale = (total * (1.0 - unseen)) / sum(raw.values()) if sum(raw.values()) else 0.0
+    return {key: value * scale for key, value in raw.items()}, unseen
+
+
+def _expected(
+    built: CategoricalReference,
+    adjusted: tuple[dict[str, float], float],
+    top: list[tuple[str, int]],
+) -> tuple[float, Floats]:
+    values, unseen = adjusted
+    expected = built.counts.copy()
+    k = len(built.levels)
+    present = built.rows - built.missing
+    listed = [values[key] for key, _ in top]
+    expected[:k] = listed
+    expected[k] = sum(v for key, v in values.items() if key not in built.levels)
+    expected[k + 1] = unseen * present
+    return unseen, expected

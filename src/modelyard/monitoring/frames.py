@@ -1,7 +1,8 @@
 """Reading a frame one column at a time: as float64 numbers or as category counts.
 
-A frame is a pandas DataFrame, a pyarrow Table or a mapping of column name to 1-d array.
-Columns are read one at a time, so at most one float64 copy of a column is alive.
+A frame is a pandas DataFrame, a pyarrow Table, a mapping of column name to 1-d array,
+or a Parquet file (its path). Columns are read one at a time, so at most one float64
+copy of a column is alive.
 Kinds follow ``modelyard.models.profile``: ints, floats, datetimes (epoch seconds) and
 timedeltas (seconds) are numeric; booleans, strings, categories and other objects are
 categorical, keyed by ``str(value)``.
@@ -19,7 +20,9 @@ categorical, keyed by ``str(value)``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -35,7 +38,30 @@ class Frame(NamedTuple):
     """Rows and columns (pandas Series) of an input frame."""
 
     n_rows: int
-    columns: dict[str, pd.Series]
+    columns: Mapping[str, pd.Series]
+
+
+class _LazyColumns(Mapping[str, pd.Series]):
+    """Columns converted to pandas only when asked for, one at a time."""
+
+    def __init__(self, names: list[str], load: Callable[[str], pd.Series]) -> None:
+        self._names = names
+        self._known = frozenset(names)
+        self._load = load
+
+    def __getitem__(self, name: str) -> pd.Series:
+        if name not in self._known:
+            raise KeyError(name)
+        return self._load(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._known
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 class Numbers(NamedTuple):
@@ -55,14 +81,30 @@ class Counts(NamedTuple):
 
 
 def read_frame(data: Any, what: str) -> Frame:
-    """The columns of ``data`` as pandas Series; anything else is an InvalidInputError."""
+    """The columns of ``data`` as pandas Series; anything else is an InvalidInputError.
+
+    ``data`` may also be the path of a Parquet file (or a ``pyarrow.parquet.ParquetFile``):
+    its columns are then read from disk one at a time, as are a pyarrow Table's converted
+    one at a time, so a wide frame never exists twice in memory.
+    """
     if isinstance(data, pd.DataFrame):
         if not data.columns.is_unique:
             raise InvalidInputError("Expected unique column names", loc=what)
         return Frame(len(data), {str(name): data[name] for name in data.columns})
-    if type(data).__module__.partition(".")[0] == "pyarrow" and hasattr(data, "column_names"):
-        columns = {str(name): data.column(name).to_pandas() for name in data.column_names}
-        return Frame(int(data.num_rows), columns)
+    if isinstance(data, str | os.PathLike) and str(data).lower().endswith((".parquet", ".pq")):
+        return _from_parquet(Path(data), what)
+    if type(data).__module__.partition(".")[0] == "pyarrow":
+        if hasattr(data, "metadata") and hasattr(data, "read_row_group"):  # a ParquetFile
+            return _parquet_frame(data)
+        if hasattr(data, "column_names"):
+            table = data
+            names = [str(name) for name in table.column_names]
+            if len(set(names)) != len(names):
+                raise InvalidInputError("Expected unique column names", loc=what)
+            return Frame(
+                int(table.num_rows),
+                _LazyColumns(names, lambda name: table.column(name).to_pandas()),
+            )
     if isinstance(data, Mapping):
         return _from_mapping(data, what)
     raise InvalidInputError(
@@ -70,6 +112,28 @@ def read_frame(data: Any, what: str) -> Frame:
         f"got {type(data).__name__}",
         loc=what,
     )
+
+
+def _from_parquet(path: Path, what: str) -> Frame:
+    import pyarrow.parquet as pq
+
+    try:
+        handle = pq.ParquetFile(path)
+    except (OSError, ValueError) as exc:  # missing file, not Parquet
+        raise InvalidInputError(
+            f"Expected a readable Parquet file, got {path}: {exc}", loc=what
+        ) from exc
+    return _parquet_frame(handle)
+
+
+def _parquet_frame(handle: Any) -> Frame:
+    names = [str(name) for name in handle.schema_arrow.names]
+
+    def load(name: str) -> pd.Series:
+        series: pd.Series = handle.read(columns=[name]).column(0).to_pandas()
+        return series
+
+    return Frame(int(handle.metadata.num_rows), _LazyColumns(names, load))
 
 
 def _from_mapping(data: Mapping[Any, Any], what: str) -> Frame:

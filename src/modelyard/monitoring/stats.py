@@ -55,6 +55,7 @@ __all__ = [
     "ks_and_wasserstein",
     "ks_2samp_sorted",
     "ks_pvalue",
+    "pool_sparse",
     "psi",
     "robust_scale",
     "wasserstein_sorted",
@@ -260,6 +261,19 @@ def chi2_2xk(
         observed = observed + np.minimum(0.5, np.abs(diff)) * np.sign(diff)
     statistic = float(np.sum((observed - expected) ** 2 / expected))
     return ChiSquareResult(statistic, dof, float(distributions.chi2.sf(statistic, dof)))
+
+
+def pool_sparse(table: NDArray[np.float64], minimum: float = 5.0) -> NDArray[np.float64]:
+    """A 2xK table with the columns holding fewer than ``minimum`` rows (both rows
+    together) pooled into one last column, so the chi-square approximation holds.
+
+    >>> pool_sparse(np.array([[50.0, 1, 2, 40], [45.0, 0, 1, 60]])).tolist()
+    [[50.0, 40.0, 3.0], [45.0, 60.0, 1.0]]
+    """
+    sparse = table.sum(axis=0) < minimum
+    if sparse.sum() < 2:
+        return table
+    return np.column_stack([table[:, ~sparse], table[:, sparse].sum(axis=1)])
 
 
 def robust_scale(mad: float | None, iqr: float | None, std: float | None) -> float:
