@@ -193,3 +193,17 @@ def test_null_quantile_follows_the_square_root_law() -> None:
     # Quadrupling the size halves the quantile, within resampling noise.
     predicted = scale_to_window(small, size=250, n_reference=1000, n_current=1000)
     assert predicted == pytest.approx(large, rel=0.2)
+
+
+def test_sorted_mad_equals_numpy_on_ties_and_any_centre() -> None:
+    from modelyard.monitoring.columns import sorted_mad
+
+    rng = np.random.default_rng(17)
+    for trial in range(2000):
+        n = int(rng.integers(1, 200))
+        if trial % 2:
+            x = np.sort(rng.integers(-4, 5, size=n).astype(np.float64))  # many ties
+        else:
+            x = np.sort(rng.normal(size=n))
+        centre = float(np.median(x)) if trial % 3 else float(rng.normal())
+        assert sorted_mad(x, centre) == float(np.median(np.abs(x - centre)))

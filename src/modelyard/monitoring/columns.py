@@ -66,7 +66,7 @@ from modelyard.monitoring.stats import (
     robust_scale,
 )
 
-__all__ = ["TOP_K", "CategoricalReference", "NumericReference", "good_turing"]
+__all__ = ["TOP_K", "CategoricalReference", "NumericReference", "good_turing", "sorted_mad"]
 
 TOP_K: Final = 100
 WINSOR_LEVELS: Final = (0.001, 0.999)
@@ -127,7 +127,7 @@ class NumericReference:
             levels = np.array((*WINSOR_LEVELS, 0.25, 0.5, 0.75, *BIN_LEVELS))
             with np.errstate(over="ignore", invalid="ignore"):
                 found = np.quantile(finite, levels)
-                mad = float(np.median(np.abs(finite - found[3]))) * MAD_SCALE
+                mad = sorted_mad(finite, float(found[3])) * MAD_SCALE
                 std = float(np.std(finite))
             low, high = float(found[0]), float(found[1])
             iqr = float(found[4] - found[2])
@@ -460,3 +460,49 @@ def _expected(
     expected[k] = sum(v for key, v in values.items() if key not in built.levels)
     expected[k + 1] = unseen * present
     return unseen, expected
+
+
+def sorted_mad(values: Floats, median: float) -> float:
+    """``np.median(np.abs(values - median))`` for sorted ``values``, without a pass over them.
+
+    The deviations are two sorted runs (below the median, read backwards, and from it
+    on), so their middle elements are found by a binary search for the k-th smallest.
+
+    >>> x = np.sort(np.random.default_rng(0).normal(size=1001))
+    >>> bool(sorted_mad(x, float(np.median(x))) == np.median(np.abs(x - np.median(x))))
+    True
+    """
+    n = values.size
+    if n == 0:
+        return math.nan
+    split = int(np.searchsorted(values, median, side="left"))
+
+    def below(i: int) -> float:  # i-th smallest deviation among values[:split]
+        return float(median - values[split - 1 - i])
+
+    def above(i: int) -> float:  # i-th smallest deviation among values[split:]
+        return float(values[split + i] - median)
+
+    def kth(k: int) -> float:
+        """The k-th smallest (0-based) of the two runs' union."""
+        left_n, right_n = split, n - split
+        lo, hi = max(0, k - right_n + 1), min(k + 1, left_n)  # taken from the left run
+        while lo < hi:
+            take = (lo + hi) // 2  # candidates: `take` from the left, k + 1 - take right
+            right_take = k + 1 - take
+            if right_take > 0 and take < left_n and below(take) < above(right_take - 1):
+                lo = take + 1
+            else:
+                hi = take
+        take = lo
+        right_take = k + 1 - take
+        candidates = []
+        if take > 0:
+            candidates.append(below(take - 1))
+        if right_take > 0:
+            candidates.append(above(right_take - 1))
+        return max(candidates)
+
+    if n % 2:
+        return kth(n // 2)
+    return float(np.mean([kth(n // 2 - 1), kth(n // 2)]))

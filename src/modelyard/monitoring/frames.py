@@ -27,6 +27,7 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
 from modelyard.errors import InvalidInputError
@@ -115,10 +116,8 @@ def read_frame(data: Any, what: str) -> Frame:
 
 
 def _from_parquet(path: Path, what: str) -> Frame:
-    import pyarrow.parquet as pq
-
     try:
-        handle = pq.ParquetFile(path)
+        handle = pq.ParquetFile(path, memory_map=True)
     except (OSError, ValueError) as exc:  # missing file, not Parquet
         raise InvalidInputError(
             f"Expected a readable Parquet file, got {path}: {exc}", loc=what
@@ -130,7 +129,8 @@ def _parquet_frame(handle: Any) -> Frame:
     names = [str(name) for name in handle.schema_arrow.names]
 
     def load(name: str) -> pd.Series:
-        series: pd.Series = handle.read(columns=[name]).column(0).to_pandas()
+        # one thread: a single column gains nothing from the pool but its overhead
+        series: pd.Series = handle.read(columns=[name], use_threads=False).column(0).to_pandas()
         return series
 
     return Frame(int(handle.metadata.num_rows), _LazyColumns(names, load))
