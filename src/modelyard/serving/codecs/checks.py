@@ -69,10 +69,77 @@ def _category(spec: ColumnSpec, values: np.ndarray) -> Problem | None:
     return _problem(spec, bad, values, f"one of the training categories ({listed})")
 
 
+class _Bounds:
+    """A signature's numeric ranges as two vectors, for one comparison over the matrix."""
+
+    def __init__(self, signature: Signature) -> None:
+        self.signature = signature  # held, so the cache key (its id) is not reused
+        numeric = all(spec.dtype in ("int", "float", "bool") for spec in signature.columns)
+        self.only_ranges = numeric and not any(s.categories for s in signature.columns)
+        self.low = np.array(
+            [-np.inf if s.min is None else s.min for s in signature.columns], dtype=np.float64
+        )
+        self.high = np.array(
+            [np.inf if s.max is None else s.max for s in signature.columns], dtype=np.float64
+        )
+        #: (column index, low, high) of the bounded numeric columns
+        self.ranges = [
+            (j, float(self.low[j]), float(self.high[j]))
+            for j, s in enumerate(signature.columns)
+            if s.min is not None or s.max is not None
+        ]
+        #: (column index, known categories) of the text columns with a vocabulary
+        self.categories = [
+            (j, frozenset(s.categories))
+            for j, s in enumerate(signature.columns)
+            if s.categories is not None and s.dtype in ("string", "category")
+        ]
+
+
+_BOUNDS: dict[int, _Bounds] = {}
+
+
+def _bounds(signature: Signature) -> _Bounds:
+    found = _BOUNDS.get(id(signature))
+    if found is None or found.signature is not signature:
+        if len(_BOUNDS) > 1024:  # signatures of unloaded versions
+            _BOUNDS.clear()
+        found = _BOUNDS[id(signature)] = _Bounds(signature)
+    return found
+
+
+def _all_fine(bounds: _Bounds, inputs: Inputs) -> bool:
+    """Whether a few rows are all in range and known, checked in Python (no numpy calls)."""
+    if inputs.columns and len(inputs.columns[0]) > _SMALL:
+        return False
+    for j, low, high in bounds.ranges:
+        values = inputs.columns[j]
+        if values.dtype.kind not in "iuf":
+            return False
+        if any(v < low or v > high for v in values.tolist()):  # NaN compares False
+            return False
+    for j, known in bounds.categories:
+        if any(v is not None and v not in known for v in inputs.columns[j]):
+            return False
+    return True
+
+
+#: up to this many rows, values are checked in Python first
+_SMALL = 16
+
+
 def check_values(
     signature: Signature, inputs: Inputs, *, mode: Literal["reject", "warn", "log"] = "reject"
 ) -> list[Problem]:
     """Out-of-range numbers and unseen categories; raises a 422 for them in ``"reject"``."""
+    bounds = _bounds(signature)
+    if inputs.matrix is not None and bounds.only_ranges:
+        # the common case: every value in range, told by one comparison of the matrix
+        with np.errstate(invalid="ignore"):  # NaN is missing, not out of range
+            if not ((inputs.matrix < bounds.low) | (inputs.matrix > bounds.high)).any():
+                return []
+    elif _all_fine(bounds, inputs):
+        return []
     problems = []
     for spec, values in zip(signature.columns, inputs.columns, strict=True):
         problem = _range(spec, values) or _category(spec, values)

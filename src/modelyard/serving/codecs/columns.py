@@ -178,6 +178,10 @@ def _objects(values: Sequence[Any]) -> np.ndarray:
     return out
 
 
+#: up to this many values, a float column is checked element by element in Python
+_SMALL = 16
+
+
 def column_from_values(
     spec: ColumnSpec,
     values: Sequence[Any],
@@ -190,6 +194,13 @@ def column_from_values(
     kinds = set(map(type, values))
     if spec.dtype in ("float", "int"):
         allowed = _NUMBER_TYPES
+        if spec.dtype == "float" and kinds <= {int, float} and len(values) <= _SMALL:
+            # a few plain numbers (the 1-row request): checked in Python, faster than numpy
+            try:
+                if all(math.isfinite(v) for v in values):
+                    return np.array(values, dtype=np.float64)
+            except OverflowError:  # an int past float64: the general path reports it
+                pass
         if kinds <= {int, float, _NULL}:
             try:
                 if kinds == {int} and spec.dtype == "int":

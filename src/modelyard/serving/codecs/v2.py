@@ -320,7 +320,8 @@ def decode_v2_infer(
     elif _is_matrix(tensors, signature):
         check_row_count(tensors[0].shape[0], "$.inputs[0].shape", max_rows, found)
     else:
-        shapes = [t.shape for t in tensors if t.name in signature.names and t.shape]
+        known = set(signature.names)
+        shapes = [t.shape for t in tensors if t.name in known and t.shape]
         check_row_count(shapes[0][0] if shapes else 1, "$.inputs[0].shape", max_rows, found)
     found.raise_if_any()
     if _is_matrix(tensors, signature):
