@@ -122,13 +122,15 @@ class ServerProcess:
                     f"modelyard serve exited with code {self._process.returncode} before it "
                     f"was ready; see {self.log_file}"
                 )
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
             try:
-                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
                 connection.request("GET", "/v2/health/ready")
                 if connection.getresponse().status == 200:
                     return
             except OSError:
                 pass
+            finally:
+                connection.close()
             time.sleep(0.2)
         self.stop()
         raise ServerError(
