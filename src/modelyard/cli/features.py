@@ -19,7 +19,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from modelyard.cli.context import settings_from
-from modelyard.cli.output import console, err_console, fmt_time, print_json
+from modelyard.cli.output import console, err_console, fmt_time, parse_time, print_json
 from modelyard.errors import InvalidInputError
 from modelyard.features.online import FeatureStatus
 from modelyard.features.repo import to_builtins
@@ -224,21 +224,6 @@ def _show_on_demand(store: FeatureStore, name: str, as_json: bool) -> None:
     console.print(escape(definition["code"]), highlight=False)
 
 
-def _time(value: str | None, option: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None:
-        raise InvalidInputError(
-            f"Expected an ISO time with a time zone like 2013-02-01T00:00Z, got {value!r}",
-            loc=option,
-        )
-    return moment.astimezone(UTC)
-
-
 @contextmanager
 def _progress(quiet: bool) -> Iterator[Any]:
     columns = (
@@ -293,9 +278,9 @@ def materialize(
 ) -> None:
     """Write each view's latest values per entity to the online store."""
     store = store_from(ctx)
-    stop = _time(end, "end") or datetime.now(UTC)
+    stop = parse_time(end, "end") or datetime.now(UTC)
     with _progress(as_json) as progress:
-        results = store.materialize(_time(start, "start"), stop, views or None, progress)
+        results = store.materialize(parse_time(start, "start"), stop, views or None, progress)
     _print_results(results, as_json)
 
 
@@ -311,7 +296,7 @@ def materialize_incremental(
     """Write the rows that became available since the last materialization."""
     store = store_from(ctx)
     with _progress(as_json) as progress:
-        results = store.materialize_incremental(_time(end, "end"), views or None, progress)
+        results = store.materialize_incremental(parse_time(end, "end"), views or None, progress)
     _print_results(results, as_json)
 
 

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from modelyard.cli.context import settings_from
-from modelyard.cli.output import console, err_console, print_json
+from modelyard.cli.output import console, err_console, parse_time, print_json
 from modelyard.errors import InvalidInputError
 from modelyard.monitoring import DriftReport, Reference
 from modelyard.monitoring.alerts import AlertEvent
@@ -44,21 +44,6 @@ UntilOpt = Annotated[
 LogDirOpt = Annotated[
     Path | None, typer.Option("--log-dir", help="Prediction log folder (default: config).")
 ]
-
-
-def _time(value: str | None, option: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None:
-        raise InvalidInputError(
-            f"Expected an ISO time with a time zone like 2013-03-01T00:00Z, got {value!r}",
-            loc=option,
-        )
-    return moment.astimezone(UTC)
 
 
 def _window(value: str | None) -> str | None:
@@ -206,8 +191,8 @@ def drift(
         windows = monitor.drift(
             model,
             window=_window(window),
-            since=_time(since, "--since"),
-            until=_time(until, "--until"),
+            since=parse_time(since, "--since"),
+            until=parse_time(until, "--until"),
             progress=advance,
         )
     if as_json:
@@ -305,7 +290,10 @@ def performance(
     monitor = _monitor(ctx, log_dir)
     model = monitor.model(ref)
     windows = monitor.performance(
-        model, window=_window(window), since=_time(since, "--since"), until=_time(until, "--until")
+        model,
+        window=_window(window),
+        since=parse_time(since, "--since"),
+        until=parse_time(until, "--until"),
     )
     if as_json:
         print_json(
@@ -379,8 +367,8 @@ def run(
         result = monitor.run(
             ref,
             window=_window(window),
-            since=_time(since, "--since"),
-            until=_time(until, "--until"),
+            since=parse_time(since, "--since"),
+            until=parse_time(until, "--until"),
             notify=notify,
             progress=advance,
         )
@@ -428,8 +416,8 @@ def skew(
     model = monitor.model(ref)
     found = monitor.skew(
         model,
-        since=_time(since, "--since"),
-        until=_time(until, "--until"),
+        since=parse_time(since, "--since"),
+        until=parse_time(until, "--until"),
         sample=sample or None,
     )
     if as_json:
@@ -534,8 +522,8 @@ def report(
     data = monitor.report_data(
         model,
         window=_window(window),
-        since=_time(since, "--since"),
-        until=_time(until, "--until"),
+        since=parse_time(since, "--since"),
+        until=parse_time(until, "--until"),
         domain=domain,
     )
     path = write_report(data, out)

@@ -6,11 +6,14 @@ import json
 import math
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
 
-__all__ = ["console", "err_console", "fmt_time", "fmt_value", "print_json"]
+from modelyard.errors import InvalidInputError
+
+__all__ = ["console", "err_console", "fmt_time", "fmt_value", "parse_time", "print_json"]
 
 # no emoji codes: run names, params and paths are printed as the user wrote them
 console = Console(highlight=False, soft_wrap=False, emoji=False)
@@ -50,3 +53,19 @@ def fmt_value(value: Any, *, digits: int = 6) -> str:
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.{digits}g}"
     return str(value)
+
+
+def parse_time(value: str | None, option: str) -> datetime | None:
+    """An ISO time with a zone from a command-line option, in UTC; None stays None."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise InvalidInputError(
+            f"Expected an ISO time with a time zone like 2013-03-01T00:00Z, got {value!r}",
+            loc=option,
+        )
+    return moment.astimezone(UTC)

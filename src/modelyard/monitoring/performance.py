@@ -158,6 +158,22 @@ def calibration_error(labels: NDArray[Any], scores: Floats, bins: int = 10) -> f
     return float(gap.sum() / counts.sum())
 
 
+def _window(
+    rows: int, labelled: int, min_label_coverage: float, estimated: dict[str, float | None]
+) -> dict[str, Any]:
+    """A window's summary before its metrics: coverage and whether its labels matured."""
+    coverage = labelled / rows if rows else 0.0
+    return {
+        "rows": rows,
+        "labelled": labelled,
+        "coverage": coverage,
+        "matured": bool(rows) and coverage >= min_label_coverage,
+        "metrics": {},
+        "estimated": estimated,
+        "findings": [],
+    }
+
+
 def classification_window(
     classes: Sequence[str],
     probabilities: Floats,
@@ -185,17 +201,7 @@ def classification_window(
     if binary:
         estimated["auc"] = _finite(estimated_auc(matrix[:, 1]))
         estimated["positive_rate"] = _finite(float(np.mean(matrix[:, 1]))) if rows else None
-    labelled = int(known.sum())
-    coverage = labelled / rows if rows else 0.0
-    result: dict[str, Any] = {
-        "rows": rows,
-        "labelled": labelled,
-        "coverage": coverage,
-        "matured": bool(rows) and coverage >= min_label_coverage,
-        "metrics": {},
-        "estimated": estimated,
-        "findings": [],
-    }
+    result = _window(rows, int(known.sum()), min_label_coverage, estimated)
     if unknown_classes:
         result["findings"].append(
             f"labels that are not classes of the model were ignored: {unknown_classes[:5]}"
@@ -236,17 +242,7 @@ def regression_window(
     values = np.array([_number(v) for v in labels], dtype=np.float64)
     known = np.isfinite(values)
     rows = len(predicted)
-    labelled = int(known.sum())
-    coverage = labelled / rows if rows else 0.0
-    result: dict[str, Any] = {
-        "rows": rows,
-        "labelled": labelled,
-        "coverage": coverage,
-        "matured": bool(rows) and coverage >= min_label_coverage,
-        "metrics": {},
-        "estimated": {},
-        "findings": [],
-    }
+    result = _window(rows, int(known.sum()), min_label_coverage, {})
     if not result["matured"]:
         return result
     errors = predicted[known] - values[known]
