@@ -201,3 +201,13 @@ def test_without_keys_predict_is_open_and_admin_is_refused(
         assert refused.status_code == 403
         assert refused.json()["error"]["type"] == "forbidden"
         assert "anything" not in refused.text
+
+
+def test_a_unicode_digit_version_is_a_422_not_a_500(project: Project, serve: ServeFactory) -> None:
+    """str.isdigit() holds for "¹" and "٣", which int() refuses (found by schemathesis)."""
+    server = serve(project.settings)
+    with server.client() as http:
+        for version in ("%C2%B9", "%D9%A3"):
+            answer = http.get(f"/v2/models/{NAME}/versions/{version}")
+            assert answer.status_code == 422, answer.text
+            assert "version" in answer.json()["error"]

@@ -94,7 +94,7 @@ def _error(exc: ModelyardError, protocol: Protocol, request_id: str | None) -> R
 
 async def _body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"Expected a body of at most {limit} bytes, got {declared}")
     chunks = []
     size = 0
@@ -136,7 +136,7 @@ class Server:
         deployment = self._deployment(name)
         if version is None:
             return deployment, None
-        if not version.isdigit():
+        if not (version.isascii() and version.isdigit()):  # "¹" is a digit to isdigit()
             raise InvalidInputError(
                 f"Expected a version number, got {version[:40]!r}", loc="version"
             )
