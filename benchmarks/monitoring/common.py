@@ -153,3 +153,14 @@ def side_args(library: str) -> argparse.Namespace:
     parser.add_argument("--reference", type=Path, required=True, help="reference Parquet")
     parser.add_argument("--current", type=Path, required=True, help="current Parquet")
     return parser.parse_args()
+
+
+def read_pandas_frames(clock: Clock, args: argparse.Namespace) -> tuple[Any, Any, float]:
+    """An anchor's input: both Parquet files as pandas frames (timed as "read"), and
+    their in-memory size in MB."""
+    import pandas as pd
+
+    reference = clock("read", lambda: pd.read_parquet(args.reference))
+    current = clock("read", lambda: pd.read_parquet(args.current))
+    size = sum(float(f.memory_usage(deep=True).sum()) for f in (reference, current))
+    return reference, current, size / 2**20

@@ -18,7 +18,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Clock, emit, side_args
+from common import Clock, emit, read_pandas_frames, side_args
 
 
 def _flags(snapshot: Any) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
@@ -45,17 +45,11 @@ def main() -> None:
     args = side_args("evidently")
     warnings.filterwarnings("ignore")
     import evidently
-    import pandas as pd
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
     clock = Clock()
-    reference_frame = clock("read", lambda: pd.read_parquet(args.reference))
-    current_frame = clock("read", lambda: pd.read_parquet(args.current))
-    input_mb = (
-        sum(float(f.memory_usage(deep=True).sum()) for f in (reference_frame, current_frame))
-        / 2**20
-    )
+    reference_frame, current_frame, input_mb = read_pandas_frames(clock, args)
 
     def compare() -> Any:
         reference = Dataset.from_pandas(reference_frame, data_definition=DataDefinition())

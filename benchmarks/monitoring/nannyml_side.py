@@ -19,7 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import CATEGORICAL, COLUMNS, Clock, emit, side_args
+from common import CATEGORICAL, COLUMNS, Clock, emit, read_pandas_frames, side_args
 
 os.environ.setdefault("NML_DISABLE_USAGE_LOGGING", "1")
 
@@ -47,16 +47,10 @@ def main() -> None:
     args = side_args("nannyml")
     warnings.filterwarnings("ignore")
     import nannyml
-    import pandas as pd
     from nannyml.chunk import SizeBasedChunker
 
     clock = Clock()
-    reference_frame = clock("read", lambda: pd.read_parquet(args.reference))
-    current_frame = clock("read", lambda: pd.read_parquet(args.current))
-    input_mb = (
-        sum(float(f.memory_usage(deep=True).sum()) for f in (reference_frame, current_frame))
-        / 2**20
-    )
+    reference_frame, current_frame, input_mb = read_pandas_frames(clock, args)
 
     def compare() -> Any:
         calculator = nannyml.UnivariateDriftCalculator(

@@ -302,6 +302,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     serving: ServingSettings = msgspec.field(default_factory=ServingSettings)
     monitoring: MonitoringSettings = msgspec.field(default_factory=MonitoringSettings)
 
+    @property
+    def prediction_log_dir(self) -> Path:
+        """``serving.log_dir``; a relative one is in the project folder."""
+        return self.project_dir / self.serving.log_dir
+
     def describe(self) -> dict[str, str]:
         """Settings for display, with credentials removed from URLs."""
         return {

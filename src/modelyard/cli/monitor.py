@@ -20,7 +20,8 @@ from rich.table import Table
 
 from modelyard.cli.context import settings_from
 from modelyard.cli.output import console, err_console, parse_time, print_json
-from modelyard.errors import InvalidInputError
+from modelyard.config import Settings
+from modelyard.errors import InvalidInputError, NotFoundError
 from modelyard.monitoring import DriftReport, Reference
 from modelyard.monitoring.alerts import AlertEvent
 from modelyard.monitoring.monitor import Monitor, drift_settings
@@ -32,6 +33,7 @@ app = typer.Typer(
 )
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+RefArg = Annotated[str, typer.Argument(help="Model: NAME, NAME@ALIAS or NAME/VERSION.")]
 WindowOpt = Annotated[
     str | None, typer.Option("--window", "-w", help="Window length: 1d, 6h, 1w (default: config).")
 ]
@@ -222,7 +224,8 @@ def _drift_files(
             if name not in table.column_names:
                 raise InvalidInputError(f"Expected a column {name!r} in the file", loc=option)
     features = [c for c in ref_table.column_names if c not in outputs]
-    settings = drift_settings(settings_from(ctx).monitoring.drift) if _has_project(ctx) else None
+    project = _project_settings(ctx)
+    settings = None if project is None else drift_settings(project.monitoring.drift)
     prepared = Reference.from_data(
         ref_table.select(features), outputs=ref_table.select(outputs) if outputs else None
     )
@@ -249,12 +252,12 @@ def _drift_files(
         raise typer.Exit(1)
 
 
-def _has_project(ctx: typer.Context) -> bool:
+def _project_settings(ctx: typer.Context) -> Settings | None:
+    """The project's settings, or None outside a project (files need none)."""
     try:
-        settings_from(ctx)
-    except Exception:  # deliberate: files need no project; its settings are only overrides
-        return False
-    return True
+        return settings_from(ctx)
+    except NotFoundError:
+        return None
 
 
 def _window_json(w: WindowResult) -> dict[str, Any]:
@@ -279,7 +282,7 @@ def _metric(summary: dict[str, Any], name: str) -> str:
 @app.command("performance")
 def performance(
     ctx: typer.Context,
-    ref: Annotated[str, typer.Argument(help="Model: NAME, NAME@ALIAS or NAME/VERSION.")],
+    ref: RefArg,
     window: WindowOpt = None,
     since: SinceOpt = None,
     until: UntilOpt = None,
@@ -351,7 +354,7 @@ def _events_table(events: list[AlertEvent]) -> Table:
 @app.command("run")
 def run(
     ctx: typer.Context,
-    ref: Annotated[str, typer.Argument(help="Model: NAME, NAME@ALIAS or NAME/VERSION.")],
+    ref: RefArg,
     window: WindowOpt = None,
     since: SinceOpt = None,
     until: UntilOpt = None,
@@ -396,7 +399,7 @@ def run(
 @app.command("skew")
 def skew(
     ctx: typer.Context,
-    ref: Annotated[str, typer.Argument(help="Model: NAME, NAME@ALIAS or NAME/VERSION.")],
+    ref: RefArg,
     since: SinceOpt = None,
     until: UntilOpt = None,
     sample: Annotated[
@@ -497,7 +500,7 @@ def _print_incidents(incidents: list[Incident]) -> None:
 @app.command("report")
 def report(
     ctx: typer.Context,
-    ref: Annotated[str, typer.Argument(help="Model: NAME, NAME@ALIAS or NAME/VERSION.")],
+    ref: RefArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path(
         "monitoring-report.html"
     ),

@@ -276,8 +276,6 @@ class CategoricalReference:
     """Counts of ``[top values..., other, unseen, missing]``."""
     tail: frozenset[str] | None
     """Values folded into "other"; None when unknown (a profile's ``"__other__"``)."""
-    unseen_rate: float = 0.0
-    """Good-Turing estimate of the share of new rows whose value the reference never saw."""
     expected: Floats | None = None
     """What a window of the same population is expected to hold (``expected_window``)."""
     findings: list[str] = field(default_factory=list)
@@ -295,7 +293,7 @@ class CategoricalReference:
         tail = frozenset([key for key, _ in ranked[top_k:]] + ([OTHER] if other else []))
         other += sum(count for _, count in ranked[top_k:])
         built = cls._build(name, dict(ranked[:top_k]), other, missing, rows, tail)
-        built.unseen_rate, built.expected = _expected(built, adjusted, ranked[:top_k])
+        built.expected = _expected(built, adjusted)
         return built
 
     @classmethod
@@ -306,9 +304,7 @@ class CategoricalReference:
         tail = None if other else frozenset[str]()
         built = cls._build(name, counts, other, profile.missing, profile.count, tail)
         if tail is not None:  # every value is listed: the sample's frequencies are known
-            built.unseen_rate, built.expected = _expected(
-                built, good_turing(counts), list(counts.items())
-            )
+            built.expected = _expected(built, good_turing(counts))
         return built
 
     @classmethod
@@ -358,7 +354,7 @@ class CategoricalReference:
 
         A sample overstates the values it happened to hold, the rare ones most: by
         Good-Turing, the values seen ``r`` times are expected ``(r + 1) N(r+1) / N(r)``
-        times, and the values seen once tell the share never seen (``unseen_rate``).
+        times, and the values seen once tell the share never seen (``good_turing``).
         """
         return self.counts.copy() if self.expected is None else self.expected.copy()
 
@@ -446,20 +442,15 @@ def good_turing(counts: dict[str, int], below: int = 5) -> tuple[dict[str, float
     return {key: value * scale for key, value in raw.items()}, unseen
 
 
-def _expected(
-    built: CategoricalReference,
-    adjusted: tuple[dict[str, float], float],
-    top: list[tuple[str, int]],
-) -> tuple[float, Floats]:
+def _expected(built: CategoricalReference, adjusted: tuple[dict[str, float], float]) -> Floats:
+    """``built.counts`` with the Good-Turing adjusted counts and unseen share."""
     values, unseen = adjusted
     expected = built.counts.copy()
     k = len(built.levels)
-    present = built.rows - built.missing
-    listed = [values[key] for key, _ in top]
-    expected[:k] = listed
+    expected[:k] = [values[key] for key in built.levels]  # levels keep the top values' order
     expected[k] = sum(v for key, v in values.items() if key not in built.levels)
-    expected[k + 1] = unseen * present
-    return unseen, expected
+    expected[k + 1] = unseen * (built.rows - built.missing)
+    return expected
 
 
 def sorted_mad(values: Floats, median: float) -> float:

@@ -40,7 +40,13 @@ from modelyard.monitoring.domain import domain_classifier
 from modelyard.monitoring.drift import Reference
 from modelyard.monitoring.performance import classification_window, regression_window
 from modelyard.monitoring.settings import DriftSettings
-from modelyard.monitoring.windows import LogWindow, parse_window, read_log, split_windows
+from modelyard.monitoring.windows import (
+    LogWindow,
+    parse_window,
+    read_log,
+    split_windows,
+    utc_us,
+)
 from modelyard.registry.client import ModelRegistry
 from modelyard.store.database import Database, open_database
 from modelyard.store.monitor_results import MonitorResults, WindowResult
@@ -92,10 +98,6 @@ class MonitorRun:
     events: list[AlertEvent] = field(default_factory=list)
 
 
-def _us(when: datetime) -> int:
-    return int(when.timestamp() * 1_000_000)
-
-
 def _iso(us: int) -> str:
     return datetime.fromtimestamp(us / 1e6, UTC).isoformat()
 
@@ -115,8 +117,8 @@ class Monitor:
         self.db = db or open_database(settings.db_url)
         self.registry = ModelRegistry(settings, db=self.db)
         self.results = MonitorResults(self.db)
-        folder = Path(log_dir or settings.serving.log_dir)
-        self.log_dir = folder if folder.is_absolute() else settings.project_dir / folder
+        # a relative log_dir is in the project folder, like serving.log_dir
+        self.log_dir = settings.project_dir / (log_dir or settings.serving.log_dir)
         self.drift_settings = drift_settings(settings.monitoring.drift)
 
     def __enter__(self) -> Monitor:
@@ -178,6 +180,11 @@ class Monitor:
     ) -> list[WindowResult]:
         """Compare every window with the reference profile; store and return the results."""
         windows = self._windows(model, window, since, until, labels=False)
+        return self._drift(model, windows, progress)
+
+    def _drift(
+        self, model: MonitoredModel, windows: list[LogWindow], progress: Progress | None
+    ) -> list[WindowResult]:
         results = []
         for i, part in enumerate(windows):
             report = model.reference.compare(
@@ -196,8 +203,8 @@ class Monitor:
                     model.name,
                     model.version,
                     "drift",
-                    _us(part.start),
-                    _us(part.end),
+                    utc_us(part.start),
+                    utc_us(part.end),
                     part.rows,
                     alarm,
                     summary,
@@ -219,10 +226,13 @@ class Monitor:
         until: datetime | None = None,
     ) -> list[WindowResult]:
         """Realised and estimated metrics of every window; stored and returned."""
+        return self._performance(model, self._windows(model, window, since, until, labels=True))
+
+    def _performance(self, model: MonitoredModel, windows: list[LogWindow]) -> list[WindowResult]:
         coverage = self.settings.monitoring.min_label_coverage
         results = []
         classes = model.classes
-        for part in self._windows(model, window, since, until, labels=True):
+        for part in windows:
             labels = _labels(part.labels, classes)
             if classes is not None:
                 names = [f"proba_{c}" for c in classes]
@@ -248,8 +258,8 @@ class Monitor:
                     model.name,
                     model.version,
                     "performance",
-                    _us(part.start),
-                    _us(part.end),
+                    utc_us(part.start),
+                    utc_us(part.end),
                     part.rows,
                     False,
                     summary,
@@ -325,8 +335,10 @@ class Monitor:
         """Drift, performance and alerts for ``ref``."""
         model = self.model(ref)
         run = MonitorRun(model)
-        run.drift = self.drift(model, window=window, since=since, until=until, progress=progress)
-        run.performance = self.performance(model, window=window, since=since, until=until)
+        # one read of the log (with the labels) serves both
+        windows = self._windows(model, window, since, until, labels=True)
+        run.drift = self._drift(model, windows, progress)
+        run.performance = self._performance(model, windows)
         run.events = self.alerts(model, notify=notify)
         return run
 
@@ -342,8 +354,8 @@ class Monitor:
         domain: bool = True,
     ) -> dict[str, Any]:
         """Everything ``html.render_report`` shows, from the stored windows and the log."""
-        since_us = None if since is None else _us(since)
-        until_us = None if until is None else _us(until)
+        since_us = None if since is None else utc_us(since)
+        until_us = None if until is None else utc_us(until)
         length = int(parse_window(window or self.settings.monitoring.window).total_seconds() * 1e6)
 
         def stored(kind: str) -> list[WindowResult]:

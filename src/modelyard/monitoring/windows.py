@@ -39,6 +39,7 @@ __all__ = [
     "parse_window",
     "read_log",
     "split_windows",
+    "utc_us",
     "window_bounds",
 ]
 
@@ -91,7 +92,8 @@ class LogWindow:
         return 0 if self.labels is None else int(len(self.labels) - self.labels.null_count)
 
 
-def _us(when: datetime) -> int:
+def utc_us(when: datetime) -> int:
+    """Microseconds since the epoch of a time with a zone (the log's time unit)."""
     if when.tzinfo is None:
         raise InvalidInputError(f"Expected a time with a zone, got {when.isoformat()}")
     return int(when.timestamp() * 1_000_000)
@@ -174,7 +176,7 @@ def split_windows(
         return
     times = pc.cast(table.column("time"), pa.int64()).to_numpy()
     step = int(length.total_seconds() * 1_000_000)
-    origin = _us(ORIGIN)
+    origin = utc_us(ORIGIN)
     buckets = (times - origin) // step
     cuts = np.flatnonzero(np.diff(buckets)) + 1
     starts = np.concatenate([[0], cuts])

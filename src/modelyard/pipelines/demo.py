@@ -35,7 +35,6 @@ from modelyard.pipelines.flights import (
 from modelyard.pipelines.replay import (
     ServerProcess,
     enable_replay,
-    log_dir,
     replay_days,
     replay_flights,
 )
@@ -285,7 +284,7 @@ def _serve_and_replay(
             settings, features, model=MODEL_NAME, port=server.port, days=days, console=console
         )
     served: dict[str, Any] = {"url": server.url, **summary.to_dict()}
-    con = predlog.connect(log_dir(settings))
+    con = predlog.connect(settings.prediction_log_dir)
     rows = con.execute(
         "SELECT version, count(*), count(DISTINCT request_id),"
         " quantile_cont(latency_us, 0.5), quantile_cont(latency_us, 0.99)"
@@ -297,7 +296,7 @@ def _serve_and_replay(
         {"version": v, "requests": r, "server_p50_ms": p50 / 1000, "server_p99_ms": p99 / 1000}
         for v, _, r, p50, p99 in rows
     ]
-    served["log_dir"] = str(log_dir(settings))
+    served["log_dir"] = str(settings.prediction_log_dir)
     return served
 
 

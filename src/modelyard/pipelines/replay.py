@@ -20,7 +20,6 @@ would start it; :class:`ServerProcess` starts it, waits until it is ready and st
 from __future__ import annotations
 
 import http.client
-import os
 import signal
 import socket
 import subprocess
@@ -304,8 +303,3 @@ def enable_replay(project: Path) -> None:
         "checked at the replayed time\n  replay: true\n",
         encoding="utf-8",
     )
-
-
-def log_dir(settings: Settings) -> Path:
-    """The project's prediction log folder."""
-    return Path(os.path.join(settings.project_dir, settings.serving.log_dir))

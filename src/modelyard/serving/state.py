@@ -118,16 +118,13 @@ class ServerState:
         trust: bool = False,
     ) -> ServerState:
         env = os.environ if environ is None else environ
-        log_dir = Path(settings.serving.log_dir)
-        if not log_dir.is_absolute():
-            log_dir = settings.project_dir / log_dir
         return cls(
             settings=settings,
             targets=list(targets),
             registry=ModelRegistry(settings),
             keys=ApiKeys.from_settings(settings.serving.api_keys, env),
             metrics=ServerMetrics(),
-            log=PredictionLog(log_dir, durable=settings.serving.durable_log),
+            log=PredictionLog(settings.prediction_log_dir, durable=settings.serving.durable_log),
             features=FeatureLookup(settings),
             trust=trust,
         )

@@ -308,15 +308,7 @@ class PredictionLog:
             self._busy = True
         error = self._commit([entry])
         with self._cond:
-            self._busy = False
-            self._idle_since = time.monotonic()
-            if error is None:
-                self._counts["commits"] += 1
-                self._counts["records"] += entry.kind == _PREDICTION
-                self._counts["feedback"] += entry.kind == _FEEDBACK
-                self._counts["bytes"] += len(entry.data)
-            else:
-                self._errors += 1
+            self._committed([entry], error)
             self._cond.notify_all()
         if error is not None:
             raise _copy(error)
@@ -415,20 +407,24 @@ class PredictionLog:
             self._queue.extendleft(reversed(records))
         self._wake([e for e in batch if e.kind == _BARRIER], error)
 
+    def _committed(self, batch: list[_Entry], error: StorageError | None) -> None:
+        """Count a group that was written (or failed) and mark the log idle; holds _cond."""
+        self._busy = False
+        self._idle_since = time.monotonic()
+        if error is not None:
+            self._errors += 1
+            return
+        self._counts["commits"] += 1
+        self._counts["records"] += sum(e.kind == _PREDICTION for e in batch)
+        self._counts["feedback"] += sum(e.kind == _FEEDBACK for e in batch)
+        self._counts["bytes"] += sum(len(e.data) for e in batch)
+
     def _finish(self, batch: list[_Entry], error: StorageError | None) -> None:
         with self._cond:
-            self._busy = False
-            self._idle_since = time.monotonic()
             self._pending -= sum(len(e.data) for e in batch)
-            if error is None:
-                self._counts["commits"] += 1
-                self._counts["records"] += sum(e.kind == _PREDICTION for e in batch)
-                self._counts["feedback"] += sum(e.kind == _FEEDBACK for e in batch)
-                self._counts["bytes"] += sum(len(e.data) for e in batch)
-            else:
-                self._errors += 1
-                if not self.durable:
-                    _log.error("%s (records lost while closing)", error.message)
+            self._committed(batch, error)
+            if error is not None and not self.durable:
+                _log.error("%s (records lost while closing)", error.message)
             space, self._space = self._space, []
             self._cond.notify_all()
         for loop, future in space:
