@@ -225,3 +225,20 @@ def test_a_missing_current_file_names_its_option(here: Project, cli: Any, tmp_pa
     a, _ = _files(tmp_path, 0.0)
     result = cli("monitor", "drift", "--reference", str(a), "--current", str(tmp_path / "none.csv"))
     assert result.code == 2 and "--current" in result.err and "none.csv" in result.err
+
+
+def test_drift_files_use_the_projects_drift_settings_and_report_a_broken_one(
+    tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside a project the defaults apply; inside one its monitoring.drift overrides do,
+    and a bad override is an error, not silently ignored."""
+    a, b = _files(tmp_path, 0.5)
+    monkeypatch.chdir(tmp_path)
+    assert cli("monitor", "drift", "--reference", str(a), "--current", str(b)).code == 1
+    (tmp_path / "modelyard.yaml").write_text("monitoring:\n  drift:\n    min_wasserstein: 50\n")
+    loose = cli("monitor", "drift", "--reference", str(a), "--current", str(b), "--json")
+    assert loose.code == 0, loose.err  # a 0.5 sd shift is below an effect floor of 50
+    assert loose.json()["columns"]["x"]["threshold"] == 50
+    (tmp_path / "modelyard.yaml").write_text("monitoring:\n  drift:\n    alpha: lots\n")
+    broken = cli("monitor", "drift", "--reference", str(a), "--current", str(b))
+    assert broken.code != 0 and "monitoring.drift" in broken.err
