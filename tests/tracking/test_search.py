@@ -25,20 +25,33 @@ from __future__ import annotations
 
 import math
 import operator
+import os
 import random
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import event
 
+from modelyard.config import init_project
 from modelyard.errors import FilterSyntaxError, InvalidInputError, NotFoundError
 from modelyard.tracking.client import TrackingClient
 from modelyard.tracking.entities import RunStatus
-from modelyard.tracking.filters import parse_filter, parse_order
+from modelyard.tracking.filters import (
+    MAX_COMPARISONS,
+    MAX_DEPTH,
+    compile_filter,
+    parse_filter,
+    parse_order,
+)
 
 SEEDS = [20240611]
 N_RUNS = 40
@@ -873,3 +886,103 @@ def test_search_and_get_run_never_read_the_metric_history(client: TrackingClient
         history = client.get_metric_history(ids[0], "auc")
     assert [m.step for m in history] == list(range(20))
     assert any(_HISTORY.search(s) for s in statements)
+
+
+# -- limits: over-deep or over-long filters are refused, never a crash ------------------
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 500, 100_000])
+def test_over_deep_filter_is_refused_at_the_first_extra_parenthesis(depth: int) -> None:
+    text = "(" * depth + "metrics.auc > 0.5" + ")" * depth
+    with pytest.raises(
+        FilterSyntaxError, match=rf"^Expected at most {MAX_DEPTH} nested parentheses, got more"
+    ) as info:
+        parse_filter(text)
+    assert info.value.position == MAX_DEPTH  # the first parenthesis over the limit
+
+
+def test_filter_at_the_limits_runs_on_the_store(client: TrackingClient) -> None:
+    with client.start_run("churn") as run:
+        run.log_metric("auc", 0.9)
+    # MAX_DEPTH nested or-groups, then MAX_COMPARISONS comparisons in one flat 'or'
+    nested = "(" * MAX_DEPTH + "metrics.auc < 0" + " or metrics.auc > 0.5)" * MAX_DEPTH
+    flat = " or ".join(["metrics.auc < 0"] * (MAX_COMPARISONS - 1) + ["metrics.auc > 0.5"])
+    for text in (nested, flat):
+        assert [r.id for r in client.search_runs("churn", filter=text)] == [run.id]
+    with pytest.raises(FilterSyntaxError, match=f"at most {MAX_COMPARISONS} comparisons"):
+        client.search_runs("churn", filter=flat + " or metrics.auc = 1")
+
+
+def test_cli_refuses_an_over_deep_filter_in_one_line(tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    init_project(root)
+    text = "(" * 500 + "metrics.auc > 0.5" + ")" * 500
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "modelyard.cli.app", "runs", "list", "--filter", text],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "RecursionError" not in done.stderr
+    assert f"Expected at most {MAX_DEPTH} nested parentheses, got more (column 33)" in done.stderr
+
+
+_FILTER_ALPHABET = "()'\",= <>!.-_`\\ \t\nandorinotlikeisnull metricsparamstagsstatus 0123456789eE+"
+_FILTER_PIECES = st.sampled_from(
+    [
+        "(",
+        ")",
+        "metrics.auc",
+        "params.model",
+        "tags.team",
+        "status",
+        "name",
+        "start_time",
+        "bogus",
+        " and ",
+        " or ",
+        " not ",
+        " in ",
+        " like ",
+        " ilike ",
+        "=",
+        "!=",
+        "<",
+        ">=",
+        "'hgb'",
+        "'it''s'",
+        "'unclosed",
+        '"x"',
+        "0.5",
+        "1e999",
+        "-3",
+        ",",
+        "`odd key`",
+        "FINISHED",
+        "%",
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.one_of(
+        st.text(alphabet=_FILTER_ALPHABET, max_size=200),
+        st.text(max_size=80),
+        st.lists(_FILTER_PIECES, max_size=60).map("".join),
+        st.integers(0, 3000).map(lambda n: "(" * n + "metrics.auc > 0" + ")" * n),
+        st.integers(0, 3000).map(lambda n: " and ".join(["metrics.auc > 0"] * max(1, n))),
+    )
+)
+def test_random_filters_parse_or_raise_invalid_input(text: str) -> None:
+    try:
+        node = parse_filter(text)
+    except InvalidInputError:
+        return
+    if node is not None:
+        compile_filter(text)  # what parses also compiles to SQL

@@ -11,7 +11,9 @@ and parentheses::
 Metrics compare against their latest value, so a search never reads a metric's
 history; a NaN latest value matches no comparison and sorts last, like a missing
 one. ``like`` is case-sensitive and ``ilike`` is not, on every backend. A filter
-that does not parse is an error that points at the token:
+nests at most ``MAX_DEPTH`` parentheses and holds at most ``MAX_COMPARISONS``
+comparisons (more is refused, not a crash). A filter that does not parse is an
+error that points at the token:
 
 >>> parse_filter("metrics.auc >> 0.8")
 Traceback (most recent call last):
@@ -39,7 +41,20 @@ from modelyard.errors import FilterSyntaxError
 from modelyard.store.schema import latest_metrics, params, run_tags, runs
 from modelyard.tracking.entities import RunStatus
 
-__all__ = ["Comparison", "compile_filter", "compile_order", "parse_filter", "parse_order"]
+__all__ = [
+    "MAX_COMPARISONS",
+    "MAX_DEPTH",
+    "Comparison",
+    "compile_filter",
+    "compile_order",
+    "parse_filter",
+    "parse_order",
+]
+
+#: the deepest nesting of parentheses a filter may have (the parser recurses per level)
+MAX_DEPTH = 32
+#: the most comparisons in one filter (SQLite refuses expression trees deeper than 1000)
+MAX_COMPARISONS = 256
 
 _TOKEN = re.compile(
     r"""
@@ -136,6 +151,8 @@ class _Parser:
         self.text = text
         self.tokens = _tokenize(text)
         self.i = 0
+        self.depth = 0
+        self.comparisons = 0
 
     def peek(self) -> _Token | None:
         return self.tokens[self.i] if self.i < len(self.tokens) else None
@@ -185,10 +202,27 @@ class _Parser:
     def atom(self) -> Node:
         token = self.peek()
         if token is not None and token.kind == "lparen":
+            if self.depth >= MAX_DEPTH:
+                raise FilterSyntaxError(
+                    f"Expected at most {MAX_DEPTH} nested parentheses, got more",
+                    text=self.text,
+                    position=token.pos,
+                )
             self.i += 1
+            self.depth += 1
             node = self.or_expr()
             self.take("rparen", "')'")
+            self.depth -= 1
             return node
+        token = self.peek()
+        if self.comparisons >= MAX_COMPARISONS and token is not None:
+            raise FilterSyntaxError(
+                f"Expected at most {MAX_COMPARISONS} comparisons, got more",
+                text=self.text,
+                position=token.pos,
+                length=len(token.text),
+            )
+        self.comparisons += 1
         return self.comparison()
 
     def comparison(self) -> Comparison:
