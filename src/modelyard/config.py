@@ -202,6 +202,11 @@ class ServingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
 
 
 Signal = Literal[
+    #: a request body must arrive within this many seconds of its headers, else 408
+    body_timeout_s: float = 30.0
+    #: how often each worker closes its log segments and compacts closed ones into
+    #: Parquet (seconds); 0 turns it off (``modelyard log compact`` still works)
+    compact_interval_s: float = 60.0
     "prediction_drift",
     "feature_drift",
     "auc",
@@ -211,6 +216,12 @@ Signal = Literal[
     "estimated_accuracy",
     "mae",
     "rmse",
+        _positive("body_timeout_s", self.body_timeout_s)
+        if not (self.compact_interval_s >= 0 and math.isfinite(self.compact_interval_s)):
+            raise InvalidInputError(
+                f"Expected compact_interval_s to be a finite number >= 0 (0: off), "
+                f"got {self.compact_interval_s!r}"
+            )
 ]
 DRIFT_SIGNALS = ("prediction_drift", "feature_drift")
 

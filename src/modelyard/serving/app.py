@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Literal
 import msgspec
 import numpy as np
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -40,7 +41,6 @@ from modelyard.models.runtimes import Inputs
 from modelyard.serving.batching import Overloaded
 from modelyard.serving.codecs import (
     DecodedRequest,
-    MalformedRequest,
     check_values,
     decode_invocations,
     decode_v1_predict,
@@ -52,6 +52,7 @@ from modelyard.serving.codecs import (
     v2_model_metadata,
 )
 from modelyard.serving.codecs.columns import allows_null
+from modelyard.serving.codecs.jsonbody import decode_json
 from modelyard.serving.codecs.problems import ProblemList, short_repr
 from modelyard.serving.codecs.tables import inputs_from_table
 from modelyard.serving.deployments import Deployment, Served, Slot
@@ -77,6 +78,18 @@ class PayloadTooLarge(ModelyardError):
 def _json(data: Any, status: int = 200) -> Response:
     return Response(_ENCODER.encode(data), status_code=status, media_type=JSON)
 
+class RequestTimeout(ModelyardError):
+    """The body did not arrive within ``serving.body_timeout_s``: 408, connection closed."""
+
+    status: ClassVar[int] = 408
+    type: ClassVar[str] = "request_timeout"
+
+
+class MethodNotAllowed(ModelyardError):
+    status: ClassVar[int] = 405
+    type: ClassVar[str] = "method_not_allowed"
+
+
 
 def _error(exc: ModelyardError, protocol: Protocol, request_id: str | None) -> Response:
     headers = {}
@@ -85,6 +98,8 @@ def _error(exc: ModelyardError, protocol: Protocol, request_id: str | None) -> R
     if request_id is not None:
         headers["X-Request-ID"] = request_id
     return Response(
+    if isinstance(exc, RequestTimeout):
+        headers["Connection"] = "close"  # the rest of the body may still be on its way
         error_body(exc, protocol=protocol, request_id=request_id),
         status_code=exc.status,
         media_type=JSON,
@@ -92,17 +107,25 @@ def _error(exc: ModelyardError, protocol: Protocol, request_id: str | None) -> R
     )
 
 
-async def _body(request: Request, limit: int) -> bytes:
+async def _body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The whole body: 413 past ``limit`` bytes, 408 when it takes over ``timeout_s``."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"Expected a body of at most {limit} bytes, got {declared}")
     chunks = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"Expected a body of at most {limit} bytes, got more")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"Expected a body of at most {limit} bytes, got more")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(
+            f"Expected the whole body ({declared or 'chunked'} bytes) within {timeout_s:g} s "
+            f"(serving.body_timeout_s), got {size} bytes"
+        ) from None
     return b"".join(chunks)
 
 
@@ -319,7 +342,9 @@ class Server:
         try:
             self._auth(request, "predict")
             deployment, pinned = self._served(name, version)
-            body = await _body(request, self.limits.max_body_bytes)
+            if pinned is not None:
+                version_label = str(pinned.model.version)
+            body = await _body(request, self.limits.max_body_bytes, self.limits.body_timeout_s)
             t0 = time.perf_counter()
             decoded = decode(body, request, deployment)
             if protocol == "v2" and decoded.request_id:
@@ -536,7 +561,7 @@ class Server:
     async def feedback(self, request: Request) -> Response:
         try:
             self._auth(request, "predict")
-            body = await _body(request, self.limits.max_body_bytes)
+            body = await _body(request, self.limits.max_body_bytes, self.limits.body_timeout_s)
             items = _decode_feedback(body)
             now = time.time_ns() // 1000
             # submitted together, so a batch of labels shares one group commit
@@ -576,13 +601,13 @@ class Server:
             deployment = self._deployment(request.path_params["name"])
             if request.method == "GET":
                 return _json(msgspec.to_builtins(deployment.policy))
-            body = await _body(request, 64 * 1024)
+            body = await _body(request, 64 * 1024, self.limits.body_timeout_s)
+            raw = decode_json(body)
             try:
-                policy = msgspec.json.decode(body, type=TrafficSettings)
-            except msgspec.ValidationError as exc:  # first: it is a DecodeError too
+                policy = msgspec.convert(raw, type=TrafficSettings)
+            except msgspec.ValidationError as exc:
                 raise InvalidInputError(f"Bad traffic policy: {exc}") from exc
-            except msgspec.DecodeError as exc:
-                raise MalformedRequest(f"Expected a traffic policy as JSON: {exc}") from exc
+            await asyncio.to_thread(self.state.check_policy, deployment.name, policy)
             self.state.set_traffic(deployment.name, policy)
             changes = await self.state.refresh()
         except ModelyardError as exc:
@@ -601,10 +626,7 @@ class _FeedbackBatch(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def _decode_feedback(body: bytes) -> list[_Feedback]:
-    try:
-        raw = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise MalformedRequest(f"Expected a JSON body: {exc}") from exc
+    raw = decode_json(body)
     try:
         if isinstance(raw, dict) and "feedback" in raw:
             items = msgspec.convert(raw, _FeedbackBatch).feedback
@@ -667,7 +689,11 @@ def create_app(
         Route("/admin/reload", server.admin_reload, methods=["POST"]),
         Route("/admin/models/{name}/traffic", server.admin_traffic, methods=["GET", "PUT"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={500: _crash})
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error, 500: _crash},
+    )
     app.state.server = state
     return app
 
@@ -692,6 +718,27 @@ async def _crash(request: Request, exc: Exception) -> Response:
 
 def app_from_env() -> Starlette:
     """The uvicorn factory: settings and targets from ``MODELYARD_SERVE_SPEC`` (JSON)."""
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """The router's 404 and 405 (and any other HTTPException) in the one error shape."""
+    assert isinstance(exc, HTTPException)
+    error: ModelyardError
+    if exc.status_code == 404:
+        error = NotFoundError(f"No endpoint at {request.url.path[:200]!r}; see /openapi.json")
+    elif exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        error = MethodNotAllowed(
+            f"Expected one of {allowed or 'the listed methods'} at {request.url.path[:200]!r}, "
+            f"got {request.method[:20]}"
+        )
+    else:
+        error = ModelyardError(str(exc.detail)[:200])
+    protocol: Protocol = "v2" if request.url.path.startswith("/v2") else "v1"
+    response = _error(error, protocol, None)
+    response.status_code = exc.status_code
+    response.headers.update(exc.headers or {})
+    return response
+
+
     spec = json.loads(os.environ[SPEC_ENV])
     settings = load_settings(spec["project"])
     return create_app(settings, spec.get("targets", []), trust=bool(spec.get("trust")))

@@ -27,7 +27,10 @@ import msgspec
 from modelyard.errors import InvalidInputError
 from modelyard.serving.codecs.problems import MalformedRequest, ProblemList, key
 
-__all__ = ["decode_json", "validation_error"]
+__all__ = ["MAX_DEPTH", "decode_json", "validation_error"]
+
+#: about how deep msgspec decodes nested arrays and objects before it gives up
+MAX_DEPTH = 990
 
 _AT = re.compile(r"^(?P<message>.*) - at `(?P<loc>[^`]*)`$", re.DOTALL)
 _TYPES = re.compile(r"^Expected `(?P<expected>[^`]*)`, got `(?P<got>[^`]*)`")
@@ -84,9 +87,9 @@ def _literals(body: bytes | memoryview) -> ProblemList:
         # the slow path of an error only: Python's parser reads NaN and 1e400, and a walk
         # of what it read says where they are, with object keys msgspec's path leaves out
         parsed = json.loads(bytes(body), parse_constant=_literal)
+        _find_literals(parsed, "$", found)
     except (ValueError, RecursionError):  # ValueError covers bad UTF-8 and bad JSON
-        return found
-    _find_literals(parsed, "$", found)
+        return ProblemList()
     return found
 
 
@@ -99,10 +102,44 @@ def _malformed(body: bytes | memoryview, exc: msgspec.DecodeError) -> InvalidInp
     return MalformedRequest(f"Expected a JSON body: {exc}", loc="$")
 
 
-def decode_json(body: bytes | memoryview, type: Any = Any, *, prefix: str = "$") -> Any:
-    """``body`` decoded (as ``type``): a 400 when it is not JSON, a 422 for a wrong shape."""
+def _bad_utf8(body: bytes | memoryview, exc: UnicodeDecodeError) -> MalformedRequest:
+    # msgspec decodes each string as it builds it, so the error's position is within
+    # that string: find the first bad byte of the body itself
     try:
+        bytes(body).decode()
+    except UnicodeDecodeError as whole:
+        exc = whole
+    bad = bytes(exc.object[exc.start : exc.end][:4]).hex(" ")
+    return MalformedRequest(
+        f"Expected a JSON body in UTF-8, got invalid UTF-8 (bytes {bad}) at byte {exc.start}",
+        loc="$",
+    )
+
+
+def decode_json(body: bytes | memoryview, type: Any = Any, *, prefix: str = "$") -> Any:
+    """``body`` decoded (as ``type``): a 400 when it is not JSON, a 422 for a wrong shape.
+
+    Invalid UTF-8 and nesting deeper than the decoder's limit (about 1,000 levels) are
+    400s too, like any other body that is not JSON.
+
+    >>> decode_json(b'{"a": "\\xff"}')  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    modelyard.serving.codecs.problems.MalformedRequest: Expected a JSON body in UTF-8, ...
+    """
+    try:
+        # JSON is UTF-8 throughout (RFC 8259), keys and skipped fields included; msgspec
+        # only checks the strings it keeps, so the whole body is checked first (fast
+        # for ASCII, which is most bodies)
+        str(body, "utf-8")
         return msgspec.json.decode(body, type=type)
+    except UnicodeDecodeError as exc:
+        raise _bad_utf8(body, exc) from None
+    except RecursionError:
+        raise MalformedRequest(
+            f"Expected a JSON body nested at most {MAX_DEPTH} levels deep, got one nested deeper",
+            loc="$",
+        ) from None
     except msgspec.ValidationError as exc:
         found = _literals(body) if str(exc).startswith("Number out of range") else None
         if found:

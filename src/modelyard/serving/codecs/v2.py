@@ -49,6 +49,7 @@ from modelyard.serving.codecs.v2_binary import (
     deserialize_bytes,
     header_length,
 )
+from modelyard.serving.codecs.v2_datatypes import check_datatype
 
 __all__ = ["decode_v2_infer"]
 
@@ -172,7 +173,10 @@ def _source(tensor: _Tensor, i: int, raw: memoryview | None, found: ProblemList)
         wanted = f"{count} values for shape {tensor.shape}"
         found.add(f"{base}.data", wanted, f"{len(flat)} values", raw=True)
         return None
-    return _Source(flat, _data_loc(f"{base}.data", tensor.shape, flat is not tensor.data))
+    loc = _data_loc(f"{base}.data", tensor.shape, flat is not tensor.data)
+    before = found.total
+    check_datatype(flat, tensor.datatype, loc, found)
+    return None if found.total > before else _Source(flat, loc)
 
 
 def _column(
@@ -255,6 +259,11 @@ def _matrix(
         return None, 0
     if tensor.datatype == "BYTES":
         found.add(f"{base}.datatype", "a numeric or BOOL datatype", tensor.datatype)
+        return None, 0
+    not_bool = [spec.name for spec in signature.columns if spec.dtype != "bool"]
+    if tensor.datatype == "BOOL" and not_bool:
+        wanted = f"a numeric datatype (BOOL only when every column is bool; {not_bool[0]!r} is not)"
+        found.add(f"{base}.datatype", wanted, tensor.datatype)
         return None, 0
     rows = tensor.shape[0]
     source = _source(tensor, 0, raw, found)
