@@ -190,6 +190,11 @@ class ServingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     #: freshness is checked against and the prediction is logged at. For backtests and
     #: replays of past traffic only; off, such a request is refused
     replay: bool = False
+    #: a request body must arrive within this many seconds of its headers, else 408
+    body_timeout_s: float = 30.0
+    #: how often each worker closes its log segments and compacts closed ones into
+    #: Parquet (seconds); 0 turns it off (``modelyard log compact`` still works)
+    compact_interval_s: float = 60.0
     api_keys: tuple[ApiKeySettings, ...] = ()
     batching: BatchingSettings = msgspec.field(default_factory=BatchingSettings)
     #: per model name
@@ -199,14 +204,15 @@ class ServingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
         _positive("max_body_bytes", self.max_body_bytes)
         _positive("max_rows", self.max_rows)
         _positive("watch_interval_s", self.watch_interval_s)
+        _positive("body_timeout_s", self.body_timeout_s)
+        if not (self.compact_interval_s >= 0 and math.isfinite(self.compact_interval_s)):
+            raise InvalidInputError(
+                f"Expected compact_interval_s to be a finite number >= 0 (0: off), "
+                f"got {self.compact_interval_s!r}"
+            )
 
 
 Signal = Literal[
-    #: a request body must arrive within this many seconds of its headers, else 408
-    body_timeout_s: float = 30.0
-    #: how often each worker closes its log segments and compacts closed ones into
-    #: Parquet (seconds); 0 turns it off (``modelyard log compact`` still works)
-    compact_interval_s: float = 60.0
     "prediction_drift",
     "feature_drift",
     "auc",
@@ -216,12 +222,6 @@ Signal = Literal[
     "estimated_accuracy",
     "mae",
     "rmse",
-        _positive("body_timeout_s", self.body_timeout_s)
-        if not (self.compact_interval_s >= 0 and math.isfinite(self.compact_interval_s)):
-            raise InvalidInputError(
-                f"Expected compact_interval_s to be a finite number >= 0 (0: off), "
-                f"got {self.compact_interval_s!r}"
-            )
 ]
 DRIFT_SIGNALS = ("prediction_drift", "feature_drift")
 

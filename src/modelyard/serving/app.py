@@ -75,9 +75,6 @@ class PayloadTooLarge(ModelyardError):
     type: ClassVar[str] = "payload_too_large"
 
 
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(_ENCODER.encode(data), status_code=status, media_type=JSON)
-
 class RequestTimeout(ModelyardError):
     """The body did not arrive within ``serving.body_timeout_s``: 408, connection closed."""
 
@@ -90,16 +87,19 @@ class MethodNotAllowed(ModelyardError):
     type: ClassVar[str] = "method_not_allowed"
 
 
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(_ENCODER.encode(data), status_code=status, media_type=JSON)
+
 
 def _error(exc: ModelyardError, protocol: Protocol, request_id: str | None) -> Response:
     headers = {}
     if isinstance(exc, Overloaded):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+    if isinstance(exc, RequestTimeout):
+        headers["Connection"] = "close"  # the rest of the body may still be on its way
     if request_id is not None:
         headers["X-Request-ID"] = request_id
     return Response(
-    if isinstance(exc, RequestTimeout):
-        headers["Connection"] = "close"  # the rest of the body may still be on its way
         error_body(exc, protocol=protocol, request_id=request_id),
         status_code=exc.status,
         media_type=JSON,
@@ -707,17 +707,6 @@ def _pin_threads() -> None:
     threadpool_limits(1)
 
 
-async def _crash(request: Request, exc: Exception) -> Response:
-    """The last line: an unexpected error is a 500 in the one error shape, logged."""
-    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-    logger.error("request %s failed", request_id, exc_info=exc)
-    error = ModelError(f"Internal error ({type(exc).__name__}); request id {request_id}")
-    protocol: Protocol = "v2" if request.url.path.startswith("/v2") else "v1"
-    return _error(error, protocol, request_id)
-
-
-def app_from_env() -> Starlette:
-    """The uvicorn factory: settings and targets from ``MODELYARD_SERVE_SPEC`` (JSON)."""
 async def _http_error(request: Request, exc: Exception) -> Response:
     """The router's 404 and 405 (and any other HTTPException) in the one error shape."""
     assert isinstance(exc, HTTPException)
@@ -739,6 +728,17 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return response
 
 
+async def _crash(request: Request, exc: Exception) -> Response:
+    """The last line: an unexpected error is a 500 in the one error shape, logged."""
+    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    logger.error("request %s failed", request_id, exc_info=exc)
+    error = ModelError(f"Internal error ({type(exc).__name__}); request id {request_id}")
+    protocol: Protocol = "v2" if request.url.path.startswith("/v2") else "v1"
+    return _error(error, protocol, request_id)
+
+
+def app_from_env() -> Starlette:
+    """The uvicorn factory: settings and targets from ``MODELYARD_SERVE_SPEC`` (JSON)."""
     spec = json.loads(os.environ[SPEC_ENV])
     settings = load_settings(spec["project"])
     return create_app(settings, spec.get("targets", []), trust=bool(spec.get("trust")))
