@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, cast, get_args
 
 import typer
 
 from modelyard.cli.context import settings_from
 from modelyard.cli.output import err_console
+from modelyard.config import ServingRuntime
 from modelyard.errors import InvalidInputError
+
+#: the values of ``--runtime`` (``modelyard.config.ServingRuntime``)
+RUNTIMES = get_args(ServingRuntime)
 
 
 def serve(
@@ -29,12 +33,26 @@ def serve(
         bool, typer.Option(help="Load packages that hold Python code (custom models).")
     ] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    runtime: Annotated[
+        str | None,
+        typer.Option(
+            help="Runtime to serve versions in: auto (the package's verified serving runtime, "
+            "e.g. onnxruntime) or native (the logged model itself). Default: serving.runtime."
+        ),
+    ] = None,
 ) -> None:
     """Serve models over HTTP: KServe v2 and v1, MLflow /invocations, /metrics."""
     if workers is not None and workers < 1:
         raise InvalidInputError(f"Expected --workers >= 1, got {workers}", loc="workers")
     if not 0 < port < 65536:
         raise InvalidInputError(f"Expected a port in 1..65535, got {port}", loc="port")
+    chosen: ServingRuntime | None = None
+    if runtime is not None:
+        if runtime not in RUNTIMES:
+            raise InvalidInputError(
+                f"Expected --runtime {' or '.join(RUNTIMES)}, got {runtime!r}", loc="runtime"
+            )
+        chosen = cast(ServingRuntime, runtime)
     settings = settings_from(ctx)
     try:
         from modelyard.serving.server import serve as run_server
@@ -51,4 +69,5 @@ def serve(
         workers=workers,
         trust=trust,
         log_level=log_level,
+        runtime=chosen,
     )

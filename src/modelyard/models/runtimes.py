@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from modelyard.config import ServingRuntime
 from modelyard.errors import InvalidInputError, ModelError
 from modelyard.models.signature import ColumnSpec, Signature
 
@@ -412,17 +413,20 @@ class OnnxRuntime:
         return _as_scores(out, inputs.rows, classification=self.classification)
 
 
-def open_serving_runtime(packaged: Any, artifacts: Any) -> Runtime:
+def open_serving_runtime(
+    packaged: Any, artifacts: Any, *, choice: ServingRuntime = "auto"
+) -> Runtime:
     """The runtime a loaded package's manifest names as its serving runtime.
 
     ``packaged`` is a verified ``PackagedModel``; an ONNX graph is read (and verified)
     from ``artifacts``, a native fast path is built from the loaded model, and a package
-    that was never optimized serves natively.
+    that was never optimized serves natively. ``choice="native"`` serves the logged
+    model itself whatever the manifest names (``serving.runtime``).
     """
     manifest = packaged.manifest
     signature = manifest.signature
     name = manifest.serving_runtime
-    if name == "native" or signature is None:
+    if choice == "native" or name == "native" or signature is None:
         return NativeRuntime(packaged.native, signature, packaged.flavor.scores)
     classification = manifest.task == "classification"
     recorded = {r.name: r for r in manifest.runtimes}

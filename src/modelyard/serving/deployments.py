@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from modelyard.config import BatchingSettings, TrafficSettings
+from modelyard.config import BatchingSettings, ServingRuntime, TrafficSettings
 from modelyard.errors import ModelyardError, NotFoundError
 from modelyard.registry.client import ModelRegistry
 from modelyard.registry.refs import ModelRef
@@ -144,6 +144,7 @@ class Deployment:
         batching: BatchingSettings,
         *,
         trust: bool = False,
+        runtime: ServingRuntime = "auto",
         on_swap: Callable[[str, str], None] | None = None,
         on_batch: Callable[[LoadedModel, int, float], None] | None = None,
     ) -> list[str]:
@@ -165,7 +166,7 @@ class Deployment:
                     served = reuse
                 else:
                     loaded = await asyncio.to_thread(
-                        load_version, registry, self.name, version, trust=trust
+                        load_version, registry, self.name, version, trust=trust, runtime=runtime
                     )
                     served = make_served(loaded, batching, on_batch)
             except (ModelyardError, OSError, ValueError, RuntimeError) as exc:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from modelyard.config import ServingRuntime
 from modelyard.errors import InvalidInputError, ModelError
 from modelyard.models.manifest import Manifest, OutputSpec
 from modelyard.models.package import read_holdout
@@ -96,9 +97,18 @@ def _warm(runtime: Runtime, inputs: Inputs, expected: np.ndarray | None, where: 
 
 
 def load_version(
-    registry: ModelRegistry, name: str, version: int, *, trust: bool = False
+    registry: ModelRegistry,
+    name: str,
+    version: int,
+    *,
+    trust: bool = False,
+    runtime: ServingRuntime = "auto",
 ) -> LoadedModel:
-    """Load, verify and warm ``name`` version ``version`` for serving."""
+    """Load, verify and warm ``name`` version ``version`` for serving.
+
+    ``runtime="native"`` serves the logged model itself instead of the package's serving
+    runtime (the warm-up parity check still applies).
+    """
     found = registry.get_version(f"{name}/{version}")
     packaged = registry.load_package(found.package_id, trust=trust)
     manifest: Manifest = packaged.manifest
@@ -108,7 +118,7 @@ def load_version(
             "log it with a training frame (or signature=) to serve it",
             loc="signature",
         )
-    runtime = open_serving_runtime(packaged, registry.artifacts)
+    opened = open_serving_runtime(packaged, registry.artifacts, choice=runtime)
     where = f"{name} v{version}"
     expected: np.ndarray | None = None
     data: Any = None
@@ -118,14 +128,14 @@ def load_version(
     if data is None or len(data) == 0:
         raise ModelError(f"{where}: the package has no held-out rows to warm up on")
     inputs = build_inputs(manifest.signature, data)
-    latency = _warm(runtime, inputs, expected, where)
+    latency = _warm(opened, inputs, expected, where)
     return LoadedModel(
         name=name,
         version=version,
         package_id=found.package_id,
         manifest=manifest,
         signature=manifest.signature,
-        runtime=runtime,
+        runtime=opened,
         row_latency_us=latency,
         loaded_at=time.time(),
     )

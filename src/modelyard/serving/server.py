@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 
-from modelyard.config import Settings
+from modelyard.config import ServingRuntime, Settings
 from modelyard.serving.app import SPEC_ENV
 
 __all__ = ["THREAD_VARIABLES", "pin_threads", "serve"]
@@ -57,15 +57,24 @@ def serve(
     workers: int | None = None,
     trust: bool = False,
     log_level: str = "info",
+    runtime: ServingRuntime | None = None,
 ) -> None:
-    """Run the server until interrupted (workers default to the number of cores)."""
+    """Run the server until interrupted (workers default to the number of cores).
+
+    ``runtime`` overrides ``serving.runtime`` in every worker (None keeps the project's).
+    """
     import uvicorn
 
     pin_threads()
     count = workers or os.cpu_count() or 1
-    os.environ[SPEC_ENV] = json.dumps(
-        {"project": str(settings.project_dir), "targets": list(targets), "trust": trust}
-    )
+    spec: dict[str, object] = {
+        "project": str(settings.project_dir),
+        "targets": list(targets),
+        "trust": trust,
+    }
+    if runtime is not None:
+        spec["runtime"] = runtime
+    os.environ[SPEC_ENV] = json.dumps(spec)
     metrics_dir = None
     if count > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         metrics_dir = tempfile.mkdtemp(prefix="modelyard-metrics-")

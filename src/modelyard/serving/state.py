@@ -172,6 +172,7 @@ class ServerState:
                 self.registry,
                 self.settings.serving.batching,
                 trust=self.trust,
+                runtime=self.settings.serving.runtime,
                 on_swap=self._on_swap,
                 on_batch=self._on_batch,
             )
