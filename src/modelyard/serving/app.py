@@ -342,8 +342,6 @@ class Server:
         try:
             self._auth(request, "predict")
             deployment, pinned = self._served(name, version)
-            if pinned is not None:
-                version_label = str(pinned.model.version)
             body = await _body(request, self.limits.max_body_bytes, self.limits.body_timeout_s)
             t0 = time.perf_counter()
             decoded = decode(body, request, deployment)
@@ -607,7 +605,6 @@ class Server:
                 policy = msgspec.convert(raw, type=TrafficSettings)
             except msgspec.ValidationError as exc:
                 raise InvalidInputError(f"Bad traffic policy: {exc}") from exc
-            await asyncio.to_thread(self.state.check_policy, deployment.name, policy)
             self.state.set_traffic(deployment.name, policy)
             changes = await self.state.refresh()
         except ModelyardError as exc:
