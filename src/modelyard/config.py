@@ -39,6 +39,7 @@ __all__ = [
     "ApiKeySettings",
     "BatchingSettings",
     "ServingSettings",
+    "ServingRuntime",
     "TrafficSettings",
     "find_project",
     "init_project",
@@ -101,6 +102,8 @@ class FeaturesSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
 
 
 Scope = Literal["predict", "admin"]
+#: which runtime a server runs each version in (``serving.runtime``, ``serve --runtime``)
+ServingRuntime = Literal["auto", "native"]
 
 
 class ApiKeySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -184,6 +187,9 @@ class ServingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     max_rows: int = 10_000
     #: values out of the training range or unseen categories: "reject", "warn" or "log"
     value_checks: Literal["reject", "warn", "log"] = "log"
+    #: the runtime versions are served in: "auto" (the package's serving runtime, the one
+    #: ``models optimize`` verified, e.g. onnxruntime) or "native" (the logged model itself)
+    runtime: ServingRuntime = "auto"
     #: how often the server looks for moved aliases (seconds)
     watch_interval_s: float = 2.0
     #: accept ``parameters.as_of`` on v1 entity requests: the time the online features'

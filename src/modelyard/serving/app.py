@@ -738,6 +738,9 @@ def app_from_env() -> Starlette:
     """The uvicorn factory: settings and targets from ``MODELYARD_SERVE_SPEC`` (JSON)."""
     spec = json.loads(os.environ[SPEC_ENV])
     settings = load_settings(spec["project"])
+    if spec.get("runtime"):  # ``serve --runtime`` (checked by the CLI) over the project's
+        serving = msgspec.structs.replace(settings.serving, runtime=spec["runtime"])
+        settings = msgspec.structs.replace(settings, serving=serving)
     return create_app(settings, spec.get("targets", []), trust=bool(spec.get("trust")))
 
 
