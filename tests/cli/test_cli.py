@@ -270,9 +270,9 @@ def test_runs_show_json_by_prefix(
     assert prefix.json() == data
 
 
-def test_runs_show_unknown_run_exits_1(cli: Any, tracked: dict[str, str]) -> None:
+def test_runs_show_unknown_run_exits_2(cli: Any, tracked: dict[str, str]) -> None:
     result = cli("runs", "show", "deadbeefdeadbeef")
-    assert result.code == 1
+    assert result.code == 2
     assert result.out == ""
     assert result.err.splitlines() == [
         "error: No run with id 'deadbeefdeadbeef'. List runs with `modelyard runs list`."
@@ -353,9 +353,9 @@ def test_bad_order_exits_2(cli: Any, tracked: dict[str, str]) -> None:
     assert "Traceback" not in result.err
 
 
-def test_unknown_experiment_exits_1_with_a_suggestion(cli: Any, tracked: dict[str, str]) -> None:
+def test_unknown_experiment_exits_2_with_a_suggestion(cli: Any, tracked: dict[str, str]) -> None:
     result = cli("runs", "list", "-e", "chrun")
-    assert result.code == 1
+    assert result.code == 2
     assert result.err.startswith("error: No experiment named 'chrun'. Did you mean 'churn'?")
 
 
@@ -364,12 +364,14 @@ def test_usage_errors_exit_2_without_a_traceback(cli: Any, project: Path) -> Non
         result = cli(*args)
         assert result.code == 2, args
         assert "Traceback" not in result.err
-        assert "Usage: modelyard runs" in result.err
+        [line] = result.err.splitlines()  # one line, however long the message
+        assert line.startswith("error: ")
+        assert line.endswith(f"(see 'modelyard runs {args[1]} --help')"), line
 
 
-def test_no_project_exits_1_and_suggests_init(tmp_path: Path, no_env: None) -> None:
+def test_no_project_exits_2_and_suggests_init(tmp_path: Path, no_env: None) -> None:
     result = _program("runs", "list", cwd=tmp_path)
-    assert result.code == 1
+    assert result.code == 2
     assert result.out == ""
     assert result.err.splitlines() == [
         f"error: No modelyard project in {tmp_path} or any folder above it. "
@@ -377,18 +379,19 @@ def test_no_project_exits_1_and_suggests_init(tmp_path: Path, no_env: None) -> N
     ]
 
 
-def test_verbose_prints_the_traceback(
+def test_debug_prints_the_traceback(
     cli: Any, tmp_path: Path, no_env: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
     quiet = cli("runs", "list")
-    assert quiet.code == 1
+    assert quiet.code == 2
     assert "Traceback" not in quiet.err
-    loud = cli("--verbose", "runs", "list")
-    assert loud.code == 1
-    assert "Traceback" in loud.err
-    assert "NotFoundError" in loud.err
-    assert loud.err.rstrip().splitlines()[-1].startswith("error: No modelyard project in")
+    for flag in ("--debug", "--verbose", "-v"):
+        loud = cli(flag, "runs", "list")
+        assert loud.code == 2
+        assert "Traceback" in loud.err
+        assert "NotFoundError" in loud.err
+        assert loud.err.rstrip().splitlines()[-1].startswith("error: No modelyard project in")
 
 
 # -- choosing the project -------------------------------------------------------------------
@@ -429,7 +432,7 @@ def test_project_option_and_environment_select_the_project(
     assert [r["id"] for r in in_program.json()] == [second]
 
     missing = cli("--project", str(elsewhere), "runs", "list")
-    assert missing.code == 1
+    assert missing.code == 2
     assert missing.err.startswith(f"error: No modelyard.yaml in {elsewhere}.")
     assert "modelyard init" in missing.err
 
@@ -477,13 +480,13 @@ def test_a_postgres_password_never_appears_in_output(
         cli("runs", "list", "-f", "metrics.auc >> 1"),
         cli("--verbose", "runs", "show", "deadbeefdeadbeef"),
     ]
-    assert [r.code for r in outputs] == [0, 0, 0, 0, 0, 2, 1]
+    assert [r.code for r in outputs] == [0, 0, 0, 0, 0, 2, 2]
 
     # a server that is not there: the error names the store, without its password
     port = make_url(url).port
     monkeypatch.setenv("MODELYARD_DB_URL", url.replace(f":{port}/", ":1/"))
     down = cli("runs", "list")
-    assert down.code == 1
+    assert down.code == 2
     assert down.err.startswith("error: Metadata store postgresql+psycopg://")
     assert ":***@" in down.err
     outputs += [down, cli("--verbose", "runs", "list")]
@@ -502,5 +505,5 @@ def test_a_password_with_a_slash_is_hidden_too(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MODELYARD_DB_URL", "postgresql+psycopg://ana:pa/ss-w0rd@127.0.0.1:1/ml")
     result = cli("runs", "list")
-    assert result.code == 1
+    assert result.code == 2
     assert "ss-w0rd" not in result.err

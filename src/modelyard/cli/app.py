@@ -1,12 +1,14 @@
 """``modelyard``: the command line entry point.
 
-Errors print one line and exit non-zero: 2 for bad input, 1 otherwise
-(``--verbose`` prints the traceback too).
+Exit codes: 0 ok, 1 a check failed, 2 bad input, usage or environment, 3 an internal
+error. A failure is one line on stderr (credentials masked); ``--debug`` adds the
+traceback. See ``modelyard.cli.failures``.
 """
 
 from __future__ import annotations
 
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated
 
@@ -18,22 +20,36 @@ import modelyard.cli.models_import
 import modelyard.cli.models_optimize  # noqa: F401 - registers `models optimize` on models.app
 from modelyard.cli import features, models, monitor, runs, serve
 from modelyard.cli.context import CliState
+from modelyard.cli.failures import EXIT_USAGE, describe_failure, traceback_of
 from modelyard.cli.output import console, err_console, print_json
 from modelyard.config import init_project
-from modelyard.errors import InvalidInputError, ModelyardError
 
 app = typer.Typer(
     name="modelyard",
     help="Take a model from a notebook to production and keep it healthy there.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    # --install-completion / --show-completion for bash, zsh, fish and PowerShell
+    add_completion=True,
 )
 app.add_typer(runs.app, name="runs")
 app.add_typer(models.app, name="models")
 app.add_typer(features.app, name="features")
 app.add_typer(monitor.app, name="monitor")
 app.command("serve")(serve.serve)
+
+
+def _version() -> str:
+    try:
+        return version("modelyard")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"modelyard {_version()}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -48,9 +64,29 @@ def _root(
             help="Project folder (default: found by walking up from here).",
         ),
     ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            "--verbose",
+            "-v",
+            help="Show the traceback when a command fails (--verbose is the same).",
+        ),
+    ] = False,
+    _show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
 ) -> None:
-    ctx.obj = CliState(project=project, verbose=verbose)
+    if isinstance(ctx.obj, CliState):  # main() reads it back when a command fails
+        ctx.obj.project, ctx.obj.verbose = project, debug
+    else:
+        ctx.obj = CliState(project=project, verbose=debug)
 
 
 @app.command()
@@ -100,23 +136,49 @@ def demo(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; return the exit code."""
-    args = sys.argv[1:] if argv is None else argv
-    verbose = "--verbose" in args or "-v" in args
+    """Run the CLI; return the exit code (see the module's docstring)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    state = CliState(project=None, verbose=False)
     try:
-        # standalone mode: typer reports usage errors itself (its own vendored click, so
-        # catching ``click`` exceptions here would miss them) and exits with their code
-        app(args=args, prog_name="modelyard", standalone_mode=True)
-    except SystemExit as exc:
+        # not standalone: every failure, usage errors included, comes back here to be
+        # printed as one line (typer's own panel wraps long messages over several lines)
+        result = app(args=args, prog_name="modelyard", standalone_mode=False, obj=state)
+    except SystemExit as exc:  # shell completion, or a command that exits itself
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except ModelyardError as exc:
-        if verbose:
-            err_console.print_exception()
+    except (KeyboardInterrupt, typer.Abort):
+        err_console.print("Aborted.")
+        return 130
+    except typer.TyperException as exc:  # click's usage errors (typer vendors click)
+        return _usage_error(exc)
+    except Exception as exc:
+        debug = state.verbose or "--debug" in args
+        code, message = describe_failure(exc)
+        if debug:
+            sys.stderr.write(traceback_of(exc))
         # Text, not markup: the message holds user input (filters, names, paths), and
         # soft_wrap keeps a filter and the caret under it on one line each at any width
-        err_console.print(Text.assemble(("error:", "bold red"), " ", str(exc)), soft_wrap=True)
-        return 2 if isinstance(exc, InvalidInputError) else 1
-    return 0
+        if message.startswith("internal error:"):
+            line = Text(message)
+        else:
+            line = Text.assemble(("error:", "bold red"), " ", message)
+        err_console.print(line, soft_wrap=True)
+        return code
+    # typer returns the code of a command that raised typer.Exit; a command's own
+    # return value (always None here) is not an exit code
+    return result if type(result) is int else 0
+
+
+def _usage_error(exc: typer.TyperException) -> int:
+    """One line for a usage error, with where to find help; ``modelyard`` alone prints help."""
+    ctx = getattr(exc, "ctx", None)
+    code = int(getattr(exc, "exit_code", EXIT_USAGE))
+    if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+        console.print(ctx.get_help(), markup=False, highlight=False)
+        return code
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    message = " ".join(exc.format_message().split())
+    err_console.print(Text.assemble(("error:", "bold red"), " ", message, hint), soft_wrap=True)
+    return code
 
 
 if __name__ == "__main__":

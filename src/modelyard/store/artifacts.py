@@ -32,8 +32,14 @@ from typing import IO, Any
 
 import fsspec
 
-from modelyard.errors import ArtifactIntegrityError, InvalidInputError, NotFoundError, StorageError
-from modelyard.store.urls import is_local_path, redact_url
+from modelyard.errors import (
+    ArtifactIntegrityError,
+    InvalidInputError,
+    MissingExtraError,
+    NotFoundError,
+    StorageError,
+)
+from modelyard.store.urls import is_local_path, redact_text, redact_url
 
 __all__ = ["ArtifactRef", "ArtifactStore", "check_artifact_path"]
 
@@ -70,11 +76,32 @@ class ArtifactStore:
         self.url = url
         if is_local_path(url):
             local = url.removeprefix("file://")
-            Path(local).mkdir(parents=True, exist_ok=True)
+            try:
+                Path(local).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # read-only, a file in the way, no permission
+                raise StorageError(
+                    f"Artifact store {redact_url(url)} failed: cannot create the folder "
+                    f"{local}: {exc.strerror or exc}. Check the `artifacts` setting "
+                    "(or MODELYARD_ARTIFACTS) and the folder's permissions."
+                ) from exc
             self.fs: Any = fsspec.filesystem("file")
             self.root = str(Path(local).resolve())
         else:
-            self.fs, self.root = fsspec.core.url_to_fs(url, **storage_options)
+            try:
+                self.fs, self.root = fsspec.core.url_to_fs(url, **storage_options)
+            except ImportError as exc:  # fsspec's "Install s3fs to access S3"
+                scheme = url.partition("://")[0]
+                if scheme in ("s3", "s3a"):
+                    raise MissingExtraError(f"The artifact store {redact_url(url)}", "s3") from exc
+                raise StorageError(
+                    f"Artifact store {redact_url(url)} needs a package that is not installed: {exc}"
+                ) from exc
+            except ValueError as exc:  # fsspec: "Protocol not known: ..."
+                raise InvalidInputError(
+                    f"Expected a local folder or an fsspec URL (s3://bucket/prefix), got "
+                    f"{redact_url(url)!r}: {redact_text(str(exc), url)}",
+                    loc="artifacts",
+                ) from exc
             self.root = self.root.rstrip("/")
         self._local = is_local_path(url)
 
@@ -133,7 +160,10 @@ class ArtifactStore:
         except BaseException as exc:
             self._discard(tmp)  # a failed write leaves no temporary file behind
             if isinstance(exc, OSError):
-                raise StorageError(f"Artifact store {redact_url(self.url)} failed: {exc}") from exc
+                detail = redact_text(str(exc), self.url)
+                raise StorageError(
+                    f"Artifact store {redact_url(self.url)} failed: {detail}"
+                ) from exc
             raise
         return ArtifactRef(sha, size)
 

@@ -9,7 +9,7 @@ advisory lock on PostgreSQL), so several processes may open a fresh store at onc
 
 >>> db = open_database("sqlite://")
 >>> db.revision()
-'0004_monitoring'
+'0005_metric_batches'
 >>> db.close()
 """
 
@@ -27,7 +27,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
-from modelyard.errors import InvalidInputError, StorageError
+from modelyard.errors import InvalidInputError, MissingExtraError, StorageError
 from modelyard.store.schema import HEAD_REVISION
 from modelyard.store.urls import redact_text, redact_url
 
@@ -74,7 +74,7 @@ class Database:
         except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DatabaseError) as exc:
             detail = redact_text(str(exc.orig) if exc.orig else str(exc), self.url)
             raise StorageError(
-                f"Metadata store {redact_url(self.url)} failed: {detail.strip()}"
+                f"Metadata store {redact_url(self.url)} failed: {_one_line(detail)}"
             ) from None
 
     def revision(self) -> str | None:
@@ -84,6 +84,11 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _one_line(detail: str) -> str:
+    """A driver's message on one line (libpq adds hints on indented lines)."""
+    return " ".join(detail.split())
 
 
 def _current_revision(conn: Connection) -> str | None:
@@ -145,6 +150,12 @@ def _make_engine(url: str) -> Engine:
             f"postgresql+psycopg://user@host/db, got {redact_url(url)!r}",
             loc="db_url",
         ) from exc
+    except ValueError as exc:  # SQLAlchemy parses the port with int(): ":abc", ":"
+        raise InvalidInputError(
+            f"Expected a database URL with a numeric port (host:5432), got "
+            f"{redact_url(url)!r}: {redact_text(str(exc), url)}",
+            loc="db_url",
+        ) from exc
 
 
 def _engine_for(url: str) -> Engine:
@@ -158,8 +169,6 @@ def _engine_for(url: str) -> Engine:
         try:
             return create_engine(url, pool_pre_ping=True)
         except ModuleNotFoundError as exc:
-            from modelyard.errors import MissingExtraError
-
             raise MissingExtraError("A PostgreSQL metadata store", "postgres") from exc
     raise InvalidInputError(
         f"Expected a sqlite:// or postgresql:// URL, got {redact_url(url)!r}", loc="db_url"
