@@ -179,14 +179,14 @@ def test_bad_input_exits_2(cli: Any, args: tuple[str, ...], message: str) -> Non
     assert message in result.err
 
 
-def test_unknown_view_and_missing_module_exit_1(cli: Any, project: Path) -> None:
+def test_unknown_view_and_missing_module_exit_2(cli: Any, project: Path) -> None:
     assert cli("features", "apply").code == 0
     shown = cli("features", "show", "delay")
-    assert shown.code == 1
+    assert shown.code == 2
     assert "Did you mean 'delays'?" in shown.err
     (project / "features.py").unlink()
     planned = cli("features", "plan")
-    assert planned.code == 1 and "No feature definitions module" in planned.err
+    assert planned.code == 2 and "No feature definitions module" in planned.err
 
 
 def test_a_broken_source_fails_apply_with_exit_2(cli: Any, project: Path) -> None:

@@ -158,10 +158,10 @@ def test_register_a_runs_model(cli: Any, logged: dict[str, str]) -> None:
 
 def test_register_refusals(cli: Any, logged: dict[str, str]) -> None:
     empty = cli("models", "register", logged["empty"], "--name", "churn")
-    assert empty.code == 1
+    assert empty.code == 2
     assert f"error: Run {logged['empty']} logged no model" in empty.err
     unknown = cli("models", "register", "nothing-here", "--name", "churn")
-    assert unknown.code == 1
+    assert unknown.code == 2
     assert "No run or package with id 'nothing-here'" in unknown.err
     bad_name = cli("models", "register", logged["first"], "--name", "bad name")
     assert bad_name.code == 2
@@ -235,7 +235,7 @@ def test_unalias(cli: Any, registered: dict[str, str]) -> None:
     assert removed.code == 0, removed.err
     assert removed.json() == {"name": "churn", "alias": "production", "previous": 2}
     again = cli("models", "unalias", "churn", "production")
-    assert again.code == 1
+    assert again.code == 2
     assert "Model 'churn' has no alias 'production'" in again.err
     assert cli("models", "list", "--json").json()[0]["aliases"] == {}
 
@@ -248,19 +248,19 @@ def test_rollback(cli: Any, registered: dict[str, str]) -> None:
     assert text.code == 0, text.err
     assert "churn@production → 2 (rolled back)" in text.out
     never = cli("models", "rollback", "churn", "staging")
-    assert never.code == 1
+    assert never.code == 2
     assert "no alias 'staging'" in never.err
 
 
 def test_archive(cli: Any, registered: dict[str, str]) -> None:
     held = cli("models", "archive", "churn/2")
-    assert held.code == 1
+    assert held.code == 2
     assert "error: churn/2 holds the alias(es) production" in held.err
     archived = cli("models", "archive", "churn/1", "--json", "-m", "old")
     assert archived.code == 0, archived.err
     assert (archived.json()["ref"], archived.json()["status"]) == ("churn/1", "archived")
     refused = cli("models", "alias", "churn/1", "staging")
-    assert refused.code == 1
+    assert refused.code == 2
     assert "churn/1 is archived and can hold no alias" in refused.err
     text = cli("models", "archive", "churn/1")
     assert (text.code, text.out.strip()) == (0, "Archived churn/1")
@@ -321,22 +321,22 @@ def test_a_bad_ref_exits_2(cli: Any, registered: dict[str, str], args: tuple[str
         ("models", "archive", "chrun/1"),
     ],
 )
-def test_an_unknown_model_exits_1(
+def test_an_unknown_model_exits_2(
     cli: Any, registered: dict[str, str], args: tuple[str, ...]
 ) -> None:
     result = cli(*args)
-    assert result.code == 1
+    assert result.code == 2
     assert result.err.splitlines() == [
         "error: No model named 'chrun'. Did you mean 'churn'? Known models: churn."
     ]
 
 
-def test_unknown_version_and_alias_exit_1(cli: Any, registered: dict[str, str]) -> None:
+def test_unknown_version_and_alias_exit_2(cli: Any, registered: dict[str, str]) -> None:
     version = cli("models", "show", "churn/9")
-    assert version.code == 1
+    assert version.code == 2
     assert "Model 'churn' has no version 9; versions: 1, 2" in version.err
     alias = cli("models", "show", "churn@staging")
-    assert alias.code == 1
+    assert alias.code == 2
     assert "has no alias 'staging'; aliases: production" in alias.err
 
 
@@ -376,7 +376,7 @@ def test_the_real_program(project: Path, registered: dict[str, str]) -> None:
     history = json.loads(program("history", "churn", "--json").stdout)
     assert history[-1]["actor"] == "shell-user"
     failed = program("archive", "churn/1")
-    assert failed.returncode == 1
+    assert failed.returncode == 2
     assert failed.stderr.strip() == (
         "error: churn/1 holds the alias(es) canary; move them to another version before "
         "archiving it"
