@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import statistics
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
@@ -26,6 +28,7 @@ from modelyard.features.definitions import (
     SqlSource,
 )
 from modelyard.features.offline import get_historical_features
+from modelyard.features.online import OnlineStore
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 CARRIER = Entity("carrier", join_keys=["carrier"])
@@ -92,6 +95,8 @@ def oracle(
     as_served: bool,
 ) -> list[tuple[float | None, float | None, int | None]]:
     """The eight rules, literally: filter every source row, then take the maximum."""
+    if as_served:
+        return served_oracle(entity_rows, source, ttl)
     out: list[tuple[float | None, float | None, int | None]] = []
     for key, t in entity_rows:
         candidates = []
@@ -110,6 +115,33 @@ def oracle(
             continue
         _, best, rid = max(candidates, key=lambda c: c[0])
         out.append((best.f1, best.f2, rid))  # rule 5: every feature from the one row
+    return out
+
+
+def served_oracle(
+    entity_rows: list[tuple[str, datetime]], source: list[Row], ttl: timedelta | None
+) -> list[tuple[float | None, float | None, int | None]]:
+    """``as_served``, literally: of the rows available at t (created and event both <= t),
+    the latest (event, created, row); null when its event is older than t - ttl."""
+    out: list[tuple[float | None, float | None, int | None]] = []
+    for key, t in entity_rows:
+        available = [
+            ((row.event, row.created, rid), row, rid)
+            for rid, row in enumerate(source)
+            if row.key == key
+            and row.event is not None
+            and row.created is not None
+            and max(row.event, row.created) <= t
+        ]
+        if not available:
+            out.append((None, None, None))
+            continue
+        _, best, rid = max(available, key=lambda c: c[0])
+        assert best.event is not None
+        if ttl is not None and best.event < t - ttl:
+            out.append((None, None, None))
+            continue
+        out.append((best.f1, best.f2, rid))
     return out
 
 
@@ -143,7 +175,8 @@ def source_rows(draw: st.DrawFn) -> list[Row]:
     rows = []
     for _ in range(draw(st.integers(min_value=0, max_value=12))):
         event = draw(minutes)
-        delay = draw(st.one_of(st.none(), st.integers(min_value=0, max_value=3)))
+        # created before the event too (a forecast), and late arrivals of older events
+        delay = draw(st.one_of(st.none(), st.integers(min_value=-2, max_value=3)))
         rows.append(
             Row(
                 key=draw(st.sampled_from(["a", "b"])),
@@ -337,6 +370,97 @@ def test_as_served_hides_a_late_backfill(tmp_path: Path) -> None:
         (1.0, 1.0, 0.0),
         (2.0, 2.0, 1.0),
     ]
+
+
+def test_as_served_keeps_the_newer_event_over_a_late_older_one(tmp_path: Path) -> None:
+    # an event at minute 5, then an *older* event (minute 2) that arrives at minute 8:
+    # the online store keeps the newer event, so that is what was served at minute 9
+    source = [Row("a", at(5), at(5), 1.0, 1.0), Row("a", at(2), at(8), 2.0, 2.0)]
+    view = make_view(write_source(tmp_path, source))
+    rows = [("a", at(6)), ("a", at(9))]
+    assert got(get_historical_features(entities(rows), [view], as_served=True)) == [
+        (1.0, 1.0, 0.0),
+        (1.0, 1.0, 0.0),
+    ]
+
+
+def test_as_served_measures_the_ttl_on_event_time(tmp_path: Path) -> None:
+    # an event at minute 0 that arrived at minute 3, with a 3-minute ttl: fresh at 3
+    # (0 >= 3 - 3), stale at 4, as an online read at minute 4 reports it
+    source = [Row("a", at(0), at(3), 1.0, 1.0)]
+    view = make_view(write_source(tmp_path, source), ttl=timedelta(minutes=3))
+    rows = [("a", at(2)), ("a", at(3)), ("a", at(4))]
+    assert got(get_historical_features(entities(rows), [view], as_served=True)) == [
+        (None, None, None),
+        (1.0, 1.0, 0.0),
+        (None, None, None),
+    ]
+
+
+_replays = itertools.count()
+
+
+@seed(20240103)
+@settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(source=source_rows(), rows=entity_rows, ttl=ttls)
+def test_as_served_equals_replaying_the_writes_into_a_real_online_store(
+    tmp_path: Path,
+    online_store: OnlineStore,
+    source: list[Row],
+    rows: list[tuple[str, datetime]],
+    ttl: timedelta | None,
+) -> None:
+    """Each row is written when it became available (max(created, event)); rows that
+    arrive together are one materialization batch (one winner per key); the store is
+    read at each entity time. Offline ``as_served`` must give exactly what was read."""
+    view = dataclasses.replace(
+        make_view(write_source(tmp_path, source), ttl), name=f"served_{next(_replays)}"
+    )
+    offline = got(get_historical_features(entities(rows), [view], as_served=True))
+    arrivals: dict[datetime, dict[str, tuple[Any, int, Row]]] = {}
+    for rid, row in enumerate(source):
+        if row.event is None or row.created is None:
+            continue  # never available: no created time
+        batch = arrivals.setdefault(max(row.event, row.created), {})
+        order = (row.event, row.created, rid)
+        if row.key not in batch or order > batch[row.key][0]:
+            batch[row.key] = (order, rid, row)
+    pending = sorted(arrivals.items(), key=lambda item: item[0])
+    served: dict[int, tuple[float | None, float | None, float | None]] = {}
+    for i, (key, t) in sorted(enumerate(rows), key=lambda item: item[1][1]):
+        while pending and pending[0][0] <= t:
+            _, batch = pending.pop(0)
+            winners = list(batch.values())
+            online_store.write(
+                view,
+                pa.table(
+                    {
+                        "carrier": [w[2].key for w in winners],
+                        "event_timestamp": pa.array(
+                            [w[2].event for w in winners], pa.timestamp("us", tz="UTC")
+                        ),
+                        "created_timestamp": pa.array(
+                            [w[2].created for w in winners], pa.timestamp("us", tz="UTC")
+                        ),
+                        "f1": pa.array([w[2].f1 for w in winners], pa.float64()),
+                        "f2": pa.array([w[2].f2 for w in winners], pa.float64()),
+                        "rid": pa.array([w[1] for w in winners], pa.int64()),
+                    }
+                ),
+            )
+        read = online_store.read(view, [(key,)], now=t)
+        served[i] = (
+            _clean(read.values["f1"][0].as_py()),
+            _clean(read.values["f2"][0].as_py()),
+            _clean(read.values["rid"][0].as_py()),
+        )
+    assert offline == [served[i] for i in range(len(rows))]
+    assert offline == expect(served_oracle(rows, source, ttl))
 
 
 def test_as_served_needs_a_created_field(tmp_path: Path) -> None:

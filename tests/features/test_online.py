@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -88,13 +89,32 @@ def test_round_trip_of_typed_values(online_store: OnlineStore) -> None:
     assert result.event_timestamp.to_pylist() == [T0, T0, T0, T0, None]
 
 
-def test_string_and_int_keys_are_distinct(online_store: OnlineStore) -> None:
+def test_string_and_int_keys_never_meet(online_store: OnlineStore) -> None:
+    # Before any write, nothing is held: any key is simply missing.
+    assert online_store.read(SCORES, [("1", "s")], now=T0).status.tolist() == [2]
     online_store.write(SCORES, _rows([1, 2], [T0, T0], [1.0, 2.0]))
-    online_store.write(SCORES, _rows(["1"], [T0], [10.0]))
-    result = online_store.read(SCORES, [(1, "s"), ("1", "s"), ("2", "s")], now=T0)
-    assert result.values["score"].to_pylist() == [1.0, 10.0, None]
+    # The view's keys are ints now: string keys are refused, on write and on read,
+    # naming both types, never converted ("1" is not 1).
+    with pytest.raises(InvalidInputError, match=r"holds int keys.*string keys"):
+        online_store.write(SCORES, _rows(["1"], [T0], [10.0]))
+    for bad in ("1", "01", 1.0, True):
+        with pytest.raises(InvalidInputError, match=r"'customer_id' holds int keys.*got the"):
+            online_store.read(SCORES, [(1, "s"), (bad, "s")], now=T0)
+    result = online_store.read(SCORES, [(1, "s"), (2, "s"), (3, "s")], now=T0)
+    assert result.values["score"].to_pylist() == [1.0, 2.0, None]
     numpy_key = online_store.read(SCORES, [(np.int64(2), np.str_("s"))], now=T0)
     assert numpy_key.values["score"].to_pylist() == [2.0]
+    # A store opened afresh knows the types from what it holds.
+    if isinstance(online_store, SQLiteOnlineStore):
+        again: OnlineStore = SQLiteOnlineStore(online_store.url)
+    else:
+        assert isinstance(online_store, RedisOnlineStore)
+        again = RedisOnlineStore(os.environ["MODELYARD_TEST_REDIS_URL"], prefix=online_store.prefix)
+    try:
+        with pytest.raises(InvalidInputError, match=r"holds int keys.*got the string '1'"):
+            again.read(SCORES, [("1", "s")], now=T0)
+    finally:
+        again.close()
 
 
 def test_an_older_write_never_overwrites_a_newer_one(online_store: OnlineStore) -> None:

@@ -21,17 +21,27 @@ each requested feature view, the view's features are looked up by this written s
    frame or in a source, is an ``InvalidInputError`` naming the frame or view and the
    column, unless ``assume_utc=True`` (naive values are then read as UTC).
 
-Feature rows with a null time are ignored. ``as_served=True`` uses the availability time
-(``created_timestamp_field``) in place of the event time for rules 2, 3 and 4 (ties are
-then broken by event time, then ingestion order), so a late backfill stays invisible to
-entity rows before it arrived: what a model trained on the set would have been served.
+Feature rows with a null time are ignored. Join keys compare with the source's type and
+are never coerced: the entity frame's key column must hold strings for a ``VARCHAR`` key
+and integers for an integer key; anything else (``int64`` keys against ``VARCHAR``, floats,
+a mix of ``str`` and ``int``) is an ``InvalidInputError`` naming both types (see
+:mod:`modelyard.features.keys`).
+
+``as_served=True`` gives what the online store would have served at ``t``, by the
+online store's own rule. A row reaches the store when it is available: at
+``max(created, event)`` (it has arrived, and materialization writes only rows whose
+event time has passed); a row with no created time never does. Of the rows available at
+``t``, the store keeps the one with the latest ``(event, created)`` (monotonic writes: a
+late-arriving *older* event never replaces a newer one), then the later source row; the
+ttl is measured on its event time (``event >= t - ttl``, inclusive, else null), as an
+online read at ``t`` checks it.
 
 **Aggregations** (``Aggregation(column, fn, window)``) follow rules 1, 6, 7 and 8 and are
 computed over every source row whose time is in ``(t - window, t]`` (no deduplication:
 each row is an event; the view's ttl does not apply). ``count`` counts non-null values (0
 with none); ``sum``, ``mean``, ``min``, ``max`` and ``std`` (sample) ignore nulls and are null
 with no values (``std`` needs two); ``last`` is the value of the latest row by rule 4, nulls
-included. Under ``as_served`` the window is over availability time.
+included. Under ``as_served`` the window is over created time.
 
 The join runs in DuckDB: each source is read once (a single Parquet file of plain columns
 is read in place instead, keys and time first) and ASOF-joined, on keys and time, to the
@@ -77,14 +87,15 @@ from modelyard.features.definitions import (
     OnDemandFeatureView,
     parse_window,
 )
+from modelyard.features.keys import KeyType, frame_key_type
 from modelyard.features.ondemand import gather_inputs, input_refs, run_on_demand, split_refs
+from modelyard.features.validation import AWARE, key_types, source_columns
 
 if TYPE_CHECKING:
     import duckdb
 
 __all__ = ["get_historical_features"]
 
-_AWARE = "TIMESTAMP WITH TIME ZONE"
 _NAIVE = {"TIMESTAMP", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S", "DATE"}
 _AGGREGATE = {
     "count": "count",
@@ -318,18 +329,6 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _source_columns(con: duckdb.DuckDBPyConnection, view: FeatureView) -> dict[str, str]:
-    import duckdb
-
-    try:
-        rows = con.execute(f"DESCRIBE SELECT * FROM {view.source.relation()}").fetchall()
-    except duckdb.Error as exc:
-        raise InvalidInputError(
-            f"Cannot read the source of view {view.name!r}: {exc}", loc=f"views.{view.name}"
-        ) from exc
-    return {str(row[0]): str(row[1]) for row in rows}
-
-
 def _check_source(
     view: FeatureView, columns: dict[str, str], request: _Request, as_served: bool
 ) -> None:
@@ -368,7 +367,7 @@ def _time_sql(view: FeatureView, columns: dict[str, str], field: str, assume_utc
             f"got {kind}; store them in UTC with a time zone or pass assume_utc=True",
             loc=f"views.{view.name}.{field}",
         )
-    if kind != _AWARE and kind not in _NAIVE:
+    if kind not in AWARE and kind not in _NAIVE:
         raise InvalidInputError(
             f"View {view.name!r}: expected a timestamp column {field!r}, got {kind}",
             loc=f"views.{view.name}.{field}",
@@ -393,8 +392,9 @@ def _join_view(
     import duckdb
 
     view, source = request.view, request.view.source
-    columns = _source_columns(con, view)
+    columns = source_columns(con, view)
     _check_source(view, columns, request, as_served)
+    types = key_types(view, columns)
     event = _time_sql(view, columns, source.timestamp_field, assume_utc)
     created_field = source.created_timestamp_field
     created = (
@@ -402,16 +402,21 @@ def _join_view(
         if created_field is not None
         else "CAST(NULL AS TIMESTAMPTZ)"
     )
+    # __t/__tie: the join's time and tie-breaker (aggregations under as_served window
+    # over created time); __e/__c: event and created time, for the as_served rule.
     time, tie = (created, event) if as_served else (event, created)
     keys = [f"__k{i}" for i in range(len(view.join_keys))]
     select = ", ".join(
         [f"{_quote(k)} AS {a}" for k, a in zip(view.join_keys, keys, strict=True)]
-        + [f"{time} AS __t", f"{tie} AS __tie"]
+        + [f"{time} AS __t", f"{tie} AS __tie", f"{event} AS __e", f"{created} AS __c"]
         + [f"{f.sql} AS __f{i}" for i, f in enumerate(request.features)]
         + [f"{_quote(a.column)} AS __a{i}" for i, a in enumerate(request.aggregations)]
     )
     entity = pd.DataFrame(
-        {a: entity_df[k].reset_index(drop=True) for k, a in zip(view.join_keys, keys, strict=True)}
+        {
+            a: _typed_keys(view, entity_df[k], kind, columns[k])
+            for k, a, kind in zip(view.join_keys, keys, types, strict=True)
+        }
     )
     entity["__ts"] = entity_time
     entity.insert(0, "__row", range(len(entity)))
@@ -419,7 +424,7 @@ def _join_view(
     out: list[pd.Series[Any]] = []
     con.register("__entity", entity)
     try:
-        parquet = _single_parquet(view, request, columns)
+        parquet = None if as_served else _single_parquet(view, request, columns)
         # (a view has no rowid; its own name, so that it never meets an earlier __raw table)
         raw, rid = ("__raw", "rowid") if parquet is None else ("__parquet", "__rid")
         if parquet is not None:
@@ -435,7 +440,10 @@ def _join_view(
             con.execute(
                 f"CREATE OR REPLACE TEMP TABLE __raw AS SELECT {select} FROM {source.relation()}"
             )
-        if request.features:
+        if request.features and as_served:
+            frame = _served(con, request, on, keys)
+            out.extend(frame[f"__f{i}"] for i in range(len(request.features)))
+        elif request.features:
             frame = _latest(con, request, on, keys, raw, rid)
             out.extend(frame[f"__f{i}"] for i in range(len(request.features)))
         if request.aggregations:
@@ -449,6 +457,25 @@ def _join_view(
     finally:
         con.unregister("__entity")
     return out
+
+
+def _typed_keys(view: FeatureView, values: pd.Series[Any], kind: KeyType, column_type: str) -> Any:
+    """The entity frame's key column for the join, checked to hold ``kind`` keys."""
+    values = values.reset_index(drop=True)
+    got = frame_key_type(values)
+    if got is not None and got != kind:
+        convert = "astype(str)" if kind == "string" else "astype('Int64')"
+        raise InvalidInputError(
+            f"View {view.name!r}: join key {values.name!r} is {column_type} in the source "
+            f"({kind} keys), but the entity frame's column holds {got} values "
+            f"(dtype {values.dtype}); keys are never converted between types, so convert "
+            f"the column yourself (e.g. .{convert}) if that is what you mean",
+            loc=f"entity_df.{values.name}",
+        )
+    # One typed column for DuckDB, so it never casts one side of the key comparison.
+    if kind == "string":
+        return values.astype("string")
+    return pd.array(values.tolist(), dtype="Int64") if values.dtype == object else values
 
 
 def _single_parquet(view: FeatureView, request: _Request, columns: dict[str, str]) -> str | None:
@@ -502,6 +529,32 @@ def _latest(
         f" w AS (SELECT {', '.join(keys)}, __t, arg_max(struct_pack({', '.join(features)}),"
         f" {order}) AS __w FROM {raw} w SEMI JOIN p ON {pairs} GROUP BY {', '.join(keys)}, __t)"
         f" SELECT m.__row, {outputs} FROM m LEFT JOIN w ON {same} ORDER BY m.__row"
+    ).df()
+
+
+def _served(
+    con: duckdb.DuckDBPyConnection, request: _Request, on: str, keys: list[str]
+) -> pd.DataFrame:
+    """``as_served``: what the online store held at each entity time (see the docstring).
+
+    Per key, rows ordered by availability ``max(event, created)`` carry the running
+    maximum of ``(event, created, rowid)`` (the peers of a tie included, as the window's
+    default frame does); the ASOF join takes the one at the entity time, its event time
+    is checked against the ttl, and the features are read from that row.
+    """
+    ttl = request.view.ttl
+    partition = ", ".join(keys)
+    fresh = "TRUE" if ttl is None else f"(m.__best).t >= m.__ts - {_interval(ttl)}"
+    features = ", ".join(f"w.__f{i}" for i in range(len(request.features)))
+    return con.execute(
+        f"WITH a AS MATERIALIZED (SELECT {partition}, greatest(__e, __c) AS __av,"
+        f" max(struct_pack(t := __e, c := __c, r := rowid)) OVER (PARTITION BY {partition}"
+        " ORDER BY greatest(__e, __c)) AS __best"
+        " FROM __raw WHERE __e IS NOT NULL AND __c IS NOT NULL),"
+        f" m AS (SELECT e.__row, e.__ts, r.__best FROM __entity e ASOF LEFT JOIN a r"
+        f" ON {on} AND e.__ts >= r.__av)"
+        f" SELECT m.__row, {features} FROM m LEFT JOIN __raw w"
+        f" ON {fresh} AND w.rowid = (m.__best).r ORDER BY m.__row"
     ).df()
 
 

@@ -5,20 +5,24 @@ Every problem names the view and the column; ``check_views`` reports them all at
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from modelyard.errors import InvalidInputError, Problem
-from modelyard.features.definitions import FeatureType, FeatureView
+from modelyard.features.definitions import FeatureType, FeatureView, FileSource
+from modelyard.features.keys import DUCKDB_INTS, KeyType, column_key_type
 
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["check_views", "source_columns"]
+__all__ = ["AWARE", "check_views", "key_types", "source_columns"]
 
-_AWARE = "TIMESTAMP WITH TIME ZONE"
-_INTS = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT"}
-_INTS |= {"UINTEGER", "UBIGINT"}
+#: DuckDB's timezone-aware timestamp types (a tz-aware nanosecond Parquet column, as
+#: pandas writes by default, reads as TIMESTAMPTZ_NS); values are UTC instants
+AWARE = frozenset({"TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ_NS"})
+_INTS = DUCKDB_INTS
 _FLOATS = {"FLOAT", "DOUBLE", "REAL"}
 _NUMERIC_AGGREGATIONS = {"sum", "mean", "min", "max", "std"}
 
@@ -33,20 +37,70 @@ def _fits(dtype: FeatureType, kind: str) -> bool:
         return kind == "BOOLEAN"
     if dtype == "string":
         return kind == "VARCHAR"
-    return kind == _AWARE
+    return kind in AWARE
+
+
+def _missing_file(source: FileSource) -> str | None:
+    """Why a local source file cannot be read (absent, or a glob with no match), or None."""
+    path = source.path
+    if "://" in path:
+        return None
+    if any(c in path for c in "*?["):
+        return None if glob.glob(path, recursive=True) else f"{path} matches no files"
+    return None if Path(path).exists() else f"{path} does not exist"
 
 
 def source_columns(con: duckdb.DuckDBPyConnection, view: FeatureView) -> dict[str, str]:
     """Column name to DuckDB type of the view's source."""
     import duckdb
 
+    source = view.source
+    where = f"views.{view.name}.source"
+    missing = _missing_file(source) if isinstance(source, FileSource) else None
+    if missing is not None:
+        raise InvalidInputError(f"View {view.name!r}: its source file {missing}", loc=where)
     try:
-        rows = con.execute(f"DESCRIBE SELECT * FROM {view.source.relation()}").fetchall()
+        rows = con.execute(f"DESCRIBE SELECT * FROM {source.relation()}").fetchall()
     except duckdb.Error as exc:
+        # DuckDB's first line says what is wrong; the rest repeats our SQL.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        what = source.path if isinstance(source, FileSource) else "query"
         raise InvalidInputError(
-            f"Cannot read the source of view {view.name!r}: {exc}", loc=f"views.{view.name}"
+            f"View {view.name!r}: cannot read its source {what}: {first}", loc=where
         ) from exc
     return {str(row[0]): str(row[1]) for row in rows}
+
+
+def key_types(view: FeatureView, columns: dict[str, str] | None = None) -> list[KeyType]:
+    """The type of each join key of ``view`` (in ``join_keys`` order), from its source.
+
+    ``columns`` are the source's column types when already known (else it is described).
+    """
+    if columns is None:
+        import duckdb
+
+        con = duckdb.connect(":memory:")
+        try:
+            columns = source_columns(con, view)
+        finally:
+            con.close()
+    out: list[KeyType] = []
+    for key in view.join_keys:
+        if key not in columns:
+            raise InvalidInputError(
+                f"View {view.name!r}: its source has no join key column {key!r}; "
+                f"its columns: {', '.join(columns)}",
+                loc=f"views.{view.name}.{key}",
+            )
+        found = column_key_type(columns[key])
+        if found is None:
+            raise InvalidInputError(
+                f"View {view.name!r}: expected string or integer join keys in {key!r}, "
+                f"got {columns[key]}",
+                loc=f"views.{view.name}.{key}",
+            )
+        out.append(found)
+    return out
 
 
 def _expression_type(con: duckdb.DuckDBPyConnection, view: FeatureView, sql: str) -> str | None:
@@ -70,13 +124,15 @@ def _problems(con: duckdb.DuckDBPyConnection, view: FeatureView) -> list[Problem
     for key in view.join_keys:
         if key not in columns:
             missing(key, "a join key column")
+        elif column_key_type(columns[key]) is None:
+            out.append(Problem(f"{view.name}.{key}", "string or integer join keys", columns[key]))
     source = view.source
     for field in (source.timestamp_field, source.created_timestamp_field):
         if field is None:
             continue
         if field not in columns:
             missing(field, "a timezone-aware timestamp column")
-        elif columns[field] != _AWARE:
+        elif columns[field] not in AWARE:
             out.append(Problem(f"{view.name}.{field}", "timezone-aware timestamps", columns[field]))
     for feature in view.features:
         if feature.expression is None:

@@ -7,6 +7,10 @@ Rules every backend follows:
   greater, so a retry of the same row is a no-op and writes applied in any order converge.
   Two different rows with the same pair keep whichever arrived first (ties are the
   writer's bug: give them distinct ``created_timestamp`` values).
+- **Keys keep their type.** A join key is a string or an integer key; the store records
+  each view's key types with its first write and refuses rows or reads whose keys are of
+  another type (naming both types), so the string ``"1"`` and the integer ``1`` never meet
+  and no key is converted (see :mod:`modelyard.features.keys`).
 - **Rows to write** hold the view's join keys, ``event_timestamp`` (timezone-aware), every
   feature of the view and optionally ``created_timestamp``; other columns are ignored.
   Times are stored in UTC microseconds. A float NaN is stored as null.
@@ -34,6 +38,7 @@ import pyarrow.compute as pc
 
 from modelyard.errors import InvalidInputError
 from modelyard.features.definitions import FeatureType, FeatureView
+from modelyard.features.keys import KeyType, arrow_key_type, value_type_name
 
 __all__ = [
     "EVENT_TIMESTAMP",
@@ -100,6 +105,7 @@ class WriteBatch:
     event_us: list[int]
     created_us: list[int]
     columns: dict[str, pa.Array]
+    key_types: list[KeyType]
 
 
 @runtime_checkable
@@ -193,8 +199,17 @@ def validate_rows(view: FeatureView, rows: Any) -> WriteBatch:
     """Check and normalise rows to write; errors name the view and the column."""
     table = _to_table(view, rows)
     key_cols = []
+    key_types: list[KeyType] = []
     for key in view.join_keys:
         col = _column(view, table, key, "join key")
+        kind = arrow_key_type(col.type)
+        if kind is None:
+            raise InvalidInputError(
+                f"Expected string or integer join keys in {key!r} of view {view.name!r}, "
+                f"got {col.type}",
+                loc=f"{view.name}.{key}",
+            )
+        key_types.append(kind)
         if col.null_count:
             raise InvalidInputError(
                 f"Expected no null join keys in {key!r} of view {view.name!r}, "
@@ -232,7 +247,47 @@ def validate_rows(view: FeatureView, rows: Any) -> WriteBatch:
             # NaN and null are one "no value" on every backend (SQLite stores NaN as NULL).
             arr = pc.if_else(pc.is_nan(arr), pa.scalar(None, pa.float64()), arr)
         columns[name] = arr
-    return WriteBatch(list(zip(*key_cols, strict=True)), event.to_pylist(), created, columns)
+    keys = list(zip(*key_cols, strict=True))
+    return WriteBatch(keys, event.to_pylist(), created, columns, key_types)
+
+
+def check_written_key_types(
+    view: FeatureView, stored: Sequence[str] | None, given: Sequence[str]
+) -> None:
+    """Rows to write must have the key types the store already holds for ``view``."""
+    if stored is None or list(stored) == list(given):
+        return
+    for key, have, got in zip(view.join_keys, stored, given, strict=True):
+        if have != got:
+            raise InvalidInputError(
+                f"View {view.name!r}: the online store holds {have} keys in {key!r}, "
+                f"these rows have {got} keys; keys are never converted between types "
+                "(a view whose key type changed needs a fresh online store)",
+                loc=f"{view.name}.{key}",
+            )
+
+
+def check_key_types(
+    view: FeatureView, keys: Sequence[tuple[Any, ...]], types: Sequence[str] | None
+) -> None:
+    """Keys to read must have the types the store holds for ``view`` (None: none held)."""
+    if types is None or not keys:
+        return
+    for j, kind in enumerate(types):
+        want = str if kind == "string" else int
+        if {type(k[j]) for k in keys} <= {want}:
+            continue
+        for i, key in enumerate(keys):
+            value = key[j]
+            if value is None or value_type_name(value) == kind:
+                continue
+            name = view.join_keys[j]
+            raise InvalidInputError(
+                f"View {view.name!r}: join key {name!r} holds {kind} keys in the online "
+                f"store, got the {value_type_name(value)} {value!r}; keys are never "
+                "converted between types",
+                loc=f"{view.name}.keys[{i}].{name}",
+            )
 
 
 def now_micros(now: datetime | None) -> int:

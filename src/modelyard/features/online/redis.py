@@ -5,6 +5,9 @@ per non-null feature value, as text. The write script replaces the whole hash on
 the incoming ``(event, created)`` pair is strictly newer, atomically on the server, so
 writes from any number of processes in any order converge. A batch of writes is one
 pipeline; a batched read is one pipeline of ``HMGET`` (one round trip).
+
+Each view's key types (string or int) are recorded by its first write in the hash
+``<prefix>@key_types``; rows and reads whose keys are of another type are refused.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from modelyard.features.online.base import (
     OnlineResult,
     ReadRequest,
     build_result,
+    check_key_types,
     check_keys,
+    check_written_key_types,
     feature_types,
     now_micros,
     validate_rows,
@@ -79,6 +84,19 @@ class RedisOnlineStore:
         self._script: Any = self._client.register_script(_WRITE)
         self.prefix = prefix
         self._safe_url = url.rsplit("@", maxsplit=1)[-1]  # never show credentials
+        self._types_key = f"{prefix}@key_types"
+        self._key_types: dict[str, list[str]] = {}
+
+    def _record_key_types(self, view: FeatureView, given: list[str]) -> None:
+        """Record the view's key types on its first write; refuse rows of other types."""
+        stored = self._key_types.get(view.name)
+        if stored is None:
+            self._client.hsetnx(self._types_key, view.name, json.dumps(given))
+            raw = self._client.hget(self._types_key, view.name)
+            stored = json.loads(raw) if raw is not None else None
+        check_written_key_types(view, stored, given)
+        if stored is not None:
+            self._key_types[view.name] = list(stored)
 
     def _key(self, view: FeatureView, key: tuple[Any, ...]) -> str:
         # JSON keeps types apart: the int 1 and the string "1" are different entities.
@@ -90,6 +108,7 @@ class RedisOnlineStore:
         names = list(batch.columns)
         texts = [_text(arr) for arr in batch.columns.values()]
         try:
+            self._record_key_types(view, list(batch.key_types))
             pipe = self._client.pipeline(transaction=False)
             for i, (key, ts, cts, *vals) in enumerate(
                 zip(batch.keys, batch.event_us, batch.created_us, *texts, strict=True)
@@ -127,17 +146,27 @@ class RedisOnlineStore:
             (r.view, feature_types(r.view, r.feature_names), check_keys(r.view, r.keys))
             for r in requests
         ]
+        # Key types not known yet are read in the same round trip as the values.
+        unknown = sorted({v.name for v, _, _ in checked if v.name not in self._key_types})
         try:
             pipe = self._client.pipeline(transaction=False)
+            for name in unknown:
+                pipe.hget(self._types_key, name)
             for view, types, keys in checked:
                 fields = ["@ts", *types]
                 for key in keys:
                     pipe.hmget(self._key(view, key), fields)
-            replies: list[list[bytes | None]] = pipe.execute() if len(pipe) else []
+            replies: list[Any] = pipe.execute() if len(pipe) else []
         except self._redis_error as err:
             raise StorageError(
                 f"Reading from the Redis online store at {self._safe_url} failed: {err}"
             ) from err
+        for name, raw in zip(unknown, replies, strict=False):
+            if raw is not None:
+                self._key_types[name] = list(json.loads(raw))
+        replies = replies[len(unknown) :]
+        for view, _, keys in checked:
+            check_key_types(view, keys, self._key_types.get(view.name))
         out = []
         offset = 0
         for view, types, keys in checked:

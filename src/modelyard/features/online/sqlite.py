@@ -33,7 +33,9 @@ from modelyard.features.online.base import (
     FeatureStatus,
     OnlineResult,
     ReadRequest,
+    check_key_types,
     check_keys,
+    check_written_key_types,
     feature_types,
     now_micros,
     ttl_micros,
@@ -80,7 +82,9 @@ def _path(url: str) -> str:
 class SQLiteOnlineStore:
     """Typed SQLite tables in WAL mode; monotonic UPSERTs; one query per batched read.
 
-    Keys are stored as given (an int 1 and a string "1" are different keys). Each table
+    Keys are stored as given (an int 1 and a string "1" are different keys); a view's key
+    types are those of its stored rows (SQLite keeps each value's type), and keys of
+    another type are refused on write and on read. Each table
     is ``fv_<view>`` with the join keys as its primary key, ``@event_ts`` and
     ``@created_ts`` in UTC microseconds and one REAL/INTEGER/TEXT column per feature.
     """
@@ -89,6 +93,7 @@ class SQLiteOnlineStore:
         self.url = url
         self._lock = threading.Lock()
         self._tables: set[str] = set()
+        self._key_types: dict[str, list[str]] = {}
         self._plans: dict[tuple[str, tuple[str, ...] | None], _Plan] = {}
         try:
             self._conn = sqlite3.connect(_path(url), check_same_thread=False, isolation_level=None)
@@ -128,6 +133,22 @@ class SQLiteOnlineStore:
             self._tables.add(view.name)
         return row is not None
 
+    def _stored_key_types(self, view: FeatureView) -> list[str] | None:
+        """The key types of the view's stored rows (SQLite's typeof), None when it has none.
+
+        Called with the lock held; known types are kept (writes never change them).
+        """
+        known = self._key_types.get(view.name)
+        if known is not None or not self._exists(view):
+            return known
+        typeof = ", ".join(f"typeof({_q(k)})" for k in view.join_keys)
+        row = self._conn.execute(f"SELECT {typeof} FROM {self._table(view)} LIMIT 1").fetchone()
+        if row is None:
+            return None
+        found = ["string" if t == "text" else "int" if t == "integer" else str(t) for t in row]
+        self._key_types[view.name] = found
+        return found
+
     def write(self, view: FeatureView, rows: Any) -> int:
         """Keep, per key, the row with the newest (event, created) time; return rows given."""
         batch = validate_rows(view, rows)
@@ -153,6 +174,7 @@ class SQLiteOnlineStore:
         ]
         with self._lock:
             try:
+                check_written_key_types(view, self._stored_key_types(view), batch.key_types)
                 self._ensure_table(view)
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -208,6 +230,8 @@ class SQLiteOnlineStore:
         fetched: list[list[tuple[Any, ...]]] = []
         with self._lock:
             try:
+                for plan, keys in checked:
+                    check_key_types(plan.view, keys, self._stored_key_types(plan.view))
                 # Several views read in one transaction see one snapshot; one view needs none.
                 many = len(checked) > 1
                 if many:
