@@ -58,6 +58,7 @@ from modelyard.serving.codecs.tables import inputs_from_table
 from modelyard.serving.deployments import Deployment, Served, Slot
 from modelyard.serving.metrics import CONTENT_TYPE_LATEST
 from modelyard.serving.openapi import openapi_document
+from modelyard.serving.signatures import adapt
 from modelyard.serving.state import ServerState
 from modelyard.store.predlog import FeedbackRecord, PredictionRecord
 
@@ -68,6 +69,8 @@ Protocol = Literal["v2", "v1", "mlflow"]
 JSON = "application/json"
 _ENCODER = msgspec.json.Encoder()
 SPEC_ENV = "MODELYARD_SERVE_SPEC"
+#: the ``model`` label of requests naming no served model (labels never come from a URL)
+UNKNOWN_MODEL = "_unknown"
 
 
 class PayloadTooLarge(ModelyardError):
@@ -272,20 +275,29 @@ class Server:
     def _shadow(
         self,
         deployment: Deployment,
-        slot: Slot,
-        inputs: Inputs,
-        logged: dict[str, list[Any]],
-        features: dict[str, list[Any]] | None,
+        pinned: Served | None,
+        decoded: DecodedRequest,
+        as_of: datetime | None,
         request_id: str,
         arrived_us: int,
     ) -> None:
+        """A copy of the request for the shadow, read with the shadow's own signature."""
         shadow = deployment.shadow
-        if shadow is None or slot == "shadow":
+        if shadow is None or (pinned is not None and pinned is not deployment.primary):
             return
 
         async def mirror() -> None:
             start = time.perf_counter()
             try:
+                features = None
+                if decoded.inputs is None:
+                    assert decoded.entities is not None  # the decoder gives one or the other
+                    inputs, features = self._lookup(shadow, decoded.entities, as_of)
+                else:
+                    inputs = adapt(decoded.inputs, shadow.model.signature)
+                logged = _columns(inputs)
+                for key, values in (decoded.entities or {}).items():
+                    logged.setdefault(key, values)
                 outputs = await asyncio.to_thread(shadow.model.predict, inputs)
                 await self.state.log.append(
                     self._record(
@@ -330,21 +342,25 @@ class Server:
         protocol: Protocol,
         name: str,
         version: str | None,
-        decode: Callable[[bytes, Request, Deployment], DecodedRequest],
+        decode: Callable[[bytes, Request, Served], DecodedRequest],
         encode: Callable[[Served, str, DecodedRequest, dict[str, np.ndarray]], Response],
     ) -> Response:
         start = time.perf_counter()
         arrived_us = time.time_ns() // 1000
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
         metrics = self.state.metrics
-        model_label = name
-        version_label = version or ""
+        model_label = name if name in self.state.deployments else UNKNOWN_MODEL
+        version_label = ""
         try:
             self._auth(request, "predict")
             deployment, pinned = self._served(name, version)
+            if pinned is not None:
+                version_label = str(pinned.model.version)
             body = await _body(request, self.limits.max_body_bytes, self.limits.body_timeout_s)
             t0 = time.perf_counter()
-            decoded = decode(body, request, deployment)
+            # a pinned version reads the body with its own signature; otherwise the
+            # primary's (the one GET /v2/models/NAME publishes), then by name below
+            decoded = decode(body, request, pinned or deployment.require_primary())
             if protocol == "v2" and decoded.request_id:
                 request_id = decoded.request_id
             sticky = self._sticky(deployment, request, decoded)
@@ -363,7 +379,7 @@ class Server:
                 assert decoded.entities is not None  # the decoder gives one or the other
                 inputs, features = self._lookup(served, decoded.entities, as_of)
             else:
-                inputs = decoded.inputs
+                inputs = adapt(decoded.inputs, served.model.signature)
             t2 = time.perf_counter()
             problems = check_values(served.model.signature, inputs, mode=self.limits.value_checks)
             if problems and self.limits.value_checks == "warn":
@@ -380,7 +396,7 @@ class Server:
             if decoded.entities is not None:  # the keys too, for skew checks and joins
                 for key, values in decoded.entities.items():
                     logged.setdefault(key, values)
-            self._shadow(deployment, slot, inputs, logged, features, request_id, arrived_us)
+            self._shadow(deployment, pinned, decoded, as_of, request_id, arrived_us)
             t4 = time.perf_counter()
             response = encode(served, request_id, decoded, outputs)
             t5 = time.perf_counter()
@@ -411,8 +427,7 @@ class Server:
     # -- v2 --------------------------------------------------------------------------
 
     async def v2_infer(self, request: Request) -> Response:
-        def decode(body: bytes, req: Request, dep: Deployment) -> DecodedRequest:
-            served = dep.require_primary()
+        def decode(body: bytes, req: Request, served: Served) -> DecodedRequest:
             return decode_v2_infer(
                 body, req.headers, served.model.signature, max_rows=self.limits.max_rows
             )
@@ -486,8 +501,7 @@ class Server:
     # -- v1 and MLflow ---------------------------------------------------------------
 
     async def v1_predict(self, request: Request) -> Response:
-        def decode(body: bytes, _: Request, dep: Deployment) -> DecodedRequest:
-            served = dep.require_primary()
+        def decode(body: bytes, _: Request, served: Served) -> DecodedRequest:
             return decode_v1_predict(body, served.model.signature, max_rows=self.limits.max_rows)
 
         def encode(
@@ -533,8 +547,7 @@ class Server:
                 return _error(error, "mlflow", None)
             name = next(iter(self.state.deployments))
 
-        def decode(body: bytes, req: Request, dep: Deployment) -> DecodedRequest:
-            served = dep.require_primary()
+        def decode(body: bytes, req: Request, served: Served) -> DecodedRequest:
             return decode_invocations(
                 body,
                 req.headers.get("content-type"),
@@ -605,6 +618,7 @@ class Server:
                 policy = msgspec.convert(raw, type=TrafficSettings)
             except msgspec.ValidationError as exc:
                 raise InvalidInputError(f"Bad traffic policy: {exc}") from exc
+            await asyncio.to_thread(self.state.check_policy, deployment.name, policy)
             self.state.set_traffic(deployment.name, policy)
             changes = await self.state.refresh()
         except ModelyardError as exc:

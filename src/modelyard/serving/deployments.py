@@ -9,6 +9,11 @@ Hot swap: ``refresh`` resolves every alias in the registry; a version that moved
 loaded and warmed off the event loop, then swapped in by one reference assignment, so a
 request sees either the old version or the new one, never a half-loaded model. A failed
 load keeps the old version and is reported.
+
+Every version answers in its own signature (``signatures.py``): a canary or shadow whose
+signature cannot take the primary's requests is not put in its slot (the alias moved to
+an incompatible version, or the primary moved away from it); the slot keeps a version
+that still fits or is emptied, and the reason is in ``errors`` and the log.
 """
 
 from __future__ import annotations
@@ -23,10 +28,12 @@ from typing import Literal
 
 from modelyard.config import BatchingSettings, ServingRuntime, TrafficSettings
 from modelyard.errors import ModelyardError, NotFoundError
+from modelyard.models.signature import Signature
 from modelyard.registry.client import ModelRegistry
 from modelyard.registry.refs import ModelRef
 from modelyard.serving.batching import Batcher
 from modelyard.serving.loaded import LoadedModel, load_version
+from modelyard.serving.signatures import differences
 
 __all__ = ["Deployment", "Served", "Slot", "parse_target"]
 
@@ -87,6 +94,8 @@ class Deployment:
     canary: Served | None = None
     shadow: Served | None = None
     errors: dict[str, str] = field(default_factory=dict)
+    #: (version, primary version) of the canary/shadow last refused as incompatible
+    _refused: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def ready(self) -> bool:
@@ -105,6 +114,28 @@ class Deployment:
             if served.model.version == version:
                 return served
         return None
+
+    def slot_of(self, served: Served) -> Slot:
+        """The slot ``served`` is in (the first, when one version fills several)."""
+        for slot, found in self.slots():
+            if found is served:
+                return slot
+        return "primary"
+
+    def incompatible(
+        self, slot: Slot, version: int, other: Signature | None, *, strict_values: bool
+    ) -> str | None:
+        """Why ``version`` cannot be this deployment's canary/shadow now, or ``None``."""
+        primary = self.primary
+        if primary is None or other is None:
+            return None
+        found = differences(primary.model.signature, other, strict_values=strict_values)
+        if not found:
+            return None
+        return (
+            f"{self.name} v{version} cannot be the {slot}: it cannot take every request "
+            f"the primary v{primary.model.version} takes ({'; '.join(found)})"
+        )
 
     def require_primary(self) -> Served:
         """The primary version; a NotFoundError while it is not loaded yet."""
@@ -147,6 +178,7 @@ class Deployment:
         runtime: ServingRuntime = "auto",
         on_swap: Callable[[str, str], None] | None = None,
         on_batch: Callable[[LoadedModel, int, float], None] | None = None,
+        strict_values: bool = False,
     ) -> list[str]:
         """Load what the aliases point at now; swap atomically; keep the old on failure."""
         wanted = await asyncio.to_thread(self._wanted, registry)
@@ -154,6 +186,8 @@ class Deployment:
         for slot, version in wanted.items():
             current: Served | None = getattr(self, slot)
             if version is None:
+                if self._refused.pop(slot, None) is not None:
+                    self.errors.pop(slot, None)
                 if current is not None and slot != "primary":
                     setattr(self, slot, None)
                     changes.append(f"{self.name} {slot}: removed v{current.model.version}")
@@ -161,6 +195,29 @@ class Deployment:
             if current is not None and current.model.version == version:
                 continue
             reuse = self.by_version(version)
+            if slot != "primary" and self.primary is not None:
+                key = (version, self.primary.model.version)
+                if self._refused.get(slot) == key:
+                    continue  # refused already; the reason is in errors
+                try:
+                    other = (
+                        reuse.model.signature
+                        if reuse is not None
+                        else (
+                            await asyncio.to_thread(registry.manifest, f"{self.name}/{version}")
+                        ).signature
+                    )
+                except (ModelyardError, OSError, ValueError) as exc:
+                    other = None  # loading below reports it
+                    logger.debug("reading %s v%s's manifest failed: %s", self.name, version, exc)
+                why = self.incompatible(slot, version, other, strict_values=strict_values)
+                if why is not None:
+                    self._refused[slot] = key
+                    self.errors[slot] = why
+                    logger.error("%s; not serving it", why)
+                    if on_swap is not None:
+                        on_swap(self.name, "refused")
+                    continue
             try:
                 if reuse is not None:
                     served = reuse
@@ -185,6 +242,30 @@ class Deployment:
                 on_swap(self.name, "swapped")
             if current is not None and self.by_version(current.model.version) is None:
                 _retire(current)
+        changes += self._drop_incompatible(strict_values)
+        return changes
+
+    def _drop_incompatible(self, strict_values: bool) -> list[str]:
+        """Empty a canary/shadow slot the (moved) primary no longer fits with."""
+        changes = []
+        others: tuple[Slot, ...] = ("canary", "shadow")
+        for slot in others:
+            served: Served | None = getattr(self, slot)
+            if served is None or self.primary is None:
+                continue
+            version = served.model.version
+            why = self.incompatible(
+                slot, version, served.model.signature, strict_values=strict_values
+            )
+            if why is None:
+                continue
+            self._refused[slot] = (version, self.primary.model.version)
+            self.errors[slot] = why
+            logger.error("%s; not serving it", why)
+            setattr(self, slot, None)
+            changes.append(f"{self.name} {slot}: removed v{version} (incompatible)")
+            if self.by_version(version) is None:
+                _retire(served)
         return changes
 
 

@@ -4,6 +4,12 @@ Built once per worker process by the app factory and handed to every route; the 
 thing that changes while serving is which loaded version each deployment slot points
 at (swapped by ``refresh``) and its traffic policy (from the admin API or the traffic
 file that every worker re-reads).
+
+A traffic policy is checked before it is used (``check_policy``): every alias it names
+must be held by a version, and the canary and shadow must take every request the
+primary takes (``signatures.differences``). The admin API refuses a bad one (422); a
+saved one that has gone bad since (an alias removed) is ignored with one log line, and
+the model is served as the command line and ``modelyard.yaml`` say.
 """
 
 from __future__ import annotations
@@ -25,11 +31,14 @@ from modelyard.errors import InvalidInputError, ModelyardError, NotFoundError
 from modelyard.features.definitions import FeatureView, OnDemandFeatureView
 from modelyard.features.online.retrieval import OnlineFeatures, get_online_features
 from modelyard.features.store import FeatureStore
+from modelyard.models.signature import Signature
 from modelyard.registry.client import ModelRegistry
+from modelyard.registry.entities import ModelVersion
 from modelyard.serving.auth import ApiKeys
 from modelyard.serving.deployments import Deployment, parse_target
 from modelyard.serving.loaded import LoadedModel
 from modelyard.serving.metrics import ServerMetrics
+from modelyard.serving.signatures import differences
 from modelyard.store.monitor_results import MonitorResults
 from modelyard.store.predlog import PredictionLog
 
@@ -155,7 +164,7 @@ class ServerState:
             self.deployments[name] = Deployment(
                 name, self._policy(name, alias), pinned_version=version
             )
-        self._read_traffic()
+        await asyncio.to_thread(self._read_traffic)
         try:
             await asyncio.to_thread(self.features.load)
         except ModelyardError as exc:  # serving without features still works for instances
@@ -175,6 +184,7 @@ class ServerState:
                 runtime=self.settings.serving.runtime,
                 on_swap=self._on_swap,
                 on_batch=self._on_batch,
+                strict_values=self.settings.serving.value_checks == "reject",
             )
         self._export_loaded()
         for change in changes:
@@ -213,7 +223,7 @@ class ServerState:
         while True:
             await asyncio.sleep(interval)
             try:
-                self._read_traffic()
+                await asyncio.to_thread(self._read_traffic)
                 await self.refresh()
                 await asyncio.to_thread(self._export_drift)
             except Exception:  # deliberate: the watcher must outlive any one failure
@@ -232,11 +242,79 @@ class ServerState:
         self._traffic_mtime = mtime
         try:
             raw = json.loads(path.read_text())
-            for name, policy in raw.items():
-                if name in self.deployments:
-                    self.deployments[name].policy = msgspec.convert(policy, TrafficSettings)
+            saved = {
+                name: msgspec.convert(policy, TrafficSettings)
+                for name, policy in raw.items()
+                if name in self.deployments
+            }
         except (ValueError, msgspec.ValidationError, InvalidInputError) as exc:
             logger.error("Ignoring %s: %s", path, exc)
+            return
+        for name, policy in saved.items():
+            deployment = self.deployments[name]
+            if policy == deployment.policy:
+                continue
+            try:
+                self.check_policy(name, policy)
+            except (InvalidInputError, NotFoundError) as exc:
+                logger.error(
+                    "Ignoring the saved traffic policy of %s in %s (%s); serving %s as "
+                    "configured: primary %s, canary %s, shadow %s",
+                    name,
+                    path,
+                    exc,
+                    name,
+                    deployment.pinned_version or deployment.policy.primary,
+                    deployment.policy.canary,
+                    deployment.policy.shadow,
+                )
+                continue
+            deployment.policy = policy
+
+    def _version(self, name: str, field: str, alias: str) -> ModelVersion:
+        try:
+            return self.registry.get_version(f"{name}@{alias}")
+        except NotFoundError:
+            held = sorted(a for v in self.registry.list_versions(name) for a in v.aliases)
+            raise InvalidInputError(
+                f"No version of {name!r} holds the alias {alias!r} named as {field}; "
+                f"its aliases: {', '.join(held) or 'none'}",
+                loc=field,
+            ) from None
+
+    def _signature(self, found: ModelVersion, field: str) -> Signature:
+        signature = self.registry.manifest(found.ref).signature
+        if signature is None:
+            raise InvalidInputError(
+                f"{found.ref} (the {field}) has no input signature, so it cannot be served",
+                loc=field,
+            )
+        return signature
+
+    def check_policy(self, name: str, policy: TrafficSettings) -> None:
+        """Refuse ``policy`` for ``name`` unless every alias it names exists and every
+        version it routes to takes the same requests; the error names the difference."""
+        deployment = self.deployments[name]
+        if deployment.pinned_version is not None:
+            primary = self.registry.get_version(f"{name}/{deployment.pinned_version}")
+        else:
+            primary = self._version(name, "primary", policy.primary)
+        base: Signature | None = None
+        strict = self.settings.serving.value_checks == "reject"
+        for part, alias in (("canary", policy.canary), ("shadow", policy.shadow)):
+            if alias is None:
+                continue
+            other = self._version(name, part, alias)
+            if other.version == primary.version:
+                continue
+            base = base or self._signature(primary, "primary")
+            found = differences(base, self._signature(other, part), strict_values=strict)
+            if found:
+                raise InvalidInputError(
+                    f"{other.ref} ({alias!r}) cannot be the {part}: it cannot take every "
+                    f"request the primary {primary.ref} takes: {'; '.join(found)}",
+                    loc=part,
+                )
 
     def set_traffic(self, name: str, policy: TrafficSettings) -> None:
         """Apply ``policy`` here and write it where every worker will pick it up."""
