@@ -101,11 +101,11 @@ def test_run_then_alerts_then_report(here: Project, cli: Any, tmp_path: Path) ->
     )
     write_days(here, [0, 1, 2], shifted=[2])
     ran = cli("monitor", "run", NAME)
-    assert ran.code == 0, ran.err
+    assert ran.code == 1, ran.err  # the latest window drifts and an incident opened
     assert "drifting" in ran.out and "opened" in ran.out
     assert len(out.read_text().splitlines()) == 1
     again = cli("monitor", "run", NAME, "--json", "--no-notify")
-    assert again.code == 0, again.err
+    assert again.code == 1, again.err
     body = again.json()
     assert len(body["drift"]) == 3 and len(body["performance"]) == 3
     assert [(a["rule"], a["change"]) for a in body["alerts"]] == [("drifting", "updated")]
@@ -190,8 +190,8 @@ def test_drift_files_refuse_a_missing_prediction_column(tmp_path: Path, cli: Any
 @pytest.mark.parametrize(
     ("args", "code", "names"),
     [
-        (["monitor", "drift", "nope"], 1, "nope"),
-        (["monitor", "performance", "nope/3"], 1, "nope"),
+        (["monitor", "drift", "nope"], 2, "nope"),  # 1 would read as drift
+        (["monitor", "performance", "nope/3"], 2, "nope"),
         (["monitor", "drift", NAME, "--window", "1y"], 2, "window"),
         (["monitor", "run", NAME, "--window", "0d"], 2, "window"),
         (["monitor", "drift", NAME, "--since", "2024-03-04T00:00"], 2, "--since"),
@@ -242,3 +242,129 @@ def test_drift_files_use_the_projects_drift_settings_and_report_a_broken_one(
     (tmp_path / "modelyard.yaml").write_text("monitoring:\n  drift:\n    alpha: lots\n")
     broken = cli("monitor", "drift", "--reference", str(a), "--current", str(b))
     assert broken.code != 0 and "monitoring.drift" in broken.err
+
+
+# -- files: read the same way, every row, and a missing feature fails ---------------------
+
+
+def _drift_files(cli: Any, reference: Path, current: Path, *more: str) -> Result:
+    return cli("monitor", "drift", "--reference", str(reference), "--current", str(current), *more)
+
+
+def test_a_bad_cell_in_the_reference_csv_hides_no_drift(tmp_path: Path, cli: Any) -> None:
+    """Issue 11: one 'oops' made x a category and the 0.5 sd shift was missed (exit 0)."""
+    a, b = _files(tmp_path, 0.5)
+    reference = pd.read_parquet(a).astype({"x": object})
+    reference.loc[7, "x"] = "oops"
+    reference.to_csv(tmp_path / "ref.csv", index=False)
+    for first, second in ((tmp_path / "ref.csv", b), (b, tmp_path / "ref.csv")):
+        result = _drift_files(cli, first, second, "--json")
+        assert result.code == 1, result.err
+        body = result.json()
+        assert body["drifted_columns"] == ["x"] and body["columns"]["x"]["kind"] == "numeric"
+        assert any("1 of 2,000 cells are not numbers (e.g. 'oops')" in f for f in body["findings"])
+
+
+def test_a_truncating_quote_is_exit_2_naming_the_line(tmp_path: Path, cli: Any) -> None:
+    """Issue 11: the file was read as 2,284 of 5,000 rows without a word."""
+    rng = np.random.default_rng(4)
+    text = pd.DataFrame({"x": rng.normal(size=5_000)}).to_csv(index=False).splitlines()
+    text[2285] = '"' + text[2285]
+    (tmp_path / "cut.csv").write_text("\n".join(text) + "\n")
+    pd.DataFrame({"x": rng.normal(size=100)}).to_csv(tmp_path / "ok.csv", index=False)
+    result = _drift_files(cli, tmp_path / "cut.csv", tmp_path / "ok.csv")
+    assert result.code == 2, (result.out, result.err)
+    assert "line 2286" in result.err and "--reference" in result.err
+    assert "Traceback" not in result.err
+
+
+def test_comparing_nothing_is_no_pass(tmp_path: Path, cli: Any) -> None:
+    """Issue 11: a current file sharing no column exited 0 ("0 of 0 columns drifted")."""
+    a, b = _files(tmp_path, 0.0)
+    pd.DataFrame({"y": [1.0, 2.0]}).to_csv(tmp_path / "other.csv", index=False)
+    nothing = _drift_files(cli, a, tmp_path / "other.csv")
+    assert nothing.code == 2 and "--current" in nothing.err and "'y'" not in nothing.out
+    pd.read_csv(b).drop(columns=["c"]).to_csv(tmp_path / "less.csv", index=False)
+    less = _drift_files(cli, a, tmp_path / "less.csv", "--json")
+    assert less.code == 1, less.err
+    body = less.json()
+    assert body["missing_columns"] == ["c"] and body["drifted_columns"] == []
+    assert body["alarm"] is True
+    text = _drift_files(cli, a, tmp_path / "less.csv")
+    assert text.code == 1 and "missing from --current: c" in text.out
+
+
+# -- exit codes: 0 passed, 1 failed, 2 could not check; never a traceback ------------------
+
+
+@pytest.fixture
+def junk(tmp_path: Path) -> Path:
+    folder = tmp_path / "junk"
+    folder.mkdir()
+    (folder / "fake.parquet").write_text("not parquet at all")
+    (folder / "ragged.csv").write_text("x,y\n1,2\n3\n")
+    (folder / "ok.csv").write_text("x,y\n1,2\n3,4\n")
+    (folder / "a.file").write_text("x")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["drift", "--reference", "{j}/fake.parquet", "--current", "{j}/ok.csv"], "fake.parquet"),
+        (["drift", "--reference", "{j}/ok.csv", "--current", "{j}/ragged.csv"], "line 3"),
+        (["drift", "--reference", "{j}/ok.csv", "--current", "{j}"], "folder"),
+        (["drift", "--reference", "{j}/ok.csv", "--current", "{j}/none.csv"], "none.csv"),
+        (["drift", "nope"], "nope"),
+        (["drift", NAME, "--window", "-1d"], "--window"),
+        (["drift", NAME, "--log-dir", "{j}/a.file"], "a.file"),
+        (["performance", "nope"], "nope"),
+        (["performance", NAME, "--window", "fortnight"], "--window"),
+        (["run", "nope"], "nope"),
+        (["run", NAME, "--since", "soon"], "--since"),
+        (["skew", NAME], "feature lookups"),  # no entity requests: nothing to check
+        (["skew", NAME, "--sample", "-1"], "--sample"),
+        (["alerts", "nope"], "nope"),
+        (["alerts", "--state", "shut"], "--state"),
+        (["report", "nope"], "nope"),
+        (["report", NAME, "--out", "{j}/missing/report.html"], "--out"),
+        (["report", NAME, "--out", "{j}"], "--out"),
+        (["report", NAME, "--window", "0h"], "--window"),
+    ],
+)
+def test_every_command_exits_2_when_it_cannot_check(
+    here: Project, cli: Any, junk: Path, args: list[str], names: str
+) -> None:
+    write_days(here, [0], rows=20)
+    result = cli("monitor", *[a.replace("{j}", str(junk)) for a in args])
+    assert result.code == 2, (result.out, result.err)
+    assert result.err.strip().startswith("error:"), result.err
+    assert names.replace("{j}", str(junk)) in result.err
+    assert "Traceback" not in result.err + result.out
+
+
+def test_outside_a_project_the_log_commands_exit_2(
+    tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MODELYARD_PROJECT", raising=False)
+    for command in ("drift", "performance", "run", "skew", "alerts", "report"):
+        result = cli("monitor", command, *([] if command == "alerts" else [NAME]))
+        assert result.code == 2, (command, result.err)
+        assert "Traceback" not in result.err
+
+
+def test_a_broken_project_file_is_exit_2(
+    tmp_path: Path, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = _files(tmp_path, 0.0)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "modelyard.yaml").write_text("monitoring:\n  drift:\n    alpha: lots\n")
+    result = _drift_files(cli, a, b)
+    assert result.code == 2 and "monitoring.drift" in result.err
+
+
+def test_verbose_shows_the_traceback_of_a_failure(here: Project, cli: Any) -> None:
+    write_days(here, [0], rows=20)
+    result = cli("--verbose", "monitor", "drift", "nope")
+    assert result.code == 2 and "Traceback" in result.err

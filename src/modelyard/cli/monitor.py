@@ -1,17 +1,24 @@
-"""``modelyard monitor drift|performance|run|alerts|report``.
+"""``modelyard monitor drift|performance|run|skew|alerts|report``.
 
 Drift and performance per window over the prediction log of a registered model version
 (stored in the metadata store), alert incidents, the HTML report; and ``drift
 --reference FILE --current FILE`` for plain Parquet or CSV files, without a registry.
+
+Exit codes: 0 the check passed, 1 the check failed (``drift``: the latest window or the
+file drifted or lost a feature; ``run``: that, or an alert opened or updated;
+``skew``: a mismatch), 2 what kept the check from running: bad input or usage, a
+missing model or project, an unreadable file or store (every ``ModelyardError`` of a
+monitor command exits 2, never 1, which scripts read as drift). A failure is one line.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.markup import escape
@@ -21,9 +28,10 @@ from rich.table import Table
 from modelyard.cli.context import settings_from
 from modelyard.cli.output import console, err_console, parse_time, print_json
 from modelyard.config import Settings
-from modelyard.errors import InvalidInputError, NotFoundError
+from modelyard.errors import InvalidInputError, ModelyardError, NotFoundError
 from modelyard.monitoring import DriftReport, Reference
 from modelyard.monitoring.alerts import AlertEvent
+from modelyard.monitoring.files import read_pair
 from modelyard.monitoring.monitor import Monitor, drift_settings
 from modelyard.monitoring.windows import parse_window
 from modelyard.store.monitor_results import Incident, WindowResult
@@ -46,6 +54,28 @@ UntilOpt = Annotated[
 LogDirOpt = Annotated[
     Path | None, typer.Option("--log-dir", help="Prediction log folder (default: config).")
 ]
+
+
+Command = TypeVar("Command", bound=Callable[..., None])
+
+
+def _command(name: str) -> Callable[[Command], Command]:
+    """Register a monitor command whose failures exit 2 (1 means the check failed)."""
+
+    def register(function: Command) -> Command:
+        @functools.wraps(function)
+        def checked(*args: Any, **kwargs: Any) -> None:
+            try:
+                function(*args, **kwargs)
+            except InvalidInputError:
+                raise
+            except ModelyardError as exc:  # a missing model or project, a store failure
+                raise InvalidInputError(exc.message) from exc
+
+        app.command(name)(checked)
+        return function
+
+    return register
 
 
 def _window(value: str | None) -> str | None:
@@ -133,22 +163,7 @@ def _report_table(report: DriftReport) -> Table:
     return table
 
 
-def _read_file(path: Path, option: str) -> Any:
-    import pyarrow.csv as pcsv
-    import pyarrow.parquet as pq
-
-    if not path.is_file():
-        raise InvalidInputError(f"Expected a Parquet or CSV file, got {str(path)!r}", loc=option)
-    suffix = path.suffix.lower()
-    if suffix in (".parquet", ".pq"):
-        return pq.read_table(path)
-    if suffix in (".csv", ".tsv"):
-        delimiter = "\t" if suffix == ".tsv" else ","
-        return pcsv.read_csv(path, parse_options=pcsv.ParseOptions(delimiter=delimiter))
-    raise InvalidInputError(f"Expected a .parquet or .csv file, got {path.name!r}", loc=option)
-
-
-@app.command("drift")
+@_command("drift")
 def drift(
     ctx: typer.Context,
     ref: Annotated[
@@ -217,8 +232,7 @@ def drift(
 def _drift_files(
     ctx: typer.Context, reference: Path, current: Path, outputs: list[str], as_json: bool
 ) -> None:
-    ref_table = _read_file(reference, "--reference")
-    cur_table = _read_file(current, "--current")
+    ref_table, cur_table, read_findings = read_pair(reference, current)
     for name in outputs:
         for table, option in ((ref_table, "--reference"), (cur_table, "--current")):
             if name not in table.column_names:
@@ -230,11 +244,18 @@ def _drift_files(
         ref_table.select(features), outputs=ref_table.select(outputs) if outputs else None
     )
     cur_features = [c for c in cur_table.column_names if c not in outputs]
+    if not set(features) & set(cur_features):
+        raise InvalidInputError(
+            f"Expected a column of --reference ({', '.join(features)}) in the file, "
+            f"got {', '.join(cur_features) or 'no other column'}",
+            loc="--current",
+        )
     report = prepared.compare(
         cur_table.select(cur_features),
         outputs=cur_table.select(outputs) if outputs else None,
         settings=settings,
     )
+    report.findings[:0] = read_findings
     if as_json:
         print_json({**report.to_dict(), "ranked": [c.name for c in report.ranked()]})
     else:
@@ -242,13 +263,15 @@ def _drift_files(
         for finding in report.findings:
             console.print(f"note: {escape(finding)}", soft_wrap=True)
         drifted = report.drifted_columns
+        gone = report.missing_columns
         console.print(
             f"{len(drifted)} of {len(report.columns)} columns drifted"
             + (f": {', '.join(map(escape, drifted))}" if drifted else "")
-            + ("; prediction drift" if report.prediction_drift else ""),
+            + ("; prediction drift" if report.prediction_drift else "")
+            + (f"; missing from --current: {', '.join(map(escape, gone))}" if gone else ""),
             soft_wrap=True,
         )
-    if report.drifted_columns or report.prediction_drift:
+    if report.alarm:
         raise typer.Exit(1)
 
 
@@ -279,7 +302,7 @@ def _metric(summary: dict[str, Any], name: str) -> str:
     return f"{metric['value']:.3f}{band}"
 
 
-@app.command("performance")
+@_command("performance")
 def performance(
     ctx: typer.Context,
     ref: RefArg,
@@ -351,7 +374,7 @@ def _events_table(events: list[AlertEvent]) -> Table:
     return table
 
 
-@app.command("run")
+@_command("run")
 def run(
     ctx: typer.Context,
     ref: RefArg,
@@ -364,7 +387,9 @@ def run(
     ] = True,
     as_json: JsonOpt = False,
 ) -> None:
-    """Drift, performance and the alert rules of modelyard.yaml, in one go (for a schedule)."""
+    """Drift, performance and the alert rules of modelyard.yaml, in one go (for a schedule).
+
+    Exits 1 when the latest window drifts or an alert opens or updates an incident."""
     monitor = _monitor(ctx, log_dir)
     with _progress(as_json) as advance:
         result = monitor.run(
@@ -386,6 +411,8 @@ def run(
                 "alerts": [e.to_dict() for e in result.events],
             }
         )
+        if _failed(result.drift, result.events):
+            raise typer.Exit(1)
         return
     title = f"{model.name} v{model.version}: drift against the reference profile"
     console.print(_drift_table(title, result.drift))
@@ -394,9 +421,17 @@ def run(
         console.print(_events_table(result.events))
     else:
         console.print("Alerts: no change.")
+    if _failed(result.drift, result.events):
+        raise typer.Exit(1)
 
 
-@app.command("skew")
+def _failed(drift: list[WindowResult], events: list[AlertEvent]) -> bool:
+    """``monitor run``'s check: the latest drift window alarms, or an alert fired."""
+    fired = any(e.change in ("opened", "reopened", "updated") for e in events)
+    return fired or bool(drift and drift[-1].alarm)
+
+
+@_command("skew")
 def skew(
     ctx: typer.Context,
     ref: RefArg,
@@ -450,7 +485,7 @@ def skew(
         raise typer.Exit(1)
 
 
-@app.command("alerts")
+@_command("alerts")
 def alerts(
     ctx: typer.Context,
     ref: Annotated[
@@ -497,7 +532,19 @@ def _print_incidents(incidents: list[Incident]) -> None:
     console.print(table)
 
 
-@app.command("report")
+def _check_out(out: Path) -> None:
+    """``--out`` names a file in an existing folder (checked before the work)."""
+    if out.is_dir():
+        raise InvalidInputError(f"Expected a file, got the folder {str(out)!r}", loc="--out")
+    if not out.parent.is_dir():
+        raise InvalidInputError(
+            f"Expected a file in an existing folder, got {str(out)!r}: "
+            f"no folder {str(out.parent)!r}",
+            loc="--out",
+        )
+
+
+@_command("report")
 def report(
     ctx: typer.Context,
     ref: RefArg,
@@ -520,6 +567,7 @@ def report(
     performance, incidents. Reads the stored windows: run `monitor run` (or drift) first."""
     from modelyard.monitoring.html import write_report
 
+    _check_out(out)
     monitor = _monitor(ctx, log_dir)
     model = monitor.model(ref)
     data = monitor.report_data(
@@ -529,7 +577,10 @@ def report(
         until=parse_time(until, "--until"),
         domain=domain,
     )
-    path = write_report(data, out)
+    try:
+        path = write_report(data, out)
+    except OSError as exc:
+        raise InvalidInputError(f"Expected a writable file, got {exc}", loc="--out") from None
     if as_json:
         print_json({**data, "report": str(path)})
         return

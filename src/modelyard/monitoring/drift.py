@@ -8,7 +8,9 @@ are the primary alarm, ``DriftReport.prediction_drift``.
 
 A column drifts when its corrected p-value is below ``alpha`` and its effect exceeds its
 threshold (see ``DriftSettings``), or when its missing rate moved significantly and by at
-least ``min_missing_change``.
+least ``min_missing_change``. A feature of the reference missing from the window is
+``DriftReport.missing_columns`` and fails the check (``DriftReport.alarm``), as it does
+not drift but is gone; a window that shares no feature with the reference is an error.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
@@ -118,6 +120,13 @@ class Reference:
         findings: list[str] = []
         if frame.n_rows == 0:
             findings.append("the current window is empty: nothing to compare")
+        if self.columns and not any(name in frame.columns for name in self.columns):
+            raise InvalidInputError(
+                f"Expected the window to share columns with the reference "
+                f"({_names(self.columns)}), got {_names(frame.columns)}",
+                loc="current",
+            )
+        missing = [name for name in self.columns if name not in frame.columns]
         columns = _compare_all(self.columns, frame, settings, findings, "column")
         columns = _decide(columns, settings, self.importance)
         compared_outputs: dict[str, ColumnDrift] = {}
@@ -135,14 +144,26 @@ class Reference:
             columns=columns,
             outputs=compared_outputs,
             findings=findings,
+            missing_columns=missing,
         )
+
+
+def _names(columns: Mapping[str, Any]) -> str:
+    names = list(columns)
+    shown = ", ".join(repr(name) for name in names[:8])
+    more = f" and {len(names) - 8} more" if len(names) > 8 else ""
+    return f"columns {shown}{more}" if names else "no columns"
 
 
 def _prepare(frame: Frame, top_k: int) -> dict[str, ColumnReference]:
     prepared: dict[str, ColumnReference] = {}
     for name, series in frame.columns.items():
         if column_kind(name, series) == "numeric":
-            prepared[name] = NumericReference.from_values(name, read_numeric(name, series).values)
+            numbers = read_numeric(name, series)
+            numeric = NumericReference.from_values(name, numbers.values)
+            if numbers.finding:  # dirty numbers: how many cells did not parse
+                numeric.findings.insert(0, f"reference: {numbers.finding}")
+            prepared[name] = numeric
         else:
             read = read_counts(name, series, expect_categories=False)
             prepared[name] = CategoricalReference.from_counts(
@@ -168,7 +189,10 @@ def _compare_all(
     for name, reference in references.items():
         series: pd.Series | None = frame.columns.get(name)
         if series is None:
-            findings.append(f"{what} {name!r} of the reference is missing from the window")
+            change = "the check fails" if what == "column" else "not compared"
+            findings.append(
+                f"{what} {name!r} of the reference is missing from the window: {change}"
+            )
             continue
         results[name] = reference.compare(series, settings)
     for name in frame.columns:

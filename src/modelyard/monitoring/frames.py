@@ -5,25 +5,34 @@ or a Parquet file (its path). Columns are read one at a time, so at most one flo
 copy of a column is alive.
 Kinds follow ``modelyard.models.profile``: ints, floats, datetimes (epoch seconds) and
 timedeltas (seconds) are numeric; booleans, strings, categories and other objects are
-categorical, keyed by ``str(value)``.
+categorical, keyed by ``str(value)``. An object column that mixes numbers with a few
+other cells (``[1.5, "oops", 2.0]``: dirty numbers) is numeric when at least
+``NUMERIC_SHARE`` of its non-missing cells are numbers; the other cells are read as
+missing and counted in a finding, so one bad cell neither turns a column into
+categories nor hides its drift.
 
 >>> frame = read_frame({"x": [1.0, None, 3.0], "c": ["a", "b", "a"]}, "data")
 >>> frame.n_rows, column_kind("x", frame.columns["x"]), column_kind("c", frame.columns["c"])
 (3, 'numeric', 'categorical')
 >>> read_numeric("x", frame.columns["x"]).values.tolist()
 [1.0, nan, 3.0]
->>> read_numeric("c", frame.columns["c"]).finding
-"type changed: column 'c' arrived as str, not numbers; read what parses as numbers"
+>>> print(read_numeric("c", frame.columns["c"]).finding)  # doctest: +NORMALIZE_WHITESPACE
+type changed: column 'c' arrived as str, not numbers;
+3 of 3 cells are not numbers (e.g. 'a') and count as missing
+>>> dirty = pd.Series([1.5, 2.0] * 20 + ["oops"], dtype=object)
+>>> column_kind("d", dirty), read_numeric("d", dirty).finding
+('numeric', "column 'd': 1 of 41 cells are not numbers (e.g. 'oops') and count as missing")
 >>> read_counts("c", frame.columns["c"]).counts
 {'a': 2, 'b': 1}
 """
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -32,7 +41,21 @@ from numpy.typing import NDArray
 
 from modelyard.errors import InvalidInputError
 
-__all__ = ["Counts", "Frame", "Numbers", "column_kind", "read_counts", "read_frame", "read_numeric"]
+__all__ = [
+    "NUMERIC_SHARE",
+    "Counts",
+    "Frame",
+    "Numbers",
+    "column_kind",
+    "not_numbers",
+    "read_counts",
+    "read_frame",
+    "read_numeric",
+]
+
+#: an object column is numeric when at least this share of its non-missing cells are numbers
+NUMERIC_SHARE: Final = 0.95
+_MIXED: Final = frozenset({"mixed", "mixed-integer", "mixed-integer-float"})
 
 
 class Frame(NamedTuple):
@@ -181,7 +204,24 @@ def column_kind(name: str, series: pd.Series) -> Literal["numeric", "categorical
         or types.is_timedelta64_dtype(dtype)
     ):
         return "numeric"
+    if types.is_object_dtype(dtype) and _mostly_numbers(series):
+        return "numeric"
     return "categorical"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+
+
+def _mostly_numbers(series: pd.Series) -> bool:
+    """Whether an object column is numbers with a few other cells (dirty numbers)."""
+    if pd.api.types.infer_dtype(series, skipna=True) not in _MIXED:
+        return False
+    present = series.dropna()
+    if present.empty:
+        return False
+    found = sum(1 for value in present.to_numpy() if _is_number(value))
+    return found >= NUMERIC_SHARE * len(present)
 
 
 def read_numeric(name: str, series: pd.Series) -> Numbers:
@@ -194,20 +234,42 @@ def read_numeric(name: str, series: pd.Series) -> Numbers:
         return Numbers(_seconds(series.to_numpy(dtype="datetime64[ns]")))
     if types.is_timedelta64_dtype(dtype):
         return Numbers(_seconds(series.to_numpy(dtype="timedelta64[ns]")))
-    if column_kind(name, series) == "numeric":
+    kind = column_kind(name, series)
+    if kind == "numeric" and not types.is_object_dtype(dtype):
         return Numbers(series.to_numpy(dtype=np.float64, na_value=np.nan))
-    finding = (
-        f"type changed: column {name!r} arrived as {dtype}, not numbers; "
-        "read what parses as numbers"
-    )
     if types.is_bool_dtype(dtype):
+        finding = f"type changed: column {name!r} arrived as {dtype}, not numbers; read as 0/1"
         return Numbers(series.to_numpy(dtype=np.float64, na_value=np.nan), finding)
     try:
         _check_cells(name, series.value_counts(dropna=True, sort=False).index.tolist())
         coerced = pd.to_numeric(series.astype(object), errors="coerce")
     except TypeError as exc:
         raise _bad_cells(name) from exc
-    return Numbers(coerced.to_numpy(dtype=np.float64, na_value=np.nan), finding)
+    values = coerced.to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = not_numbers(series, values)
+    if kind == "numeric":  # dirty numbers: the count is the finding, if any cell failed
+        return Numbers(values, bad and f"column {name!r}: {bad}")
+    return Numbers(
+        values,
+        f"type changed: column {name!r} arrived as {dtype}, not numbers; "
+        + (bad or "every cell parses as a number"),
+    )
+
+
+def not_numbers(series: pd.Series, values: NDArray[np.float64]) -> str | None:
+    """``"k of n cells are not numbers (e.g. 'x') and count as missing"``, None when k is 0.
+
+    ``values`` is ``series`` parsed (NaN where it did not parse); missing cells do not count.
+    """
+    failed = np.isnan(values) & series.notna().to_numpy()
+    count = int(np.count_nonzero(failed))
+    if not count:
+        return None
+    example = series.iloc[int(np.argmax(failed))]
+    return (
+        f"{count:,} of {len(series):,} cells are not numbers (e.g. {str(example)[:40]!r}) "
+        "and count as missing"
+    )
 
 
 def read_counts(name: str, series: pd.Series, *, expect_categories: bool = True) -> Counts:

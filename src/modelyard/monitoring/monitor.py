@@ -197,7 +197,7 @@ class Monitor:
             summary = report.to_dict()
             summary["ranked"] = [c.name for c in report.ranked(drifted_only=True)]
             summary["start"], summary["end"] = part.start.isoformat(), part.end.isoformat()
-            alarm = report.prediction_drift or bool(report.drifted_columns)
+            alarm = report.alarm
             results.append(
                 WindowResult(
                     model.name,

@@ -74,6 +74,13 @@ class DriftReport:
     columns: dict[str, ColumnDrift] = field(default_factory=dict)
     outputs: dict[str, ColumnDrift] = field(default_factory=dict)
     findings: list[str] = field(default_factory=list)
+    missing_columns: list[str] = field(default_factory=list)
+    """Features of the reference missing from the window: they fail the check."""
+
+    @property
+    def alarm(self) -> bool:
+        """Whether the check fails: prediction drift, a drifted or a missing feature."""
+        return self.prediction_drift or bool(self.drifted_columns or self.missing_columns)
 
     @property
     def drifted_columns(self) -> list[str]:
@@ -103,6 +110,8 @@ class DriftReport:
             "prediction_drift": self.prediction_drift,
             "drifted_columns": self.drifted_columns,
             "drifted_outputs": self.drifted_outputs,
+            "missing_columns": list(self.missing_columns),
+            "alarm": self.alarm,
             "findings": list(self.findings),
             "columns": {name: c.to_dict() for name, c in self.columns.items()},
             "outputs": {name: c.to_dict() for name, c in self.outputs.items()},

@@ -264,16 +264,44 @@ def chi2_2xk(
 
 
 def pool_sparse(table: NDArray[np.float64], minimum: float = 5.0) -> NDArray[np.float64]:
-    """A 2xK table with the columns holding fewer than ``minimum`` rows (both rows
-    together) pooled into one last column, so the chi-square approximation holds.
+    """A 2xK table with its sparse columns grouped, so the chi-square approximation holds.
+
+    A column is sparse when its expected count in the smaller row is below ``minimum``
+    (with a large reference and a small window, a column needs many reference rows).
+    The sparse columns are grouped in their order (for a category: by reference
+    frequency) into cells whose expected count reaches ``minimum``, the remainder joining
+    the last group, and appended after the other columns: a long tail still counts,
+    coarsened, instead of vanishing into one cell.
 
     >>> pool_sparse(np.array([[50.0, 1, 2, 40], [45.0, 0, 1, 60]])).tolist()
     [[50.0, 40.0, 3.0], [45.0, 60.0, 1.0]]
+    >>> pool_sparse(np.array([[9.0, 3, 3, 3, 3, 1], [9.0, 3, 3, 3, 3, 1]])).tolist()
+    [[9.0, 6.0, 7.0], [9.0, 6.0, 7.0]]
     """
-    sparse = table.sum(axis=0) < minimum
+    totals = table.sum(axis=0)
+    grand = float(totals.sum())
+    if grand <= 0:
+        return table
+    expected = totals * float(table.sum(axis=1).min()) / grand
+    sparse = expected < minimum
     if sparse.sum() < 2:
         return table
-    return np.column_stack([table[:, ~sparse], table[:, sparse].sum(axis=1)])
+    groups: list[list[int]] = []
+    group: list[int] = []
+    held = 0.0
+    for column in np.flatnonzero(sparse).tolist():
+        group.append(column)
+        held += float(expected[column])
+        if held >= minimum:
+            groups.append(group)
+            group, held = [], 0.0
+    if group:
+        if groups:
+            groups[-1].extend(group)
+        else:
+            groups.append(group)
+    pooled = [table[:, g].sum(axis=1) for g in groups]
+    return np.column_stack([table[:, ~sparse], *pooled])
 
 
 def robust_scale(mad: float | None, iqr: float | None, std: float | None) -> float:
