@@ -20,6 +20,7 @@ __all__ = [
     "CATEGORICAL",
     "COLUMNS",
     "DRIFTED",
+    "HARD",
     "MARKER",
     "NUMERIC",
     "TRAPS",
@@ -33,7 +34,7 @@ __all__ = [
 #: the stdout prefix of the one line that carries a side's results
 MARKER = "BENCH-RESULT "
 
-#: 20 numeric columns: name -> how it is drawn (every one has ~1% missing values)
+#: 21 numeric columns: name -> how it is drawn (every one has ~1% missing values)
 NUMERIC: dict[str, str] = {
     "num_normal_0": "normal(0, 1)",
     "num_normal_1": "normal(10, 3)",
@@ -53,10 +54,11 @@ NUMERIC: dict[str, str] = {
     "drift_mean_int": "poisson(20), integer-valued; current: mean +0.5 sd",
     "drift_scale": "normal(0, 1); current: sd x1.5",
     "drift_missing": "normal(0, 1); current: missing 1% -> 15%",
+    "drift_uniform": "uniform(0, 1); current: uniform(0.15, 1.15), a 0.5 sd shift",
     "trap_tiny_shift": "normal(0, 1); current: mean +0.01 sd (negligible, must not flag)",
     "trap_outlier": "normal(0, 1); current: one value set to 1e5 (must not flag)",
 }
-#: 5 categorical (string) columns: name -> levels
+#: 6 categorical (string) columns: name -> levels
 CATEGORICAL: dict[str, str] = {
     "cat_small": "3 levels",
     "cat_mid": "12 levels",
@@ -64,6 +66,8 @@ CATEGORICAL: dict[str, str] = {
     "cat_high": "500 levels, Zipf-like (high cardinality)",
     "drift_cat_mix": "5 levels; current: level mix changed (0.40/0.25/0.15/0.12/0.08 -> "
     "0.25/0.25/0.20/0.18/0.12)",
+    "drift_cat_tail": "2,000 levels, Zipf(1.0); current: the shares of the values beyond the "
+    "top 100 reversed (the head unchanged; true JS distance 0.345)",
 }
 COLUMNS = [*NUMERIC, *CATEGORICAL]
 #: the columns that drift in the drift scenario (the known truth), with how
@@ -74,6 +78,15 @@ DRIFTED: dict[str, str] = {
     "drift_scale": "sd x1.5",
     "drift_cat_mix": "category mix change",
     "drift_missing": "missing rate 1% -> 15%",
+    "drift_uniform": "uniform shifted by 0.5 sd",
+    "drift_cat_tail": "drift confined to the long tail of a 2,000-level category",
+}
+#: drifts chosen because they do not favour modelyard's design: a uniform column (no
+#: tails for a robust scale to lean on) and a tail drift that a "top values + other"
+#: binning cannot see (the other cell's total does not change)
+HARD: dict[str, str] = {
+    "drift_uniform": DRIFTED["drift_uniform"],
+    "drift_cat_tail": DRIFTED["drift_cat_tail"],
 }
 #: columns that change in a way that must NOT be flagged
 TRAPS: dict[str, str] = {

@@ -1,10 +1,10 @@
 """The monitoring benchmark's seeded data: reference and current frames as Parquet.
 
-Runs in the project's venv (numpy, pyarrow). Every frame has the 25 columns of
-``common.COLUMNS``: 20 numeric (normal, lognormal, integer-valued, uniform, exponential;
-each with ~1% missing values, integer columns stored as nullable int64) and 5 string
-categoricals (one with 500 levels). ``current=True`` applies the drifts of
-``common.DRIFTED`` and the traps of ``common.TRAPS``; without it a frame is one more
+Runs in the project's venv (numpy, pyarrow). Every frame has the 27 columns of
+``common.COLUMNS``: 21 numeric (normal, lognormal, integer-valued, uniform, exponential;
+each with ~1% missing values, integer columns stored as nullable int64) and 6 string
+categoricals (one with 500 levels, one with 2,000). ``current=True`` applies the drifts
+of ``common.DRIFTED`` and the traps of ``common.TRAPS``; without it a frame is one more
 draw from the reference distribution (the no-drift windows).
 """
 
@@ -22,12 +22,37 @@ MISSING_DRIFTED = 0.15
 OUTLIER = 1e5
 #: the drifted category mix (reference, current)
 CAT_MIX = ([0.40, 0.25, 0.15, 0.12, 0.08], [0.25, 0.25, 0.20, 0.18, 0.12])
+#: the long-tailed category: Zipf(1.0) shares over 2,000 values, and the same shares
+#: with those beyond the top 100 reversed (the head unchanged, the tail's mass moved)
+TAIL_LEVELS, TAIL_HEAD = 2_000, 100
+
+
+def _tail_shares() -> tuple[np.ndarray, np.ndarray]:
+    weights = 1.0 / np.arange(1, TAIL_LEVELS + 1)
+    reference = weights / weights.sum()
+    current = reference.copy()
+    current[TAIL_HEAD:] = current[TAIL_HEAD:][::-1]
+    return reference, current
+
+
+TAIL_SHARES = _tail_shares()
+
+
+def tail_truth() -> float:
+    """The true base-2 Jensen-Shannon distance of the tail drift (0.345)."""
+    p, q = TAIL_SHARES
+    mid = (p + q) / 2
+    js = (np.sum(p * np.log2(p / mid)) + np.sum(q * np.log2(q / mid))) / 2
+    return float(np.sqrt(js))
+
+
 _LEVELS = {
     "cat_small": ["red", "green", "blue"],
     "cat_mid": [f"region_{i:02d}" for i in range(12)],
     "cat_binary": ["yes", "no"],
     "cat_high": [f"sku_{i:04d}" for i in range(500)],
     "drift_cat_mix": ["web", "store", "phone", "partner", "other"],
+    "drift_cat_tail": [f"item_{i:04d}" for i in range(TAIL_LEVELS)],
 }
 _PROBS = {
     "cat_small": [0.5, 0.3, 0.2],
@@ -35,6 +60,7 @@ _PROBS = {
     "cat_binary": [0.7, 0.3],
     "cat_high": list(1.0 / np.arange(1, 501) ** 1.1),
     "drift_cat_mix": CAT_MIX[0],
+    "drift_cat_tail": list(TAIL_SHARES[0]),
 }
 
 
@@ -62,6 +88,8 @@ def _numeric(rng: np.random.Generator, name: str, n: int, current: bool) -> np.n
         return rng.integers(0, 100, n)
     if name == "num_uniform_0":
         return rng.uniform(0, 1, n)
+    if name == "drift_uniform":  # 0.15 is half the sd of uniform(0, 1), 1 / sqrt(12)
+        return rng.uniform(0, 1, n) + (0.15 if drift else 0)
     if name == "num_exp_0":
         return rng.exponential(2, n)
     if name == "drift_mean_normal":
@@ -94,7 +122,11 @@ def make_table(n: int, seed: int, *, current: bool) -> pa.Table:
         columns[name] = pa.array(values, type=kind, mask=mask)
     for name in CATEGORICAL:
         levels = _LEVELS[name]
-        probs = CAT_MIX[1] if current and name == "drift_cat_mix" else _PROBS[name]
+        probs = _PROBS[name]
+        if current and name == "drift_cat_mix":
+            probs = CAT_MIX[1]
+        if current and name == "drift_cat_tail":
+            probs = list(TAIL_SHARES[1])
         p = None if probs is None else np.asarray(probs) / np.sum(probs)
         codes = rng.choice(len(levels), size=n, p=p).astype(np.int32)
         columns[name] = pa.array(levels, type=pa.string()).take(pa.array(codes))
