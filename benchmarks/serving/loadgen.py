@@ -1,10 +1,12 @@
 """Fallback load generator for when ``wrk`` is missing: keep-alive HTTP/1.1 over asyncio.
 
-    python loadgen.py --url URL --body-file FILE --connections 32 --duration 10
+    python loadgen.py --url URL --body-file FILE --connections 32 --duration 10 [--expect P]
 
 Prints one ``WRKJSON {...}`` line with the fields the wrk Lua script prints (latency in
-microseconds). Slower than wrk: at high rates the generator, not the server, may be the
-limit, which the benchmark says when it falls back to this.
+microseconds). With ``--expect LITERAL`` every answer is checked like the wrk script
+checks it: a 200 whose body holds the literal (``checked``, ``wrong``). Slower than
+wrk: at high rates the generator, not the server, may be the limit, which the benchmark
+says when it falls back to this.
 """
 
 from __future__ import annotations
@@ -18,7 +20,13 @@ from urllib.parse import urlsplit
 
 
 async def _worker(
-    host: str, port: int, request: bytes, stop: float, lat: list[float], err: dict[str, int]
+    host: str,
+    port: int,
+    request: bytes,
+    stop: float,
+    lat: list[float],
+    err: dict[str, int],
+    expect: bytes | None,
 ) -> None:
     try:
         reader, writer = await asyncio.open_connection(host, port)
@@ -35,13 +43,17 @@ async def _worker(
             for line in head.split(b"\r\n"):
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":", 1)[1])
-            await reader.readexactly(length)
+            body = await reader.readexactly(length)
         except (OSError, asyncio.IncompleteReadError, ValueError):
             err["read"] += 1
             break
         lat.append((time.perf_counter() - start) * 1e6)
         if not 200 <= status < 300:
             err["status"] += 1
+        if expect is not None:
+            err["checked"] += 1
+            if status != 200 or expect not in body:
+                err["wrong"] += 1
     writer.close()
 
 
@@ -53,12 +65,13 @@ async def _run(args: argparse.Namespace) -> dict[str, float]:
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode() + body
     lat: list[float] = []
-    err = {"connect": 0, "read": 0, "write": 0, "status": 0, "timeout": 0}
+    err = {"connect": 0, "read": 0, "write": 0, "status": 0, "timeout": 0, "checked": 0, "wrong": 0}
+    expect = args.expect.encode() if args.expect else None
     begin = time.perf_counter()
     stop = begin + args.duration
     await asyncio.gather(
         *(
-            _worker(url.hostname or "127.0.0.1", url.port or 80, request, stop, lat, err)
+            _worker(url.hostname or "127.0.0.1", url.port or 80, request, stop, lat, err, expect)
             for _ in range(args.connections)
         )
     )
@@ -86,6 +99,7 @@ def main() -> None:
     parser.add_argument("--body-file", required=True)
     parser.add_argument("--connections", type=int, default=1)
     parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--expect", help="a literal every 200 answer must hold")
     args = parser.parse_args()
     print("WRKJSON " + json.dumps(asyncio.run(_run(args))), flush=True)
 

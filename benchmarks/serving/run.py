@@ -11,9 +11,16 @@ the request row):
   origin, StandardScaler on the numeric columns) -> LogisticRegression``.
 
 Every side re-trains them from the same CSV with the same scikit-learn version (pinned in
-every venv to the project's) and one thread, so no pickle crosses venvs. Before any load
-each server answers one request whose probability is checked against the model trained
-in this process (|difference| <= 1e-4; a label alone is checked against the label).
+every venv to the project's) and one thread, so no pickle crosses venvs.
+
+Answers are checked, every one of every tool. Before any load each server and protocol
+answers ``VERIFY_ROWS`` 1-row requests (the request row, then held-out rows), each
+compared with ``predict_proba`` of the model trained in this process on the same row:
+within ``NATIVE_ATOL`` (1e-6) for a native scikit-learn engine, within ``ONNX_ATOL`` (the
+1e-5 parity ``models optimize`` verified) for modelyard's ONNX runtime. Under load, every
+answer must be a 200 whose body carries the request row's verified probability literal
+(a ``response`` hook in wrk's Lua script; ``--expect`` in ``loadgen.py``). A row with any
+wrong answer is flagged and never counts in a ratio or target.
 
 Servers, started one at a time, each on CPU 0 (``taskset``; the load generator gets the
 other CPUs), all with ``OMP_NUM_THREADS=MKL_NUM_THREADS=OPENBLAS_NUM_THREADS=1``:
@@ -23,8 +30,12 @@ other CPUs), all with ``OMP_NUM_THREADS=MKL_NUM_THREADS=OPENBLAS_NUM_THREADS=1``
 - ``modelyard``: ``modelyard --project DIR serve serving-KIND@production --workers 1``
   (``modelyard_command`` below), v1 ``POST /v1/models/NAME:predict`` with
   ``{"instances": [{column: value}]}`` and v2 ``POST /v2/models/NAME/infer`` with one
-  tensor per column; ready when ``GET /v2/health/ready`` answers 200. When the command
-  does not exist or never gets ready the rows say "not available" and the rest runs;
+  tensor per column; ready when ``GET /v2/health/ready`` answers 200. It serves the
+  package's serving runtime (onnxruntime after ``models optimize``): what a user gets.
+  When the command does not exist or never gets ready the rows say "not available" and
+  the rest runs;
+- ``modelyard-native``: the same project and command with ``--runtime native``: the
+  logged scikit-learn model itself, the engine every anchor runs (server vs server);
 - ``kserve``: a ``kserve.Model`` subclass under ``kserve.ModelServer(workers=1)`` (gRPC
   and per-request latency logging off), v1 and v2 (``kserve_side.py``);
 - ``bentoml``: ``bentoml serve bentoml_service:HGB`` / ``:Pipeline``, one worker, no
@@ -39,14 +50,23 @@ packages (``apt-get install -y wrk``, tried when missing and root or sudo is ava
 without it ``loadgen.py`` (asyncio, one process) is used and the output says so. Non-2xx
 answers and socket errors are counted; a row with any is flagged.
 
-Targets: modelyard's throughput (v1) at least 5x MLflow's, 3x BentoML's and 1.5x
-KServe's (the anchor's faster protocol) at both concurrencies, and its p50 at
-concurrency 1 within 0.5 ms of the floor's.
+Targets, each at both concurrencies, against the anchor's faster protocol:
+
+- what a user gets: modelyard (v1, its package's serving runtime) at least 5x MLflow's
+  throughput, 3x BentoML's and 1.5x KServe's, and its p50 at concurrency 1 within 0.5 ms
+  of the floor's;
+- server vs server, the same native engine: modelyard-native (v1) at least 1.5x
+  KServe's throughput and at least 1x BentoML's and MLflow's (``NATIVE_TARGETS``).
+
+The tables print both ratios for every row (``onnx/this``, ``native/this``), the answers
+checked under load and the largest verification difference, and the 1-minute load
+average when each measurement started. The script exits 1 when a target is missed (or
+could not be measured though its servers were asked for) or any answer was wrong.
 
 Run it with the project's python (``make bench-serving`` does)::
 
     .venv/bin/python benchmarks/serving/run.py [--quick] [--duration 10] [--warmup 3]
-        [--only floor,modelyard,kserve,bentoml,mlflow] [--models hgb,pipeline]
+        [--only floor,modelyard,modelyard-native,kserve,bentoml,mlflow] [--models hgb,pipeline]
         [--no-pin] [--modelyard-timeout 60] [--no-optimize] [--keep] [--plain]
 
 ``--quick`` is a smoke run (3 s per measurement, 1 s warm-up). The anchor venvs live in
@@ -77,6 +97,7 @@ import datetime as dt  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
+import re  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
@@ -109,13 +130,28 @@ from common import (  # noqa: E402
     train,
 )
 
+from modelyard.models.optimize import DEFAULT_ATOL  # noqa: E402
+
 RESULTS = HERE / "results" / "latest.json"
-SERVERS = ["floor", "modelyard", "kserve", "bentoml", "mlflow"]
-#: modelyard's throughput must be at least this multiple of each anchor's
+SERVERS = ["floor", "modelyard", "modelyard-native", "kserve", "bentoml", "mlflow"]
+ANCHORS = ["kserve", "bentoml", "mlflow"]
+#: what a user gets: modelyard in its package's serving runtime (v1) must reach at least
+#: this multiple of each anchor's throughput (the anchor's faster protocol)
 TARGETS = {"mlflow": 5.0, "bentoml": 3.0, "kserve": 1.5}
+#: server against server: modelyard serving the same native scikit-learn model as the
+#: anchors (``serve --runtime native``, v1) must reach at least this multiple
+NATIVE_TARGETS = {"kserve": 1.5, "bentoml": 1.0, "mlflow": 1.0}
 #: modelyard's p50 at concurrency 1 may exceed the floor's by at most this (ms)
 FLOOR_MARGIN_MS = 0.5
-PARITY = 1e-4
+#: a native scikit-learn answer may differ from the model trained here by this much: every
+#: side trains the same model with the same scikit-learn on the same rows, so only float
+#: summation order (BLAS builds) and JSON float formatting may differ (~1e-12); a float32
+#: engine (~1e-7 and more) or another model does not pass
+NATIVE_ATOL = 1e-6
+#: an ONNX answer may differ from the native model by what ``models optimize`` verified
+ONNX_ATOL = DEFAULT_ATOL
+#: held-out rows each server answers, one request each, before it is loaded
+VERIFY_ROWS = 100
 CONCURRENCY = ((1, 1), (32, 2))
 #: the uvicorn options modelyard serves with, for the floor
 UVICORN_OPTIONS = [
@@ -225,13 +261,26 @@ def pick_row(folder: Path, models: dict[str, Any]) -> dict[str, Any]:
     for i in range(len(held)):
         if all(0.05 < s[i] < 0.45 or 0.55 < s[i] < 0.95 for s in scores.values()):
             break
-    row = held.iloc[i][[*NUMERIC, *CATEGORICAL]].to_dict()
-    clean = {
+    clean = _clean(held.iloc[i][[*NUMERIC, *CATEGORICAL]].to_dict())
+    (folder / ROW_FILE).write_text(json.dumps(clean))
+    return clean
+
+
+def _clean(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as JSON values: ints, floats and strings."""
+    return {
         k: (int(v) if k in INTEGER else str(v) if k in CATEGORICAL else float(v))
         for k, v in row.items()
     }
-    (folder / ROW_FILE).write_text(json.dumps(clean))
-    return clean
+
+
+def verification_rows(folder: Path, row: dict[str, Any], count: int) -> list[dict[str, Any]]:
+    """The request row, then the first ``count - 1`` held-out rows."""
+    from common import read_data
+
+    held = read_data(folder).iloc[-HOLDOUT:].reset_index(drop=True)
+    rest = [_clean(r) for r in held[[*NUMERIC, *CATEGORICAL]].head(count - 1).to_dict("records")]
+    return [row, *rest]
 
 
 # --------------------------------------------------------------------------- servers
@@ -274,10 +323,12 @@ class Server:
     note: str = ""
 
 
-def modelyard_command(project: Path, ref: str, port: int) -> list[str]:
+def modelyard_command(project: Path, ref: str, port: int, runtime: str | None = None) -> list[str]:
     """How modelyard serves one model (adjust here when the CLI changes)."""
     exe = Path(sys.executable).parent / "modelyard"
     serve = ["serve", ref, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    if runtime is not None:
+        serve += ["--runtime", runtime]
     return [str(exe), "--project", str(project), *serve]
 
 
@@ -310,11 +361,15 @@ def build_server(name: str, kind: str, ctx: dict[str, Any]) -> Server:
             "/",
             [Target("constant", "/v1/models/m:predict", records)],
         )
-    if name == "modelyard":
+    if name in ("modelyard", "modelyard-native"):
         model = f"serving-{kind}"
+        native = name == "modelyard-native"
+        project = ctx["work"] / "modelyard-project"
         return Server(
             name,
-            modelyard_command(ctx["work"] / "modelyard-project", f"{model}@production", port),
+            modelyard_command(
+                project, f"{model}@production", port, runtime="native" if native else None
+            ),
             "/v2/health/ready",
             [
                 Target("v1", f"/v1/models/{model}:predict", records),
@@ -322,6 +377,7 @@ def build_server(name: str, kind: str, ctx: dict[str, Any]) -> Server:
             ],
             ready_timeout=ctx["modelyard_timeout"],
             unavailable=ctx.get("modelyard_unavailable"),
+            note="--runtime native" if native else "",
         )
     python = ctx["pythons"].get(name)
     if name == "kserve":
@@ -484,43 +540,107 @@ def parse_probability(payload: Any) -> float | None:
     return None
 
 
-def verify(url: str, body: dict[str, Any], expected: float) -> tuple[bool, str]:
-    try:
-        status, raw = http(url, body)
-    except OSError as exc:
-        return False, f"request failed: {exc}"
-    text = raw.decode(errors="replace")
-    if status != 200:
-        return False, f"HTTP {status}: {text[:300]}"
-    try:
-        got = parse_probability(json.loads(text))
-    except ValueError:
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+
+
+def answer_token(text: str, value: float) -> str | None:
+    """The literal that carries ``value`` in an answer's text (checked in every answer
+    under load), the longest when several parse to it."""
+    found = [m for m in set(_NUMBER.findall(text)) if float(m) == value]
+    return max(found, key=len) if found else None
+
+
+@dataclass
+class Verified:
+    """Every verification row's answer against the native model trained here."""
+
+    ok: bool
+    detail: str
+    max_diff: float | None
+    rows: int
+    #: the request row's probability literal, looked for in every answer under load
+    token: str | None
+
+
+def verify(
+    url: str, bodies: list[dict[str, Any]], expected: list[float], tolerance: float
+) -> Verified:
+    """One 1-row request per verification row; each answer within ``tolerance``.
+
+    The first body is the request row sent under load: its answer's literal becomes the
+    token every answer under load must carry.
+    """
+    worst, token, wrong, first_wrong = 0.0, None, 0, ""
+    for i, (body, want) in enumerate(zip(bodies, expected, strict=True)):
+        try:
+            status, raw = http(url, body)
+        except OSError as exc:
+            return Verified(False, f"row {i}: request failed: {exc}", None, i, None)
+        text = raw.decode(errors="replace")
         got = None
-    if got is None:
-        return False, f"unparsed answer: {text[:300]}"
-    if abs(got - expected) <= PARITY:
-        return True, f"p={got:.6f}"
-    if got in (0.0, 1.0) and got == float(expected > 0.5):
-        return True, f"label {int(got)} (no probability)"
-    return False, f"p={got:.6f}, expected {expected:.6f}: {text[:200]}"
+        if status == 200:
+            try:
+                got = parse_probability(json.loads(text))
+            except ValueError:
+                got = None
+        if got is None:
+            wrong += 1
+            first_wrong = first_wrong or f"row {i}: HTTP {status}: {text[:200]}"
+            continue
+        diff = abs(got - want)
+        worst = max(worst, diff)
+        if not diff <= tolerance:  # NaN fails too
+            wrong += 1
+            first_wrong = first_wrong or f"row {i}: p={got!r}, expected {want!r}"
+        if i == 0:
+            token = answer_token(text, got)
+            if token is None:
+                wrong += 1
+                first_wrong = first_wrong or f"row 0: no literal for {got!r} in {text[:200]}"
+    rows = len(bodies)
+    if wrong:
+        return Verified(False, f"{wrong}/{rows} wrong; {first_wrong}", worst, rows, token)
+    return Verified(True, f"{rows} rows, max |dp| {worst:.1e} <= {tolerance:g}", worst, rows, token)
 
 
 # --------------------------------------------------------------------------- load
 
 
+#: every answer under load is checked: status 200 and the verified probability's literal
+#: in its body (``checked``/``wrong`` summed over wrk's threads); no token, no check
 LUA = """\
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = [=====[{body}]=====]
+token = {token}
+checked = 0
+wrong = 0
+local threads = {{}}
+setup = function(thread)
+  table.insert(threads, thread)
+end
+if token then
+  response = function(status, headers, body)
+    checked = checked + 1
+    if status ~= 200 or not string.find(body, token, 1, true) then
+      wrong = wrong + 1
+    end
+  end
+end
 done = function(summary, latency, requests)
   local e = summary.errors
+  local c, w = 0, 0
+  for _, t in ipairs(threads) do
+    c = c + t:get("checked")
+    w = w + t:get("wrong")
+  end
   io.write(string.format(
     'WRKJSON {{"requests":%d,"duration_us":%d,"connect":%d,"read":%d,"write":%d,' ..
     '"status":%d,"timeout":%d,"p50_us":%.1f,"p90_us":%.1f,"p99_us":%.1f,' ..
-    '"mean_us":%.1f,"max_us":%.1f}}\\n',
+    '"mean_us":%.1f,"max_us":%.1f,"checked":%d,"wrong":%d}}\\n',
     summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
     latency:percentile(50), latency:percentile(90), latency:percentile(99),
-    latency.mean, latency.max))
+    latency.mean, latency.max, c, w))
 end
 """
 
@@ -556,11 +676,13 @@ def load(
     seconds: float,
     scratch: Path,
     pin: list[str],
+    token: str | None = None,
 ) -> dict[str, Any]:
+    """One measurement; with ``token``, every answer must be a 200 carrying it."""
     text = json.dumps(body, separators=(",", ":"))
     if wrk:
         script = scratch / "post.lua"
-        script.write_text(LUA.format(body=text))
+        script.write_text(LUA.format(body=text, token=json.dumps(token) if token else "nil"))
         command = [wrk, "--latency", "-t", str(threads), "-c", str(connections)]
         command += ["-d", f"{max(1, round(seconds))}s", "--timeout", "10s", "-s", str(script), url]
     else:
@@ -569,6 +691,8 @@ def load(
         command = [sys.executable, str(HERE / "loadgen.py"), "--url", url]
         command += ["--body-file", str(body_file), "--connections", str(connections)]
         command += ["--duration", str(seconds)]
+        if token:
+            command += ["--expect", token]
     proc = subprocess.run([*pin, *command], capture_output=True, text=True, check=False)
     lines = [x for x in proc.stdout.splitlines() if x.startswith("WRKJSON ")]
     if not lines:
@@ -587,6 +711,8 @@ def load(
         "errors": errors,
         "non_2xx": raw["status"],
         "socket_errors": errors - raw["status"],
+        "checked": raw.get("checked", 0),
+        "wrong": raw.get("wrong", 0),
     }
 
 
@@ -640,12 +766,27 @@ def prepare(name: str, ctx: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def runtime_of(name: str, kind: str, ctx: dict[str, Any]) -> str:
+    """The engine a server answers with: the package's serving runtime for modelyard."""
+    if name == "floor":
+        return "-"
+    if name == "modelyard":
+        models = ctx["prepared"].get("modelyard", {}).get("models", {})
+        return str(models.get(kind, {}).get("serving_runtime") or "native")
+    return "native"
+
+
+def tolerance_of(runtime: str) -> float:
+    return NATIVE_ATOL if runtime == "native" else ONNX_ATOL
+
+
 def measure_server(
     name: str, kind: str, ctx: dict[str, Any], args: argparse.Namespace
 ) -> list[dict[str, Any]]:
     ctx["port"] = free_port()
     server = build_server(name, kind, ctx)
-    base = {"server": name, "model": kind, "note": server.note}
+    runtime = runtime_of(name, kind, ctx)
+    base = {"server": name, "model": kind, "note": server.note, "runtime": runtime}
 
     def empty(reason: str) -> list[dict[str, Any]]:
         return [
@@ -656,7 +797,7 @@ def measure_server(
 
     if server.unavailable:
         return empty(server.unavailable)
-    prep = ctx["prepared"].get(name, {})
+    prep = ctx["prepared"].get("modelyard" if name.startswith("modelyard") else name, {})
     if "error" in prep:
         return empty(prep["error"].splitlines()[0])
     scratch = ctx["work"] / f"{name}-{kind}"
@@ -669,15 +810,21 @@ def measure_server(
         if isinstance(ready, str):
             print(f"    {name}: {ready}\n{running.tail()}", flush=True)
             return empty(ready)
-        print(f"    {name} ready in {ready:.1f} s", flush=True)
-        for target in server.targets:
-            expected = ctx["expected"][kind]
+        print(f"    {name} ready in {ready:.1f} s ({runtime})", flush=True)
+        for index, target in enumerate(server.targets):
             if name == "floor":
-                ok, detail = True, "constant (not checked)"
+                checked = Verified(True, "constant (not checked)", None, 0, None)
             else:
-                ok, detail = verify(url + target.path, target.body, expected)
-            print(f"      {target.protocol}: {'ok' if ok else 'WRONG'} {detail}", flush=True)
-            if not ok and name != "modelyard":
+                bodies = [
+                    build_server(name, kind, {**ctx, "row": r}).targets[index].body
+                    for r in ctx["verify_rows"]
+                ]
+                checked = verify(
+                    url + target.path, bodies, ctx["expected_rows"][kind], tolerance_of(runtime)
+                )
+            verdict = "ok" if checked.ok else "WRONG"
+            print(f"      {target.protocol}: {verdict} {checked.detail}", flush=True)
+            if not checked.ok:
                 print(running.tail(), flush=True)
             load(
                 ctx["wrk"],
@@ -690,6 +837,7 @@ def measure_server(
                 ctx["load_pin"],
             )
             for connections, threads in CONCURRENCY:
+                load1 = os.getloadavg()[0]
                 result = load(
                     ctx["wrk"],
                     url + target.path,
@@ -699,6 +847,7 @@ def measure_server(
                     args.duration,
                     scratch,
                     ctx["load_pin"],
+                    token=checked.token,
                 )
                 row = {
                     **base,
@@ -706,18 +855,25 @@ def measure_server(
                     "concurrency": connections,
                     "available": "failed" not in result,
                     "ready_s": ready,
-                    "verified": ok,
-                    "verify_detail": detail,
+                    "verified": checked.ok,
+                    "verify_detail": checked.detail,
+                    "verify_rows": checked.rows,
+                    "max_diff": checked.max_diff,
+                    "tolerance": None if name == "floor" else tolerance_of(runtime),
+                    "load_avg_1m": load1,
                     **result,
                 }
                 if "failed" in result:
                     row["why"] = "load generator failed: " + result["failed"]
+                else:
+                    row["wrong_answer"] = is_wrong(row)
                 rows.append(row)
                 if "rps" in result:
                     print(
                         f"      c={connections:<2} {result['rps']:8.0f} req/s  "
                         f"p50 {result['p50_ms']:.2f} ms  p99 {result['p99_ms']:.2f} ms  "
-                        f"errors {result['errors']}",
+                        f"errors {result['errors']}  answers checked {result['checked']} "
+                        f"wrong {result['wrong']}  load {load1:.1f}",
                         flush=True,
                     )
     finally:
@@ -725,86 +881,123 @@ def measure_server(
     return rows
 
 
+def is_wrong(row: dict[str, Any]) -> bool:
+    """A row never counts when any answer was wrong: a verification row off by more than
+    its tolerance, a non-200 or an answer under load without the verified probability
+    (the floor's constant is not checked)."""
+    if row["server"] == "floor":
+        return bool(row["non_2xx"])
+    unchecked = row["checked"] < row["requests"]
+    return not row["verified"] or bool(row["wrong"]) or bool(row["non_2xx"]) or unchecked
+
+
+def _counts(r: dict[str, Any]) -> bool:
+    """Measured, and every answer right."""
+    return bool(r.get("available")) and not r.get("wrong_answer")
+
+
 def _find(rows: list[dict[str, Any]], server: str, protocol: str | None, c: int) -> dict | None:
     for r in rows:
-        same = r["server"] == server and r["concurrency"] == c and r.get("available")
+        same = r["server"] == server and r["concurrency"] == c and _counts(r)
         if same and (protocol is None or r["protocol"] == protocol):
             return r
     return None
 
 
 def _best(rows: list[dict[str, Any]], server: str, c: int) -> dict | None:
-    found = [r for r in rows if r["server"] == server and r["concurrency"] == c]
-    found = [r for r in found if r.get("available")]
+    found = [r for r in rows if r["server"] == server and r["concurrency"] == c and _counts(r)]
     return max(found, key=lambda r: r["rps"]) if found else None
 
 
-def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """modelyard (v1) against each anchor's faster protocol, and against the floor."""
+def targets(rows: list[dict[str, Any]], servers: list[str]) -> list[dict[str, Any]]:
+    """modelyard (v1) against each anchor's faster protocol, in the package's serving
+    runtime and in the native runtime, and against the floor. A target whose rows are
+    missing or wrong fails when both servers were asked for (n/a otherwise)."""
     out = []
-    for anchor, factor in TARGETS.items():
-        for c, _ in CONCURRENCY:
-            mine, theirs = _find(rows, "modelyard", "v1", c), _best(rows, anchor, c)
-            ratio = mine["rps"] / theirs["rps"] if mine and theirs else None
-            out.append(
-                {
-                    "target": f"throughput >= {factor:g}x {anchor}, c={c}",
-                    "value": None if ratio is None else f"{ratio:.2f}x",
-                    "pass": None if ratio is None else ratio >= factor,
-                }
-            )
+
+    def add(target: str, value: str | None, passed: bool | None, needs: list[str]) -> None:
+        if passed is None and all(n in servers for n in needs):
+            passed = False  # asked for, but not measured (or an answer was wrong)
+        out.append({"target": target, "value": value, "pass": passed})
+
+    groups = (
+        ("modelyard", "", TARGETS),
+        ("modelyard-native", " (native vs native)", NATIVE_TARGETS),
+    )
+    for mine_name, label, factors in groups:
+        for anchor, factor in factors.items():
+            for c, _ in CONCURRENCY:
+                mine, theirs = _find(rows, mine_name, "v1", c), _best(rows, anchor, c)
+                ratio = mine["rps"] / theirs["rps"] if mine and theirs else None
+                add(
+                    f"{mine_name} throughput >= {factor:g}x {anchor}{label}, c={c}",
+                    None if ratio is None else f"{ratio:.2f}x",
+                    None if ratio is None else ratio >= factor,
+                    [mine_name, anchor],
+                )
     mine, floor = _find(rows, "modelyard", "v1", 1), _find(rows, "floor", None, 1)
     over = mine["p50_ms"] - floor["p50_ms"] if mine and floor else None
-    out.append(
-        {
-            "target": f"p50 c=1 within {FLOOR_MARGIN_MS} ms of the floor",
-            "value": None if over is None else f"{over:+.2f} ms",
-            "pass": None if over is None else over <= FLOOR_MARGIN_MS,
-        }
+    add(
+        f"modelyard p50 c=1 within {FLOOR_MARGIN_MS} ms of the floor",
+        None if over is None else f"{over:+.2f} ms",
+        None if over is None else over <= FLOOR_MARGIN_MS,
+        ["modelyard", "floor"],
     )
     return out
 
 
-def table(kind: str, rows: list[dict[str, Any]], plain: bool) -> list[dict[str, Any]]:
-    head = ["server", "protocol", "c", "req/s", "p50 ms", "p99 ms", "errors", "ready s"]
-    head += ["modelyard/this", "note"]
+def _ratio(rows: list[dict[str, Any]], mine_name: str, r: dict[str, Any]) -> str:
+    mine = _find(rows, mine_name, "v1", r["concurrency"])
+    if not mine or r["server"] == mine_name or not _counts(r):
+        return ""
+    return f"{mine['rps'] / r['rps']:.2f}x"
+
+
+def table(
+    kind: str, rows: list[dict[str, Any]], plain: bool, servers: list[str]
+) -> list[dict[str, Any]]:
+    head = ["server", "runtime", "protocol", "c", "req/s", "p50 ms", "p99 ms", "errors"]
+    head += ["wrong", "max |dp|", "onnx/this", "native/this", "load", "note"]
     cells = []
     for r in rows:
         if not r.get("available"):
             why = str(r.get("why", "?")).replace("\n", " ")
             cells.append(
                 [
-                    *(r["server"], r["protocol"], str(r["concurrency"]), "not available"),
-                    *("", "", "", "", "", why[:60]),
+                    *(r["server"], r.get("runtime", ""), r["protocol"], str(r["concurrency"])),
+                    *("not available", "", "", "", "", "", "", "", "", why[:60]),
                 ]
             )
             continue
-        mine = _find(rows, "modelyard", "v1", r["concurrency"])
-        ratio = f"{mine['rps'] / r['rps']:.2f}x" if mine and r["server"] != "modelyard" else ""
         flags = []
         if r["errors"]:
             flags.append(f"ERRORS ({r['non_2xx']} non-2xx)")
-        if not r["verified"]:
-            flags.append("WRONG ANSWER")
+        if r.get("wrong_answer"):
+            flags.append("WRONG ANSWER: " + str(r["verify_detail"])[:60])
         if r["server"] == "modelyard" and r["concurrency"] == 1:
             floor = _find(rows, "floor", None, 1)
             if floor:
                 flags.append(f"p50 over floor {r['p50_ms'] - floor['p50_ms']:+.2f} ms")
+        diff = r.get("max_diff")
         cells.append(
             [
                 r["server"],
+                str(r.get("runtime", "")),
                 r["protocol"],
                 str(r["concurrency"]),
                 f"{r['rps']:,.0f}",
                 f"{r['p50_ms']:.2f}",
                 f"{r['p99_ms']:.2f}",
                 str(r["errors"]),
-                f"{r['ready_s']:.1f}",
-                ratio,
+                "-" if r["server"] == "floor" else f"{r['wrong']}/{r['checked']}",
+                "-" if diff is None else f"{diff:.1e}",
+                _ratio(rows, "modelyard", r),
+                _ratio(rows, "modelyard-native", r),
+                f"{r['load_avg_1m']:.1f}",
                 "; ".join([*flags, r.get("note", "")]).strip("; "),
             ]
         )
-    goals = targets(rows)
+    goals = targets(rows, servers)
     title = f"Serving {kind}: {MODELS[kind]['title']}, 1-row requests"
     if not plain:
         try:
@@ -822,14 +1015,14 @@ def table(kind: str, rows: list[dict[str, Any]], plain: bool) -> list[dict[str, 
             verdict = "n/a" if g["pass"] is None else "PASS" if g["pass"] else "MISS"
             print(f"  target {g['target']}: {g['value'] or '-'} {verdict}")
         return goals
-    console = Console(width=160)
+    console = Console(width=200)
     t = Table(title=title)
     for i, h in enumerate(head):
-        t.add_column(h, justify="left" if i in (0, 1, 9) else "right")
+        t.add_column(h, justify="left" if i in (0, 1, 2, 13) else "right")
     for c in cells:
         t.add_row(*c)
     console.print(t)
-    g_table = Table(title=f"Targets ({kind}, modelyard v1)")
+    g_table = Table(title=f"Targets ({kind}, v1)")
     for h in ("target", "value", "result"):
         g_table.add_column(h)
     for g in goals:
@@ -877,6 +1070,7 @@ def main() -> None:
     if not pin_ok:
         notes.append("no CPU pinning: the load generator shares CPUs with the server")
     started = time.perf_counter()
+    load_start = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="modelyard-bench-serving-"))
     ctx: dict[str, Any] = {
         "work": work,
@@ -904,21 +1098,30 @@ def main() -> None:
         ctx["expected"] = {
             k: float(m.predict_proba(frame[MODELS[k]["columns"]])[0, 1]) for k, m in models.items()
         }
+        ctx["verify_rows"] = verification_rows(ctx["data"], row, VERIFY_ROWS)
+        checks = pd.DataFrame(ctx["verify_rows"])
+        ctx["expected_rows"] = {
+            k: [float(p) for p in m.predict_proba(checks[MODELS[k]["columns"]])[:, 1]]
+            for k, m in models.items()
+        }
         print("request row: " + json.dumps(row))
         print(
             "expected P(delayed): " + ", ".join(f"{k} {v:.6f}" for k, v in ctx["expected"].items())
         )
-        if "modelyard" in servers:
+        if any(name.startswith("modelyard") for name in servers):
             ctx["modelyard_unavailable"] = modelyard_available()
             if ctx["modelyard_unavailable"]:
                 print(f"modelyard: not available ({ctx['modelyard_unavailable']})")
         for name in servers:
-            if name == "modelyard" and ctx.get("modelyard_unavailable"):
+            if name == "modelyard-native" and "modelyard" in servers:
+                continue  # the same project, served with --runtime native
+            if name.startswith("modelyard") and ctx.get("modelyard_unavailable"):
                 continue
-            print(f"preparing {name} ...", flush=True)
-            ctx["prepared"][name] = prepare(name, ctx)
-            if "error" in ctx["prepared"][name]:
-                print(ctx["prepared"][name]["error"])
+            side = "modelyard" if name == "modelyard-native" else name
+            print(f"preparing {side} ...", flush=True)
+            ctx["prepared"][side] = prepare(side, ctx)
+            if "error" in ctx["prepared"][side]:
+                print(ctx["prepared"][side]["error"])
         for kind in kinds:
             print(f"model {kind}:", flush=True)
             rows: list[dict[str, Any]] = []
@@ -933,11 +1136,17 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
     print()
     for kind, rows in all_rows.items():
-        goals[kind] = table(kind, rows, args.plain)
+        goals[kind] = table(kind, rows, args.plain, servers)
+    print(
+        f"tolerances: native runtime |dp| <= {NATIVE_ATOL:g}, ONNX (the parity `models "
+        f"optimize` verified) |dp| <= {ONNX_ATOL:g}, on {VERIFY_ROWS} rows per server and "
+        "protocol; every answer under load must be a 200 carrying the verified probability"
+    )
     for note in notes:
         print(f"NOTE: {note}")
     load_avg = os.getloadavg()[0]
-    if load_avg > cpus:
+    print(f"load average (1 min) at start {load_start:.1f}, at end {load_avg:.1f} on {cpus} CPUs")
+    if max(load_avg, load_start) > cpus:
         print(f"NOTE: busy machine (load average {load_avg:.1f} on {cpus} CPUs)")
     versions = {
         name: ctx["prepared"].get(name, {}).get("version") for name in servers if name != "floor"
@@ -950,7 +1159,13 @@ def main() -> None:
     print(f"total {total:.0f} s")
     result = {
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpus": cpus, "load_average": load_avg},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": cpus,
+            "load_average_start": load_start,
+            "load_average": load_avg,
+        },
+        "tolerances": {"native": NATIVE_ATOL, "onnx": ONNX_ATOL, "rows": VERIFY_ROWS},
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "pinned": pin_ok,
         "load_generator": "wrk" if wrk else "loadgen.py",
@@ -966,6 +1181,11 @@ def main() -> None:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(f"wrote {args.json}")
+    wrong = [r for rows in all_rows.values() for r in rows if r.get("wrong_answer")]
+    missed = [g for gs in goals.values() for g in gs if g["pass"] is False]
+    if wrong or missed:
+        print(f"FAILED: {len(wrong)} rows with a wrong answer, {len(missed)} targets missed")
+        sys.exit(1)
 
 
 if __name__ == "__main__":
