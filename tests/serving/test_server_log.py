@@ -49,14 +49,14 @@ def test_feedback_and_every_answered_request_are_in_the_log(
         assert failed.status_code == 422
 
         one = http.post("/v1/feedback", json={"request_id": "mine-1", "label": 1})
-        assert one.status_code == 200 and one.json() == {"accepted": 1}
+        assert one.status_code == 200 and one.json()["accepted"] == 1
         batch = {
             "feedback": [
                 {"request_id": "v2-id", "label": "0", "row": 0},
-                {"request_id": "mine-1", "label": {"nested": [1, 2]}, "row": 2},
+                {"request_id": "mine-1", "label": [0, 1, 1]},
             ]
         }
-        assert http.post("/v1/feedback", json=batch).json() == {"accepted": 2}
+        assert http.post("/v1/feedback", json=batch).json()["accepted"] == 2
         bad_bodies = [
             (b"{not json", 400),
             (b'{"label": 1}', 422),
@@ -81,7 +81,7 @@ def test_feedback_and_every_answered_request_are_in_the_log(
 
     feedback = read_feedback(server.log_dir).to_pylist()
     got = sorted(json.dumps([f["request_id"], f["row"], json.loads(f["label"])]) for f in feedback)
-    sent = [["mine-1", None, 1], ["v2-id", 0, "0"], ["mine-1", 2, {"nested": [1, 2]}]]
+    sent = [["mine-1", None, 1], ["v2-id", 0, "0"], ["mine-1", None, [0, 1, 1]]]
     assert got == sorted(json.dumps(item) for item in sent)
     assert len(feedback) == 3
 

@@ -113,6 +113,7 @@ def _expected(records: list[PredictionRecord], names: list[str]) -> list[dict[st
         for i in range(r.rows):
             row: dict[str, Any] = dict.fromkeys(names)
             row.update(
+                record_id=r.key,
                 request_id=r.request_id,
                 row=i,
                 time=dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=r.time_us),

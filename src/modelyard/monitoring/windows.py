@@ -7,9 +7,10 @@ Windows are aligned on multiples of their length from Monday 2000-01-03 00:00 UT
 ``1d`` window is a UTC day and a ``1w`` window a Monday-to-Monday week, whichever range
 is asked for; a window that holds no row is skipped.
 
-Labels come from the feedback beside the log: a label with a row number labels that
-row; one without labels every row of its request, or, when it is a list, each row by
-position. The latest label of a row wins, whichever of the two kinds it is.
+Labels come from the feedback beside the log, joined on the server's record id (the
+server resolved the id the label was sent for when it arrived): a label with a row
+number labels that row; one without labels every row of its request, or, when it is a
+list, each row by position. The latest label of a row wins, whichever of the two kinds it is.
 
 >>> parse_window("6h")
 datetime.timedelta(seconds=21600)
@@ -146,13 +147,14 @@ def read_log(
                 "THEN json_extract_string(fa.label, '$[' || p.\"row\" || ']') "
                 "ELSE json_extract_string(fa.label, '$') END AS label"
             )
+            # on the server's record id: clients may reuse their request ids
             joins = (
-                ' LEFT JOIN (SELECT request_id, "row", arg_max(label, time) AS label, '
+                ' LEFT JOIN (SELECT record_id, "row", arg_max(label, time) AS label, '
                 'max(time) AS t FROM feedback WHERE "row" IS NOT NULL GROUP BY ALL) fr '
-                'ON fr.request_id = p.request_id AND fr."row" = p."row"'
-                " LEFT JOIN (SELECT request_id, arg_max(label, time) AS label, max(time) AS t "
+                'ON fr.record_id = p.record_id AND fr."row" = p."row"'
+                " LEFT JOIN (SELECT record_id, arg_max(label, time) AS label, max(time) AS t "
                 'FROM feedback WHERE "row" IS NULL GROUP BY ALL) fa '
-                "ON fa.request_id = p.request_id"
+                "ON fa.record_id = p.record_id"
             )
         query = (
             f"SELECT p.time, p.request_id{', ' + selected if selected else ''}{label} "

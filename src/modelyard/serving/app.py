@@ -52,6 +52,13 @@ from modelyard.serving.codecs import (
     v2_model_metadata,
 )
 from modelyard.serving.codecs.columns import allows_null
+from modelyard.serving.codecs.feedback import (
+    FeedbackItem,
+    Target,
+    check_label,
+    decode_feedback,
+    refuse_unknown_shape,
+)
 from modelyard.serving.codecs.jsonbody import decode_json
 from modelyard.serving.codecs.problems import ProblemList, short_repr
 from modelyard.serving.codecs.tables import inputs_from_table
@@ -60,7 +67,12 @@ from modelyard.serving.metrics import CONTENT_TYPE_LATEST
 from modelyard.serving.openapi import openapi_document
 from modelyard.serving.signatures import adapt
 from modelyard.serving.state import ServerState
-from modelyard.store.predlog import FeedbackRecord, PredictionRecord
+from modelyard.store.predlog import (
+    MAX_CLIENT_ID,
+    FeedbackRecord,
+    PredictionRecord,
+    find_records,
+)
 
 __all__ = ["app_from_env", "create_app"]
 
@@ -69,6 +81,8 @@ Protocol = Literal["v2", "v1", "mlflow"]
 JSON = "application/json"
 _ENCODER = msgspec.json.Encoder()
 SPEC_ENV = "MODELYARD_SERVE_SPEC"
+#: unknown and ambiguous ids listed in a feedback answer (all are counted)
+_SHOWN = 5
 #: the ``model`` label of requests naming no served model (labels never come from a URL)
 UNKNOWN_MODEL = "_unknown"
 
@@ -88,6 +102,16 @@ class RequestTimeout(ModelyardError):
 class MethodNotAllowed(ModelyardError):
     status: ClassVar[int] = 405
     type: ClassVar[str] = "method_not_allowed"
+
+
+def _client_id(value: str | None, loc: str) -> str | None:
+    """A client's request id, refused (422 naming where it came from) when too long."""
+    if value and len(value) > MAX_CLIENT_ID:
+        raise InvalidInputError(
+            f"Expected a request id of at most {MAX_CLIENT_ID} characters, got {len(value)}",
+            loc=loc,
+        )
+    return value or None
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -148,6 +172,7 @@ class Server:
     def __init__(self, state: ServerState) -> None:
         self.state = state
         self.limits = state.settings.serving
+        self._targets: dict[tuple[str, int], Target] = {}
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -321,9 +346,15 @@ class Server:
         features: dict[str, list[Any]] | None,
         outputs: dict[str, np.ndarray],
         start: float,
+        record_id: str | None = None,
     ) -> PredictionRecord:
-        """The log record; ``inputs`` holds the model's inputs and any entity keys."""
+        """The log record; ``inputs`` holds the model's inputs and any entity keys.
+
+        ``record_id`` is unique per prediction: a fresh one unless given (a shadow's copy
+        gets its own; its ``request_id`` is the request's, so labels reach it too).
+        """
         return PredictionRecord(
+            record_id=record_id or uuid.uuid4().hex,
             request_id=request_id,
             time_us=arrived_us,
             model=served.model.name,
@@ -347,11 +378,15 @@ class Server:
     ) -> Response:
         start = time.perf_counter()
         arrived_us = time.time_ns() // 1000
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        record_id = uuid.uuid4().hex  # the server's: unique, whatever id the client reuses
+        request_id = record_id
         metrics = self.state.metrics
         model_label = name if name in self.state.deployments else UNKNOWN_MODEL
         version_label = ""
         try:
+            request_id = (
+                _client_id(request.headers.get("x-request-id"), "X-Request-ID") or record_id
+            )
             self._auth(request, "predict")
             deployment, pinned = self._served(name, version)
             if pinned is not None:
@@ -362,7 +397,7 @@ class Server:
             # primary's (the one GET /v2/models/NAME publishes), then by name below
             decoded = decode(body, request, pinned or deployment.require_primary())
             if protocol == "v2" and decoded.request_id:
-                request_id = decoded.request_id
+                request_id = _client_id(decoded.request_id, "$.id") or request_id
             sticky = self._sticky(deployment, request, decoded)
             slot: Slot
             if pinned is not None:
@@ -401,7 +436,17 @@ class Server:
             response = encode(served, request_id, decoded, outputs)
             t5 = time.perf_counter()
             await self.state.log.append(
-                self._record(served, slot, request_id, arrived_us, logged, features, outputs, start)
+                self._record(
+                    served,
+                    slot,
+                    request_id,
+                    arrived_us,
+                    logged,
+                    features,
+                    outputs,
+                    start,
+                    record_id,
+                )
             )
             t6 = time.perf_counter()
         except ModelyardError as exc:
@@ -421,6 +466,7 @@ class Server:
         metrics.requests.labels(model_label, version_label, protocol, "200").inc()
         metrics.rows.labels(model_label, version_label, slot).inc(inputs.rows)
         response.headers["X-Request-ID"] = request_id
+        response.headers["X-Record-ID"] = record_id
         response.headers["X-Model-Version"] = version_label
         return response
 
@@ -569,26 +615,94 @@ class Server:
 
     # -- feedback --------------------------------------------------------------------
 
+    def _target(self, model: str, version: int) -> Target:
+        """What ``model`` v``version`` predicts (runs off the event loop: may read the registry)."""
+        key = (model, version)
+        if key not in self._targets:
+            deployment = self.state.deployments.get(model)
+            served = None if deployment is None else deployment.by_version(version)
+            try:
+                manifest = (
+                    served.model.manifest
+                    if served is not None
+                    else self.state.registry.manifest(f"{model}/{version}")
+                )
+            except NotFoundError:
+                return Target(task="other")  # a version since deleted: any scalar label
+            classes = None if manifest.classes is None else tuple(manifest.classes)
+            self._targets[key] = Target(task=manifest.task, classes=classes)
+        return self._targets[key]
+
+    def _match_feedback(
+        self, items: list[FeedbackItem], now: int, batch: bool
+    ) -> tuple[list[FeedbackRecord], list[FeedbackRecord], list[str], list[str]]:
+        """Labels per matched record, labels for unknown ids, unknown and ambiguous ids."""
+        found = find_records(self.state.log.root, {item.request_id for item in items})
+        problems = ProblemList()
+        matched: list[FeedbackRecord] = []
+        unmatched: list[FeedbackRecord] = []
+        unknown: list[str] = []
+        ambiguous: list[str] = []
+        for i, item in enumerate(items):
+            loc = f"$.feedback[{i}].label" if batch else "$.label"
+            refs = found[item.request_id]
+            if not refs:
+                refuse_unknown_shape(item.label, loc)
+                unknown.append(item.request_id)
+                unmatched.append(
+                    FeedbackRecord(
+                        request_id=item.request_id, label=item.label, time_us=now, row=item.row
+                    )
+                )
+                continue
+            if len({r.record_id for r in refs}) > 1:
+                ambiguous.append(item.request_id)
+            for ref in refs:
+                target = self._target(ref.model, ref.version)
+                check_label(item.label, item.row, ref.rows, target, loc, problems)
+                matched.append(
+                    FeedbackRecord(
+                        request_id=item.request_id,
+                        record_id=ref.record_id,
+                        label=item.label,
+                        time_us=now,
+                        row=item.row,
+                    )
+                )
+        problems.raise_if_any()
+        return matched, unmatched, unknown, ambiguous
+
     async def feedback(self, request: Request) -> Response:
+        """Labels for earlier predictions, by record id or the client's request id.
+
+        Every record an id names is labelled (a reused client id labels each of its
+        records, and is reported under ``ambiguous``); labels for ids no record has are
+        kept apart and reported under ``unknown``, never joined.
+        """
         try:
             self._auth(request, "predict")
             body = await _body(request, self.limits.max_body_bytes, self.limits.body_timeout_s)
-            items = _decode_feedback(body)
+            items, batch = decode_feedback(body)
             now = time.time_ns() // 1000
+            matched, unmatched, unknown, ambiguous = await asyncio.to_thread(
+                self._match_feedback, items, now, batch
+            )
             # submitted together, so a batch of labels shares one group commit
+            log = self.state.log
             await asyncio.gather(
-                *(
-                    self.state.log.append_feedback(
-                        FeedbackRecord(
-                            request_id=item.request_id, label=item.label, time_us=now, row=item.row
-                        )
-                    )
-                    for item in items
-                )
+                *(log.append_feedback(record) for record in matched),
+                *(log.append_unmatched_feedback(record) for record in unmatched),
             )
         except ModelyardError as exc:
             return _error(exc, "v1", None)
-        return _json({"accepted": len(items)})
+        return _json(
+            {
+                "accepted": len(items) - len(unknown),
+                "records": len(matched),
+                "unknown": {"count": len(unknown), "request_ids": unknown[:_SHOWN]},
+                "ambiguous": {"count": len(ambiguous), "request_ids": ambiguous[:_SHOWN]},
+            }
+        )
 
     # -- operations ------------------------------------------------------------------
 
@@ -624,39 +738,6 @@ class Server:
         except ModelyardError as exc:
             return _error(exc, "v1", None)
         return _json({"policy": msgspec.to_builtins(policy), "changes": changes})
-
-
-class _Feedback(msgspec.Struct, forbid_unknown_fields=True):
-    request_id: str
-    label: Any
-    row: int | None = None
-
-
-class _FeedbackBatch(msgspec.Struct, forbid_unknown_fields=True):
-    feedback: list[_Feedback]
-
-
-def _decode_feedback(body: bytes) -> list[_Feedback]:
-    raw = decode_json(body)
-    try:
-        if isinstance(raw, dict) and "feedback" in raw:
-            items = msgspec.convert(raw, _FeedbackBatch).feedback
-        else:
-            items = [msgspec.convert(raw, _Feedback)]
-    except msgspec.ValidationError as exc:
-        raise InvalidInputError(
-            f"Expected {{'request_id': str, 'label': ..., 'row'?: int}} or "
-            f"{{'feedback': [...]}}: {exc}",
-            loc="$",
-        ) from exc
-    if not items:
-        raise InvalidInputError("Expected at least one feedback item, got none", loc="$.feedback")
-    for i, item in enumerate(items):
-        if not item.request_id or len(item.request_id) > 128:
-            raise InvalidInputError(
-                "Expected a request id of 1 to 128 characters", loc=f"$.feedback[{i}].request_id"
-            )
-    return items
 
 
 def create_app(

@@ -11,6 +11,8 @@ On disk, under the log's root::
     feedback-segments/<time>-<pid>-<random>.seg   feedback not yet compacted
     predictions/model=<m>/version=<v>/day=<YYYY-MM-DD>/<segment>.parquet
     feedback/day=<YYYY-MM-DD>/<segment>.parquet
+    unmatched-feedback-segments/..., unmatched-feedback/day=<YYYY-MM-DD>/...
+                                                  labels for ids no prediction had
 
 See ``frames`` for the segment format, ``tables`` for the Parquet columns.
 """
@@ -18,19 +20,28 @@ See ``frames`` for the segment format, ``tables`` for the Parquet columns.
 from __future__ import annotations
 
 from modelyard.store.predlog.compaction import CompactionResult, compact
-from modelyard.store.predlog.reader import read_feedback, read_predictions
-from modelyard.store.predlog.records import FeedbackRecord, PredictionRecord
+from modelyard.store.predlog.lookup import RecordRef, find_records
+from modelyard.store.predlog.reader import (
+    read_feedback,
+    read_predictions,
+    read_unmatched_feedback,
+)
+from modelyard.store.predlog.records import MAX_CLIENT_ID, FeedbackRecord, PredictionRecord
 from modelyard.store.predlog.views import connect
 from modelyard.store.predlog.writer import LogStats, PredictionLog
 
 __all__ = [
+    "MAX_CLIENT_ID",
     "CompactionResult",
     "FeedbackRecord",
     "LogStats",
     "PredictionLog",
     "PredictionRecord",
+    "RecordRef",
     "compact",
     "connect",
+    "find_records",
     "read_feedback",
     "read_predictions",
+    "read_unmatched_feedback",
 ]

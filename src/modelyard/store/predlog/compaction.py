@@ -26,8 +26,11 @@ import pyarrow.parquet as pq
 
 from modelyard.errors import StorageError
 from modelyard.store.predlog.layout import (
+    FEEDBACK,
     FEEDBACK_SEGMENTS,
     SEGMENTS,
+    UNMATCHED,
+    UNMATCHED_SEGMENTS,
     feedback_dir,
     prediction_dir,
     utc_day,
@@ -87,6 +90,7 @@ def compact(root: str | os.PathLike[str], *, now_us: int | None = None) -> Compa
     results = [
         _compact_dir(base, base / SEGMENTS, decode_prediction, _prediction_parts),
         _compact_dir(base, base / FEEDBACK_SEGMENTS, decode_feedback, _feedback_parts),
+        _compact_dir(base, base / UNMATCHED_SEGMENTS, decode_feedback, _unmatched_parts),
     ]
     result = CompactionResult(
         segments=sum(r.segments for r in results),
@@ -112,16 +116,22 @@ def _prediction_parts(root: Path, stem: str, records: Sequence[Any]) -> list[Pat
     return written
 
 
-def _feedback_parts(root: Path, stem: str, records: Sequence[Any]) -> list[Path]:
+def _feedback_parts(
+    root: Path, stem: str, records: Sequence[Any], folder: str = FEEDBACK
+) -> list[Path]:
     parts: dict[str, list[Any]] = {}
     for record in records:
         parts.setdefault(utc_day(record.time_us), []).append(record)
     written = []
     for day, group in parts.items():
-        path = feedback_dir(root, day) / f"{stem}.parquet"
+        path = feedback_dir(root, day, folder) / f"{stem}.parquet"
         write_parquet(feedback_table(group), path)
         written.append(path)
     return written
+
+
+def _unmatched_parts(root: Path, stem: str, records: Sequence[Any]) -> list[Path]:
+    return _feedback_parts(root, stem, records, UNMATCHED)
 
 
 def _compact_dir(

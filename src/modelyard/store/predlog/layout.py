@@ -6,6 +6,8 @@
     <root>/feedback-segments/<time>-<pid>-<random>.seg  feedback records, framed
     <root>/predictions/model=<m>/version=<v>/day=<YYYY-MM-DD>/<segment stem>.parquet
     <root>/feedback/day=<YYYY-MM-DD>/<segment stem>.parquet
+    <root>/unmatched-feedback-segments/<time>-<pid>-<random>.seg  labels for unknown ids
+    <root>/unmatched-feedback/day=<YYYY-MM-DD>/<segment stem>.parquet
 
 Model names are percent-encoded in the ``model=`` folder (``a/b`` -> ``a%2Fb``), so any
 name is a safe path part; the Parquet files hold the name itself in their ``model`` column.
@@ -30,6 +32,8 @@ __all__ = [
     "FEEDBACK_SEGMENTS",
     "PREDICTIONS",
     "SEGMENTS",
+    "UNMATCHED",
+    "UNMATCHED_SEGMENTS",
     "encode_part",
     "feedback_dir",
     "new_segment_name",
@@ -41,6 +45,9 @@ SEGMENTS = "segments"
 FEEDBACK_SEGMENTS = "feedback-segments"
 PREDICTIONS = "predictions"
 FEEDBACK = "feedback"
+#: labels sent for ids no prediction record had: kept, never joined
+UNMATCHED_SEGMENTS = "unmatched-feedback-segments"
+UNMATCHED = "unmatched-feedback"
 
 #: a folder name stays well below the 255-byte limit of common filesystems
 _MAX_PART = 180
@@ -75,6 +82,6 @@ def prediction_dir(root: Path, model: str, version: int, day: str) -> Path:
     return root / PREDICTIONS / f"model={encode_part(model)}" / f"version={version}" / f"day={day}"
 
 
-def feedback_dir(root: Path, day: str) -> Path:
+def feedback_dir(root: Path, day: str, folder: str = FEEDBACK) -> Path:
     """The partition folder of the feedback received on one UTC day."""
-    return root / FEEDBACK / f"day={day}"
+    return root / folder / f"day={day}"

@@ -1,10 +1,14 @@
 """Reading the log back: compacted Parquet plus the records still in segments.
 
 Readers take the segments first and list the Parquet files after, so a segment that
-compaction moves meanwhile is seen at least once; a (request_id, row) seen twice (in a
-segment and in its Parquet file, when compaction died between the rename and the
-delete) is returned once. Torn tails are skipped. Rows come ordered by time, ties in
-log order.
+compaction moves meanwhile is seen at least once; a (record_id, row, route) seen twice
+(in a segment and in its Parquet file, when compaction died between the rename and the
+delete) is returned once. ``record_id`` is the server's unique id of a prediction, so
+two requests that reused a client id are two records. Torn tails are skipped. Rows come
+ordered by time, ties in log order.
+
+Labels for request ids that no prediction had are kept apart (``read_unmatched_feedback``)
+and never joined to predictions.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from modelyard.store.predlog.layout import (
     FEEDBACK_SEGMENTS,
     PREDICTIONS,
     SEGMENTS,
+    UNMATCHED,
+    UNMATCHED_SEGMENTS,
     encode_part,
     utc_day,
 )
@@ -39,10 +45,17 @@ from modelyard.store.predlog.tables import (
     concat,
     deduplicate,
     feedback_table,
+    fill_record_ids,
     predictions_table,
 )
 
-__all__ = ["live_feedback", "live_predictions", "read_feedback", "read_predictions"]
+__all__ = [
+    "live_feedback",
+    "live_predictions",
+    "read_feedback",
+    "read_predictions",
+    "read_unmatched_feedback",
+]
 
 PredictionFilter = Callable[[PredictionRecord], bool]
 
@@ -58,10 +71,10 @@ def live_predictions(root: Path, keep: PredictionFilter | None = None) -> pa.Tab
     return predictions_table(records)
 
 
-def live_feedback(root: Path) -> pa.Table:
+def live_feedback(root: Path, segments: str = FEEDBACK_SEGMENTS) -> pa.Table:
     """The feedback records still in segments, as one table."""
     records: list[FeedbackRecord] = []
-    for path in list_segments(root / FEEDBACK_SEGMENTS):
+    for path in list_segments(root / segments):
         scan = read_segment(path)
         if scan is not None:
             records += (decode_feedback(p, str(path)) for p in scan.frames)
@@ -114,13 +127,13 @@ def read_predictions(
     since_us: int | None = None,
     until_us: int | None = None,
 ) -> pa.Table:
-    """Every logged predicted row, one per (request_id, row, route), ordered by time.
+    """Every logged predicted row, one per (record_id, row, route), ordered by time.
 
     ``since_us`` is inclusive and ``until_us`` exclusive (UTC microseconds).
 
     >>> import tempfile
     >>> read_predictions(tempfile.mkdtemp()).column_names[:4]
-    ['request_id', 'row', 'time', 'model']
+    ['record_id', 'request_id', 'row', 'time']
     """
     base = Path(root)
 
@@ -148,8 +161,8 @@ def read_predictions(
                     table = _read(path)
                     if table is not None:
                         tables.append(_filter(table, model, version, since_us, until_us))
-    table = concat([*tables, live], PREDICTION_SCHEMA)
-    table = deduplicate(table, ["request_id", "row", "route"])
+    table = fill_record_ids(concat([*tables, live], PREDICTION_SCHEMA))
+    table = deduplicate(table, ["record_id", "row", "route"])
     return table.take(pc.sort_indices(table, [("time", "ascending")]))
 
 
@@ -169,19 +182,31 @@ def _filter(
 
 
 def read_feedback(root: str | os.PathLike[str]) -> pa.Table:
-    """Every feedback record, exact duplicates once, ordered by time.
+    """Every label matched to a prediction record, exact duplicates once, ordered by time.
 
-    Columns: ``request_id``, ``row`` (null = all rows), ``label`` (JSON text: decode
-    with ``json.loads``), ``time``.
+    Columns: ``record_id`` (the record labelled), ``request_id`` (the id the label was
+    sent for), ``row`` (null = all rows), ``label`` (JSON text: decode with
+    ``json.loads``), ``time``.
     """
-    base = Path(root)
-    live = live_feedback(base)
+    return _read_feedback(Path(root), FEEDBACK_SEGMENTS, FEEDBACK)
+
+
+def read_unmatched_feedback(root: str | os.PathLike[str]) -> pa.Table:
+    """Labels sent for ids no prediction record had when they arrived, kept apart.
+
+    The columns of ``read_feedback``, ``record_id`` empty.
+    """
+    return _read_feedback(Path(root), UNMATCHED_SEGMENTS, UNMATCHED)
+
+
+def _read_feedback(base: Path, segments: str, folder: str) -> pa.Table:
+    live = live_feedback(base, segments)
     tables: list[pa.Table] = []
-    for day_dir in _subdirs(base / FEEDBACK, "day="):
+    for day_dir in _subdirs(base / folder, "day="):
         for path in _parquet_files(day_dir):
             table = _read(path)
             if table is not None:
                 tables.append(table)
-    table = concat([*tables, live], FEEDBACK_SCHEMA)
+    table = fill_record_ids(concat([*tables, live], FEEDBACK_SCHEMA))
     table = deduplicate(table, FEEDBACK_SCHEMA.names)
     return table.take(pc.sort_indices(table, [("time", "ascending")]))

@@ -24,6 +24,7 @@ import msgspec
 from modelyard.errors import InvalidInputError, Problem, StorageError
 
 __all__ = [
+    "MAX_CLIENT_ID",
     "ROUTES",
     "FeedbackRecord",
     "PredictionRecord",
@@ -34,10 +35,18 @@ __all__ = [
 ]
 
 ROUTES = ("primary", "canary", "shadow")
+#: the longest client request id kept (v2 ``id``, ``X-Request-ID``); longer ones are refused
+MAX_CLIENT_ID = 256
 
 
 class PredictionRecord(msgspec.Struct, kw_only=True, frozen=True):
     """One prediction request as served: who asked, what went in, what came out, how fast.
+
+    ``record_id`` is made by the server and unique per prediction (a shadow's copy gets
+    its own); ``request_id`` is the client's id (v2 ``id`` or ``X-Request-ID``, at most
+    ``MAX_CLIENT_ID`` characters), or the record id when the client gave none. Clients
+    may reuse their ids, so only ``record_id`` names one record. Records written before
+    record ids existed have ``record_id == ""``: readers use their ``request_id``.
 
     ``inputs``, ``features`` and ``outputs`` map a column name to one JSON scalar per row
     (float, int, bool, str or None); ``features`` keys are ``"view:feature"``.
@@ -53,6 +62,12 @@ class PredictionRecord(msgspec.Struct, kw_only=True, frozen=True):
     latency_us: int
     features: dict[str, list[Any]] | None = None
     route: str = "primary"  # "primary" | "canary" | "shadow"
+    record_id: str = ""
+
+    @property
+    def key(self) -> str:
+        """The id that names this record: ``record_id``, or ``request_id`` for old records."""
+        return self.record_id or self.request_id
 
 
 class FeedbackRecord(msgspec.Struct, kw_only=True, frozen=True):
@@ -60,12 +75,18 @@ class FeedbackRecord(msgspec.Struct, kw_only=True, frozen=True):
 
     ``label`` is one label, or a list of labels (one per row of the request); ``row``
     names one row of the request, or is None for all rows or a single-row request.
+    ``request_id`` is the id the client sent the label for (a client id or a record id);
+    ``record_id`` the prediction record it labels, resolved by the server when the label
+    arrived (one feedback record per matched prediction record). ``""`` in records
+    written before record ids existed, and in labels for ids no record had (kept apart,
+    see ``PredictionLog.append_unmatched_feedback``).
     """
 
     request_id: str
     label: Any
     time_us: int
     row: int | None = None
+    record_id: str = ""
 
 
 def _numpy_scalar(value: Any) -> Any:
@@ -103,6 +124,9 @@ def check_prediction(record: PredictionRecord) -> None:
     problems: list[Problem] = []
     if not record.request_id:
         problems.append(Problem("$.request_id", "a non-empty string", "''"))
+    elif len(record.request_id) > MAX_CLIENT_ID:
+        wanted = f"at most {MAX_CLIENT_ID} characters"
+        problems.append(Problem("$.request_id", wanted, f"{len(record.request_id)} characters"))
     if record.rows < 1:
         problems.append(Problem("$.rows", "an integer >= 1", str(record.rows)))
     if record.route not in ROUTES:

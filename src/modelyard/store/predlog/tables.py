@@ -1,12 +1,14 @@
 """Records as Arrow tables: one row per predicted row, one typed column per field.
 
-A prediction table has the columns ``request_id`` (string), ``row`` (int32), ``time``
+A prediction table has the columns ``record_id`` (string, the server's unique id; the
+``request_id`` for records older than it), ``request_id`` (string), ``row`` (int32), ``time``
 (timestamp[us, UTC]), ``model`` (string), ``version`` (int64), ``latency_us`` (int64),
 ``route`` (string), then ``input.<name>``, ``feature.<view:feature>`` and
 ``output.<name>``, each typed from its values: bool, int64, float64 (ints mixed with
 floats) or string; a column holding other mixes (say str and int) is a string column
 with the non-strings written as JSON, and a column with no value at all has Arrow's
-null type. A feedback table has ``request_id``, ``row`` (int32, null = all rows),
+null type. A feedback table has ``record_id`` (the record labelled), ``request_id`` (the
+id the label was sent for), ``row`` (int32, null = all rows),
 ``label`` (the label as JSON text, since labels may be of any type) and ``time``.
 
 >>> from modelyard.store.predlog.records import PredictionRecord
@@ -14,7 +16,7 @@ null type. A feedback table has ``request_id``, ``row`` (int32, null = all rows)
 ...     request_id="r1", time_us=0, model="m", version=1, rows=2,
 ...     inputs={"x": [1, 2.5]}, outputs={"label": ["a", None]}, latency_us=5)])
 >>> table.column_names[:3], table.column("input.x").type, table.column("row").to_pylist()
-(['request_id', 'row', 'time'], DataType(double), [0, 1])
+(['record_id', 'request_id', 'row'], DataType(double), [0, 1])
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ __all__ = [
     "concat",
     "deduplicate",
     "feedback_table",
+    "fill_record_ids",
     "predictions_table",
     "typed_array",
 ]
@@ -41,6 +44,7 @@ __all__ = [
 TIME = pa.timestamp("us", tz="UTC")
 PREDICTION_SCHEMA = pa.schema(
     [
+        ("record_id", pa.string()),
         ("request_id", pa.string()),
         ("row", pa.int32()),
         ("time", TIME),
@@ -51,7 +55,13 @@ PREDICTION_SCHEMA = pa.schema(
     ]
 )
 FEEDBACK_SCHEMA = pa.schema(
-    [("request_id", pa.string()), ("row", pa.int32()), ("label", pa.string()), ("time", TIME)]
+    [
+        ("record_id", pa.string()),
+        ("request_id", pa.string()),
+        ("row", pa.int32()),
+        ("label", pa.string()),
+        ("time", TIME),
+    ]
 )
 _PREFIXES = (("inputs", "input."), ("features", "feature."), ("outputs", "output."))
 _NUMERIC = {pa.int64(), pa.float64()}
@@ -88,6 +98,7 @@ def predictions_table(records: Sequence[PredictionRecord]) -> pa.Table:
     offset = 0
     for record in records:
         rows = record.rows
+        fixed["record_id"] += [record.key] * rows
         fixed["request_id"] += [record.request_id] * rows
         fixed["row"] += range(rows)
         fixed["time"] += [record.time_us] * rows
@@ -117,6 +128,7 @@ def feedback_table(records: Iterable[FeedbackRecord]) -> pa.Table:
     records = list(records)
     return pa.table(
         {
+            "record_id": [r.record_id or r.request_id for r in records],
             "request_id": [r.request_id for r in records],
             "row": [r.row for r in records],
             "label": [msgspec.json.encode(r.label).decode() for r in records],
@@ -152,6 +164,14 @@ def _to_strings(table: pa.Table, names: set[str]) -> pa.Table:
                 column = table.column(i).cast(pa.string())
             table = table.set_column(i, field.name, column)
     return table
+
+
+def fill_record_ids(table: pa.Table) -> pa.Table:
+    """``table`` with every ``record_id`` set: files older than record ids use ``request_id``."""
+    if table.num_rows == 0 or table.column("record_id").null_count == 0:
+        return table
+    filled = pc.coalesce(table.column("record_id"), table.column("request_id"))
+    return table.set_column(table.schema.get_field_index("record_id"), "record_id", filled)
 
 
 def deduplicate(table: pa.Table, keys: list[str]) -> pa.Table:

@@ -2,7 +2,9 @@
 
 The views read the Parquet tree in place (``read_parquet`` with hive partitioning, so
 each row also has the partition's ``day``), plus the records still in segments as of
-``connect`` (call it again to see newer ones), one row per (request_id, row, route).
+``connect`` (call it again to see newer ones), one row per (record_id, row, route).
+``record_id`` is the server's unique id of a prediction (``request_id`` in records older
+than it); join labels on it. ``unmatched_feedback`` holds labels for ids no prediction had.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from modelyard.store.predlog.layout import FEEDBACK, PREDICTIONS
+from modelyard.store.predlog.layout import FEEDBACK, PREDICTIONS, UNMATCHED, UNMATCHED_SEGMENTS
 from modelyard.store.predlog.reader import live_feedback, live_predictions
 
 __all__ = ["connect"]
@@ -48,7 +50,16 @@ def connect(root: str | os.PathLike[str]) -> duckdb.DuckDBPyConnection:
     con.execute("SET TimeZone = 'UTC'")
     predictions = _source(con, base / PREDICTIONS, live_predictions(base), "live_predictions")
     feedback = _source(con, base / FEEDBACK, live_feedback(base), "live_feedback")
-    distinct = 'DISTINCT ON (request_id, "row", route)'
-    con.execute(f"CREATE VIEW predictions AS SELECT {distinct} * FROM ({predictions})")
-    con.execute(f"CREATE VIEW feedback AS SELECT DISTINCT * FROM ({feedback})")
+    unmatched = _source(
+        con, base / UNMATCHED, live_feedback(base, UNMATCHED_SEGMENTS), "live_unmatched"
+    )
+    # files written before record ids existed name a record by its request id
+    filled = "* REPLACE (coalesce(nullif(record_id, ''), request_id) AS record_id)"
+    distinct = 'DISTINCT ON (record_id, "row", route)'
+    con.execute(
+        f"CREATE VIEW predictions AS SELECT {distinct} * FROM "
+        f"(SELECT {filled} FROM ({predictions}))"
+    )
+    con.execute(f"CREATE VIEW feedback AS SELECT DISTINCT {filled} FROM ({feedback})")
+    con.execute(f"CREATE VIEW unmatched_feedback AS SELECT DISTINCT * FROM ({unmatched})")
     return con

@@ -29,7 +29,7 @@ from types import TracebackType
 
 from modelyard.errors import InvalidInputError, StorageError
 from modelyard.store.predlog.frames import MAGIC, frame
-from modelyard.store.predlog.layout import FEEDBACK_SEGMENTS, SEGMENTS
+from modelyard.store.predlog.layout import FEEDBACK_SEGMENTS, SEGMENTS, UNMATCHED_SEGMENTS
 from modelyard.store.predlog.records import (
     FeedbackRecord,
     PredictionRecord,
@@ -42,7 +42,8 @@ __all__ = ["LogStats", "PredictionLog"]
 
 _log = logging.getLogger(__name__)
 
-_PREDICTION, _FEEDBACK, _BARRIER = 0, 1, 2
+_PREDICTION, _FEEDBACK, _UNMATCHED, _BARRIER, _ROTATE = 0, 1, 2, 3, 4
+_RECORDS = (_PREDICTION, _FEEDBACK, _UNMATCHED)
 #: a log is idle (an append may commit inline) once no commit ended for this long
 _IDLE_S = 150e-6
 
@@ -141,8 +142,12 @@ class PredictionLog:
         self._delay = commit_delay_ms / 1000
         self._write = _write
         self._fsync_fn = _fsync
-        self._dirs = {_PREDICTION: self.root / SEGMENTS, _FEEDBACK: self.root / FEEDBACK_SEGMENTS}
-        self._segments: dict[int, SegmentFile | None] = {_PREDICTION: None, _FEEDBACK: None}
+        self._dirs = {
+            _PREDICTION: self.root / SEGMENTS,
+            _FEEDBACK: self.root / FEEDBACK_SEGMENTS,
+            _UNMATCHED: self.root / UNMATCHED_SEGMENTS,
+        }
+        self._segments: dict[int, SegmentFile | None] = dict.fromkeys(_RECORDS)
         self._cond = threading.Condition()
         self._queue: deque[_Entry] = deque()
         self._space: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
@@ -179,9 +184,23 @@ class PredictionLog:
         """``append_feedback`` for synchronous callers."""
         self._submit_blocking(_FEEDBACK, frame(encode_feedback(record)))
 
+    async def append_unmatched_feedback(self, record: FeedbackRecord) -> None:
+        """Keep a label whose id matched no prediction record, apart from the joined ones."""
+        await self._submit_async(_UNMATCHED, frame(encode_feedback(record)))
+
     def flush(self) -> None:
         """Block until every record queued before this call is written and fsync'ed."""
-        entry = _Entry(_BARRIER, b"")
+        self._barrier(_BARRIER)
+
+    def rotate(self) -> None:
+        """Close the segments written so far (fsync'ed), so compaction may take them.
+
+        The next record starts a fresh segment. Segments holding no record stay open.
+        """
+        self._barrier(_ROTATE)
+
+    def _barrier(self, kind: int) -> None:
+        entry = _Entry(kind, b"")
         entry.event = threading.Event()
         with self._cond:
             self._check_open()
@@ -343,11 +362,13 @@ class PredictionLog:
             self._finish(batch, error)
 
     def _commit(self, batch: list[_Entry]) -> StorageError | None:
-        parts: dict[int, list[bytes]] = {_PREDICTION: [], _FEEDBACK: []}
-        barrier = False
+        parts: dict[int, list[bytes]] = {kind: [] for kind in _RECORDS}
+        barrier = rotate = False
         for entry in batch:
             if entry.kind == _BARRIER:
                 barrier = True
+            elif entry.kind == _ROTATE:
+                barrier = rotate = True
             else:
                 parts[entry.kind].append(entry.data)
         touched: list[SegmentFile] = []
@@ -363,12 +384,17 @@ class PredictionLog:
             if self.durable or barrier:
                 for segment in touched:
                     self._sync(segment)
+            if rotate:
+                for kind, held in self._segments.items():
+                    if held is not None and held.size > len(MAGIC):
+                        held.close()  # synced above; releases the lock for compaction
+                        self._segments[kind] = None
         except OSError as exc:
             for kind, current in self._segments.items():
                 if current is not None and current in touched:
                     current.close()  # a torn frame may end it: continue in a fresh segment
                     self._segments[kind] = None
-            records = len(batch) - barrier
+            records = sum(e.kind in _RECORDS for e in batch)
             error = StorageError(
                 f"Prediction log {self.root} could not write {records} record(s): {exc}. "
                 "Check the disk (space, permissions); later appends retry."
@@ -403,9 +429,9 @@ class PredictionLog:
         with self._cond:
             self._busy = False
             self._errors += 1
-            records = [e for e in batch if e.kind != _BARRIER]
+            records = [e for e in batch if e.kind in _RECORDS]
             self._queue.extendleft(reversed(records))
-        self._wake([e for e in batch if e.kind == _BARRIER], error)
+        self._wake([e for e in batch if e.kind not in _RECORDS], error)
 
     def _committed(self, batch: list[_Entry], error: StorageError | None) -> None:
         """Count a group that was written (or failed) and mark the log idle; holds _cond."""
@@ -416,7 +442,7 @@ class PredictionLog:
             return
         self._counts["commits"] += 1
         self._counts["records"] += sum(e.kind == _PREDICTION for e in batch)
-        self._counts["feedback"] += sum(e.kind == _FEEDBACK for e in batch)
+        self._counts["feedback"] += sum(e.kind in (_FEEDBACK, _UNMATCHED) for e in batch)
         self._counts["bytes"] += sum(len(e.data) for e in batch)
 
     def _finish(self, batch: list[_Entry], error: StorageError | None) -> None:

@@ -1,0 +1,126 @@
+"""Finding the prediction records an id names: a record id, or a client's request id.
+
+Feedback arrives with the id the client knows: the server's ``record_id`` (the
+``X-Record-ID`` of the answer) or the client's own ``request_id``. Clients may reuse
+their ids, so one id can name several records. ``find_records`` reads only the id
+columns: the records still in segments (decoding the few fields it needs) and the
+compacted Parquet files (projected, filtered by Arrow).
+
+>>> import tempfile
+>>> from modelyard.store.predlog import PredictionLog, PredictionRecord
+>>> root = tempfile.mkdtemp()
+>>> with PredictionLog(root) as log:
+...     for rid in ("a", "b"):
+...         log.append_blocking(PredictionRecord(
+...             record_id=rid, request_id="same", time_us=0, model="m", version=1,
+...             rows=2, inputs={"x": [1, 2]}, outputs={"y": [0, 1]}, latency_us=1))
+>>> found = find_records(root, ["same", "b", "nope"])
+>>> sorted(r.record_id for r in found["same"]), [r.rows for r in found["b"]], found["nope"]
+(['a', 'b'], [2], [])
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from modelyard.store.predlog.layout import PREDICTIONS, SEGMENTS
+from modelyard.store.predlog.segments import list_segments, read_segment
+
+__all__ = ["RecordRef", "find_records"]
+
+
+@dataclass(frozen=True)
+class RecordRef:
+    """One prediction record an id named: which model answered, with how many rows."""
+
+    record_id: str
+    request_id: str
+    model: str
+    version: int
+    rows: int
+    route: str
+
+
+class _Head(msgspec.Struct):
+    """The fields of a PredictionRecord that name it (the rest is skipped when decoding)."""
+
+    request_id: str
+    model: str
+    version: int
+    rows: int
+    route: str = "primary"
+    record_id: str = ""
+
+
+_head = msgspec.msgpack.Decoder(_Head)
+_COLUMNS = ["record_id", "request_id", "row", "model", "version", "route"]
+
+
+def _from_segments(root: Path, wanted: set[str], found: dict[str, RecordRef]) -> None:
+    for path in list_segments(root / SEGMENTS):
+        scan = read_segment(path)
+        for payload in scan.frames if scan is not None else ():
+            try:
+                head = _head.decode(payload)
+            except msgspec.DecodeError:
+                continue  # the full readers report an unreadable record
+            key = head.record_id or head.request_id
+            if key in wanted or head.request_id in wanted:
+                found[f"{key}\0{head.route}"] = RecordRef(
+                    key, head.request_id, head.model, head.version, head.rows, head.route
+                )
+
+
+def _from_parquet(root: Path, wanted: set[str], found: dict[str, RecordRef]) -> None:
+    ids = pa.array(sorted(wanted), pa.string())
+    for path in sorted((root / PREDICTIONS).rglob("*.parquet")):
+        if path.name.startswith("."):
+            continue
+        try:
+            names = set(pq.read_schema(path).names)
+            table = pq.read_table(path, columns=[c for c in _COLUMNS if c in names])
+        except FileNotFoundError:
+            continue  # rewritten by a compaction meanwhile: its records are read elsewhere
+        requests = table.column("request_id")
+        keys = table.column("record_id") if "record_id" in names else requests
+        keys = pc.coalesce(keys, requests)
+        mask = pc.or_(pc.is_in(keys, ids), pc.is_in(requests, ids))
+        if not pc.any(mask).as_py():
+            continue
+        table = table.filter(mask).append_column("key", keys.filter(mask))
+        rows = table.group_by(["key", "route"]).aggregate(
+            [("request_id", "min"), ("model", "min"), ("version", "min"), ("row", "max")]
+        )
+        for item in rows.to_pylist():
+            found[f"{item['key']}\0{item['route']}"] = RecordRef(
+                item["key"],
+                item["request_id_min"],
+                item["model_min"],
+                int(item["version_min"]),
+                int(item["row_max"]) + 1,
+                item["route"],
+            )
+
+
+def find_records(root: str | os.PathLike[str], ids: Iterable[str]) -> dict[str, list[RecordRef]]:
+    """For each of ``ids``, the records whose ``record_id`` or ``request_id`` it is."""
+    wanted = set(ids)
+    base = Path(root)
+    found: dict[str, RecordRef] = {}
+    if wanted:
+        # segments first, Parquet after: a segment compacted meanwhile is seen at least once
+        _from_segments(base, wanted, found)
+        _from_parquet(base, wanted, found)
+    out: dict[str, list[RecordRef]] = {i: [] for i in wanted}
+    for ref in found.values():
+        for name in {ref.record_id, ref.request_id} & wanted:
+            out[name].append(ref)
+    return out
