@@ -363,6 +363,49 @@ def _check_killed(proc: subprocess.Popen[str], project: Path, points: int) -> No
         assert reader.search_runs("kill", filter="status = 'RUNNING'") == []
 
 
+_LOGGER_THEN_KILLED = """
+import sys, time
+from modelyard import TrackingClient, load_settings
+
+client = TrackingClient(load_settings(sys.argv[1]))
+run = client.start_run("kill", name="victim")
+started = time.monotonic()
+step = 0
+while time.monotonic() - started < float(sys.argv[2]):
+    run.log_metric("loss", float(step))
+    step += 1
+    time.sleep(0.01)
+client.flush()
+print("READY", run.id, time.time_ns() // 1_000_000, flush=True)
+time.sleep(3600)
+"""
+
+
+def test_a_killed_run_ends_at_its_last_write_not_at_its_start(tmp_path: Path, db_url: str) -> None:
+    # heartbeats every 15 s: none is sent while it runs, only its metric writes are news
+    logging_s = 2.0
+    project = _project(
+        tmp_path / "p", db_url, flush_points=10**6, flush_interval_ms=100, heartbeat_timeout_s=60
+    )
+    with _spawn(_LOGGER_THEN_KILLED, project, logging_s) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            assert line.startswith("READY "), line + proc.communicate(timeout=30)[1]
+            run_id, last_write_ms = line.split()[1], int(line.split()[2])
+            os.kill(proc.pid, signal.SIGKILL)
+            assert proc.wait(timeout=30) == -signal.SIGKILL
+        finally:
+            _reap(proc)
+    with TrackingClient(load_settings(project, environ={})) as reader:
+        run = reader.get_run(run_id)
+        assert run.status is RunStatus.KILLED
+        assert run.end_time is not None and run.duration_s is not None
+        # its end is its last write (the final flush, stamped by the store's clock)
+        assert last_write_ms - 1000 <= run.end_time <= last_write_ms + 1000
+        assert run.duration_s >= logging_s - 0.5
+
+
 def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()

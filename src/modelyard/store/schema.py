@@ -36,6 +36,7 @@ __all__ = [
     "latest_metrics",
     "materializations",
     "metadata",
+    "metric_batches",
     "metrics",
     "params",
     "run_artifacts",
@@ -45,7 +46,7 @@ __all__ = [
 ]
 
 #: the newest Alembic revision; a store at this revision needs no migration
-HEAD_REVISION = "0004_monitoring"
+HEAD_REVISION = "0005_metric_batches"
 
 metadata = MetaData(
     naming_convention={
@@ -130,6 +131,15 @@ latest_metrics = Table(
     Column("step", BigInteger, nullable=False),
     Column("timestamp", BigInteger, nullable=False),
     Index(None, "key", "value"),
+)
+
+#: the id of every batch of metric points written: a batch retried after a commit whose
+#: answer was lost finds its id here and is not written twice
+metric_batches = Table(
+    "metric_batches",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("written_at", BigInteger, nullable=False),
 )
 
 run_inputs = Table(

@@ -45,7 +45,10 @@ from modelyard.tracking.entities import (
 from modelyard.tracking.environment import RunEnvironment, capture_environment, git_state
 from modelyard.tracking.store import SQLTrackingStore
 from modelyard.tracking.validation import (
+    MAX_INT64,
+    MIN_INT64,
     check_key,
+    check_run_id,
     metric_value,
     param_value,
     step_value,
@@ -69,6 +72,12 @@ class TrackingClient:
     Metric points are buffered and written in batches (see ``MetricBuffer``);
     everything else is written when it is called. One client may be shared by
     threads; each process should have its own (a forked child resets itself).
+
+    Once ``log_metric`` returns, the point is the buffer's: a store that is briefly
+    unavailable is retried with backoff (and logged once), not raised to the caller.
+    At most ``max_buffered_points`` wait in memory; beyond that ``log_metric`` blocks
+    for up to ``full_buffer_wait_s`` and then raises ``StorageError`` without keeping
+    the point, so an error always means "not kept".
     """
 
     def __init__(
@@ -77,6 +86,8 @@ class TrackingClient:
         *,
         db: Database | None = None,
         artifacts: ArtifactStore | None = None,
+        max_buffered_points: int = 1_000_000,
+        full_buffer_wait_s: float = 60.0,
     ) -> None:
         self.settings = settings
         self._db = db or open_database(settings.db_url)
@@ -84,6 +95,8 @@ class TrackingClient:
         self._artifacts = artifacts
         self._host = socket.gethostname()
         self._active: dict[str, int] = {}  # run id -> next automatic step
+        self._known_runs: set[str] = set()  # runs seen in the store (never deleted)
+        self._flush_wait_s = full_buffer_wait_s
         self._steps: dict[tuple[str, str], int] = {}
         self._keys: set[str] = set()
         self._lock = threading.Lock()
@@ -92,11 +105,13 @@ class TrackingClient:
         self._heartbeat_every_ms = max(10, int(tracking.heartbeat_timeout_s * 1000 / 4))
         self._last_heartbeat = _now_ms()
         self._buffer = MetricBuffer(
-            self._store.write_metrics,
+            self._store,
             max_points=tracking.flush_points,
             # wake often enough to send heartbeats too, whatever the flush interval
             interval_ms=min(tracking.flush_interval_ms, self._heartbeat_every_ms),
             on_tick=self._tick,
+            capacity=max_buffered_points,
+            full_wait_s=full_buffer_wait_s,
         )
         self._last_reap = -math.inf
         self._experiment_ids: dict[str, str] = {}
@@ -130,7 +145,11 @@ class TrackingClient:
             )
 
     def flush(self) -> None:
-        """Write every buffered metric point now."""
+        """Write every buffered metric point now.
+
+        While the store is unavailable this waits (up to ``full_buffer_wait_s``) and
+        then raises ``StorageError``; the points stay buffered and are written later.
+        """
         self._buffer.flush()
 
     def close(self) -> None:
@@ -317,24 +336,35 @@ class TrackingClient:
         clean = {check_key(k, "tag"): param_value(k, v) for k, v in values.items()}
         self._store.set_tags(run_id, clean)
 
+    def _require_run(self, run_id: str) -> None:
+        """Refuse a point for a run that does not exist before it is buffered."""
+        if run_id in self._active or run_id in self._known_runs:
+            return
+        check_run_id(run_id)
+        if not self._store.run_exists(run_id):
+            raise NotFoundError(f"No run with id {run_id!r}. List runs with `modelyard runs list`.")
+        self._known_runs.add(run_id)
+
     def _point(
         self, run_id: str, key: str, value: object, step: int | None, timestamp: int | None
     ) -> Point:
+        self._require_run(run_id)
         if key not in self._keys:
             self._keys.add(check_key(key, "metric"))
         number = metric_value(key, value)
+        if timestamp is None:
+            timestamp = _now_ms()
+        elif type(timestamp) is not int or not 0 <= timestamp <= MAX_INT64:
+            timestamp = timestamp_value(key, timestamp)
         if step is None:
-            # no step given: each key counts its own points, 0, 1, 2, ...
+            # no step given: each key counts its own points, 0, 1, 2, ... (last: a refused
+            # point takes no step)
             ident = (run_id, key)
             with self._lock:
                 step = self._steps.get(ident, 0)
                 self._steps[ident] = step + 1
-        elif type(step) is not int:
+        elif type(step) is not int or not MIN_INT64 <= step <= MAX_INT64:
             step = step_value(key, step)
-        if timestamp is None:
-            timestamp = _now_ms()
-        elif type(timestamp) is not int:
-            timestamp = timestamp_value(key, timestamp)
         return (run_id, key, number, step, timestamp)
 
     def log_metric(
@@ -345,7 +375,13 @@ class TrackingClient:
         step: int | None = None,
         timestamp: int | None = None,
     ) -> None:
-        """Buffer one point; it reaches the store within the flush interval."""
+        """Buffer one point; it reaches the store within the flush interval.
+
+        Bad input (a key, a value that is not a number or does not fit a 64-bit float,
+        a step or timestamp outside 64 bits) is an ``InvalidInputError``, a run that
+        does not exist a ``NotFoundError``: raised here, and the point is not kept.
+        Once this returns the buffer owns the point (see the class's docstring).
+        """
         self._require_open()
         self._buffer.add(self._point(run_id, key, value, step, timestamp))
 

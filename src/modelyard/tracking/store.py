@@ -6,6 +6,7 @@ import functools
 import json
 import math
 import os
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -26,11 +27,17 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 
-from modelyard.errors import ConflictError, InvalidInputError, NotFoundError, did_you_mean
+from modelyard.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    did_you_mean,
+)
 from modelyard.store.database import Database
 from modelyard.store.schema import (
     experiments,
     latest_metrics,
+    metric_batches,
     metrics,
     params,
     run_artifacts,
@@ -38,7 +45,7 @@ from modelyard.store.schema import (
     run_tags,
     runs,
 )
-from modelyard.tracking.buffer import Point
+from modelyard.tracking.buffer import Point, RejectedPointsError
 from modelyard.tracking.entities import (
     ArtifactEntry,
     DatasetInput,
@@ -298,8 +305,14 @@ class SQLTrackingStore:
 
     # -- metrics -----------------------------------------------------------------
 
-    def write_metrics(self, points: Sequence[Point]) -> None:
-        """Append points to the history and move each key's latest value forward."""
+    def write_metrics(self, batch_id: str, points: Sequence[Point]) -> None:
+        """Append points to the history and move each key's latest value forward, once.
+
+        The batch's id is recorded in the same transaction: a batch retried after a
+        commit whose answer was lost is found and not written again. A point the
+        database refuses (a number out of range, a run that does not exist) is a
+        ``RejectedPointsError``, and nothing of the batch is written.
+        """
         nan_as_null = self._dialect == "sqlite"  # SQLite stores NaN as NULL anyway
         history: list[dict[str, Any]] = [
             {
@@ -317,28 +330,69 @@ class SQLTrackingStore:
             seen = latest.get(ident)
             if seen is None or (row["step"], row["timestamp"]) >= (seen["step"], seen["timestamp"]):
                 latest[ident] = row
+        run_ids = sorted({row["run_id"] for row in history})
+        now = time.time_ns() // 1_000_000
+        ins: Any = sqlite.insert if self._dialect == "sqlite" else postgresql.insert
         with self.db.write() as conn:
-            conn.execute(insert(metrics), history)
-            ins: Any = (sqlite.insert if self._dialect == "sqlite" else postgresql.insert)(
-                latest_metrics
-            )
-            current = latest_metrics.c
-            upsert = ins.on_conflict_do_update(
-                index_elements=[current.run_id, current.key],
-                set_={
-                    "value": ins.excluded.value,
-                    "step": ins.excluded.step,
-                    "timestamp": ins.excluded.timestamp,
-                },
-                where=or_(
-                    current.step < ins.excluded.step,
-                    and_(
-                        current.step == ins.excluded.step,
-                        current.timestamp <= ins.excluded.timestamp,
+            claimed = conn.execute(
+                ins(metric_batches)
+                .values(id=batch_id, written_at=now)
+                .on_conflict_do_nothing()
+                .returning(metric_batches.c.id)
+            ).first()
+            if claimed is None:
+                return  # written before: this is a retry
+            try:
+                conn.execute(insert(metrics), history)
+                upsert = ins(latest_metrics)
+                current = latest_metrics.c
+                conn.execute(
+                    upsert.on_conflict_do_update(
+                        index_elements=[current.run_id, current.key],
+                        set_={
+                            "value": upsert.excluded.value,
+                            "step": upsert.excluded.step,
+                            "timestamp": upsert.excluded.timestamp,
+                        },
+                        where=or_(
+                            current.step < upsert.excluded.step,
+                            and_(
+                                current.step == upsert.excluded.step,
+                                current.timestamp <= upsert.excluded.timestamp,
+                            ),
+                        ),
                     ),
-                ),
-            )
-            conn.execute(upsert, list(latest.values()))
+                    list(latest.values()),
+                )
+                # a write is news from the run: a killed run ends no earlier than its last one
+                larger = func.max if self._dialect == "sqlite" else func.greatest
+                conn.execute(
+                    update(runs)
+                    .where(runs.c.id.in_(run_ids), runs.c.status == RunStatus.RUNNING.value)
+                    .values(heartbeat_at=larger(runs.c.heartbeat_at, now))
+                )
+            except (sa_exc.DataError, sa_exc.IntegrityError) as exc:
+                raise RejectedPointsError(
+                    f"The metric store refused the batch: {_first_line(exc.orig or exc)}",
+                    loc="metrics",
+                ) from exc
+            except (OverflowError, ValueError, TypeError) as exc:  # the driver, on a value
+                raise RejectedPointsError(
+                    f"The metric store refused the batch: {type(exc).__name__}: {exc}",
+                    loc="metrics",
+                ) from exc
+
+    def metric_batch_written(self, batch_id: str) -> bool:
+        """Whether the batch with this id was committed."""
+        with self.db.read() as conn:
+            found = conn.execute(
+                select(metric_batches.c.id).where(metric_batches.c.id == batch_id)
+            ).first()
+        return found is not None
+
+    def run_exists(self, run_id: str) -> bool:
+        with self.db.read() as conn:
+            return conn.execute(select(runs.c.id).where(runs.c.id == run_id)).first() is not None
 
     def latest_steps(self, run_id: str) -> dict[str, int]:
         """The step of each metric's latest point."""
@@ -518,6 +572,11 @@ class SQLTrackingStore:
     def count_runs(self) -> int:
         with self.db.read() as conn:
             return int(conn.execute(select(func.count()).select_from(runs)).scalar_one())
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _float(value: float | None) -> float:
