@@ -251,3 +251,84 @@ def test_check_skew_over_a_log_of_served_vectors(cli: Any, project: Path) -> Non
     assert "SKEW" in skewed.out and "served 99.0, offline 5.0" in skewed.out
     missing = cli("features", "check-skew", "nowhere.parquet")
     assert missing.code == 2 and "no such file" in missing.err
+
+
+def test_csv_keys_01_and_1_are_distinct_offline_and_online(cli: Any, project: Path) -> None:
+    """Issue 11: pandas reads 01 and 1 as the integer 1; the keys are read as text."""
+    pd.DataFrame(
+        {
+            "carrier": ["01", "1"],
+            "ts": pd.to_datetime([T0, T0], utc=True),
+            "delay": [1.0, 2.0],
+            "n": [1, 2],
+        }
+    ).to_parquet(project / "data" / "flights.parquet", index=False)
+    assert cli("features", "apply").code == 0
+    assert cli("features", "materialize", "--end", "2013-01-05T00:00Z").code == 0
+    entities = project / "entities.csv"
+    # two UTC offsets in one column: each converted to UTC (both are 2013-01-02 00:00Z)
+    entities.write_text(
+        "carrier,event_timestamp\n01,2013-01-02T01:00:00+01:00\n1,2013-01-01T19:00:00-05:00\n"
+    )
+    out = project / "train.parquet"
+    done = cli("features", "historical", str(entities), "-o", str(out), "-s", "model")
+    assert done.code == 0, done.err
+    offline = pd.read_parquet(out)
+    assert offline["carrier"].tolist() == ["01", "1"]
+    served = cli("features", "online", "carrier=01", "carrier=1", "-s", "model", "--json")
+    assert served.code == 0, served.err
+    online = [r["features"]["delays:delay"] for r in served.json()]
+    assert offline["delay"].tolist() == online == [1.0, 2.0]
+
+
+INT_FEATURES = """\
+from modelyard.features import Entity, Feature, FeatureView, FileSource
+
+driver = Entity("driver", join_keys=["driver"])
+trips = FeatureView(
+    "trips", entities=[driver],
+    source=FileSource("data/trips.parquet", timestamp_field="ts"),
+    features=[Feature("rides", "int")],
+)
+"""
+
+
+def test_integer_keys_from_text_must_be_written_canonically(cli: Any, project: Path) -> None:
+    pd.DataFrame(
+        {"driver": [1, 10], "ts": pd.to_datetime([T0, T0], utc=True), "rides": [3, 4]}
+    ).to_parquet(project / "data" / "trips.parquet", index=False)
+    (project / "features.py").write_text(INT_FEATURES)
+    assert cli("features", "apply").code == 0
+    assert cli("features", "materialize", "--end", "2013-01-01T12:00Z").code == 0
+    good = cli("features", "online", "driver=10", "driver=1", "-f", "trips:rides", "--json")
+    assert good.code == 0, good.err
+    assert [r["features"]["trips:rides"] for r in good.json()] == [4, 3]
+    for bad in ("01", "1.0", " 1", "\u0661"):
+        result = cli("features", "online", f"driver={bad}", "-f", "trips:rides")
+        assert result.code == 2, result.out
+        assert "Expected an integer key written like 17 in 'driver'" in result.err
+        assert "Traceback" not in result.err
+    entities = project / "entities.csv"
+    entities.write_text("driver,event_timestamp\n1,2013-01-01T06:00Z\n01,2013-01-01T06:00Z\n")
+    result = cli("features", "historical", str(entities), "-o", "x.parquet", "-f", "trips:rides")
+    assert result.code == 2 and "got '01'" in result.err
+
+
+def test_csv_times_mixing_offsets_and_none_are_refused(cli: Any, project: Path) -> None:
+    assert cli("features", "apply").code == 0
+    entities = project / "entities.csv"
+    entities.write_text("carrier,event_timestamp\nAA,2013-01-02T01:00:00+01:00\nUA,2013-01-02\n")
+    result = cli("features", "historical", str(entities), "-o", "x.parquet", "-s", "model")
+    assert result.code == 2, result.out
+    assert "all with a UTC offset or all without" in result.err
+    assert "'2013-01-02'" in result.err
+
+
+def test_a_missing_source_is_one_line_naming_its_path(cli: Any, project: Path) -> None:
+    assert cli("features", "apply").code == 0
+    (project / "data" / "flights.parquet").unlink()
+    for args in (("apply",), ("materialize", "--end", "2013-01-05T00:00Z")):
+        result = cli("features", *args)
+        assert result.code == 2, result.out
+        assert "flights.parquet does not exist" in result.err and "delays" in result.err
+        assert "LINE 1" not in result.err and "read_parquet" not in result.err

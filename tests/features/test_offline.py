@@ -29,6 +29,7 @@ from modelyard.features.definitions import (
 )
 from modelyard.features.offline import get_historical_features
 from modelyard.features.online import OnlineStore
+from modelyard.features.validation import check_views
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 CARRIER = Entity("carrier", join_keys=["carrier"])
@@ -688,3 +689,157 @@ def test_aggregation_refs_and_missing_aggregation_columns(tmp_path: Path) -> Non
     )
     with pytest.raises(InvalidInputError, match=r"View 'broken'.*no column 'nope'"):
         get_historical_features(entities([("a", at(1))]), [broken])
+
+
+# -- timestamps of any unit and zone, ttl forms, unreadable sources ---------------------
+
+ZONES = ["UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata", "Asia/Kathmandu"]
+
+
+def _zoned(values: list[datetime | None], unit: str, zone: str) -> pd.Series[Any]:
+    return (
+        pd.Series(values, dtype="datetime64[us, UTC]")
+        .dt.tz_convert(zone)
+        .astype(f"datetime64[{unit}, {zone}]")
+    )
+
+
+def _csv_time(value: datetime | None, zone: str) -> str:
+    return "" if value is None else pd.Timestamp(value).tz_convert(zone).isoformat()
+
+
+def write_zoned_source(folder: Path, rows: list[Row], fmt: str, unit: str, zones: list[str]) -> str:
+    """``rows`` as Parquet with times in ``unit`` and ``zones[0]``, or as CSV with each
+    row's times written with the UTC offset of a zone of ``zones`` (mixed offsets)."""
+    path = folder / f"zoned_{next(_files)}.{fmt}"
+    if fmt == "parquet":
+        frame = pd.DataFrame(
+            {
+                "carrier": pd.Series([r.key for r in rows], dtype=str),
+                "ts": _zoned([r.event for r in rows], unit, zones[0]),
+                "created": _zoned([r.created for r in rows], unit, zones[0]),
+                "f1": pd.Series([r.f1 for r in rows], dtype="float64"),
+                "f2": pd.Series([r.f2 for r in rows], dtype="float64"),
+                "rid": pd.Series(range(len(rows)), dtype="int64"),
+            }
+        )
+        frame.to_parquet(path)
+        return str(path)
+    lines = ["carrier,ts,created,f1,f2,rid"]
+    for rid, r in enumerate(rows):
+        zone = zones[rid % len(zones)]
+        f1, f2 = ("" if v is None else repr(v) for v in (r.f1, r.f2))
+        created = _csv_time(r.created, zones[(rid + 1) % len(zones)])
+        lines.append(f"{r.key},{_csv_time(r.event, zone)},{created},{f1},{f2},{rid}")
+    if not rows:  # DuckDB needs a row to sniff the types from
+        return write_zoned_source(folder, rows, "parquet", unit, zones)
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+@seed(20240104)
+@settings(
+    max_examples=80,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    source=source_rows(),
+    rows=entity_rows,
+    ttl=ttls,
+    as_served=st.booleans(),
+    fmt=st.sampled_from(["parquet", "csv"]),
+    unit=st.sampled_from(["ms", "us", "ns"]),
+    zones=st.lists(st.sampled_from(ZONES), min_size=1, max_size=3),
+    entity_unit=st.sampled_from(["s", "ms", "us", "ns"]),
+    entity_zone=st.sampled_from(ZONES),
+)
+def test_times_of_any_unit_and_zone_join_as_their_utc_instants(
+    tmp_path: Path,
+    source: list[Row],
+    rows: list[tuple[str, datetime]],
+    ttl: timedelta | None,
+    as_served: bool,
+    fmt: str,
+    unit: str,
+    zones: list[str],
+    entity_unit: str,
+    entity_zone: str,
+) -> None:
+    view = make_view(write_zoned_source(tmp_path, source, fmt, unit, zones), ttl)
+    frame = entities(rows)
+    frame["event_timestamp"] = _zoned([t for _, t in rows], entity_unit, entity_zone)
+    result = get_historical_features(frame, [view], as_served=as_served)
+    assert got(result) == expect(oracle(rows, source, ttl, as_served))
+
+
+def test_pandas_default_nanosecond_aware_parquet_times_are_accepted(tmp_path: Path) -> None:
+    # pandas writes tz-aware times as nanoseconds by default; DuckDB reads TIMESTAMPTZ_NS
+    path = tmp_path / "ns.parquet"
+    pd.DataFrame(
+        {
+            "carrier": ["a"],
+            "ts": pd.Series([at(0)]).astype("datetime64[ns, Europe/Paris]"),
+            "f1": [1.5],
+        }
+    ).to_parquet(path)
+    view = FeatureView("ns", [CARRIER], FileSource(str(path), "ts", "ts"), [Feature("f1")])
+    check_views([view])
+    result = get_historical_features(entities([("a", at(0)), ("a", at(-1))]), [view])
+    assert _plain(result["f1"]) == [1.5, None]
+
+
+def test_entity_times_with_different_offsets_are_each_converted(tmp_path: Path) -> None:
+    view = make_view(write_source(tmp_path, [Row("a", at(60), None, 1.0, 1.0)]))
+    # 01:00 UTC written as 02:00+01:00, and 06:29+05:30 (00:59 UTC): pandas keeps objects
+    times = pd.Series(
+        [
+            datetime.fromisoformat("2024-01-01T02:00+01:00"),
+            datetime.fromisoformat("2024-01-01T06:29+05:30"),
+        ],
+        dtype=object,
+    )
+    frame = pd.DataFrame({"carrier": ["a", "a"], "event_timestamp": times})
+    assert got(get_historical_features(frame, [view])) == [(1.0, 1.0, 0.0), (None, None, None)]
+
+
+def _plain(values: Any) -> list[Any]:
+    return [None if pd.isna(v) else v for v in values]
+
+
+def test_a_ttl_is_a_timedelta_seconds_or_a_window(tmp_path: Path) -> None:
+    path = write_source(tmp_path, [Row("a", at(0), None, 1.0, 1.0)])
+    hour = make_view(path, timedelta(hours=1))
+    for given_ttl in (3600, "1h", "60m"):
+        view = dataclasses.replace(hour, ttl=given_ttl)
+        assert view == hour and view.ttl == timedelta(hours=1)
+    for bad in (1.5, True, "an hour", [1]):
+        with pytest.raises(
+            InvalidInputError, match=r"ttl of view 'delays' as a timedelta, whole seconds"
+        ) as info:
+            dataclasses.replace(hour, ttl=bad)
+        assert info.value.loc == "views.delays.ttl" and "\n" not in str(info.value)
+    with pytest.raises(InvalidInputError, match=r"positive ttl for view 'delays'"):
+        dataclasses.replace(hour, ttl=0)
+
+
+@pytest.mark.parametrize("kind", ["file", "glob", "csv", "sql"])
+def test_an_unreadable_source_is_one_line_naming_it(tmp_path: Path, kind: str) -> None:
+    source: FileSource | SqlSource = {
+        "file": FileSource(str(tmp_path / "gone.parquet"), "ts"),
+        "glob": FileSource(str(tmp_path / "parts" / "*.parquet"), "ts"),
+        "csv": FileSource(str(tmp_path / "gone.csv"), "ts"),
+        "sql": SqlSource("SELECT * FROM no_such_table", "ts"),
+    }[kind]
+    view = FeatureView("lost", [CARRIER], source, [Feature("f1")])
+    for call in (
+        lambda: get_historical_features(entities([("a", at(0))]), [view]),
+        lambda: check_views([view]),
+    ):
+        with pytest.raises(InvalidInputError) as info:
+            call()
+        message = str(info.value)
+        assert "\n" not in message and "LINE 1" not in message, message
+        assert "View 'lost'" in message
+        assert ("no_such_table" if kind == "sql" else str(tmp_path)) in message

@@ -7,7 +7,8 @@ Also ``historical`` (a training set from an entity file), ``online`` (served val
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,10 +22,12 @@ from rich.table import Table
 from modelyard.cli.context import settings_from
 from modelyard.cli.output import console, err_console, fmt_time, parse_time, print_json
 from modelyard.errors import InvalidInputError
+from modelyard.features.keys import KeyType, parse_text_key
 from modelyard.features.online import FeatureStatus
 from modelyard.features.repo import to_builtins
 from modelyard.features.skew import LoggedSkewReport
 from modelyard.features.store import FeatureStore, MaterializeResult, Plan
+from modelyard.features.validation import key_types
 
 app = typer.Typer(help="Feature definitions, materialization and retrieval.", no_args_is_help=True)
 
@@ -313,7 +316,83 @@ def _wanted(features: list[str] | None, service: str | None) -> str | list[str]:
     return features
 
 
-def _read_entities(path: Path, time_column: str) -> Any:
+# an ISO time ending in a UTC offset (Z, +01, +01:00, +0100) after its clock time
+_OFFSET = re.compile(r"\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$", re.I)
+
+
+def _parse_times(values: Any, column: str, file: str, loc: str) -> Any:
+    """ISO times from text, each with its own offset converted to UTC.
+
+    Times all without an offset stay naive (retrieval then needs ``--assume-utc``); a
+    column mixing both is refused, naming one of each.
+    """
+    import pandas as pd
+
+    text = values.dropna().astype(str).str.strip()
+    aware = text.map(lambda v: _OFFSET.search(v) is not None).astype(bool)
+    if bool(aware.any()) and not bool(aware.all()):
+        raise InvalidInputError(
+            f"Expected times in column {column!r} of {file} all with a UTC offset or all "
+            f"without, got {text[aware].iloc[0]!r} and {text[~aware].iloc[0]!r}",
+            loc=loc,
+        )
+    try:
+        return pd.to_datetime(values, format="ISO8601", utc=bool(aware.any()))
+    except (ValueError, TypeError) as exc:
+        raise InvalidInputError(
+            f"Expected ISO times in column {column!r} of {file}: {exc}", loc=loc
+        ) from exc
+
+
+def _refs(store: FeatureStore, wanted: str | list[str]) -> list[str]:
+    return store.get_service(wanted).refs() if isinstance(wanted, str) else list(wanted)
+
+
+def _key_types(store: FeatureStore, refs: Sequence[str]) -> dict[str, KeyType]:
+    """The type of each join key of the views ``refs`` read (on-demand inputs included)."""
+    on_demand = {o.name: o for o in store.applied_on_demand()}
+    names: list[str] = []
+    for ref in refs:
+        view = ref.partition(":")[0]
+        odfv = on_demand.get(view)
+        names.extend([r.partition(":")[0] for r in odfv.inputs] if odfv else [view])
+    applied = {v.name: v for v in store.list_views()}
+    out: dict[str, KeyType] = {}
+    for name in dict.fromkeys(names):
+        found = applied.get(name)
+        if found is None:
+            continue  # retrieval names an unknown view itself
+        for key, kind in zip(found.join_keys, key_types(found), strict=True):
+            if out.setdefault(key, kind) != kind:
+                raise InvalidInputError(
+                    f"Join key {key!r} holds {out[key]} keys in one view and {kind} keys in "
+                    f"view {name!r}; ask for their features separately",
+                    loc=f"features.{name}",
+                )
+    return out
+
+
+def _text_keys(path: Path, frame: Any, types: dict[str, KeyType], loc: str) -> Any:
+    """``frame`` with its key columns re-read from the CSV as text, typed like the source.
+
+    CSV has no types: pandas would read ``01`` and ``1`` as the same integer. Each key is
+    read as written and parsed by ``parse_text_key`` (an empty cell is a null key).
+    """
+    import pandas as pd
+
+    keys = [k for k in types if k in frame.columns]
+    if not keys:
+        return frame
+    text = pd.read_csv(path, usecols=keys, dtype=str, keep_default_na=False)
+    for key in keys:
+        parsed = [
+            parse_text_key(v if v != "" else None, types[key], f"{loc}.{key}") for v in text[key]
+        ]
+        frame[key] = pd.Series(parsed, index=frame.index, dtype=object)
+    return frame
+
+
+def _read_entities(path: Path, time_column: str, types: dict[str, KeyType]) -> Any:
     import pandas as pd
 
     if not path.is_file():
@@ -324,15 +403,11 @@ def _read_entities(path: Path, time_column: str) -> Any:
         raise InvalidInputError(
             f"Expected a .parquet or .csv entity file, got {path.name!r}", loc="entity_file"
         )
-    frame = pd.read_csv(path)
+    frame = _text_keys(path, pd.read_csv(path), types, "entity_file")
     if time_column in frame.columns:
-        try:
-            frame[time_column] = pd.to_datetime(frame[time_column], format="ISO8601")
-        except (ValueError, TypeError) as exc:
-            raise InvalidInputError(
-                f"Expected ISO times in column {time_column!r} of {path.name}: {exc}",
-                loc=f"entity_file.{time_column}",
-            ) from exc
+        frame[time_column] = _parse_times(
+            frame[time_column], time_column, path.name, f"entity_file.{time_column}"
+        )
     return frame
 
 
@@ -352,8 +427,9 @@ def historical(
     if out.suffix not in (".parquet", ".csv"):
         raise InvalidInputError(f"Expected --out FILE.parquet or .csv, got {out.name!r}", loc="out")
     wanted = _wanted(features, service)
-    frame = _read_entities(entity_file, time_column)
-    result = store_from(ctx).get_historical_features(
+    store = store_from(ctx)
+    frame = _read_entities(entity_file, time_column, _key_types(store, _refs(store, wanted)))
+    result = store.get_historical_features(
         frame,
         wanted,
         as_served=as_served,
@@ -375,18 +451,33 @@ def historical(
     )
 
 
-def _entity_rows(pairs: list[str]) -> dict[str, list[Any]]:
-    columns: dict[str, list[Any]] = {}
+def _request_value(raw: str) -> Any:
+    """A request field's value: numbers become numbers; anything else a string."""
+    try:
+        value: Any = json.loads(raw)
+    except ValueError:
+        return raw
+    if not isinstance(value, int | float | str) or isinstance(value, bool):
+        return raw
+    return value
+
+
+def _entity_pairs(pairs: list[str]) -> list[tuple[str, str]]:
+    out = []
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise InvalidInputError(f"Expected KEY=VALUE, got {pair!r}", loc="entities")
-        try:
-            value: Any = json.loads(raw)  # numbers become numbers; anything else a string
-        except ValueError:
-            value = raw
-        if not isinstance(value, int | float | str) or isinstance(value, bool):
-            value = raw
+        out.append((key, raw))
+    return out
+
+
+def _entity_rows(pairs: list[tuple[str, str]], types: dict[str, KeyType]) -> dict[str, list[Any]]:
+    """Columns from KEY=VALUE pairs: join keys typed like their source, never guessed."""
+    columns: dict[str, list[Any]] = {}
+    for key, raw in pairs:
+        kind = types.get(key)
+        value = _request_value(raw) if kind is None else parse_text_key(raw, kind, key)
         columns.setdefault(key, []).append(value)
     if len({len(v) for v in columns.values()}) > 1:
         raise InvalidInputError(
@@ -408,9 +499,11 @@ def online(
     as_json: JsonOpt = False,
 ) -> None:
     """The served feature values for one or more entities."""
-    columns = _entity_rows(entities)
+    pairs = _entity_pairs(entities)
     wanted = _wanted(features, service)
-    got = store_from(ctx).get_online_features(columns, wanted)
+    store = store_from(ctx)
+    columns = _entity_rows(pairs, _key_types(store, _refs(store, wanted)))
+    got = store.get_online_features(columns, wanted)
     n = len(next(iter(columns.values())))
     rows = []
     for i in range(n):
@@ -465,13 +558,7 @@ def _read_log(path: Path) -> Any:
         )
     for column in ("time", "timestamp", "event_timestamp"):
         if column in frame.columns and not pd.api.types.is_datetime64_any_dtype(frame[column]):
-            try:
-                frame[column] = pd.to_datetime(frame[column], format="ISO8601")
-            except (ValueError, TypeError) as exc:
-                raise InvalidInputError(
-                    f"Expected ISO times in column {column!r} of {path.name}: {exc}",
-                    loc=f"log.{column}",
-                ) from exc
+            frame[column] = _parse_times(frame[column], column, path.name, f"log.{column}")
     return frame
 
 
@@ -522,7 +609,12 @@ def check_skew(
     offline join as of the last materialization (exit 1 also when never materialized).
     """
     if log is not None:
-        logged = store_from(ctx).check_logged_skew(_read_log(log), time_column=time_column)
+        store = store_from(ctx)
+        frame = _read_log(log)
+        if log.suffix == ".csv":
+            refs = [str(c).removeprefix("feature.") for c in frame.columns if ":" in str(c)]
+            frame = _text_keys(log, frame, _key_types(store, refs), "log")
+        logged = store.check_logged_skew(frame, time_column=time_column)
         if as_json:
             print_json(logged.to_dict())
         else:

@@ -173,9 +173,42 @@ class Aggregation:
         return f"{self.column}_{self.fn}_{window}"
 
 
+def _ttl(view: str, ttl: Any) -> timedelta | None:
+    """A view's ttl as a timedelta: given as one, as whole seconds or as a window."""
+    loc = f"views.{view}.ttl"
+    forms = "a timedelta, whole seconds (an int) or a window like '30m', '1h' or '7d'"
+    if ttl is None:
+        return None
+    delta: timedelta
+    if isinstance(ttl, str):
+        match = _WINDOW.match(ttl.strip())
+        if match is None:
+            raise InvalidInputError(
+                f"Expected the ttl of view {view!r} as {forms}, got {ttl!r}", loc=loc
+            )
+        delta = timedelta(**{_UNITS[match[2]]: int(match[1])})
+    elif isinstance(ttl, int) and not isinstance(ttl, bool):
+        delta = timedelta(seconds=ttl)
+    elif isinstance(ttl, timedelta):
+        delta = ttl
+    else:
+        raise InvalidInputError(
+            f"Expected the ttl of view {view!r} as {forms}, got {type(ttl).__name__} {ttl!r}",
+            loc=loc,
+        )
+    if delta <= timedelta(0):
+        raise InvalidInputError(f"Expected a positive ttl for view {view!r}, got {delta}", loc=loc)
+    return delta
+
+
 @dataclass(frozen=True)
 class FeatureView:
-    """Features of one or more entities from one source, valid for ``ttl`` after their time."""
+    """Features of one or more entities from one source, valid for ``ttl`` after their time.
+
+    ``ttl`` is a ``timedelta``, whole seconds (an ``int``) or a window like ``"7d"``; it is
+    kept as a ``timedelta`` (so ``ttl=3600``, ``"1h"`` and ``timedelta(hours=1)`` are the
+    same definition). Anything else is an ``InvalidInputError`` naming the view's ttl.
+    """
 
     name: str
     entities: list[Entity]
@@ -193,10 +226,7 @@ class FeatureView:
             raise InvalidInputError(
                 f"View {self.name!r} has no features and no aggregations", loc="features"
             )
-        if self.ttl is not None and self.ttl <= timedelta(0):
-            raise InvalidInputError(
-                f"Expected a positive ttl for view {self.name!r}, got {self.ttl}", loc="ttl"
-            )
+        object.__setattr__(self, "ttl", _ttl(self.name, self.ttl))
         names = self.feature_names
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:

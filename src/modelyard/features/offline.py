@@ -72,7 +72,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -89,7 +89,7 @@ from modelyard.features.definitions import (
 )
 from modelyard.features.keys import KeyType, frame_key_type
 from modelyard.features.ondemand import gather_inputs, input_refs, run_on_demand, split_refs
-from modelyard.features.validation import AWARE, key_types, source_columns
+from modelyard.features.validation import AWARE, key_types, source_columns, time_kind
 
 if TYPE_CHECKING:
     import duckdb
@@ -319,9 +319,22 @@ def _entity_time(entity_df: pd.DataFrame, column: str, assume_utc: bool) -> pd.S
             )
         localized: pd.Series[Any] = values.dt.tz_localize("UTC")
         return localized
+    if pd.api.types.is_object_dtype(dtype) and _all_aware(values):
+        # aware datetimes with different offsets (pandas keeps them as objects): each one
+        # converted to UTC
+        converted: pd.Series[Any] = pd.to_datetime(values, utc=True)
+        return converted
     raise InvalidInputError(
         f"Expected a datetime column {column!r} in the entity frame, got dtype {dtype}",
         loc=f"entity_df.{column}",
+    )
+
+
+def _all_aware(values: pd.Series[Any]) -> bool:
+    """Whether every non-null value is a timezone-aware datetime (and there is one)."""
+    present = values.dropna().tolist()
+    return bool(present) and all(
+        isinstance(v, datetime) and v.utcoffset() is not None for v in present
     )
 
 
@@ -353,14 +366,20 @@ def _check_source(
             )
 
 
-def _time_sql(view: FeatureView, columns: dict[str, str], field: str, assume_utc: bool) -> str:
+def _time_sql(
+    con: duckdb.DuckDBPyConnection,
+    view: FeatureView,
+    columns: dict[str, str],
+    field: str,
+    assume_utc: bool,
+) -> str:
     if field not in columns:
         raise InvalidInputError(
             f"View {view.name!r}: its source has no timestamp column {field!r}; "
             f"its columns: {', '.join(columns)}",
             loc=f"views.{view.name}.{field}",
         )
-    kind = columns[field]
+    kind = time_kind(con, view, columns, field)
     if kind in _NAIVE and not assume_utc:
         raise InvalidInputError(
             f"View {view.name!r}: expected timezone-aware timestamps in column {field!r}, "
@@ -395,10 +414,10 @@ def _join_view(
     columns = source_columns(con, view)
     _check_source(view, columns, request, as_served)
     types = key_types(view, columns)
-    event = _time_sql(view, columns, source.timestamp_field, assume_utc)
+    event = _time_sql(con, view, columns, source.timestamp_field, assume_utc)
     created_field = source.created_timestamp_field
     created = (
-        _time_sql(view, columns, created_field, assume_utc)
+        _time_sql(con, view, columns, created_field, assume_utc)
         if created_field is not None
         else "CAST(NULL AS TIMESTAMPTZ)"
     )

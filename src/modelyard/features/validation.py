@@ -17,12 +17,14 @@ from modelyard.features.keys import DUCKDB_INTS, KeyType, column_key_type
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["AWARE", "check_views", "key_types", "source_columns"]
+__all__ = ["AWARE", "check_views", "key_types", "source_columns", "time_kind"]
 
 #: DuckDB's timezone-aware timestamp types (a tz-aware nanosecond Parquet column, as
 #: pandas writes by default, reads as TIMESTAMPTZ_NS); values are UTC instants
 AWARE = frozenset({"TIMESTAMP WITH TIME ZONE", "TIMESTAMPTZ_NS"})
 _INTS = DUCKDB_INTS
+# ISO time text ending in a UTC offset after its clock time (Z, +01, +01:00, +0100)
+_TEXT_OFFSET = r"\d{2}:\d{2}(:\d{2}([.,]\d+)?)?([zZ]|[+-]\d{2}(:?\d{2})?)$"
 _FLOATS = {"FLOAT", "DOUBLE", "REAL"}
 _NUMERIC_AGGREGATIONS = {"sum", "mean", "min", "max", "std"}
 
@@ -69,6 +71,34 @@ def source_columns(con: duckdb.DuckDBPyConnection, view: FeatureView) -> dict[st
             f"View {view.name!r}: cannot read its source {what}: {first}", loc=where
         ) from exc
     return {str(row[0]): str(row[1]) for row in rows}
+
+
+def time_kind(
+    con: duckdb.DuckDBPyConnection, view: FeatureView, columns: dict[str, str], field: str
+) -> str:
+    """The column's DuckDB type, as ``TIMESTAMP WITH TIME ZONE`` for any aware one.
+
+    A CSV column of times is text (``VARCHAR``) when DuckDB cannot sniff one type for it
+    (every value empty, or mixed formats): it counts as aware when every value is an ISO
+    time with a UTC offset that DuckDB parses (each converted to UTC).
+    """
+    kind = columns[field]
+    if kind in AWARE:
+        return "TIMESTAMP WITH TIME ZONE"
+    if kind != "VARCHAR":
+        return kind
+    import duckdb
+
+    col = '"' + field.replace('"', '""') + '"'
+    try:
+        [(bad,)] = con.execute(
+            f"SELECT count(*) FROM {view.source.relation()} WHERE {col} IS NOT NULL AND"
+            f" (NOT regexp_matches({col}, '{_TEXT_OFFSET}')"
+            f" OR try_cast({col} AS TIMESTAMPTZ) IS NULL)"
+        ).fetchall()
+    except duckdb.Error:
+        return kind
+    return "TIMESTAMP WITH TIME ZONE" if bad == 0 else "VARCHAR times without a UTC offset"
 
 
 def key_types(view: FeatureView, columns: dict[str, str] | None = None) -> list[KeyType]:
@@ -132,8 +162,8 @@ def _problems(con: duckdb.DuckDBPyConnection, view: FeatureView) -> list[Problem
             continue
         if field not in columns:
             missing(field, "a timezone-aware timestamp column")
-        elif columns[field] not in AWARE:
-            out.append(Problem(f"{view.name}.{field}", "timezone-aware timestamps", columns[field]))
+        elif (time := time_kind(con, view, columns, field)) not in AWARE:
+            out.append(Problem(f"{view.name}.{field}", "timezone-aware timestamps", time))
     for feature in view.features:
         if feature.expression is None:
             kind = columns.get(feature.name)
