@@ -18,9 +18,9 @@ from rich.text import Text
 
 import modelyard.cli.models_import
 import modelyard.cli.models_optimize  # noqa: F401 - registers `models optimize` on models.app
-from modelyard.cli import features, models, monitor, runs, serve
-from modelyard.cli.context import CliState
-from modelyard.cli.failures import EXIT_USAGE, describe_failure, traceback_of
+from modelyard.cli import features, gc, log, models, monitor, runs, serve
+from modelyard.cli.context import CliState, settings_from
+from modelyard.cli.failures import EXIT_USAGE, describe_failure, printable_line, traceback_of
 from modelyard.cli.output import console, err_console, print_json
 from modelyard.config import init_project
 
@@ -36,7 +36,9 @@ app.add_typer(runs.app, name="runs")
 app.add_typer(models.app, name="models")
 app.add_typer(features.app, name="features")
 app.add_typer(monitor.app, name="monitor")
+app.add_typer(log.app, name="log")
 app.command("serve")(serve.serve)
+app.command("gc")(gc.gc)
 
 
 def _version() -> str:
@@ -113,6 +115,22 @@ def init(
     )
 
 
+@app.command("config")
+def show_config(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Show the project's settings as resolved (file and MODELYARD_* variables), credentials
+    masked."""
+    shown = settings_from(ctx).describe()
+    if as_json:
+        print_json(shown)
+        return
+    width = max(len(key) for key in shown)
+    for key, value in shown.items():
+        console.print(Text(f"{key:<{width}}  {value}"), soft_wrap=True)
+
+
 @app.command()
 def demo(
     ctx: typer.Context,
@@ -176,7 +194,7 @@ def _usage_error(exc: typer.TyperException) -> int:
         console.print(ctx.get_help(), markup=False, highlight=False)
         return code
     hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-    message = " ".join(exc.format_message().split())
+    message = printable_line(exc.format_message())
     err_console.print(Text.assemble(("error:", "bold red"), " ", message, hint), soft_wrap=True)
     return code
 

@@ -19,10 +19,22 @@ import traceback
 
 from sqlalchemy import exc as sa_exc
 
-from modelyard.errors import GateFailedError, MissingExtraError, ModelyardError
+from modelyard.errors import (
+    FilterSyntaxError,
+    GateFailedError,
+    MissingExtraError,
+    ModelyardError,
+)
 from modelyard.store.urls import redact_text
 
-__all__ = ["EXIT_CHECK_FAILED", "EXIT_INTERNAL", "EXIT_USAGE", "describe_failure", "traceback_of"]
+__all__ = [
+    "EXIT_CHECK_FAILED",
+    "EXIT_INTERNAL",
+    "EXIT_USAGE",
+    "describe_failure",
+    "printable_line",
+    "traceback_of",
+]
 
 EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2
@@ -31,6 +43,11 @@ EXIT_INTERNAL = 3
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+def _printable(line: str) -> str:
+    """Control and format characters escaped: a message must not drive the terminal."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in line)
 
 
 def _os_error(exc: OSError) -> str:
@@ -42,17 +59,44 @@ def _os_error(exc: OSError) -> str:
     return f"{what}: {where}"
 
 
+# errors of the data engines that mean "this file is not what it claims to be" (a text file
+# named .parquet, a truncated CSV); matched by name so the CLI need not import the engines
+_DATA_ERRORS = {
+    ("pyarrow.lib", "ArrowInvalid"),
+    ("_duckdb", "IOException"),
+    ("_duckdb", "InvalidInputException"),
+}
+_DATA_WORDS = ("parquet", "csv", "json", "file", "magic bytes")
+
+
+def _unreadable_data(exc: BaseException) -> bool:
+    names = {(c.__module__, c.__name__) for c in type(exc).__mro__}
+    message = str(exc).lower()
+    return bool(names & _DATA_ERRORS) and any(word in message for word in _DATA_WORDS)
+
+
+def printable_line(text: str) -> str:
+    """``text`` on one line, credentials masked, control characters escaped."""
+    return _printable(redact_text(_one_line(text)))
+
+
 def describe_failure(exc: BaseException) -> tuple[int, str]:
     """The exit code and the one line (or, for a filter, the caret block) for ``exc``."""
     code, message = _classify(exc)
-    return code, redact_text(message)
+    # A filter error keeps its caret block and an error listing problems keeps one line
+    # per problem; every other message is one line, however its parts were written
+    keep_lines = isinstance(exc, FilterSyntaxError) or (
+        isinstance(exc, ModelyardError) and bool(exc.problems)
+    )
+    if keep_lines:
+        return code, "\n".join(_printable(redact_text(line)) for line in message.splitlines())
+    return code, printable_line(message)
 
 
 def _classify(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, GateFailedError):
         return EXIT_CHECK_FAILED, str(exc)
     if isinstance(exc, ModelyardError):
-        # a filter error keeps its lines: the caret sits under the bad token
         return EXIT_USAGE, str(exc)
     if isinstance(exc, ImportError):
         extra = MissingExtraError.from_import_error(exc)
@@ -69,6 +113,8 @@ def _classify(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, sa_exc.DBAPIError | sa_exc.OperationalError):
         detail = str(exc.orig) if exc.orig is not None else str(exc)
         return EXIT_USAGE, f"The metadata store failed: {_one_line(detail)}"
+    if _unreadable_data(exc):
+        return EXIT_USAGE, f"Cannot read the data: {_one_line(str(exc))}"
     if isinstance(exc, RecursionError):
         return EXIT_USAGE, (
             "The input is nested too deeply to process (a filter, JSON or YAML document "
