@@ -285,8 +285,17 @@ def _latency_row(registry: Any, flavor: str, args: argparse.Namespace) -> dict[s
     one_row_inputs = [build_inputs(signature, frame) for frame in one_row_frames]
     batch_inputs = [build_inputs(signature, frame) for frame in batches]
     records = [frame.to_dict(orient="records") for frame in one_row_frames]
+    # what a caller pays for one row: the arrays built from its 1-row DataFrame, then scored
+    row["serving_1_from_frame"] = _p50(
+        lambda frame: runtime.scores(build_inputs(signature, frame)), one_row_frames, args.calls
+    )
     row["serving_1"] = _p50(runtime.scores, one_row_inputs, args.calls)
     row["serving_1000"] = _p50(runtime.scores, batch_inputs, args.batch_calls)
+    # the timed paths give the same scores: built per call from the frame, and prebuilt
+    row["frame_path_equal"] = all(
+        np.array_equal(runtime.scores(build_inputs(signature, frame)), runtime.scores(inputs))
+        for frame, inputs in zip(one_row_frames, one_row_inputs, strict=True)
+    )
     row["serving_1_from_record"] = _p50(
         lambda record: runtime.scores(build_inputs(signature, record)), records, args.calls
     )

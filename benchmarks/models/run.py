@@ -24,7 +24,9 @@ both sides on the same 10,000 x 10 synthetic rows and the same fitted model):
    ``modelyard.models.optimize.optimize_package`` chose, scored on numpy input built in
    signature order; p50 of ``--calls`` 1-row calls and of ``--batch-calls`` 1000-row
    calls, one thread. Also the runtimes table the optimizer recorded in the manifest.
-   Target: the serving runtime 20x faster than native for 1 row of the HistGradientBoosting.
+   Target: the serving runtime 20x faster than native for 1 row of the HistGradientBoosting,
+   counting what a caller pays: ``build_inputs`` from the 1-row DataFrame and ``scores``,
+   per call (the prebuilt-inputs time is shown beside it). A missed target exits 1.
 
 Every side runs with one thread: ``OMP_NUM_THREADS=1`` (and the MKL/OpenBLAS/numexpr
 equivalents) is set before numpy is imported anywhere.
@@ -253,11 +255,18 @@ def latency_table(rows: list[dict]) -> list[dict]:
         entry["native_1_us"] = row["native_1"]["p50_us"]
         entry["native_1000_us"] = row["native_1000"]["p50_us"]
         entry["serving_runtime"] = row.get("serving_runtime")
-        for key in ("serving_1", "serving_1000", "serving_1_from_record"):
+        for key in ("serving_1", "serving_1000", "serving_1_from_frame", "serving_1_from_record"):
             entry[f"{key}_us"] = row[key]["p50_us"] if row.get(key) else None
+        # the 1-row target counts what a caller pays: inputs built from the 1-row DataFrame
         entry["speedup_1"] = (
+            entry["native_1_us"] / entry["serving_1_from_frame_us"]
+            if entry["serving_1_from_frame_us"]
+            else None
+        )
+        entry["speedup_1_prebuilt"] = (
             entry["native_1_us"] / entry["serving_1_us"] if entry["serving_1_us"] else None
         )
+        entry["frame_path_equal"] = row.get("frame_path_equal")
         entry["speedup_1000"] = (
             entry["native_1000_us"] / entry["serving_1000_us"] if entry["serving_1000_us"] else None
         )
@@ -279,8 +288,9 @@ def _print_latency(table: list[dict], rows: list[dict], plain: bool) -> None:
         "flavor",
         "serving runtime",
         "native 1 row",
-        "serving 1 row",
-        "+ build_inputs",
+        "serving 1 row (frame)",
+        "prebuilt",
+        "from record",
         "speedup",
         "native 1000",
         "serving 1000",
@@ -292,7 +302,7 @@ def _print_latency(table: list[dict], rows: list[dict], plain: bool) -> None:
     cells = []
     for e in table:
         if "native_1_us" not in e:
-            cells.append([e["flavor"], "-", *["-"] * 8, "-", "skipped"])
+            cells.append([e["flavor"], "-", *["-"] * 9, "-", "skipped"])
             continue
         diff = e.get("parity_max_abs_diff")
         cells.append(
@@ -300,6 +310,7 @@ def _print_latency(table: list[dict], rows: list[dict], plain: bool) -> None:
                 e["flavor"],
                 e.get("serving_runtime") or "-",
                 _us(e["native_1_us"]),
+                _us(e["serving_1_from_frame_us"]),
                 _us(e["serving_1_us"]),
                 _us(e["serving_1_from_record_us"]),
                 "-" if e["speedup_1"] is None else f"{e['speedup_1']:.1f}x",
@@ -320,9 +331,11 @@ def _print_latency(table: list[dict], rows: list[dict], plain: bool) -> None:
     )
     print(
         "  native: predict_proba on a DataFrame (torch: the nn.Module on a float32 tensor of "
-        "it); serving: runtime.scores on Inputs prebuilt with runtimes.build_inputs in "
-        "signature order; + build_inputs: build_inputs from a {column: value} record and "
-        "scores, per call; speedups are native / serving; max |diff| over all 10,000 rows"
+        "it); serving 1 row (frame): runtimes.build_inputs from the same 1-row DataFrame "
+        "and runtime.scores, per call (what a caller pays; the 1-row speedup and target use "
+        "it); prebuilt: runtime.scores on Inputs built beforehand; from record: build_inputs "
+        "from a {column: value} record and scores; 1000 rows: prebuilt Inputs; speedups are "
+        "native / serving; max |diff| over all 10,000 rows"
     )
     for e in table:
         if e.get("note"):
@@ -466,6 +479,16 @@ def main() -> None:
         _print_latency(table, lat["rows"], args.plain)
         result["latency"] = {"table": table}
         for e in table:
+            if e.get("pass") is False:
+                problems.append(
+                    f"{e['flavor']}: 1-row speedup {e['speedup_1']:.1f}x (inputs built from the "
+                    f"DataFrame) misses the target {e['target']:g}x"
+                )
+            if e.get("frame_path_equal") is False:
+                problems.append(
+                    f"{e['flavor']}: scores built per call from the DataFrame differ from the "
+                    "prebuilt ones"
+                )
             diff = e.get("parity_max_abs_diff")
             if diff is not None and diff > PARITY_LIMIT:
                 problems.append(

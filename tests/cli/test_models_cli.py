@@ -381,3 +381,52 @@ def test_the_real_program(project: Path, registered: dict[str, str]) -> None:
         "error: churn/1 holds the alias(es) canary; move them to another version before "
         "archiving it"
     )
+
+
+# -- optimize without the onnx extra --------------------------------------------------------
+
+
+def _store_state(project: Path) -> dict[str, str]:
+    """sha256 of every file in the project's state folder but the metadata database."""
+    import hashlib
+
+    state = project / ".modelyard"
+    return {
+        str(path.relative_to(state)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(state.rglob("*"))
+        if path.is_file() and "modelyard.db" not in path.name
+    }
+
+
+def test_optimize_without_the_onnx_extra_exits_2_and_changes_nothing(
+    project: Path, registered: dict[str, str], cli: Any
+) -> None:
+    """skl2onnx made unimportable in a real program: it names the extra, writes nothing."""
+    before_version = cli("models", "show", "churn/2", "--json").json()
+    before_history = cli("models", "history", "churn", "--json").json()
+    before_files = _store_state(project)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
+    env.update(COLUMNS="200", MODELYARD_DB_URL=os.environ["MODELYARD_DB_URL"])
+    wrapper = (
+        "import sys; sys.modules['skl2onnx'] = None; "
+        "from modelyard.cli.app import main; sys.exit(main(sys.argv[1:]))"
+    )
+    for extra in ((), ("--json",)):
+        done = subprocess.run(
+            [sys.executable, "-c", wrapper, "models", "optimize", "churn/2", *extra],
+            capture_output=True,
+            text=True,
+            cwd=project,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 2, (done.stdout, done.stderr)
+        assert done.stdout == ""
+        assert done.stderr.strip().splitlines() == [
+            "error: Optimizing a sklearn model (ONNX export with skl2onnx) needs the 'onnx' "
+            "extra: pip install 'modelyard[onnx]'"
+        ]
+    assert cli("models", "show", "churn/2", "--json").json() == before_version
+    assert cli("models", "history", "churn", "--json").json() == before_history
+    assert _store_state(project) == before_files

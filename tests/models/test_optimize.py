@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from sklearn.tree import DecisionTreeClassifier
 import modelyard.cli.models_optimize  # registers `models optimize` on the CLI
 from modelyard.cli.app import main
 from modelyard.config import Settings, init_project, load_settings
-from modelyard.errors import InvalidInputError, ModelError
+from modelyard.errors import InvalidInputError, MissingExtraError, ModelError
 from modelyard.models.flavors import FLAVORS
 from modelyard.models.manifest import Manifest, RuntimeResult, encode_manifest
 from modelyard.models.optimize import (
@@ -224,6 +225,36 @@ def test_optimizing_again_replaces_the_runtimes(registry: ModelRegistry) -> None
     assert len(paths) == len(set(paths))
     assert _by_name(second)["onnxruntime-float64"].max_abs_diff == pytest.approx(0.0, abs=1e-12)
     assert [e.action for e in registry.history("m")].count("repackage") == 2
+
+
+@pytest.mark.parametrize(
+    ("library", "missing"),
+    [("sklearn", "skl2onnx"), ("sklearn", "onnxruntime"), ("xgboost", "onnxmltools")],
+)
+def test_without_the_onnx_extra_optimize_names_it_and_writes_nothing(
+    registry: ModelRegistry, monkeypatch: pytest.MonkeyPatch, library: str, missing: str
+) -> None:
+    """A module of the extra made unimportable: MissingExtraError, the package untouched."""
+    frame, label = _table(rows=200)
+    features = _numeric(frame)
+    if library == "xgboost":
+        import xgboost as xgb
+
+        model: Any = xgb.XGBClassifier(n_estimators=3, max_depth=2, n_jobs=1)
+    else:
+        model = LogisticRegression(max_iter=500)
+    logged = registry.log_model(model.fit(features, label), name="m", training_frame=features)
+    objects = registry.artifacts.root + "/objects"
+    before = sorted(registry.artifacts.fs.find(objects))
+    history = registry.history("m")
+    monkeypatch.setitem(sys.modules, missing, None)  # what `import` meets when it is absent
+    with pytest.raises(MissingExtraError) as refused:
+        optimize_package(registry, "m/1")
+    assert "pip install 'modelyard[onnx]'" in str(refused.value)
+    assert missing in str(refused.value)
+    assert registry.get_version("m/1").package_id == logged.package_id
+    assert registry.history("m") == history
+    assert sorted(registry.artifacts.fs.find(objects)) == before
 
 
 def test_a_package_without_held_out_rows_cannot_be_optimized(registry: ModelRegistry) -> None:
@@ -633,4 +664,6 @@ def test_the_cli_prints_the_runtime_table(
     assert "onnxruntime-float32" in text and "native" in text
     assert re.search(r"churn/1 serves with \S+ \(package [0-9a-f]{12}, was [0-9a-f]{12}\)", text)
 
-    assert main(["--project", str(root), "models", "optimize", "nope/1"]) == 1
+    assert (
+        main(["--project", str(root), "models", "optimize", "nope/1"]) == 2
+    )  # not found: bad input

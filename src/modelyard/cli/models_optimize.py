@@ -12,7 +12,7 @@ from rich.table import Table
 from modelyard.cli.models import JsonOpt, app, registry_from
 from modelyard.cli.output import console, err_console, fmt_value, print_json
 from modelyard.models.manifest import Manifest, RuntimeResult, encode_manifest
-from modelyard.models.optimize import DEFAULT_ATOL, optimize_package
+from modelyard.models.optimize import DEFAULT_ATOL, optimize_package, require_onnx_extra
 
 __all__ = ["optimize"]
 
@@ -62,9 +62,14 @@ def optimize(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Export REF to ONNX, check parity on its held-out rows, serve the fastest verified runtime."""
+    """Export REF to ONNX, check parity on its held-out rows, serve the fastest verified runtime.
+
+    Needs the onnx extra (pip install 'modelyard[onnx]'); without it, exits 2 and changes nothing.
+    """
     registry = registry_from(ctx)
     version = registry.get_version(ref)
+    # a missing extra is an install to make (exit 2), never a table of failed exports
+    require_onnx_extra(registry.manifest(version.ref).flavor)
     if as_json:
         manifest = optimize_package(registry, version.ref, atol=atol, trust=trust)
     else:

@@ -30,6 +30,7 @@ import yaml
 from modelyard.config import DEFAULT_TRUSTED_TYPES
 from modelyard.errors import InvalidInputError, MissingExtraError, ModelError, NotFoundError
 from modelyard.models.flavors import LoadOptions, SavedModel, flavor_for, get_flavor
+from modelyard.models.flavors.sklearn_trees import check_tree_structures
 from modelyard.models.flavors.xgboost import MODEL_CLASSES as XGBOOST_CLASSES
 from modelyard.models.signature import ColumnSpec, DType, Signature
 
@@ -127,6 +128,8 @@ def _load_serialized(
         try:
             return get_flavor("sklearn").load(file.parent, saved, options)
         except InvalidInputError as exc:
+            if exc.loc != "models.trusted_types":
+                raise  # a damaged or crafted file: trusting its source changes nothing
             reason = str(exc).removesuffix(f" - at {exc.loc}")
             raise InvalidInputError(
                 f"{file.name}: {reason} Or pass --trust if you trust the model's source.",
@@ -143,9 +146,11 @@ def _load_serialized(
             )
         try:
             with file.open("rb") as handle:
-                return pickle.load(handle)  # the caller trusts the source
+                model = pickle.load(handle)  # the caller trusts the source
         except Exception as exc:  # unpickling raises anything the pickled code raises
             raise ModelError(f"Cannot unpickle {file.name}: {exc}") from exc
+        check_tree_structures(model, source=file.name)
+        return model
     raise InvalidInputError(
         f"Expected serialization_format skops, pickle or cloudpickle, got {fmt!r}",
         loc=f"flavors.{flavor}.serialization_format",

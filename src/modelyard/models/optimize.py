@@ -52,9 +52,9 @@ from typing import Any, Literal, Protocol
 import msgspec
 import numpy as np
 
-from modelyard.errors import InvalidInputError, ModelError
+from modelyard.errors import InvalidInputError, MissingExtraError, ModelError
 from modelyard.models.manifest import FileEntry, Manifest, RuntimeResult, encode_manifest
-from modelyard.models.package import PackagedModel, read_holdout
+from modelyard.models.package import PackagedModel, read_holdout, read_manifest
 from modelyard.models.runtimes import (
     NUMERIC,
     Inputs,
@@ -80,6 +80,7 @@ __all__ = [
     "fastest",
     "measure_latency",
     "optimize_package",
+    "require_onnx_extra",
 ]
 
 Precision = Literal["float32", "float64"]
@@ -241,6 +242,32 @@ def _torch_onnx(model: Any, manifest: Manifest, precision: Precision) -> bytes:
             )
         # loaded by path, so weights an exporter put in a side .onnx.data file come along
         return bytes(onnx.load(str(path)).SerializeToString())
+
+
+#: per flavor, the modules its ONNX export and check import; all ship in the onnx extra
+ONNX_MODULES: dict[str, tuple[str, ...]] = {
+    "sklearn": ("skl2onnx", "onnx", "onnxruntime"),
+    "xgboost": ("onnxmltools", "onnx", "onnxruntime"),
+    "lightgbm": ("onnxmltools", "onnx", "onnxruntime"),
+    "torch": ("onnx", "onnxruntime"),
+    "onnx": ("onnx", "onnxruntime"),
+}
+
+
+def require_onnx_extra(flavor: str) -> None:
+    """Refuse, before anything is written, when the onnx extra is not installed.
+
+    Without it every export would fail the same way and the package would be rewritten
+    with a table of ``No module named ...`` rows: that is a missing install, not a finding
+    about the model. Flavors with no converter need nothing (their row says so).
+    """
+    for module in ONNX_MODULES.get(flavor, ()):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise MissingExtraError(
+                f"Optimizing a {flavor} model (ONNX export with {module})", "onnx"
+            ) from exc
 
 
 _EXPORTERS: dict[str, Callable[[Any, Manifest, Precision], bytes]] = {
@@ -560,12 +587,15 @@ def optimize_package(
 ) -> Manifest:
     """Measure every runtime of the version ``ref`` names and serve the fastest verified one.
 
+    Raises ``MissingExtraError`` (nothing written) when the onnx extra is not installed.
     Writes a new package (the same files, the passing ONNX graphs, the runtime table and
     the serving runtime), records it and points the version at it, audited as a
     ``repackage``. Returns the new manifest; its package id is ``encode_manifest(m)[1]``.
     """
     say = progress or (lambda message: None)
     version = registry.get_version(ref)
+    # a missing extra is refused before anything loads or is written
+    require_onnx_extra(read_manifest(registry.artifacts, version.package_id).flavor)
     say(f"loading {version.ref}")
     packaged = registry.load_package(version.package_id, trust=trust)
     manifest = packaged.manifest

@@ -32,6 +32,7 @@ from modelyard.models.manifest import (
 )
 from modelyard.models.signature import Signature, infer_signature
 from modelyard.store.artifacts import ArtifactStore
+from modelyard.store.gc import scratch_prefix
 
 __all__ = ["PackagedModel", "load_package", "read_manifest", "save_package"]
 
@@ -131,7 +132,8 @@ def save_package(
     names = signature.names if signature is not None else []
     if frame is not None and signature is not None:
         frame = frame[names]
-    with tempfile.TemporaryDirectory(prefix="modelyard-package-") as tmp:
+    # removed on any exception; a killed process leaves it to `modelyard gc` (by its pid)
+    with tempfile.TemporaryDirectory(prefix=scratch_prefix("package")) as tmp:
         folder = Path(tmp)
         saved = chosen.save(model, folder, names)
         files = [saved.model_file, *saved.extra_files]
@@ -275,7 +277,7 @@ def load_package(
         classes=manifest.classes,
         needs_trust=manifest.needs_trust,
     )
-    with tempfile.TemporaryDirectory(prefix="modelyard-load-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=scratch_prefix("load")) as tmp:
         target = folder or Path(tmp)
         for entry in manifest.files:
             artifacts.get_file(entry.sha256, target / entry.path, name=entry.path)

@@ -31,6 +31,7 @@ import numpy as np
 
 from modelyard.config import ServingRuntime
 from modelyard.errors import InvalidInputError, ModelError
+from modelyard.models.onnx_session import open_session, serving_session_options
 from modelyard.models.signature import ColumnSpec, Signature
 
 __all__ = [
@@ -293,24 +294,6 @@ def native_fast_paths(
     return []
 
 
-def serving_session_options() -> Any:
-    """onnxruntime settings for a serving worker: one thread, no spinning, all graph rewrites.
-
-    One intra-op thread per worker (workers scale by process, not by thread), and no
-    spinning, so an idle worker does not burn a core waiting for the next request.
-    """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3  # errors only: converters declare shapes ORT warns about
-    return options
-
-
 _ORT_DTYPES: dict[str, Any] = {
     "tensor(float)": np.float32,
     "tensor(double)": np.float64,
@@ -346,14 +329,10 @@ class OnnxRuntime:
         classification: bool,
         name: str = "onnxruntime",
     ) -> None:
-        import onnxruntime as ort
-
         source = str(model) if isinstance(model, Path) else model  # by path: side .data files
         self.name = name
         self.classification = classification
-        self.session = ort.InferenceSession(
-            source, serving_session_options(), providers=["CPUExecutionProvider"]
-        )
+        self.session = open_session(source)
         self._feeds = self._plan(list(names))
         self._output = self._pick_output()
 

@@ -34,10 +34,12 @@ from modelyard.models.manifest import DatasetRef, Lineage, Manifest
 from modelyard.models.package import PackagedModel, load_package, read_manifest, save_package
 from modelyard.models.signature import Signature
 from modelyard.registry.entities import AuditEntry, ModelVersion, RegisteredModel
+from modelyard.registry.gc import run_gc
 from modelyard.registry.refs import ModelRef, check_alias, check_model_name
 from modelyard.registry.store import SQLRegistryStore
 from modelyard.store.artifacts import ArtifactStore
 from modelyard.store.database import Database, open_database
+from modelyard.store.gc import DEFAULT_GRACE_S, GcReport
 from modelyard.tracking.store import SQLTrackingStore
 
 __all__ = ["LoggedModel", "ModelRegistry"]
@@ -284,6 +286,16 @@ class ModelRegistry:
             now=_now_ms(),
         )
         return self._store.resolve(ModelRef(version.name, version=version.version))
+
+    def collect_garbage(
+        self, *, grace_s: float = DEFAULT_GRACE_S, dry_run: bool = False
+    ) -> GcReport:
+        """Remove stale temporary files and unreferenced blobs older than ``grace_s``.
+
+        Never removes anything a package, a registry version or a run references; see
+        ``modelyard.registry.gc``. ``dry_run`` lists what would go, with its bytes.
+        """
+        return run_gc(self._db, self.artifacts, grace_s=grace_s, dry_run=dry_run)
 
     def record_package(self, package_id: str, manifest: Manifest) -> None:
         self._store.record_package(

@@ -149,7 +149,7 @@ class ArtifactStore:
                     os.fsync(out.fileno())
             sha = digest.hexdigest()
             final = self._object_path(sha)
-            if self.fs.exists(final):
+            if self.fs.exists(final) and self._refresh(final):
                 self.fs.rm(tmp)  # identical content is stored once
             else:
                 self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
@@ -166,6 +166,20 @@ class ArtifactStore:
                 ) from exc
             raise
         return ArtifactRef(sha, size)
+
+    def _refresh(self, final: str) -> bool:
+        """Mark an existing object as just written; False when it is gone (write it then).
+
+        The garbage collector (``modelyard.store.gc``) removes only objects older than its
+        grace period, so an object a writer is about to reference must look new.
+        """
+        if not self._local:
+            return False  # no portable touch: the object is written again (same bytes)
+        try:
+            os.utime(final)
+        except FileNotFoundError:
+            return False  # collected a moment ago
+        return True
 
     def _discard(self, tmp: str) -> None:
         # best effort: the write already failed, and that error is the one to report

@@ -24,6 +24,7 @@ import numpy as np
 from modelyard.errors import InvalidInputError, MissingExtraError, ModelError
 from modelyard.models.flavors._common import class_names, label_of_largest
 from modelyard.models.flavors.base import LoadOptions, SavedModel
+from modelyard.models.onnx_session import onnxruntime_module, open_session, serving_session_options
 
 __all__ = ["OnnxFlavor", "OnnxModel", "session_options"]
 
@@ -39,14 +40,6 @@ _DTYPES: dict[str, Any] = {
 }
 
 
-def _onnxruntime() -> Any:
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise MissingExtraError("ONNX models", "onnx") from exc
-    return onnxruntime
-
-
 def _onnx() -> Any:
     try:
         import onnx
@@ -57,18 +50,13 @@ def _onnx() -> Any:
 
 def session_options() -> Any:
     """onnxruntime options for serving: the same as every serving runtime uses."""
-    _onnxruntime()  # a clear MissingExtraError when onnxruntime is absent
-    from modelyard.models.runtimes import serving_session_options
-
     return serving_session_options()
 
 
 def _session(source: str | bytes) -> Any:
-    ort = _onnxruntime()
+    onnxruntime_module()  # a clear MissingExtraError when onnxruntime is absent
     try:
-        return ort.InferenceSession(
-            source, sess_options=session_options(), providers=["CPUExecutionProvider"]
-        )
+        return open_session(source)
     except Exception as exc:  # onnxruntime raises its own untyped errors for a bad graph
         raise ModelError(f"onnxruntime cannot load the ONNX model: {exc}") from exc
 

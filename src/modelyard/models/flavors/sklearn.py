@@ -2,7 +2,9 @@
 
 skops refuses types it does not know; the project declares the types it trusts once,
 in ``modelyard.yaml`` (``models.trusted_types``, prefixes), with a default that covers
-scikit-learn's own types, NumPy and SciPy sparse matrices.
+scikit-learn's own types, NumPy and SciPy sparse matrices. Trusting a type is not
+trusting its arrays: every tree a loaded model holds is checked first
+(:mod:`modelyard.models.flavors.sklearn_trees`), whoever made the file.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 
 from modelyard.errors import InvalidInputError, MissingExtraError
 from modelyard.models.flavors.base import LoadOptions, SavedModel
+from modelyard.models.flavors.sklearn_trees import check_tree_structures
 
 __all__ = ["SklearnFlavor", "stored_types", "untrusted"]
 
@@ -118,8 +121,11 @@ class SklearnFlavor:
                 "If you trust them, add them to models.trusted_types in modelyard.yaml.",
                 loc="models.trusted_types",
             )
-        # every type in the file passed the project's allow-list above
-        return sio.load(path, trusted=types)
+        # every type in the file passed the project's allow-list above; the trees it holds
+        # are checked before anything can walk them (scikit-learn does not bounds-check)
+        model = sio.load(path, trusted=types)
+        check_tree_structures(model, source=saved.model_file)
+        return model
 
     def scores(self, model: Any, features: Any) -> np.ndarray:
         if not hasattr(model, "feature_names_in_") and hasattr(features, "to_numpy"):
