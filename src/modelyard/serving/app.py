@@ -62,6 +62,7 @@ from modelyard.serving.codecs.feedback import (
 from modelyard.serving.codecs.jsonbody import decode_json
 from modelyard.serving.codecs.problems import ProblemList, short_repr
 from modelyard.serving.codecs.tables import inputs_from_table
+from modelyard.serving.compactor import compact_periodically
 from modelyard.serving.deployments import Deployment, Served, Slot
 from modelyard.serving.metrics import CONTENT_TYPE_LATEST
 from modelyard.serving.openapi import openapi_document
@@ -755,9 +756,17 @@ def create_app(
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         _pin_threads()
         await state.start()
+        interval = settings.serving.compact_interval_s
+        compactor = (
+            asyncio.get_running_loop().create_task(compact_periodically(state.log, interval))
+            if interval > 0
+            else None
+        )
         try:
             yield
         finally:
+            if compactor is not None:
+                compactor.cancel()
             await state.stop()
 
     routes = [

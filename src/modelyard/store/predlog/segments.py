@@ -172,12 +172,17 @@ def remove_abandoned(directory: Path) -> None:
 
     Only files older than a minute, so a writer between ``open`` and ``flock`` keeps its own.
     """
+    entries = []
     try:
-        entries = [
-            e.name
-            for e in os.scandir(directory)
-            if e.name.endswith(_CREATING) and e.stat().st_mtime < time.time() - 60
-        ]
+        with os.scandir(directory) as found:
+            for entry in found:
+                if not entry.name.endswith(_CREATING):
+                    continue
+                try:
+                    if entry.stat().st_mtime < time.time() - 60:
+                        entries.append(entry.name)
+                except FileNotFoundError:
+                    continue  # its writer renamed it meanwhile: a live segment now
     except FileNotFoundError:
         return
     for name in entries:
