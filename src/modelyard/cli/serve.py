@@ -55,12 +55,15 @@ def serve(
         chosen = cast(ServingRuntime, runtime)
     settings = settings_from(ctx)
     try:
+        from modelyard.serving.server import preflight
         from modelyard.serving.server import serve as run_server
     except ImportError as exc:  # the serve extra is missing
         raise InvalidInputError(
             f"modelyard serve needs the 'serve' extra: pip install 'modelyard[serve]' ({exc})"
         ) from exc
-    err_console.print(f"serving {', '.join(refs or ['every production model'])} on {host}:{port}")
+    # the store, the models and the log folder, checked once before any worker starts
+    found = preflight(settings, refs or [])
+    err_console.print(f"serving {', '.join(found or ['every production model'])} on {host}:{port}")
     run_server(
         settings,
         refs or [],
@@ -70,4 +73,5 @@ def serve(
         trust=trust,
         log_level=log_level,
         runtime=chosen,
+        checked=True,
     )

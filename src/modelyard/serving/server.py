@@ -5,20 +5,54 @@ intra-op thread): with N workers on N cores, a model that spawns its own threads
 call only fights the other workers (a 1-row HistGradientBoosting predict goes from 36 ms
 p50 with default threads to 1.6 ms). With several workers, Prometheus metrics are
 aggregated across them through ``PROMETHEUS_MULTIPROC_DIR``.
+
+Start-up is checked once, in the parent, before any worker is spawned (``preflight``):
+the metadata store answers (and is migrated, once), every named model resolves to a
+version with a signature, the prediction log folder is writable. A failure there is one
+error and no worker starts. A worker that still cannot build its app (the store went
+away in between) writes why to a file the parent reads and exits with uvicorn's
+start-up failure code, so uvicorn stops instead of respawning it forever; ``serve``
+then raises that one line.
+
+Workers are spawned processes that import the command line again before they can answer
+uvicorn's health check; on a loaded machine that alone takes well over uvicorn's default
+5 s, and uvicorn killed the first worker as hung at every start. ``WORKER_HEALTHCHECK_S``
+gives them a minute (a crashed worker is still seen at once: only a hung one waits).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Sequence
+from pathlib import Path
+
+from starlette.applications import Starlette
 
 from modelyard.config import ServingRuntime, Settings
-from modelyard.serving.app import SPEC_ENV
+from modelyard.errors import InvalidInputError, ModelyardError, StorageError
+from modelyard.registry.client import ModelRegistry
+from modelyard.serving.app import SPEC_ENV, app_from_env
+from modelyard.serving.state import primary_ref
 
-__all__ = ["THREAD_VARIABLES", "pin_threads", "serve"]
+__all__ = [
+    "THREAD_VARIABLES",
+    "WORKER_HEALTHCHECK_S",
+    "pin_threads",
+    "preflight",
+    "serve",
+    "worker_app",
+]
+
+logger = logging.getLogger("modelyard.serving")
+#: seconds a worker may take to answer uvicorn's health check (see the module docstring)
+WORKER_HEALTHCHECK_S = 60
+#: uvicorn's exit code for "this worker failed before serving": it stops, not respawns
+_STARTUP_FAILURE = 3
 
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
@@ -40,6 +74,50 @@ def pin_threads() -> None:
     threadpool_limits(1)
 
 
+def preflight(settings: Settings, targets: Sequence[str]) -> list[str]:
+    """Check what every worker needs, once, before any starts; the versions found.
+
+    Raises the first problem: the metadata store unreachable (``StorageError``), a
+    named model or alias that does not exist, a version without a signature, a
+    prediction log folder that cannot be written.
+    """
+    registry = ModelRegistry(settings)  # connects and migrates, once, before the workers
+    try:
+        found = []
+        for target in targets:
+            ref = primary_ref(settings, target)
+            version = registry.get_version(ref)
+            if registry.manifest(version.ref).signature is None:
+                raise InvalidInputError(
+                    f"{version.ref} ({target}) has no input signature, so requests cannot be "
+                    "checked; log it with a training frame (or signature=) to serve it",
+                    loc=target,
+                )
+            found.append(f"{target}: {version.ref}")
+        registry.list_models()  # without targets: the store answers a query
+    finally:
+        registry.close()
+    log_dir = settings.prediction_log_dir
+    log_dir.mkdir(parents=True, exist_ok=True)
+    if not os.access(log_dir, os.W_OK | os.X_OK):
+        raise StorageError(f"The prediction log folder {log_dir} is not writable")
+    return found
+
+
+def worker_app() -> Starlette:
+    """The uvicorn factory of ``serve``: ``app_from_env``, failing once, not forever."""
+    try:
+        return app_from_env()
+    except ModelyardError as exc:
+        failures = json.loads(os.environ[SPEC_ENV]).get("failures")
+        line = " ".join(str(exc).split())
+        if failures:
+            with Path(failures).open("a") as out:
+                out.write(line + "\n")
+        logger.error("A server worker could not start: %s", line)
+        sys.exit(_STARTUP_FAILURE)
+
+
 def _loop() -> str:
     try:
         import uvloop  # noqa: F401
@@ -58,15 +136,21 @@ def serve(
     trust: bool = False,
     log_level: str = "info",
     runtime: ServingRuntime | None = None,
+    checked: bool = False,
 ) -> None:
     """Run the server until interrupted (workers default to the number of cores).
 
     ``runtime`` overrides ``serving.runtime`` in every worker (None keeps the project's).
+    ``checked``: the caller ran ``preflight`` already.
     """
     import uvicorn
 
     pin_threads()
+    if not checked:
+        preflight(settings, targets)
     count = workers or os.cpu_count() or 1
+    handle, failures = tempfile.mkstemp(prefix="modelyard-serve-", suffix=".err")
+    os.close(handle)
     spec: dict[str, object] = {
         "project": str(settings.project_dir),
         "targets": list(targets),
@@ -74,14 +158,16 @@ def serve(
     }
     if runtime is not None:
         spec["runtime"] = runtime
+    spec["failures"] = failures
     os.environ[SPEC_ENV] = json.dumps(spec)
     metrics_dir = None
     if count > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         metrics_dir = tempfile.mkdtemp(prefix="modelyard-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    exited: SystemExit | None = None
     try:
         uvicorn.run(
-            "modelyard.serving.app:app_from_env",
+            "modelyard.serving.server:worker_app",
             factory=True,
             host=host,
             port=port,
@@ -91,7 +177,18 @@ def serve(
             access_log=False,
             log_level=log_level,
             timeout_graceful_shutdown=10,
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
         )
+    except SystemExit as exc:  # one worker (in this process) failed to start
+        exited = exc
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+        reasons = Path(failures).read_text().splitlines()
+        Path(failures).unlink(missing_ok=True)
+    if reasons:
+        raise ModelyardError(f"A server worker could not start: {reasons[0]}")
+    if exited is not None and exited.code not in (None, 0):
+        raise ModelyardError(
+            f"The server stopped at start-up (exit code {exited.code}); see the log above"
+        )

@@ -42,7 +42,7 @@ from modelyard.serving.signatures import differences
 from modelyard.store.monitor_results import MonitorResults
 from modelyard.store.predlog import PredictionLog
 
-__all__ = ["FeatureLookup", "ServerState", "traffic_file"]
+__all__ = ["FeatureLookup", "ServerState", "primary_ref", "traffic_file"]
 
 logger = logging.getLogger("modelyard.serving")
 
@@ -50,6 +50,16 @@ logger = logging.getLogger("modelyard.serving")
 def traffic_file(settings: Settings) -> Path:
     """Where admin traffic changes are kept, so every worker (and a restart) sees them."""
     return settings.project_dir / ".modelyard" / "traffic.json"
+
+
+def primary_ref(settings: Settings, target: str) -> str:
+    """The registry reference a served target starts on: ``name/3``, or ``name@alias``
+    with the alias of ``serving.traffic`` when it names the model, else the target's."""
+    name, alias, version = parse_target(target)
+    if version is not None:
+        return f"{name}/{version}"
+    policy = settings.serving.traffic.get(name)
+    return f"{name}@{policy.primary if policy is not None else alias}"
 
 
 @dataclass
