@@ -28,7 +28,8 @@ from modelyard.features.definitions import (
     SqlSource,
 )
 from modelyard.features.offline import get_historical_features
-from modelyard.features.online import OnlineStore
+from modelyard.features.online import OnlineStore, SQLiteOnlineStore
+from modelyard.features.skew import check_view_skew
 from modelyard.features.validation import check_views
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -843,3 +844,17 @@ def test_an_unreadable_source_is_one_line_naming_it(tmp_path: Path, kind: str) -
         assert "\n" not in message and "LINE 1" not in message, message
         assert "View 'lost'" in message
         assert ("no_such_table" if kind == "sql" else str(tmp_path)) in message
+
+
+def test_check_skew_on_an_unreadable_source_is_one_line(tmp_path: Path) -> None:
+    view = FeatureView(
+        "lost", [CARRIER], FileSource(str(tmp_path / "gone.parquet"), "ts"), [Feature("f1")]
+    )
+    store = SQLiteOnlineStore(f"sqlite:///{tmp_path / 'online.db'}")
+    try:
+        with pytest.raises(
+            InvalidInputError, match=r"^View 'lost': its source file .*gone\.parquet does not exist"
+        ):
+            check_view_skew(view, at(10), store)
+    finally:
+        store.close()

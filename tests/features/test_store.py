@@ -7,6 +7,7 @@ point-in-time join at ``end - 1µs`` is the oracle.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import textwrap
@@ -16,6 +17,8 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import strategies as st
 
 from modelyard.config import Settings
 from modelyard.errors import InvalidInputError, NotFoundError
@@ -26,6 +29,7 @@ from modelyard.features.store import FeatureStore
 SEED = 20131
 T0 = datetime(2013, 1, 1, tzinfo=UTC)
 US = timedelta(microseconds=1)
+_examples = itertools.count()
 
 FEATURES = """\
 from datetime import timedelta
@@ -432,3 +436,84 @@ def test_check_skew_is_clean_after_materialize_and_finds_a_changed_source(
     assert {e["key"][0] for e in report.examples} == {"AA"}
     with pytest.raises(InvalidInputError, match=r"Expected a sample of at least 1, got 0"):
         served.check_skew(sample=0)
+
+
+def test_incremental_never_loses_a_row_whose_event_was_after_an_earlier_end(
+    served: FeatureStore, project: Path
+) -> None:
+    # AA's row was created at 05:00 for an event at 10:00 (a schedule); UA's at 07:00.
+    # A run to 08:00 leaves AA's row out (its event is after the end); the next run
+    # must still take it although it was created before the first run's watermark.
+    hours = [T0 + timedelta(hours=h) for h in (10, 5, 7, 7)]
+    frame = pd.DataFrame(
+        {
+            "carrier": ["AA", "UA"],
+            "ts": pd.to_datetime(hours[0::2], utc=True),
+            "created": pd.to_datetime(hours[1::2], utc=True),
+            "delay": [1.0, 2.0],
+            "n": [1, 2],
+        }
+    )
+    _write_source(project, frame)
+    served.apply()
+    [first] = served.materialize_incremental(T0 + timedelta(hours=8))
+    assert (first.rows, first.watermark) == (1, T0 + timedelta(hours=7))
+    end = T0 + timedelta(hours=12)
+    [second] = served.materialize_incremental(end)
+    assert second.rows == 1
+    assert _online(served, ["AA", "UA"], end) == {"AA": (1.0, 1), "UA": (2.0, 2)}
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@seed(20240105)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["AA", "UA", "DL"]),
+            st.integers(0, 10),
+            st.one_of(st.none(), st.integers(-4, 4)),
+        ),
+        min_size=1,
+        max_size=10,
+    ),
+    ends=st.lists(st.integers(1, 16), max_size=4),
+)
+def test_incremental_runs_in_any_order_end_with_every_row(
+    served: FeatureStore, project: Path, rows: list[tuple[str, int, int | None]], ends: list[int]
+) -> None:
+    """Whatever the ends of the incremental runs (and created before or after the event),
+    a final run past every row leaves each entity's newest event online."""
+    events = [T0 + timedelta(hours=e) for _, e, _ in rows]
+    created = [
+        None if d is None else t + timedelta(hours=d)
+        for t, (_, _, d) in zip(events, rows, strict=True)
+    ]
+    frame = pd.DataFrame(
+        {
+            "carrier": [k for k, _, _ in rows],
+            "ts": pd.Series(events, dtype="datetime64[us, UTC]"),
+            "created": pd.Series(created, dtype="datetime64[us, UTC]"),
+            "delay": [float(i) for i in range(len(rows))],
+            "n": list(range(len(rows))),
+        }
+    )
+    _write_source(project, frame)
+    view = f"delays_{next(_examples)}"  # a fresh view (its own watermark) per example
+    (project / "features.py").write_text(
+        FEATURES.format(ttl="", extra="").replace('"delays"', f'"{view}"')
+    )
+    served.apply()
+    for end in [*ends, 30]:
+        served.materialize_incremental(T0 + timedelta(hours=end), views=[view])
+    final = T0 + timedelta(hours=30)
+    keys = sorted({k for k, _, _ in rows})
+    got = served.online_store.read(served.get_view(view), [(k,) for k in keys], now=final)
+    newest = {
+        k: max(t for (kk, _, _), t in zip(rows, events, strict=True) if kk == k) for k in keys
+    }
+    assert got.event_timestamp.to_pylist() == [newest[k] for k in keys]

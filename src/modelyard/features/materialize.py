@@ -7,7 +7,12 @@ streams the winners to the online store in Arrow record batches. The online stor
 monotonic writes make reruns and out-of-order runs converge.
 
 A window selects the rows: event time in ``[start, end)`` and, for incremental runs,
-availability time (``created_timestamp_field``, else the event time) after a watermark.
+availability after a watermark. A row is available at ``max(created, event)`` (it has
+arrived, and its event has happened; ``created_timestamp_field``, else the event time).
+The watermark a run records is the latest availability among its rows available before
+``end``: a row left out because its event is at or after ``end`` is available after that
+mark, so a later run takes it (a watermark taken over later availabilities would skip it
+and lose it).
 
 Aggregations are computed as of ``end`` over ``[end - window, end)`` (what the offline
 join gives at ``end - 1µs``), from the rows in ``[start, end)``; an incremental run
@@ -68,8 +73,13 @@ def _raw_sql(view: FeatureView, window: Window) -> str:
         where.append(f"{event} >= {_ts(window.start_us)}")
     # Aggregations need every row of their windows, not only the new ones.
     if window.after_us is not None and not view.aggregations:
-        where.append(f"coalesce({created}, {event}) > {_ts(window.after_us)}")
+        where.append(f"{_available(event, created)} > {_ts(window.after_us)}")
     return f"SELECT {select} FROM {source.relation()} WHERE {' AND '.join(where)}"
+
+
+def _available(event: str, created: str) -> str:
+    """When a row reached the online store: it has arrived and its event has happened."""
+    return f"greatest(coalesce({created}, {event}), {event})"
 
 
 def _winners_sql(columns: list[str], keys: list[str]) -> str:
@@ -159,7 +169,10 @@ def materialize_view(
         con.execute("SET TimeZone = 'UTC'")
         # Read once, in source order, so rowid is the ingestion order of the last tie-break.
         con.execute(f"CREATE TEMP TABLE __raw AS {_raw_sql(view, window)}")
-        [(mark,)] = con.execute("SELECT epoch_us(max(coalesce(__c, __t))) FROM __raw").fetchall()
+        available = _available("__t", "__c")
+        [(mark,)] = con.execute(
+            f"SELECT epoch_us(max({available})) FROM __raw WHERE {available} < {_ts(window.end_us)}"
+        ).fetchall()
         watermark = None if mark is None else int(mark)
         sql = _aggregated_sql(view, window.end_us) if view.aggregations else _latest_sql(view)
         reader: pa.RecordBatchReader = con.sql(sql).to_arrow_reader(BATCH_ROWS)

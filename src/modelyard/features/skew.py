@@ -26,6 +26,7 @@ from modelyard.errors import InvalidInputError
 from modelyard.features.definitions import FeatureView
 from modelyard.features.offline import get_historical_features
 from modelyard.features.online.base import OnlineStore
+from modelyard.features.validation import source_columns
 
 __all__ = ["LoggedSkewReport", "SkewReport", "check_logged_skew", "check_view_skew"]
 
@@ -85,6 +86,7 @@ def _sample(view: FeatureView, end: datetime, limit: int) -> pd.DataFrame:
     con = duckdb.connect(":memory:")
     try:
         con.execute("SET TimeZone = 'UTC'")
+        source_columns(con, view)  # an unreadable source: one line naming it
         sql = (
             f"SELECT DISTINCT {keys} FROM {view.source.relation()} WHERE {not_null}"
             f" AND CAST({event} AS TIMESTAMPTZ) < ? ORDER BY {keys} LIMIT {int(limit)}"
