@@ -25,8 +25,10 @@ from modelyard.serving.app import create_app
 from modelyard.store.predlog import (
     PredictionLog,
     PredictionRecord,
+    RecentRecords,
     compact,
     connect,
+    find_records,
     read_feedback,
     read_predictions,
 )
@@ -245,3 +247,49 @@ def test_feedback_for_a_reused_client_id_labels_each_record(
     assert got == sorted(
         [("order-9", "1"), ("order-9", "0"), ("order-9", "1"), (other.headers["X-Record-ID"], "0")]
     )
+
+
+@given(
+    calls=st.lists(
+        st.tuples(st.sampled_from([None, "a", "b"]), st.booleans(), st.integers(1, 3)),
+        min_size=1,
+        max_size=20,
+    ),
+    size=st.integers(1, 40),
+)
+@hyp_settings(max_examples=30, deadline=None)
+def test_the_logs_memory_of_record_ids_agrees_with_a_scan(
+    tmp_path_factory: pytest.TempPathFactory,
+    calls: list[tuple[str | None, bool, int]],
+    size: int,
+) -> None:
+    """What a feedback lookup answers from memory is what a scan of the log finds."""
+    root = tmp_path_factory.mktemp("recent")
+    with PredictionLog(root) as log:
+        log.recent = RecentRecords(size)
+        for i, (client_id, shadowed, rows) in enumerate(calls):
+            record_id = f"rec-{i}"
+            request_id = client_id or record_id
+            for route, rid in [("primary", record_id), ("shadow", f"shadow-{i}")][: 1 + shadowed]:
+                log.append_blocking(
+                    PredictionRecord(
+                        record_id=rid,
+                        request_id=request_id,
+                        time_us=1_700_000_000_000_000 + i,
+                        model="m",
+                        version=1,
+                        rows=rows,
+                        inputs={"x": [0] * rows},
+                        outputs={"y": [1] * rows},
+                        latency_us=1,
+                        route=route,
+                    )
+                )
+        ids = {f"rec-{i}" for i in range(len(calls))} | {"a", "b", "nope"}
+        remembered = log.recent.complete(ids)
+    scanned = find_records(root, ids)
+    assert not {"a", "b", "nope"} & remembered.keys()  # client ids always go to disk
+    for name, refs in remembered.items():
+        assert sorted(refs, key=str) == sorted(scanned[name], key=str), name
+    if size >= 2:  # the latest request's record (and its shadow's) fit
+        assert f"rec-{len(calls) - 1}" in remembered

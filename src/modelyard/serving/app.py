@@ -638,7 +638,9 @@ class Server:
         self, items: list[FeedbackItem], now: int, batch: bool
     ) -> tuple[list[FeedbackRecord], list[FeedbackRecord], list[str], list[str]]:
         """Labels per matched record, labels for unknown ids, unknown and ambiguous ids."""
-        found = find_records(self.state.log.root, {item.request_id for item in items})
+        ids = {item.request_id for item in items}
+        found = self.state.log.recent.complete(ids)  # record ids this worker made: no scan
+        found |= find_records(self.state.log.root, ids - found.keys())
         problems = ProblemList()
         matched: list[FeedbackRecord] = []
         unmatched: list[FeedbackRecord] = []

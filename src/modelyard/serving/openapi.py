@@ -63,7 +63,8 @@ def _responses(ok: str) -> dict[str, Any]:
 _FEEDBACK = {
     "type": "object",
     "properties": {
-        "request_id": {"type": "string", "minLength": 1, "maxLength": 128},
+        # a record id (X-Record-ID) or the client's request id
+        "request_id": {"type": "string", "minLength": 1, "maxLength": 256},
         "label": {},
         "row": {"type": "integer", "minimum": 0},
     },
@@ -120,7 +121,8 @@ def openapi_document(state: ServerState) -> dict[str, Any]:
         },
         "/v1/feedback": {
             "post": {
-                "summary": "Labels for earlier predictions, by request id (one or a batch)",
+                "summary": "Labels for earlier predictions, by record id or request id "
+                "(one or a batch); unknown ids are reported and kept apart",
                 "requestBody": _json_body(
                     {
                         "oneOf": [

@@ -20,7 +20,7 @@ See ``frames`` for the segment format, ``tables`` for the Parquet columns.
 from __future__ import annotations
 
 from modelyard.store.predlog.compaction import CompactionResult, compact
-from modelyard.store.predlog.lookup import RecordRef, find_records
+from modelyard.store.predlog.lookup import RecentRecords, RecordRef, find_records
 from modelyard.store.predlog.reader import (
     read_feedback,
     read_predictions,
@@ -37,6 +37,7 @@ __all__ = [
     "LogStats",
     "PredictionLog",
     "PredictionRecord",
+    "RecentRecords",
     "RecordRef",
     "compact",
     "connect",

@@ -22,6 +22,8 @@ compacted Parquet files (projected, filtered by Arrow).
 from __future__ import annotations
 
 import os
+import threading
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +36,7 @@ import pyarrow.parquet as pq
 from modelyard.store.predlog.layout import PREDICTIONS, SEGMENTS
 from modelyard.store.predlog.segments import list_segments, read_segment
 
-__all__ = ["RecordRef", "find_records"]
+__all__ = ["RecentRecords", "RecordRef", "find_records"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,49 @@ class RecordRef:
     version: int
     rows: int
     route: str
+
+
+class RecentRecords:
+    """The records one log appended lately, by record id and by request id (bounded).
+
+    A record id is made by one server worker, so when it is among the records this log
+    appended, every record the id names is here too (the record, and a shadow's copy
+    that took it as its request id): a lookup needs no scan. Client ids may name records
+    of other workers and earlier runs, so they are always looked up on disk.
+    """
+
+    def __init__(self, size: int = 1 << 18) -> None:
+        self.size = size
+        self._order: deque[RecordRef] = deque()
+        self._by_record: dict[str, RecordRef] = {}
+        self._by_request: dict[str, list[RecordRef]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, ref: RecordRef) -> None:
+        with self._lock:
+            self._order.append(ref)
+            self._by_record[ref.record_id] = ref
+            self._by_request.setdefault(ref.request_id, []).append(ref)
+            while len(self._order) > self.size:
+                old = self._order.popleft()
+                if self._by_record.get(old.record_id) is old:
+                    del self._by_record[old.record_id]
+                same = self._by_request.get(old.request_id, [])
+                if old in same:
+                    same.remove(old)
+                if not same:
+                    self._by_request.pop(old.request_id, None)
+
+    def complete(self, ids: Iterable[str]) -> dict[str, list[RecordRef]]:
+        """The ids that are record ids of this log, each with every record it names."""
+        out: dict[str, list[RecordRef]] = {}
+        with self._lock:
+            for name in ids:
+                ref = self._by_record.get(name)
+                if ref is not None:
+                    extra = [r for r in self._by_request.get(name, []) if r is not ref]
+                    out[name] = [ref, *extra]
+        return out
 
 
 class _Head(msgspec.Struct):

@@ -30,6 +30,7 @@ from types import TracebackType
 from modelyard.errors import InvalidInputError, StorageError
 from modelyard.store.predlog.frames import MAGIC, frame
 from modelyard.store.predlog.layout import FEEDBACK_SEGMENTS, SEGMENTS, UNMATCHED_SEGMENTS
+from modelyard.store.predlog.lookup import RecentRecords, RecordRef
 from modelyard.store.predlog.records import (
     FeedbackRecord,
     PredictionRecord,
@@ -159,6 +160,8 @@ class PredictionLog:
         self._errors = 0
         self._closed = False
         self._pid = os.getpid()
+        #: the records appended lately, for feedback lookups by record id without a scan
+        self.recent = RecentRecords()
         self._thread = threading.Thread(target=self._run, name="modelyard-prediction-log")
         self._thread.daemon = True  # acknowledged records are on disk already; close() drains
         self._thread.start()
@@ -171,10 +174,24 @@ class PredictionLog:
     async def append(self, record: PredictionRecord) -> None:
         """Log ``record``; durable: return once it is on disk, else once it is queued."""
         await self._submit_async(_PREDICTION, frame(encode_prediction(record)))
+        self._remember(record)
 
     def append_blocking(self, record: PredictionRecord) -> None:
         """``append`` for synchronous callers (threads); blocks while the queue is full."""
         self._submit_blocking(_PREDICTION, frame(encode_prediction(record)))
+        self._remember(record)
+
+    def _remember(self, record: PredictionRecord) -> None:
+        self.recent.add(
+            RecordRef(
+                record.key,
+                record.request_id,
+                record.model,
+                record.version,
+                record.rows,
+                record.route,
+            )
+        )
 
     async def append_feedback(self, record: FeedbackRecord) -> None:
         """Log a label for an earlier prediction, as ``append`` does."""
