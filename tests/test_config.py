@@ -382,3 +382,28 @@ def test_an_unknown_features_key_is_refused(tmp_path: Path) -> None:
     root = _project(tmp_path, "features:\n  module: [x]\n")
     with pytest.raises(InvalidInputError, match=r"features\.\{modules, online_store\}"):
         load_settings(root, environ={})
+
+
+def test_init_on_a_file_names_it(tmp_path: Path) -> None:
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder")
+    with pytest.raises(InvalidInputError, match=r"Expected a folder for the project, got the file"):
+        init_project(blocker)
+    assert blocker.read_text() == "not a folder"
+
+
+def test_a_yaml_error_does_not_quote_a_password(tmp_path: Path) -> None:
+    root = _project(tmp_path)
+    (root / "modelyard.yaml").write_text("db_url: postgresql://ana:Sekrit@db/ml\nname: [oops\n")
+    with pytest.raises(InvalidInputError) as info:
+        load_settings(root, environ={})
+    assert "Sekrit" not in str(info.value)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_settings_repr_hides_credentials(tmp_path: Path) -> None:
+    root = _project(tmp_path)
+    env = {"MODELYARD_DB_URL": "postgresql+psycopg://alice@db/ml?password=s3cret"}
+    settings = load_settings(root, environ=env)
+    assert "s3cret" not in repr(settings) and "s3cret" not in str(settings)
+    assert "password=***" in repr(settings)

@@ -25,11 +25,11 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from modelyard.config import DRIFT_SIGNALS, AlertRule
 from modelyard.monitoring.performance import metric_value
 from modelyard.store.monitor_results import Incident, IncidentChange, MonitorResults, WindowResult
+from modelyard.store.urls import url_origin
 
 __all__ = ["AlertEvent", "evaluate_alerts", "safe_url"]
 
@@ -69,9 +69,7 @@ def safe_url(url: str) -> str:
     >>> safe_url("https://hooks.example.com/services/T000/B000/XXXX?token=abc")
     'https://hooks.example.com'
     """
-    parts = urlsplit(url)
-    host = parts.hostname or "?"
-    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+    return url_origin(url)  # never raises, even on a port that is not a number
 
 
 def _breaches(

@@ -150,8 +150,9 @@ def url_origin(url: str) -> str:
     """
     try:
         parts = urlsplit(url)
-    except ValueError:  # e.g. an unbalanced "[" of an IPv6 host
-        return "?"
+    except ValueError:  # e.g. an unbalanced "[" of an IPv6 host, or in a password
+        scheme = re.match(_SCHEME, url)
+        return f"{scheme.group(0)}?" if scheme else "?"
     if not parts.scheme:
         return "?"
     try:

@@ -19,6 +19,7 @@ from modelyard.features.online.base import FeatureStatus, OnlineResult, OnlineSt
 from modelyard.features.online.redis import RedisOnlineStore
 from modelyard.features.online.retrieval import OnlineFeatures, get_online_features
 from modelyard.features.online.sqlite import SQLiteOnlineStore
+from modelyard.store.urls import redact_url
 
 __all__ = [
     "FeatureStatus",
@@ -39,7 +40,7 @@ def open_online_store(url: str, *, prefix: str = "modelyard:") -> OnlineStore:
         return SQLiteOnlineStore(url)
     if url.startswith(("redis://", "rediss://", "unix://")):
         return RedisOnlineStore(url, prefix=prefix)
-    shown = url.rsplit("@", maxsplit=1)[-1]  # never show credentials
+    shown = redact_url(url)  # never show credentials
     raise InvalidInputError(
         f"Expected an online store URL starting sqlite:/// or redis://, got {shown!r}",
         loc="online_store",

@@ -34,6 +34,7 @@ from modelyard.features.online.base import (
     now_micros,
     validate_rows,
 )
+from modelyard.store.urls import redact_url
 
 __all__ = ["RedisOnlineStore"]
 
@@ -76,14 +77,15 @@ class RedisOnlineStore:
             raise MissingExtraError("A Redis online store", "redis") from err
         if not url.startswith(("redis://", "rediss://", "unix://")):
             raise InvalidInputError(
-                f"Expected an online store URL like redis://127.0.0.1:6379/0, got {url!r}",
+                "Expected an online store URL like redis://127.0.0.1:6379/0, got "
+                f"{redact_url(url)!r}",
                 loc="online_store",
             )
         self._redis_error: type[Exception] = redis.RedisError
         self._client: Any = redis.Redis.from_url(url, decode_responses=False)
         self._script: Any = self._client.register_script(_WRITE)
         self.prefix = prefix
-        self._safe_url = url.rsplit("@", maxsplit=1)[-1]  # never show credentials
+        self._safe_url = redact_url(url)  # never show credentials
         self._types_key = f"{prefix}@key_types"
         self._key_types: dict[str, list[str]] = {}
 
