@@ -115,13 +115,6 @@ class Deployment:
                 return served
         return None
 
-    def slot_of(self, served: Served) -> Slot:
-        """The slot ``served`` is in (the first, when one version fills several)."""
-        for slot, found in self.slots():
-            if found is served:
-                return slot
-        return "primary"
-
     def incompatible(
         self, slot: Slot, version: int, other: Signature | None, *, strict_values: bool
     ) -> str | None:
