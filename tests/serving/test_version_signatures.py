@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -27,10 +28,26 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from modelyard.config import Settings
+from modelyard.registry import ModelRegistry
 from modelyard.serving.codecs.v2_binary import HEADER, serialize_bytes
 from modelyard.store.predlog import read_predictions
 
-from .conftest import NAME, SEED, LiveServer, Project, ServeFactory, make_frame, records
+from .conftest import (
+    NAME,
+    SEED,
+    LiveServer,
+    Project,
+    ServeFactory,
+    make_frame,
+    records,
+    serving,
+)
+from .test_server_entities import COLUMNS as ENTITY_COLUMNS
+from .test_server_entities import T0 as ENTITY_T0
+from .test_server_entities import _body as _entity_body
+from .test_server_entities import _latest
+from .test_server_entities import project as entity_project  # noqa: F401 - a fixture
 
 ADMIN = "adm-sig-4410"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
@@ -369,3 +386,57 @@ def test_any_column_order_answers_as_its_native_model(
 
 #: the server and versions of the running hypothesis test, by project (one per test)
 _STATE: dict[int, dict[str, Any]] = {}
+
+
+def test_entity_requests_to_a_canary_and_a_shadow_in_another_order(
+    entity_project: tuple[Settings, LogisticRegression, pd.DataFrame],  # noqa: F811
+    serve: ServeFactory,
+) -> None:
+    """v1 ``entities``: each version looks its features up and orders them its own way."""
+    settings, model, source = entity_project
+    rng = np.random.default_rng(3)
+    train = pd.DataFrame(
+        {
+            "visits": rng.integers(0, 30, 400),
+            "spend": rng.normal(50, 20, 400),
+            "age": rng.integers(18, 80, 400),
+        }
+    )
+    labels = (train["visits"] / 5 - train["age"] / 30 + rng.normal(size=400) > 2).astype(int)
+    other = LogisticRegression(max_iter=500).fit(train, labels)
+    registry = ModelRegistry(settings)
+    try:
+        registry.log_model(other, name="scorer", training_frame=train, feature_service="scoring")
+        registry.set_alias("scorer/2", "canary")
+    finally:
+        registry.close()
+    server = serve(
+        serving(settings, replay=True), ["scorer"], environ={"MODELYARD_API_KEYS": f"{ADMIN}:admin"}
+    )
+    users, ages = ["u3", "u17", "u0", "u9"], [25, 61, 44, 38]
+    body = _entity_body(users, ages, as_of=(ENTITY_T0 + timedelta(minutes=100)).isoformat())
+    frame = pd.concat([pd.DataFrame({"age": ages}), _latest(source, users)], axis=1)
+    expected = {
+        1: model.predict_proba(frame[ENTITY_COLUMNS])[:, 1],
+        2: other.predict_proba(frame[["visits", "spend", "age"]])[:, 1],
+    }
+    assert not np.allclose(expected[1], expected[2], atol=0.01)
+    with server.client(headers=AUTH) as http:
+        for policy, version in (
+            ({"canary": "canary", "canary_weight": 1.0}, 2),
+            ({"shadow": "canary"}, 1),
+        ):
+            answer = http.put("/admin/models/scorer/traffic", json=policy)
+            assert answer.status_code == 200, answer.text
+            answer = http.post("/v1/models/scorer:predict", json=body)
+            assert answer.status_code == 200, answer.text
+            assert answer.headers["X-Model-Version"] == str(version)
+            got = [p["probabilities"]["1"] for p in answer.json()["predictions"]]
+            np.testing.assert_allclose(got, expected[version], rtol=1e-6)
+        shadow_id = answer.headers["X-Request-ID"]
+    logged = shadow_records(server, 2, {shadow_id})
+    assert len(logged) == len(users)
+    for record in logged:
+        assert math.isclose(record["output.proba_1"], expected[2][record["row"]], rel_tol=1e-6)
+        assert record["input.user"] == users[record["row"]]
+        assert record["input.spend"] == pytest.approx(frame["spend"].iloc[record["row"]])
