@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import Counter
 from fractions import Fraction
 from typing import Any
@@ -242,3 +243,73 @@ def test_a_retry_after_a_lost_commit_answer_writes_no_duplicate(settings: Settin
         with client.db.read() as conn:
             count = conn.execute(select(func.count()).select_from(metrics)).scalar_one()
         assert count == 35
+
+
+class _FaultyStore(SQLTrackingStore):
+    """A real store that fails writes on a schedule (fault injection, not a mock).
+
+    Each write takes the next fault: ``"ok"`` writes; ``"lost"`` writes and commits but
+    answers with an error; ``"refused"`` fails before writing while the store still
+    answers; ``"down"`` fails and the store answers nothing until the next write.
+    """
+
+    def __init__(self, inner: SQLTrackingStore, faults: list[str]) -> None:
+        super().__init__(inner.db)
+        self.faults = list(faults)
+        self.down = False
+
+    def write_metrics(self, batch_id: str, points: Any) -> None:
+        fault = self.faults.pop(0) if self.faults else "ok"
+        self.down = fault == "down"
+        if fault in ("ok", "lost"):
+            super().write_metrics(batch_id, points)
+        if fault != "ok":
+            raise StorageError(f"Metadata store failed: injected {fault}")
+
+    def metric_batch_written(self, batch_id: str) -> bool:
+        if self.down:
+            raise StorageError("Metadata store failed: injected down")
+        return super().metric_batch_written(batch_id)
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    faults=st.lists(st.sampled_from(["ok", "lost", "refused", "down"]), max_size=6),
+    points=st.integers(1, 60),
+    flush_points=st.integers(1, 16),
+)
+def test_random_store_faults_raise_nothing_and_store_each_point_once(
+    settings: Settings, faults: list[str], points: int, flush_points: int
+) -> None:
+    tuned = _tuned(settings, flush_points=flush_points, flush_interval_ms=10**6)
+    with TrackingClient(tuned) as client:
+        client._buffer._sink = _FaultyStore(client._store, faults)
+        run = client.start_run("faults")
+        for step in range(points):
+            run.log_metric("x", float(step))  # never raises: the buffer owns the point
+        run.end()
+        assert client._buffer.dropped == 0
+        assert client.get_run(run.id).status is RunStatus.FINISHED
+        assert _stored(client, run.id) == Counter(
+            ("x", step, _text(step)) for step in range(points)
+        )
+
+
+def test_a_caller_blocked_on_a_full_buffer_writes_when_the_store_is_back(
+    settings: Settings,
+) -> None:
+    # the flusher sleeps for ~17 minutes: only the blocked caller itself can make room
+    tuned = _tuned(settings, flush_points=5, flush_interval_ms=10**6)
+    with TrackingClient(tuned, max_buffered_points=10, full_buffer_wait_s=30) as client:
+        client._buffer._sink = _FaultyStore(client._store, ["down"] * 4)
+        run = client.start_run("full")
+        started = time.monotonic()
+        for step in range(40):
+            run.log_metric("x", float(step))
+        assert time.monotonic() - started < 20
+        run.end()
+        assert _stored(client, run.id) == Counter(("x", s, _text(s)) for s in range(40))

@@ -95,9 +95,9 @@ class MetricBuffer:
         self._backoff = _BACKOFF_MIN_S
         self.dropped = 0  # points the store refused, logged and dropped
         self._lock = threading.Lock()
-        self._room = threading.Condition(self._lock)
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
+        self._kick = threading.Event()  # wakes the flusher early (an outage, stop)
         self._thread: threading.Thread | None = None
 
     # -- taking points -------------------------------------------------------------
@@ -110,35 +110,40 @@ class MetricBuffer:
         """Take these points, all or none."""
         if self._thread is None:
             self.start()  # e.g. in a forked child, which has no flusher thread yet
-        with self._lock:
-            if len(self._points) + self._held + len(points) > self._capacity:
-                self._wait_for_room(len(points))
-            self._points.extend(points)
-            full = len(self._points) >= self._max
+        if len(points) > self._capacity:
+            raise InvalidInputError(
+                f"Expected at most {self._capacity} points in one call, got {len(points)}",
+                loc="metrics",
+            )
+        deadline: float | None = None
+        while True:
+            with self._lock:
+                if len(self._points) + self._held + len(points) <= self._capacity:
+                    self._points.extend(points)
+                    full = len(self._points) >= self._max
+                    break
+            # no room: write (or wait for the writer), then look again; nothing is taken yet
+            now = time.monotonic()
+            deadline = now + self._full_wait_s if deadline is None else deadline
+            if now >= deadline:
+                raise StorageError(
+                    f"The metric buffer is full ({self._capacity} points waiting) and the "
+                    f"metric store has not taken any for {self._full_wait_s:g} s "
+                    f"({self._last_error or 'still writing'}); this point was not kept"
+                )
+            if self._flush_lock.acquire(timeout=min(deadline - now, 0.5)):
+                try:
+                    written = self._drain()
+                finally:
+                    self._flush_lock.release()
+                if not written:
+                    time.sleep(max(0.0, min(self._backoff, deadline - time.monotonic())))
         # write now on the caller's thread, unless the flusher is writing or retrying
         if full and self._outage is None and self._flush_lock.acquire(blocking=False):
             try:
                 self._drain()
             finally:
                 self._flush_lock.release()
-
-    def _wait_for_room(self, wanted: int) -> None:
-        """With ``_lock`` held: wait until ``wanted`` points fit, or raise (nothing taken)."""
-        deadline = time.monotonic() + self._full_wait_s
-        while len(self._points) + self._held + wanted > self._capacity:
-            if wanted > self._capacity:
-                raise InvalidInputError(
-                    f"Expected at most {self._capacity} points in one call, got {wanted}",
-                    loc="metrics",
-                )
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise StorageError(
-                    f"The metric buffer is full ({self._capacity} points waiting) and the "
-                    f"metric store has not taken any for {self._full_wait_s:g} s "
-                    f"({self._last_error or 'still writing'}); this point was not kept"
-                )
-            self._room.wait(min(left, 0.5))
 
     def __len__(self) -> int:
         """Points not yet written."""
@@ -216,15 +221,30 @@ class MetricBuffer:
                     len(self),
                 )
             self._backoff = min(self._backoff * 2, _BACKOFF_MAX_S)
+            self._kick.set()  # the flusher retries from now on, whoever saw it first
             return False
         if written:  # the commit went through; only its answer was lost
             self._done(len(points))
             return True
+        # the store answers but this write failed (locked, full, restarting): retry it
+        self._last_error = str(exc)
         self._strikes += 1
+        self._backoff = min(self._backoff * 2, _BACKOFF_MAX_S)
         if self._strikes < _STRIKES:
-            self._last_error = str(exc)
-            return False  # the store answers but this write failed: try it again
-        self._strikes = 0  # it keeps failing while the store answers: split it
+            return False
+        if len(points) == 1:  # never dropped for such an error: kept and retried
+            if self._outage is None:
+                self._outage = str(exc)
+                _log.warning(
+                    "modelyard: the metric store keeps failing writes (%s); %d points are kept "
+                    "in memory and retried",
+                    exc,
+                    len(self),
+                )
+            return False
+        # it keeps failing while the store answers: halve the batch, in case one of its
+        # points is what the store cannot take (the halves are retried the same way)
+        self._strikes = 0
         self._split(points, exc)
         return True
 
@@ -246,7 +266,6 @@ class MetricBuffer:
             )
             with self._lock:
                 self._held -= 1
-                self._room.notify_all()
             return
         middle = len(points) // 2
         self._batches.appendleft((uuid.uuid4().hex, points[middle:]))
@@ -256,7 +275,6 @@ class MetricBuffer:
         self._batches.popleft()
         with self._lock:
             self._held -= count
-            self._room.notify_all()
 
     # -- the flusher thread -------------------------------------------------------------
 
@@ -270,7 +288,11 @@ class MetricBuffer:
 
     def _run(self) -> None:
         wait = self._interval
-        while not self._stop.wait(wait):
+        while True:
+            self._kick.wait(wait)
+            self._kick.clear()
+            if self._stop.is_set():
+                return
             try:
                 with self._flush_lock:
                     written = self._drain()
@@ -284,6 +306,7 @@ class MetricBuffer:
     def stop(self, timeout_s: float | None = None) -> None:
         """Stop the flusher and write what is left; later points are written by ``flush``."""
         self._stop.set()
+        self._kick.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
@@ -293,9 +316,9 @@ class MetricBuffer:
     def reset_after_fork(self) -> None:
         """In a forked child: the parent's thread, locks and points are not this process's."""
         self._lock = threading.Lock()
-        self._room = threading.Condition(self._lock)
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
+        self._kick = threading.Event()
         self._points = []
         self._batches = deque()
         self._held = 0
