@@ -377,3 +377,50 @@ def test_a_settings_file_with_a_password_in_a_yaml_error_is_masked(
     text = yaml.safe_dump({"db_url": f"postgresql://ana:{SECRET}@db/ml"})
     config.write_text(text + "  bad indent: [\n")
     assert SECRET not in cli("runs", "list").err
+
+
+# -- missing extras ---------------------------------------------------------------------------
+
+
+def test_a_postgres_url_without_psycopg_names_the_extra(
+    project: Path, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in [m for m in sys.modules if m == "psycopg" or m.startswith("psycopg.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if it were not installed
+    monkeypatch.setenv("MODELYARD_DB_URL", f"postgresql+psycopg://ana:{SECRET}@127.0.0.1:1/ml")
+    line = _one_error_line(cli("runs", "list"))
+    assert line.endswith("needs the 'postgres' extra: pip install 'modelyard[postgres]'")
+    assert SECRET not in line
+
+
+def test_serve_without_the_serve_extra_names_it(
+    project: Path, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the server module cannot be imported (so nothing can start listening either)
+    monkeypatch.setitem(sys.modules, "modelyard.serving.server", None)
+    monkeypatch.setitem(sys.modules, "starlette", None)
+    line = _one_error_line(cli("serve", "--port", "1"))
+    assert "pip install 'modelyard[serve]'" in line
+
+
+def test_every_extra_named_in_messages_is_declared() -> None:
+    import tomllib
+
+    from modelyard.errors import EXTRA_OF_MODULE
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
+    distribution = {
+        "sklearn": "scikit-learn",
+        "prometheus_client": "prometheus-client",
+        "psycopg": "psycopg[binary]",
+    }
+    for module, extra in EXTRA_OF_MODULE.items():
+        assert extra in extras, (module, extra)
+        wanted = distribution.get(module, module).lower()
+        named = [req.lower() for req in extras[extra]]
+        assert any(req.startswith(wanted) for req in named), (module, extra, named)
+    every = extras["all"][0]
+    for extra in extras:
+        assert extra in ("all", "dev") or extra in every, extra

