@@ -2,8 +2,9 @@
 
     python mlflow_side.py TASK --data DATA_DIR --work WORK_DIR [--searches 20] [--digests 3]
 
-TASK is one of single, batch, runs (create, then search), digest, fresh-store. Each task
-runs in a fresh process on a fresh store and prints one ``BENCH-RESULT {json}`` line.
+TASK is one of single, single-async, batch, runs (create, then search), digest, fresh-store.
+Each task runs in a fresh process on a fresh store and prints one ``BENCH-RESULT {json}``
+line.
 Never imports modelyard.
 """
 
@@ -59,6 +60,24 @@ def single(args: argparse.Namespace) -> dict[str, Any]:
         seconds = time.perf_counter() - start
     stored = len(client.get_metric_history(run.info.run_id, "loss"))
     return {"single_s": seconds, "single_stored": stored}
+
+
+def single_async(args: argparse.Namespace) -> dict[str, Any]:
+    """One asynchronous log_metric call per point (MLflow's documented
+    ``synchronous=False``; ``MLFLOW_ENABLE_ASYNC_LOGGING=true`` does the same for
+    every call), then ``mlflow.flush_async_logging()``, which waits until they are
+    written: the same work as modelyard's buffered calls and final flush."""
+    client = _client(args.work)
+    points = load_points(args.data)
+    mlflow.set_experiment("bench-single-async")
+    with mlflow.start_run() as run:
+        start = time.perf_counter()
+        for step, value in enumerate(points):
+            mlflow.log_metric("loss", value, step=step, synchronous=False)
+        mlflow.flush_async_logging()
+        seconds = time.perf_counter() - start
+    stored = len(client.get_metric_history(run.info.run_id, "loss"))
+    return {"single_async_s": seconds, "single_async_stored": stored}
 
 
 def batch(args: argparse.Namespace) -> dict[str, Any]:
@@ -137,6 +156,7 @@ if __name__ == "__main__":
         mlflow.__version__,
         {
             "single": single,
+            "single-async": single_async,
             "batch": batch,
             "runs": runs,
             "digest": digest,
