@@ -481,3 +481,26 @@ def test_no_drift_long_tails_stay_quiet() -> None:
         reference = Reference.from_data({"sku": rng.choice(names, n, p=p)}, top_k=top_k)
         alarms += reference.compare({"sku": rng.choice(names, m, p=p)}).columns["sku"].drifted
     assert alarms < _binomial_limit(windows, 0.05), alarms
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    reference_names=st.sets(st.sampled_from("abcdefg"), min_size=1, max_size=5),
+    current_names=st.sets(st.sampled_from("abcdefgh"), min_size=0, max_size=6),
+)
+def test_the_features_a_window_lacks_fail_the_check(
+    reference_names: set[str], current_names: set[str]
+) -> None:
+    """Any column sets: no shared feature is an error, each missing one is named and
+    fails the check, and the shared ones are compared."""
+    rng = np.random.default_rng(23)
+    reference = Reference.from_data({n: rng.normal(size=500) for n in sorted(reference_names)})
+    window = {n: rng.normal(size=300) for n in sorted(current_names)}
+    if not reference_names & current_names:
+        with pytest.raises(InvalidInputError, match="share columns"):
+            reference.compare(window)
+        return
+    report = reference.compare(window)
+    assert report.missing_columns == sorted(reference_names - current_names)
+    assert set(report.columns) == reference_names & current_names
+    assert report.alarm == bool(report.missing_columns or report.drifted_columns)

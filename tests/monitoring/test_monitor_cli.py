@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
 from modelyard.cli.app import main
@@ -368,3 +370,36 @@ def test_verbose_shows_the_traceback_of_a_failure(here: Project, cli: Any) -> No
     write_days(here, [0], rows=20)
     result = cli("--verbose", "monitor", "drift", "nope")
     assert result.code == 2 and "Traceback" in result.err
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    content=st.one_of(
+        st.binary(max_size=300),
+        st.text(alphabet='ab1.5,"\n\r\t -x', max_size=300),
+    ),
+    suffix=st.sampled_from([".csv", ".tsv", ".parquet", ".pq"]),
+    side=st.sampled_from(["--reference", "--current"]),
+)
+def test_any_file_gives_a_verdict_or_exit_2(
+    tmp_path: Path, cli: Any, content: bytes | str, suffix: str, side: str
+) -> None:
+    """Whatever bytes a file holds: exit 0 or 1 with a verdict, or 2 with one error line
+    naming the option; never a traceback, never another code."""
+    (tmp_path / "good.csv").write_text("a,b\n1.5,x\n2.5,y\n1.0,x\n")
+    odd = tmp_path / f"odd{suffix}"
+    if isinstance(content, bytes):
+        odd.write_bytes(content)
+    else:
+        odd.write_text(content, newline="")
+    files = {"--reference": tmp_path / "good.csv", "--current": tmp_path / "good.csv", side: odd}
+    result = cli("monitor", "drift", *(str(v) for pair in files.items() for v in pair))
+    assert result.code in (0, 1, 2), (result.code, result.err)
+    assert "Traceback" not in result.out + result.err
+    if result.code == 2:
+        lines = result.err.strip().splitlines()
+        assert lines[0].startswith("error:") and len(lines) == 1, result.err
+    else:
+        assert "columns drifted" in result.out
