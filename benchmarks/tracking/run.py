@@ -291,7 +291,9 @@ def main() -> None:
     per_call = {side["library"]: side["single_s"] / args.points for side in (ml, my)}
     print(
         f"per single call: MLflow {_fmt(per_call['mlflow'])}, "
-        f"MLflow async {_fmt(ml['single_async_s'] / args.points)}, "
+        f"MLflow async {_fmt(ml['single_async_s'] / args.points)} "
+        f"({_fmt(ml['single_async_calls_s'] / args.points)} in the call, the rest in its "
+        "flush), "
         f"modelyard {_fmt(per_call['modelyard'])} (flush included)"
     )
     print(
