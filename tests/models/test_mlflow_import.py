@@ -199,6 +199,28 @@ def test_cli_registers_an_mlflow_model_and_loads_it(
     assert "Registered churn/2 (sklearn, package" in out
 
 
+def test_an_imported_hist_gradient_boosting_model_loads_and_records_its_provenance(
+    tmp_path: Path, project: Path, cli: Callable[..., tuple[int, str]]
+) -> None:
+    """HGB (a TreePredictor inside) from a foreign skops file: checked, not refused."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    frame, label = _data()
+    model = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(frame, label)
+    path = _sklearn_dir(tmp_path / "mlflow-model", model, "skops")
+    code, out = cli("import-mlflow", str(path), "--name", "hgb", "--json")
+    assert code == 0, out
+    with _registry(project) as registry:
+        loaded = registry.load("hgb/1")
+        assert loaded.manifest.lineage.imported_from == f"mlflow:{path.resolve()}"
+        np.testing.assert_array_equal(loaded.scores(frame), model.predict_proba(frame))
+    code, out = cli("show", "hgb/1", "--json")
+    assert code == 0, out
+    assert json.loads(out)["manifest"]["lineage"]["imported_from"] == f"mlflow:{path.resolve()}"
+    code, out = cli("show", "hgb/1")
+    assert code == 0 and "imported from" in out
+
+
 def test_a_pickled_model_is_refused_without_trust(
     tmp_path: Path, cli: Callable[..., tuple[int, str]]
 ) -> None:

@@ -83,6 +83,7 @@ def show_model(
         ("task", manifest.task + (f", classes {manifest.classes}" if manifest.classes else "")),
         ("package", version.package_id),
         ("run", manifest.lineage.run_id or "-"),
+        ("imported from", manifest.lineage.imported_from or "-"),
         ("registered", f"{fmt_time(version.created_at)} by {version.created_by}"),
         ("serving runtime", manifest.serving_runtime),
         ("requirements", ", ".join(f"{k}=={v}" for k, v in manifest.requirements.items())),

@@ -49,6 +49,7 @@ def import_mlflow(
         no_signature=signature is None,
         flavor=flavor,
         description=f"imported from the MLflow model at {path.resolve()}",
+        imported_from=f"mlflow:{path.resolve()}",
     )
     if as_json:
         print_json(

@@ -57,6 +57,9 @@ class Lineage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     training_digest: str | None = None
     #: the feature service whose features the model was trained on (served by entity key)
     feature_service: str | None = None
+    #: where the model came from when it was not trained here (``mlflow:<folder>``); its
+    #: file was checked on import like any foreign file (see ``flavors.sklearn_trees``)
+    imported_from: str | None = None
 
 
 class RuntimeResult(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

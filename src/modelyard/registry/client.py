@@ -127,11 +127,13 @@ class ModelRegistry:
         flavor: str | None = None,
         description: str | None = None,
         feature_service: str | None = None,
+        imported_from: str | None = None,
     ) -> LoggedModel:
         """Write ``model`` as a package (lineage from ``run_id``); register it under ``name``.
 
         ``feature_service`` names the feature service the model was trained on; the
         server then answers requests that send only entity keys by looking it up.
+        ``imported_from`` records where a model made elsewhere came from (provenance).
         """
         if name is not None:
             check_model_name(name)
@@ -150,6 +152,8 @@ class ModelRegistry:
                 metrics = dict(run.metrics)
         if feature_service is not None:
             lineage = msgspec.structs.replace(lineage, feature_service=feature_service)
+        if imported_from is not None:
+            lineage = msgspec.structs.replace(lineage, imported_from=imported_from)
         saved = save_package(
             model,
             self.artifacts,
