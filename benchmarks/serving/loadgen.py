@@ -1,10 +1,11 @@
 """Fallback load generator for when ``wrk`` is missing: keep-alive HTTP/1.1 over asyncio.
 
-    python loadgen.py --url URL --body-file FILE --connections 32 --duration 10 [--expect P]
+    python loadgen.py --url URL --body-file FILE --connections 32 --duration 10
+        [--expect P --tolerance T]
 
 Prints one ``WRKJSON {...}`` line with the fields the wrk Lua script prints (latency in
-microseconds). With ``--expect LITERAL`` every answer is checked like the wrk script
-checks it: a 200 whose body holds the literal (``checked``, ``wrong``). Slower than
+microseconds). With ``--expect P --tolerance T`` every answer is checked like the wrk
+script checks it: a 200 holding a number within T of P (``checked``, ``wrong``). Slower than
 wrk: at high rates the generator, not the server, may be the limit, which the benchmark
 says when it falls back to this.
 """
@@ -14,9 +15,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
+
+_NUMBER = re.compile(rb"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+
+
+def _holds(body: bytes, expected: float, tolerance: float) -> bool:
+    """Whether a number in ``body`` is within ``tolerance`` of ``expected``."""
+    return any(abs(float(m) - expected) <= tolerance for m in _NUMBER.findall(body))
 
 
 async def _worker(
@@ -26,7 +35,7 @@ async def _worker(
     stop: float,
     lat: list[float],
     err: dict[str, int],
-    expect: bytes | None,
+    expect: tuple[float, float] | None,
 ) -> None:
     try:
         reader, writer = await asyncio.open_connection(host, port)
@@ -52,7 +61,7 @@ async def _worker(
             err["status"] += 1
         if expect is not None:
             err["checked"] += 1
-            if status != 200 or expect not in body:
+            if status != 200 or not _holds(body, *expect):
                 err["wrong"] += 1
     writer.close()
 
@@ -66,7 +75,7 @@ async def _run(args: argparse.Namespace) -> dict[str, float]:
     ).encode() + body
     lat: list[float] = []
     err = {"connect": 0, "read": 0, "write": 0, "status": 0, "timeout": 0, "checked": 0, "wrong": 0}
-    expect = args.expect.encode() if args.expect else None
+    expect = (args.expect, args.tolerance) if args.expect is not None else None
     begin = time.perf_counter()
     stop = begin + args.duration
     await asyncio.gather(
@@ -99,7 +108,8 @@ def main() -> None:
     parser.add_argument("--body-file", required=True)
     parser.add_argument("--connections", type=int, default=1)
     parser.add_argument("--duration", type=float, default=10.0)
-    parser.add_argument("--expect", help="a literal every 200 answer must hold")
+    parser.add_argument("--expect", type=float, help="a probability every answer must hold")
+    parser.add_argument("--tolerance", type=float, default=0.0, help="... within this")
     args = parser.parse_args()
     print("WRKJSON " + json.dumps(asyncio.run(_run(args))), flush=True)
 

@@ -97,7 +97,6 @@ import datetime as dt  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
-import re  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
@@ -540,16 +539,6 @@ def parse_probability(payload: Any) -> float | None:
     return None
 
 
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
-
-
-def answer_token(text: str, value: float) -> str | None:
-    """The literal that carries ``value`` in an answer's text (checked in every answer
-    under load), the longest when several parse to it."""
-    found = [m for m in set(_NUMBER.findall(text)) if float(m) == value]
-    return max(found, key=len) if found else None
-
-
 @dataclass
 class Verified:
     """Every verification row's answer against the native model trained here."""
@@ -558,8 +547,9 @@ class Verified:
     detail: str
     max_diff: float | None
     rows: int
-    #: the request row's probability literal, looked for in every answer under load
-    token: str | None
+    #: (expected probability, tolerance) of the request row: every answer under load
+    #: must hold a number that close to it
+    check: tuple[float, float] | None
 
 
 def verify(
@@ -567,10 +557,10 @@ def verify(
 ) -> Verified:
     """One 1-row request per verification row; each answer within ``tolerance``.
 
-    The first body is the request row sent under load: its answer's literal becomes the
-    token every answer under load must carry.
+    The first body is the request row sent under load: its expected probability and the
+    tolerance are what every answer under load is checked against.
     """
-    worst, token, wrong, first_wrong = 0.0, None, 0, ""
+    worst, wrong, first_wrong = 0.0, 0, ""
     for i, (body, want) in enumerate(zip(bodies, expected, strict=True)):
         try:
             status, raw = http(url, body)
@@ -592,37 +582,44 @@ def verify(
         if not diff <= tolerance:  # NaN fails too
             wrong += 1
             first_wrong = first_wrong or f"row {i}: p={got!r}, expected {want!r}"
-        if i == 0:
-            token = answer_token(text, got)
-            if token is None:
-                wrong += 1
-                first_wrong = first_wrong or f"row 0: no literal for {got!r} in {text[:200]}"
-    rows = len(bodies)
+    rows, check = len(bodies), (expected[0], tolerance)
     if wrong:
-        return Verified(False, f"{wrong}/{rows} wrong; {first_wrong}", worst, rows, token)
-    return Verified(True, f"{rows} rows, max |dp| {worst:.1e} <= {tolerance:g}", worst, rows, token)
+        return Verified(False, f"{wrong}/{rows} wrong; {first_wrong}", worst, rows, check)
+    return Verified(True, f"{rows} rows, max |dp| {worst:.1e} <= {tolerance:g}", worst, rows, check)
 
 
 # --------------------------------------------------------------------------- load
 
 
-#: every answer under load is checked: status 200 and the verified probability's literal
-#: in its body (``checked``/``wrong`` summed over wrk's threads); no token, no check
+#: every answer under load is checked: status 200 and a number in its body within the
+#: tolerance of the expected probability (an exact literal would fail a micro-batched
+#: answer, which may differ in the last bit); ``checked``/``wrong`` are summed over wrk's
+#: threads; with ``expected = nil`` (the floor) nothing is checked
 LUA = """\
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = [=====[{body}]=====]
-token = {token}
+expected = {expected}
+tolerance = {tolerance}
 checked = 0
 wrong = 0
 local threads = {{}}
 setup = function(thread)
   table.insert(threads, thread)
 end
-if token then
+local function holds(body)
+  for literal in string.gmatch(body, "-?%d+%.?%d*[eE]?[-+]?%d*") do
+    local value = tonumber(literal)
+    if value and math.abs(value - expected) <= tolerance then
+      return true
+    end
+  end
+  return false
+end
+if expected then
   response = function(status, headers, body)
     checked = checked + 1
-    if status ~= 200 or not string.find(body, token, 1, true) then
+    if status ~= 200 or not holds(body) then
       wrong = wrong + 1
     end
   end
@@ -676,13 +673,15 @@ def load(
     seconds: float,
     scratch: Path,
     pin: list[str],
-    token: str | None = None,
+    check: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
-    """One measurement; with ``token``, every answer must be a 200 carrying it."""
+    """One measurement; with ``check`` (expected, tolerance), every answer must be a 200
+    holding a number within the tolerance of the expected probability."""
     text = json.dumps(body, separators=(",", ":"))
     if wrk:
         script = scratch / "post.lua"
-        script.write_text(LUA.format(body=text, token=json.dumps(token) if token else "nil"))
+        expected, tolerance = (f"{check[0]!r}", f"{check[1]!r}") if check else ("nil", "nil")
+        script.write_text(LUA.format(body=text, expected=expected, tolerance=tolerance))
         command = [wrk, "--latency", "-t", str(threads), "-c", str(connections)]
         command += ["-d", f"{max(1, round(seconds))}s", "--timeout", "10s", "-s", str(script), url]
     else:
@@ -691,8 +690,8 @@ def load(
         command = [sys.executable, str(HERE / "loadgen.py"), "--url", url]
         command += ["--body-file", str(body_file), "--connections", str(connections)]
         command += ["--duration", str(seconds)]
-        if token:
-            command += ["--expect", token]
+        if check:
+            command += ["--expect", repr(check[0]), "--tolerance", repr(check[1])]
     proc = subprocess.run([*pin, *command], capture_output=True, text=True, check=False)
     lines = [x for x in proc.stdout.splitlines() if x.startswith("WRKJSON ")]
     if not lines:
@@ -813,7 +812,7 @@ def measure_server(
         print(f"    {name} ready in {ready:.1f} s ({runtime})", flush=True)
         for index, target in enumerate(server.targets):
             if name == "floor":
-                checked = Verified(True, "constant (not checked)", None, 0, None)
+                checked = Verified(True, "constant (not checked)", None, 0, None)  # the floor
             else:
                 bodies = [
                     build_server(name, kind, {**ctx, "row": r}).targets[index].body
@@ -847,7 +846,7 @@ def measure_server(
                     args.duration,
                     scratch,
                     ctx["load_pin"],
-                    token=checked.token,
+                    check=checked.check,
                 )
                 row = {
                     **base,
