@@ -37,7 +37,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import UnaryExpression
 from sqlalchemy.sql.functions import FunctionElement
 
-from modelyard.errors import FilterSyntaxError
+from modelyard.errors import FilterSyntaxError, InvalidInputError
 from modelyard.store.schema import latest_metrics, params, run_tags, runs
 from modelyard.tracking.entities import RunStatus
 
@@ -203,10 +203,11 @@ class _Parser:
         token = self.peek()
         if token is not None and token.kind == "lparen":
             if self.depth >= MAX_DEPTH:
-                raise FilterSyntaxError(
-                    f"Expected at most {MAX_DEPTH} nested parentheses, got more",
-                    text=self.text,
-                    position=token.pos,
+                # one line: echoing a filter this long under a caret helps no one
+                raise InvalidInputError(
+                    f"Expected a filter with at most {MAX_DEPTH} nested parentheses, "
+                    f"got more (column {token.pos + 1})",
+                    loc="filter",
                 )
             self.i += 1
             self.depth += 1
@@ -216,11 +217,10 @@ class _Parser:
             return node
         token = self.peek()
         if self.comparisons >= MAX_COMPARISONS and token is not None:
-            raise FilterSyntaxError(
-                f"Expected at most {MAX_COMPARISONS} comparisons, got more",
-                text=self.text,
-                position=token.pos,
-                length=len(token.text),
+            raise InvalidInputError(
+                f"Expected a filter with at most {MAX_COMPARISONS} comparisons, "
+                f"got more (column {token.pos + 1})",
+                loc="filter",
             )
         self.comparisons += 1
         return self.comparison()
