@@ -21,7 +21,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from modelyard.pipelines.replay import ServerProcess
 from modelyard.serving.app import SPEC_ENV
 from modelyard.serving.server import worker_app
 
@@ -161,3 +163,30 @@ def test_two_workers_start_every_time_on_a_slow_machine(project: Project, tmp_pa
         text = log.read_text()
         assert "died" not in text, text[-3000:]
         assert "Traceback" not in text, text[-3000:]
+
+
+def _loaded(port: int) -> dict[str, float]:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+    return {
+        sample.labels["version"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "modelyard_model_loaded" and sample.labels["route"] == "primary"
+    }
+
+
+def test_a_swapped_out_version_is_not_loaded_on_the_metrics_of_two_workers(
+    project: Project, tmp_path: Path
+) -> None:
+    """Several workers keep gauges in files, where ``clear`` does nothing: the replaced
+    version used to stay at 1 beside the new one."""
+    root = project.settings.project_dir
+    with ServerProcess(root, refs=[NAME], workers=2, ready_timeout_s=240) as server:
+        deadline = time.monotonic() + 60
+        while _loaded(server.port) != {"1": 1.0} and time.monotonic() < deadline:
+            time.sleep(0.5)
+        project.registry.set_alias(f"{NAME}/2", "production")
+        deadline = time.monotonic() + 60
+        while _loaded(server.port) != {"1": 0.0, "2": 1.0}:
+            assert time.monotonic() < deadline, _loaded(server.port)
+            time.sleep(0.5)

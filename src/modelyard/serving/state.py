@@ -124,6 +124,7 @@ class ServerState:
     trust: bool = False
     _traffic_mtime: float = -1.0
     _drift_exported: dict[tuple[str, int], int] = field(default_factory=dict)
+    _loaded: set[tuple[str, str, str]] = field(default_factory=set)
     _watch: asyncio.Task[None] | None = None
     background: set[asyncio.Task[Any]] = field(default_factory=set)
 
@@ -208,10 +209,22 @@ class ServerState:
         self.metrics.batch_rows.labels(model.name, str(model.version)).observe(rows)
 
     def _export_loaded(self) -> None:
-        self.metrics.loaded.clear()
-        for deployment in self.deployments.values():
-            for slot, served in deployment.slots():
-                self.metrics.loaded.labels(deployment.name, str(served.model.version), slot).set(1)
+        """1 for each (model, version, slot) served now; a replaced one is 0 (several
+        workers: their gauges live in files, where ``clear`` does nothing) or removed."""
+        gauge = self.metrics.loaded
+        now: set[tuple[str, str, str]] = {
+            (deployment.name, str(served.model.version), str(slot))
+            for deployment in self.deployments.values()
+            for slot, served in deployment.slots()
+        }
+        for labels in self._loaded - now:
+            if self.metrics.multiprocess:
+                gauge.labels(*labels).set(0)
+            else:
+                gauge.remove(*labels)
+        for labels in now:
+            gauge.labels(*labels).set(1)
+        self._loaded = now
 
     def _export_drift(self) -> None:
         """The latest stored drift window of each served version, as Prometheus gauges."""
