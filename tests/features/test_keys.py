@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
@@ -101,7 +102,7 @@ def _type_name(value: Any) -> str:
     kind=st.sampled_from(["string", "int"]),
     data=st.data(),
     entity_keys=st.lists(st.sampled_from([*INT_KEYS, *STR_KEYS]), min_size=1, max_size=6),
-    as_object=st.booleans(),
+    backend=st.sampled_from(["inferred", "object", "pyarrow"]),
 )
 def test_offline_online_and_the_oracle_agree_or_the_types_are_named(
     tmp_path: Path,
@@ -109,13 +110,16 @@ def test_offline_online_and_the_oracle_agree_or_the_types_are_named(
     kind: str,
     data: st.DataObject,
     entity_keys: list[Any],
-    as_object: bool,
+    backend: str,
 ) -> None:
     pool = INT_KEYS if kind == "int" else STR_KEYS
     source_keys = data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=8))
     view = _source(tmp_path, source_keys, kind)
     materialize_view(view, Window(None, END_US, None), online_store)
-    column = pd.Series(entity_keys, dtype=object) if as_object else pd.Series(entity_keys)
+    column = pd.Series(entity_keys, dtype=object if backend == "object" else None)
+    kinds = {_type_name(k) for k in entity_keys}
+    if backend == "pyarrow" and len(kinds) == 1:  # Arrow-backed, as read_parquet can give
+        column = column.astype(pd.ArrowDtype(pa.string() if kinds == {"string"} else pa.int64()))
     entity_df = pd.DataFrame({"k": column, "event_timestamp": [AT] * len(entity_keys)})
     entity_df["event_timestamp"] = entity_df["event_timestamp"].astype("datetime64[us, UTC]")
     refs = [f"{view.name}:v", f"{view.name}:rid"]

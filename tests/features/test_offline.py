@@ -755,6 +755,7 @@ def write_zoned_source(folder: Path, rows: list[Row], fmt: str, unit: str, zones
     zones=st.lists(st.sampled_from(ZONES), min_size=1, max_size=3),
     entity_unit=st.sampled_from(["s", "ms", "us", "ns"]),
     entity_zone=st.sampled_from(ZONES),
+    arrow_backed=st.booleans(),
 )
 def test_times_of_any_unit_and_zone_join_as_their_utc_instants(
     tmp_path: Path,
@@ -767,10 +768,13 @@ def test_times_of_any_unit_and_zone_join_as_their_utc_instants(
     zones: list[str],
     entity_unit: str,
     entity_zone: str,
+    arrow_backed: bool,
 ) -> None:
     view = make_view(write_zoned_source(tmp_path, source, fmt, unit, zones), ttl)
     frame = entities(rows)
     frame["event_timestamp"] = _zoned([t for _, t in rows], entity_unit, entity_zone)
+    if arrow_backed:  # as read_parquet(dtype_backend="pyarrow") gives them
+        frame = frame.convert_dtypes(dtype_backend="pyarrow")
     result = get_historical_features(frame, [view], as_served=as_served)
     assert got(result) == expect(oracle(rows, source, ttl, as_served))
 

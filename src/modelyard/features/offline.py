@@ -76,6 +76,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import pyarrow as pa
 
 from modelyard.errors import InvalidInputError
 from modelyard.features.definitions import (
@@ -307,6 +308,15 @@ def _entity_time(entity_df: pd.DataFrame, column: str, assume_utc: bool) -> pd.S
     """The entity time as a timezone-aware UTC series with a fresh 0..n-1 index."""
     values = entity_df[column].reset_index(drop=True)
     dtype = values.dtype
+    if isinstance(dtype, pd.ArrowDtype) and pa.types.is_timestamp(dtype.pyarrow_dtype):
+        # Arrow-backed times (read_parquet(dtype_backend="pyarrow")): as numpy-backed ones
+        arrow = dtype.pyarrow_dtype
+        unit = arrow.unit
+        numpy_backed: Any = (
+            f"datetime64[{unit}]" if arrow.tz is None else pd.DatetimeTZDtype(unit, arrow.tz)
+        )
+        values = values.astype(numpy_backed)
+        dtype = values.dtype
     if isinstance(dtype, pd.DatetimeTZDtype):
         aware: pd.Series[Any] = values.dt.tz_convert("UTC")
         return aware
