@@ -1,7 +1,7 @@
 """``optimize``: ONNX export, parity on held-out rows, latency, the serving runtime.
 
 The oracle is always the native model: every converted runtime is compared with the
-scores the package stored at packaging. The known traps of DESIGN.md are each built on
+scores the package stored at packaging. The known traps of docs/architecture.md are each built on
 purpose, with fixed seeds, and each must be caught by parity (or refused with a reason),
 never served. Latencies are only checked to be measured: speed belongs in benchmarks/.
 """
