@@ -2,7 +2,8 @@
 
 One run on the same records: written with a rotation every ``--rotate`` records (as a
 server compacting every interval leaves them) or into one segment, read with
-``read_predictions`` before and after ``compact``; both reads must return the same
+``read_predictions`` before and after ``compact`` (small files merged, the merged
+inputs gone as they are once their grace is over); both reads must return the same
 record ids and rows. Exits 1 when they differ or when reading compacted rows is not at
 least ``--min-ratio`` times faster.
 
@@ -15,8 +16,10 @@ import argparse
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from modelyard.store.predlog import PredictionLog, PredictionRecord, compact, read_predictions
+from modelyard.store.predlog.merging import merge_small_files
 
 
 def _record(i: int) -> PredictionRecord:
@@ -49,6 +52,9 @@ def main() -> int:
     before = read_predictions(root)
     segments_s = time.perf_counter() - started
     result = compact(root)
+    # the merged inputs are deleted once their grace is over: read the steady state
+    merge_small_files(root, grace_s=0)
+    files = sum(1 for _ in Path(root).rglob("*.parquet"))
     started = time.perf_counter()
     after = read_predictions(root)
     parquet_s = time.perf_counter() - started
@@ -60,7 +66,10 @@ def main() -> int:
     ratio = segments_s / parquet_s
     print(f"rows                 {args.rows}")
     print(f"segments read        {segments_s:.3f} s")
-    print(f"compacted read       {parquet_s:.3f} s  ({len(result.files)} Parquet files)")
+    print(
+        f"compacted read       {parquet_s:.3f} s  ({len(result.files)} Parquet files written, "
+        f"{result.merged} merged, {files} left)"
+    )
     print(f"ratio                {ratio:.1f}x")
     print(f"same rows            {same and before.num_rows == after.num_rows == args.rows}")
     if not same or before.num_rows != args.rows or after.num_rows != args.rows:

@@ -28,9 +28,11 @@ from modelyard.store.predlog import (
     PredictionRecord,
     compact,
     connect,
+    find_records,
     read_predictions,
 )
 from modelyard.store.predlog.layout import PREDICTIONS, SEGMENTS
+from modelyard.store.predlog.merging import merge_small_files
 
 from .conftest import NAME, SEED, Project, ServeFactory, make_frame, records, serving
 
@@ -195,3 +197,78 @@ def test_log_compact_command(project: Project, tmp_path: Path) -> None:
         ],
     )
     assert again.exit_code == 0 and "Compacted 0 segment(s)" in again.output
+
+
+def _small_files(root: Path, records: int, per_segment: int, prefix: str = "s") -> dict[str, int]:
+    written = {}
+    with PredictionLog(root) as log:
+        for i in range(records):
+            rows = 1 + i % 2
+            log.append_blocking(
+                PredictionRecord(
+                    record_id=f"{prefix}{i}",
+                    request_id="same",
+                    time_us=1_700_000_000_000_000 + i,  # one day: one partition
+                    model="m",
+                    version=1,
+                    rows=rows,
+                    inputs={"x": [i] * rows},
+                    outputs={"y": [0.5] * rows},
+                    latency_us=1,
+                )
+            )
+            written[f"{prefix}{i}"] = rows
+            if i % per_segment == per_segment - 1:
+                log.rotate()
+    return written
+
+
+def _parquet_count(root: Path) -> int:
+    return len(list((root / PREDICTIONS).rglob("*.parquet")))
+
+
+def test_small_files_are_merged_and_read_once_before_and_after_the_grace(tmp_path: Path) -> None:
+    """Before merging, a server compacting every minute left one small file per minute."""
+    written = _small_files(tmp_path, 200, 5)
+    result = compact(tmp_path)
+    assert result.records == 200 and result.merged == 40
+    assert _parquet_count(tmp_path) == 41  # the inputs wait out the grace beside the merge
+    assert dict(_row_counts(tmp_path)) == written
+    assert merge_small_files(tmp_path, grace_s=0) == 0  # nothing new to merge; inputs go
+    assert _parquet_count(tmp_path) == 1
+    assert dict(_row_counts(tmp_path)) == written
+    con = connect(tmp_path)
+    try:
+        assert con.execute("SELECT count(*) FROM predictions").fetchone() == (
+            sum(written.values()),
+        )
+    finally:
+        con.close()
+    assert find_records(tmp_path, ["s7"])["s7"][0].rows == 2
+
+
+_MERGE = (
+    "import sys; from modelyard.store.predlog.merging import merge_small_files; "
+    "merge_small_files(sys.argv[1], grace_s=0)"
+)
+
+
+def test_a_merge_killed_at_any_moment_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    written: dict[str, int] = {}
+    merged = 0
+    for round_ in range(6):
+        written |= _small_files(tmp_path, 60, 3, prefix=f"m{round_}-")
+        compact(tmp_path, merge=False)
+        process = subprocess.Popen([sys.executable, "-c", _MERGE, str(tmp_path)])
+        time.sleep(rng.uniform(0.0, 1.5))
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+        else:
+            merged += 1
+        process.wait()
+        assert dict(_row_counts(tmp_path)) == written, f"round {round_}"
+    merge_small_files(tmp_path, grace_s=0)
+    merge_small_files(tmp_path, grace_s=0)
+    assert dict(_row_counts(tmp_path)) == written
+    assert _parquet_count(tmp_path) <= 8

@@ -44,13 +44,15 @@ def compact_command(
                 "files": [str(path) for path in result.files],
                 "skipped_live": result.skipped_live,
                 "torn": result.torn,
+                "merged": result.merged,
             }
         )
         return
     console.print(
         f"Compacted {result.segments} segment(s), {result.records} record(s) into "
         f"{len(result.files)} Parquet file(s) under {escape(str(root))}; "
-        f"{result.skipped_live} segment(s) still being written",
+        f"{result.skipped_live} segment(s) still being written; {result.merged} small "
+        "file(s) merged",
         soft_wrap=True,
     )
     if result.torn:

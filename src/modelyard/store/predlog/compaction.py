@@ -6,25 +6,22 @@ written to ``predictions/model=<m>/version=<v>/day=<d>/<segment stem>.parquet``
 (feedback: ``feedback/day=<d>/<segment stem>.parquet``): to a temporary file, fsync'ed,
 renamed into place; only then is the segment deleted. A crash at any point loses
 nothing, and running compaction again rewrites the same file names instead of adding
-duplicates. Torn tails are left out.
+duplicates. Torn tails are left out. Partitions that gathered many small files then
+get them merged into one (see ``merging``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from modelyard.errors import StorageError
+from modelyard.store.predlog.files import write_parquet
 from modelyard.store.predlog.layout import (
     FEEDBACK,
     FEEDBACK_SEGMENTS,
@@ -35,6 +32,7 @@ from modelyard.store.predlog.layout import (
     prediction_dir,
     utc_day,
 )
+from modelyard.store.predlog.merging import merge_small_files
 from modelyard.store.predlog.records import decode_feedback, decode_prediction
 from modelyard.store.predlog.segments import claim, fsync_dir, list_segments, remove_abandoned
 from modelyard.store.predlog.tables import feedback_table, predictions_table
@@ -54,31 +52,17 @@ class CompactionResult:
     files: tuple[Path, ...] = ()  # Parquet files written
     skipped_live: int = 0  # segments still held by a live writer
     torn: int = 0  # segments whose torn tail was left out
+    merged: int = 0  # small Parquet files merged into larger ones (see ``merging``)
 
 
-def write_parquet(table: pa.Table, path: Path) -> None:
-    """Write ``table`` to ``path`` atomically: a temporary file, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-def compact(root: str | os.PathLike[str], *, now_us: int | None = None) -> CompactionResult:
+def compact(
+    root: str | os.PathLike[str], *, now_us: int | None = None, merge: bool = True
+) -> CompactionResult:
     """Move every closed segment under ``root`` into Parquet; return what was done.
 
     ``now_us`` is accepted for schedulers that pass the current time; compaction takes
-    every closed segment whatever its age, since a segment is closed for good.
+    every closed segment whatever its age, since a segment is closed for good. With
+    ``merge``, partitions holding many small files then get them merged (``merging``).
 
     >>> import tempfile
     >>> compact(tempfile.mkdtemp()).segments
@@ -92,12 +76,17 @@ def compact(root: str | os.PathLike[str], *, now_us: int | None = None) -> Compa
         _compact_dir(base, base / FEEDBACK_SEGMENTS, decode_feedback, _feedback_parts),
         _compact_dir(base, base / UNMATCHED_SEGMENTS, decode_feedback, _unmatched_parts),
     ]
+    try:
+        merged = merge_small_files(base) if merge else 0
+    except OSError as exc:
+        raise StorageError(f"Merging small Parquet files under {base} failed: {exc}") from exc
     result = CompactionResult(
         segments=sum(r.segments for r in results),
         records=sum(r.records for r in results),
         files=tuple(f for r in results for f in r.files),
         skipped_live=sum(r.skipped_live for r in results),
         torn=sum(r.torn for r in results),
+        merged=merged,
     )
     _log.info("compacted %s in %.3f s", result, time.monotonic() - started)
     return result

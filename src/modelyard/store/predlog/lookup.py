@@ -39,7 +39,7 @@ from modelyard.store.predlog.segments import list_segments, read_segment
 __all__ = ["RecentRecords", "RecordRef", "find_records"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RecordRef:
     """One prediction record an id named: which model answered, with how many rows."""
 
@@ -60,7 +60,7 @@ class RecentRecords:
     of other workers and earlier runs, so they are always looked up on disk.
     """
 
-    def __init__(self, size: int = 1 << 18) -> None:
+    def __init__(self, size: int = 1 << 16) -> None:
         self.size = size
         self._order: deque[RecordRef] = deque()
         self._by_record: dict[str, RecordRef] = {}
@@ -125,15 +125,27 @@ def _from_segments(root: Path, wanted: set[str], found: dict[str, RecordRef]) ->
 
 
 def _from_parquet(root: Path, wanted: set[str], found: dict[str, RecordRef]) -> None:
+    seen: set[Path] = set()
+    while True:  # a file merged away meanwhile: its rows are in a file listed again
+        fresh = [p for p in sorted((root / PREDICTIONS).rglob("*.parquet")) if p not in seen]
+        seen.update(fresh)
+        if not _scan_files(fresh, wanted, found):
+            return
+
+
+def _scan_files(paths: list[Path], wanted: set[str], found: dict[str, RecordRef]) -> bool:
+    """Add the records of ``paths`` that ``wanted`` names; whether a file vanished."""
     ids = pa.array(sorted(wanted), pa.string())
-    for path in sorted((root / PREDICTIONS).rglob("*.parquet")):
+    vanished = False
+    for path in paths:
         if path.name.startswith("."):
             continue
         try:
             names = set(pq.read_schema(path).names)
             table = pq.read_table(path, columns=[c for c in _COLUMNS if c in names])
         except FileNotFoundError:
-            continue  # rewritten by a compaction meanwhile: its records are read elsewhere
+            vanished = True
+            continue
         requests = table.column("request_id")
         keys = table.column("record_id") if "record_id" in names else requests
         keys = pc.coalesce(keys, requests)
@@ -153,6 +165,7 @@ def _from_parquet(root: Path, wanted: set[str], found: dict[str, RecordRef]) -> 
                 int(item["row_max"]) + 1,
                 item["route"],
             )
+    return vanished
 
 
 def find_records(root: str | os.PathLike[str], ids: Iterable[str]) -> dict[str, list[RecordRef]]:

@@ -52,6 +52,7 @@ from modelyard.store.predlog.tables import (
 __all__ = [
     "live_feedback",
     "live_predictions",
+    "read_folder",
     "read_feedback",
     "read_predictions",
     "read_unmatched_feedback",
@@ -107,6 +108,29 @@ def _read(path: Path) -> pa.Table | None:
         return None
 
 
+def read_folder(directory: Path) -> list[pa.Table]:
+    """Every Parquet file of one partition folder.
+
+    A file that vanishes between the listing and the read was merged into another
+    (written before the input goes), so the folder is listed again for files not read
+    yet; rows read twice this way are removed by the callers' deduplication.
+    """
+    tables: list[pa.Table] = []
+    seen: set[Path] = set()
+    while True:
+        fresh = [p for p in _parquet_files(directory) if p not in seen]
+        vanished = False
+        for path in fresh:
+            seen.add(path)
+            table = _read(path)
+            if table is None:
+                vanished = True
+            else:
+                tables.append(table)
+        if not vanished:
+            return tables
+
+
 def _time_mask(table: pa.Table, since_us: int | None, until_us: int | None) -> pa.Table:
     time = table.column("time")
     masks = []
@@ -157,10 +181,8 @@ def read_predictions(
                 day = day_dir.name.removeprefix("day=")
                 if (first and day < first) or (last and day > last):
                     continue
-                for path in _parquet_files(day_dir):
-                    table = _read(path)
-                    if table is not None:
-                        tables.append(_filter(table, model, version, since_us, until_us))
+                for table in read_folder(day_dir):
+                    tables.append(_filter(table, model, version, since_us, until_us))
     table = fill_record_ids(concat([*tables, live], PREDICTION_SCHEMA))
     table = deduplicate(table, ["record_id", "row", "route"])
     return table.take(pc.sort_indices(table, [("time", "ascending")]))
@@ -203,10 +225,7 @@ def _read_feedback(base: Path, segments: str, folder: str) -> pa.Table:
     live = live_feedback(base, segments)
     tables: list[pa.Table] = []
     for day_dir in _subdirs(base / folder, "day="):
-        for path in _parquet_files(day_dir):
-            table = _read(path)
-            if table is not None:
-                tables.append(table)
+        tables += read_folder(day_dir)
     table = fill_record_ids(concat([*tables, live], FEEDBACK_SCHEMA))
     table = deduplicate(table, FEEDBACK_SCHEMA.names)
     return table.take(pc.sort_indices(table, [("time", "ascending")]))
