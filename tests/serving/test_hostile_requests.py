@@ -394,3 +394,17 @@ def test_fuzzed_requests_never_get_a_5xx_nor_lose_the_connection(
 ) -> None:
     raw = _mangle(json.dumps(body, allow_nan=True).encode(), data)
     _send(live, "POST", path, raw)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status"),
+    [
+        ("/v1/models/nope:predict", b'{"instances": [1]}' * 1000, 404),  # body never read
+        (PREDICT, b"x" * (9 * 2**20), 413),  # over max_body_bytes (8 MiB)
+        (INFER, b'{"inputs": []}', 422),
+    ],
+)
+def test_a_4xx_with_a_body_left_unread_keeps_the_connection(
+    live: LiveServer, path: str, body: bytes, status: int
+) -> None:
+    assert _send(live, "POST", path, body).status == status
