@@ -286,9 +286,9 @@ def _serve_and_replay(
     served: dict[str, Any] = {"url": server.url, **summary.to_dict()}
     con = predlog.connect(settings.prediction_log_dir)
     rows = con.execute(
-        "SELECT version, count(*), count(DISTINCT request_id),"
+        "SELECT version, count(*), count(DISTINCT record_id),"
         " quantile_cont(latency_us, 0.5), quantile_cont(latency_us, 0.99)"
-        " FROM (SELECT DISTINCT ON (request_id) * FROM predictions WHERE model = ?)"
+        " FROM (SELECT DISTINCT ON (record_id) * FROM predictions WHERE model = ?)"
         " GROUP BY version ORDER BY version",
         [MODEL_NAME],
     ).fetchall()
