@@ -1139,7 +1139,8 @@ def main() -> None:
     print(
         f"tolerances: native runtime |dp| <= {NATIVE_ATOL:g}, ONNX (the parity `models "
         f"optimize` verified) |dp| <= {ONNX_ATOL:g}, on {VERIFY_ROWS} rows per server and "
-        "protocol; every answer under load must be a 200 carrying the verified probability"
+        "protocol; every answer under load must be a 200 holding a number within the "
+        "tolerance of the request row's expected probability"
     )
     for note in notes:
         print(f"NOTE: {note}")
