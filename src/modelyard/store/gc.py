@@ -163,9 +163,11 @@ def _scratch(report: GcReport, folder: Path, now: float) -> None:
         if now - newest <= report.grace_s:
             report.kept_young += 1
             continue
-        report.items.append(GcItem("scratch", str(path), size, now - newest))
         if not report.dry_run:
-            shutil.rmtree(path, ignore_errors=True)
+            shutil.rmtree(path, ignore_errors=True)  # another user's folder may stay
+            if path.exists():
+                continue
+        report.items.append(GcItem("scratch", str(path), size, now - newest))
 
 
 def _mtime(fs: Any, path: str, info: dict[str, Any]) -> float:
