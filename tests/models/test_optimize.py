@@ -19,6 +19,8 @@ import msgspec
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import (
     HistGradientBoostingClassifier,
@@ -46,7 +48,7 @@ from modelyard.models.optimize import (
     optimize_package,
 )
 from modelyard.models.runtimes import Inputs, OnnxRuntime, build_inputs
-from modelyard.models.signature import infer_signature
+from modelyard.models.signature import ColumnSpec, Signature, infer_signature
 from modelyard.registry.client import ModelRegistry
 
 assert modelyard.cli.models_optimize.optimize  # imported for its side effect
@@ -568,6 +570,67 @@ def test_build_inputs_lays_out_arrays_in_signature_order() -> None:
         build_inputs(signature, _numeric(frame))
     with pytest.raises(ModelError, match="text columns"):
         from_frame.numeric()
+
+
+_FRAME_COLUMNS = {
+    "float64": lambda v: pd.Series(v, dtype="float64"),
+    "float32": lambda v: pd.Series(v, dtype="float32"),
+    "int64": lambda v: pd.Series(np.nan_to_num(v).astype(np.int64)),
+    "bool": lambda v: pd.Series(np.nan_to_num(v) > 0),
+    "Int64": lambda v: pd.Series([None if np.isnan(x) else int(x) for x in v], dtype="Int64"),
+    "Float64": lambda v: pd.Series(v, dtype="Float64"),
+    "category": lambda v: pd.Series(np.nan_to_num(v)).astype("category"),
+    "text": lambda v: pd.Series([f"{x:.1f}" for x in v], dtype=object),
+    "words": lambda v: pd.Series(["a" if x > 0 else "b" for x in np.nan_to_num(v)]),
+}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    kinds=st.lists(st.sampled_from(sorted(_FRAME_COLUMNS)), min_size=1, max_size=5),
+    rows=st.integers(0, 4),
+    seed=st.integers(0, 2**16),
+    shuffle=st.booleans(),
+    extra=st.booleans(),
+)
+def test_generated_frames_build_the_same_inputs_as_column_by_column(
+    kinds: list[str], rows: int, seed: int, shuffle: bool, extra: bool
+) -> None:
+    """The one-block path for float signatures gives exactly what the per-column path
+    gives (values, NaN, dtypes, errors), for every column dtype a caller may send."""
+    rng = np.random.default_rng(seed)
+    values = rng.normal(size=(len(kinds), rows)) * 100
+    values[rng.random(values.shape) < 0.2] = np.nan
+    frame = pd.DataFrame(
+        {
+            f"c{i}": _FRAME_COLUMNS[kind](v)
+            for i, (kind, v) in enumerate(zip(kinds, values, strict=True))
+        }
+    )
+    signature = Signature(columns=[ColumnSpec(name=str(c), dtype="float") for c in frame.columns])
+    if shuffle:
+        frame = frame[list(reversed(frame.columns))]
+    if extra:
+        frame["other"] = 1.0
+    by_column = {str(c): frame[c] for c in frame.columns}  # the per-column path
+
+    def built(data: Any) -> Any:
+        try:
+            return build_inputs(signature, data)
+        except Exception as exc:  # compared by type: both paths must fail alike
+            return type(exc)
+
+    got, want = built(frame), built(by_column)
+    if isinstance(want, type):
+        assert got is want or isinstance(got, type), (got, want)
+        return
+    assert not isinstance(got, type), got
+    assert got.names == want.names
+    for a, b in zip(got.columns, want.columns, strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(got.matrix, want.matrix)
+    assert got.matrix.dtype == want.matrix.dtype and got.matrix.flags.c_contiguous
 
 
 def test_build_inputs_keeps_missing_values_missing() -> None:
