@@ -93,6 +93,9 @@ class FeaturesSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
     modules: tuple[str, ...] = ("features",)
     #: the online store: ``sqlite:///relative/or/absolute.db`` or ``redis://host:port/db``
     online_store: str = f"sqlite:///{STATE_DIR}/online.db"
+    #: how long (seconds) a FeatureStore serves its cached applied definitions before it
+    #: checks the metadata store for an apply by another process; 0 reads them every call
+    definitions_cache_s: float = 2.0
 
     def __repr__(self) -> str:
         return _masked_repr(self, online_store=redact_url)
@@ -105,6 +108,12 @@ class FeaturesSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
             raise InvalidInputError("Expected at least one features module, got none")
         if not self.online_store.strip():
             raise InvalidInputError("Expected an online store URL, got an empty string")
+        if not 0 <= self.definitions_cache_s < float("inf"):
+            raise InvalidInputError(
+                "Expected features.definitions_cache_s to be a number of seconds, 0 or more, "
+                f"got {self.definitions_cache_s!r}",
+                loc="features.definitions_cache_s",
+            )
 
 
 Scope = Literal["predict", "admin"]

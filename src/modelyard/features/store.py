@@ -6,6 +6,15 @@ in the metadata store (a view removed from code becomes inactive). ``materialize
 the latest row per entity to the online store; ``materialize_incremental`` picks up rows
 that became available since the last run, late arrivals included.
 
+The read paths (``get_online_features``, ``get_historical_features``, ``list_views``,
+``get_view``, ...) serve the applied definitions from a snapshot cached in the
+``FeatureStore``: one consistent read of the metadata store, decoded once. An ``apply``
+by the same ``FeatureStore`` replaces it at once; an apply by another process or instance
+is seen within ``features.definitions_cache_s`` seconds (after that long, one small query
+compares the store's definitions generation with the snapshot's and reloads only when it
+moved). A call always sees one whole snapshot, never a mix of two applies; 0 reads the
+definitions on every call. ``plan``, ``apply`` and ``materialize`` always read them fresh.
+
 >>> import pathlib, tempfile
 >>> from modelyard.config import init_project, load_settings
 >>> root = pathlib.Path(tempfile.mkdtemp())
@@ -31,7 +40,7 @@ from typing import Any, Literal
 
 import pandas as pd
 import pyarrow as pa
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, null, select, update
 from sqlalchemy.exc import IntegrityError
 
 from modelyard.config import Settings
@@ -115,6 +124,38 @@ class AppliedDefinition:
     applied_at: int
 
 
+#: (rows ever recorded, rows active): every apply that changes anything moves it (adds and
+#: changes insert rows, a remove-only apply lowers the active count), never back.
+Generation = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """The applied definitions as of one read of the metadata store, decoded once."""
+
+    generation: Generation
+    records: dict[tuple[str, str], AppliedDefinition]
+    views: dict[str, FeatureView]  # resolved against the project, by name
+    services: dict[str, FeatureService]
+
+    def record(self, kind: DefinitionKind, name: str) -> AppliedDefinition:
+        """The applied record of one definition; a NotFoundError names the known ones."""
+        found = self.records.get((kind, name))
+        if found is None:
+            known = sorted(n for k, n in self.records if k == kind)
+            hint = difflib.get_close_matches(name, known, n=1)
+            maybe = f" Did you mean {hint[0]!r}?" if hint else ""
+            raise NotFoundError(
+                f"No applied feature {kind} named {name!r}.{maybe} "
+                f"Known: {', '.join(known) or 'none (run modelyard features apply)'}."
+            )
+        return found
+
+    def on_demand_key(self) -> frozenset[tuple[str, str]]:
+        """(name, sha256) of every applied on-demand view."""
+        return frozenset((n, a.sha256) for (k, n), a in self.records.items() if k == "on_demand")
+
+
 @dataclass(frozen=True)
 class MaterializeResult:
     """One view's materialization: rows written and the newest availability time seen."""
@@ -165,7 +206,12 @@ class FeatureStore:
         self._own_db = db is None
         self._online = online_store
         self._own_online = online_store is None
-        self._on_demand: dict[str, OnDemandFeatureView] | None = None
+        self._cache_s = settings.features.definitions_cache_s
+        self._snap: _Snapshot | None = None
+        self._checked_at = 0.0  # time.monotonic() when self._snap was last known current
+        # on-demand views loaded from code, for the applied (name, sha256) set they match
+        self._on_demand: tuple[frozenset[tuple[str, str]], list[OnDemandFeatureView]] | None
+        self._on_demand = None
 
     def close(self) -> None:
         if self._online is not None and self._own_online:
@@ -193,14 +239,52 @@ class FeatureStore:
         return load_definitions(self.settings.project_dir, self.settings.features.modules)
 
     def _applied(self) -> dict[tuple[str, str], AppliedDefinition]:
+        """The applied definitions now (read fresh, for plan and apply)."""
+        return self._snapshot(fresh=True).records
+
+    def _snapshot(self, *, fresh: bool = False) -> _Snapshot:
+        """The cached applied definitions, checked against the store when older than the bound."""
+        started = time.monotonic()
+        snap = self._snap
+        if snap is not None and not fresh and self._cache_s > 0:
+            if started - self._checked_at < self._cache_s:
+                return snap
+            if self._generation() == snap.generation:
+                self._checked_at = started
+                return snap
+        snap = self._load()
+        self._snap, self._checked_at = snap, started
+        return snap
+
+    def _generation(self) -> Generation:
+        active = func.count(case((defs_t.c.active.is_(True), 1)))
         with self._db.read() as conn:
-            rows = conn.execute(select(defs_t).where(defs_t.c.active.is_(True))).all()
-        return {
+            row = conn.execute(select(func.count(), active).select_from(defs_t)).one()
+        return int(row[0]), int(row[1])
+
+    def _load(self) -> _Snapshot:
+        """Every definition row in one statement: one consistent state on any backend."""
+        definition = case((defs_t.c.active.is_(True), defs_t.c.definition), else_=null())
+        columns = [c for c in defs_t.c if c.name != "definition"]
+        with self._db.read() as conn:
+            rows = conn.execute(select(*columns, definition.label("definition"))).all()
+        records = {
             (r.kind, r.name): AppliedDefinition(
                 r.kind, r.name, r.version, r.sha256, r.definition, r.applied_at
             )
             for r in rows
+            if r.active
         }
+        views: dict[str, FeatureView] = {}
+        services: dict[str, FeatureService] = {}
+        for (kind, name), record in sorted(records.items()):
+            if kind == "view":
+                views[name] = self._resolve(_as_view(decode_definition(kind, record.definition)))
+            elif kind == "service":
+                service = decode_definition(kind, record.definition)
+                assert isinstance(service, FeatureService)  # decode_definition("service") is one
+                services[name] = service
+        return _Snapshot((len(rows), len(records)), records, views, services)
 
     def _latest_versions(self) -> dict[tuple[str, str], int]:
         with self._db.read() as conn:
@@ -251,6 +335,8 @@ class FeatureStore:
             raise ConflictError(
                 "Another apply recorded feature definitions at the same time; run it again"
             ) from exc
+        finally:
+            self._snap = None  # this process sees its own apply at once
         return plan
 
     def _record_plan(self, plan: Plan, by_key: dict[tuple[str, str], Definition], now: int) -> None:
@@ -280,32 +366,17 @@ class FeatureStore:
 
     def list_views(self) -> list[FeatureView]:
         """The applied views, by name (relative file paths resolved against the project)."""
-        applied = self._applied()
-        return [
-            self._resolve(_as_view(decode_definition("view", a.definition)))
-            for (k, _), a in sorted(applied.items())
-            if k == "view"
-        ]
+        return list(self._snapshot().views.values())
 
     def applied(self, kind: DefinitionKind, name: str) -> AppliedDefinition:
         """The applied record of one definition; a NotFoundError names the known ones."""
-        applied = self._applied()
-        found = applied.get((kind, name))
-        if found is None:
-            known = sorted(n for k, n in applied if k == kind)
-            hint = difflib.get_close_matches(name, known, n=1)
-            maybe = f" Did you mean {hint[0]!r}?" if hint else ""
-            raise NotFoundError(
-                f"No applied feature {kind} named {name!r}.{maybe} "
-                f"Known: {', '.join(known) or 'none (run modelyard features apply)'}."
-            )
-        return found
+        return self._snapshot().record(kind, name)
 
     def applied_on_demand(self) -> list[OnDemandFeatureView]:
         """The applied on-demand views as recorded (their code as text, not runnable)."""
         return [
             _as_on_demand(decode_definition("on_demand", a.definition))
-            for (k, _), a in sorted(self._applied().items())
+            for (k, _), a in sorted(self._snapshot().records.items())
             if k == "on_demand"
         ]
 
@@ -315,35 +386,41 @@ class FeatureStore:
         The code must be the code that was applied: an on-demand view changed or removed
         since the last apply is an error (training and serving would run different code).
         """
-        if self._on_demand is None:
-            applied = {n: a for (k, n), a in self._applied().items() if k == "on_demand"}
-            found: dict[str, OnDemandFeatureView] = {}
-            if applied:
-                code = self.definitions().on_demand
-                for name, record in sorted(applied.items()):
-                    current = code.get(name)
-                    if current is None or sha256_of(current) != record.sha256:
-                        what = "removed from" if current is None else "changed in"
-                        raise ConflictError(
-                            f"On-demand view {name!r} was {what} the project's code since "
-                            f"version {record.version} was applied; run "
-                            "`modelyard features apply` so training and serving run the "
-                            "same code"
-                        )
-                    found[name] = current
-            self._on_demand = found
-        return list(self._on_demand.values())
+        return self._on_demand_of(self._snapshot())
+
+    def _on_demand_of(self, snap: _Snapshot) -> list[OnDemandFeatureView]:
+        """The on-demand views of ``snap`` from code, loaded once per applied set."""
+        key = snap.on_demand_key()
+        if self._on_demand is not None and self._on_demand[0] == key:
+            return self._on_demand[1]
+        applied = {n: a for (k, n), a in snap.records.items() if k == "on_demand"}
+        found: list[OnDemandFeatureView] = []
+        if applied:
+            code = self.definitions().on_demand
+            for name, record in sorted(applied.items()):
+                current = code.get(name)
+                if current is None or sha256_of(current) != record.sha256:
+                    what = "removed from" if current is None else "changed in"
+                    raise ConflictError(
+                        f"On-demand view {name!r} was {what} the project's code since "
+                        f"version {record.version} was applied; run "
+                        "`modelyard features apply` so training and serving run the "
+                        "same code"
+                    )
+                found.append(current)
+        self._on_demand = (key, found)
+        return found
 
     def get_view(self, name: str) -> FeatureView:
         """The applied view ``name``."""
-        record = self.applied("view", name)
-        return self._resolve(_as_view(decode_definition("view", record.definition)))
+        snap = self._snapshot()
+        snap.record("view", name)  # the NotFoundError naming the known views
+        return snap.views[name]
 
     def get_service(self, name: str) -> FeatureService:
-        record = self.applied("service", name)
-        service = decode_definition("service", record.definition)
-        assert isinstance(service, FeatureService)  # decode_definition("service") is one
-        return service
+        snap = self._snapshot()
+        snap.record("service", name)
+        return snap.services[name]
 
     def materializations(self, view: str) -> list[MaterializeResult]:
         """The recorded materializations of ``view``, oldest first."""
@@ -365,9 +442,13 @@ class FeatureStore:
     # -- materialization -------------------------------------------------------------
 
     def _views(self, names: Sequence[str] | None) -> list[FeatureView]:
+        """The applied views named (all when None), read fresh: they are about to be written."""
+        snap = self._snapshot(fresh=True)
         if names is None:
-            return self.list_views()
-        return [self.get_view(n) for n in names]
+            return list(snap.views.values())
+        for name in names:
+            snap.record("view", name)
+        return [snap.views[n] for n in names]
 
     def _record(self, view: str, window: Window, rows: int, watermark: int | None) -> None:
         with self._db.write() as conn:
@@ -463,10 +544,11 @@ class FeatureStore:
     ) -> LoggedSkewReport:
         """Recompute logged (served) feature vectors offline at their times (see skew.py)."""
         refs = [str(c).removeprefix("feature.") for c in log.columns if ":" in str(c)]
-        on_demand = self.list_on_demand() if _names_on_demand(refs, self._applied()) else []
+        snap = self._snapshot()
+        on_demand = self._on_demand_of(snap) if _names_on_demand(refs, snap.records) else []
         return check_logged_skew(
             log,
-            self.list_views(),
+            list(snap.views.values()),
             on_demand=on_demand,
             time_column=time_column,
             max_examples=max_examples,
@@ -474,11 +556,13 @@ class FeatureStore:
 
     # -- retrieval -------------------------------------------------------------------
 
+    @staticmethod
     def _features(
-        self, features: FeatureService | str | Sequence[FeatureView | str]
+        snap: _Snapshot, features: FeatureService | str | Sequence[FeatureView | str]
     ) -> FeatureService | Sequence[FeatureView | str]:
         if isinstance(features, str):
-            return self.get_service(features)  # a service by name
+            snap.record("service", features)  # a service by name
+            return snap.services[features]
         return features
 
     def get_historical_features(
@@ -488,11 +572,12 @@ class FeatureStore:
         **kwargs: Any,
     ) -> pd.DataFrame:
         """A point-in-time correct training set over the applied views (see offline.py)."""
-        wanted = self._features(features)
+        snap = self._snapshot()
+        wanted = self._features(snap, features)
         items = wanted.features if isinstance(wanted, FeatureService) else wanted
-        on_demand = self.list_on_demand() if _names_on_demand(items, self._applied()) else []
+        on_demand = self._on_demand_of(snap) if _names_on_demand(items, snap.records) else []
         return _historical(
-            entity_df, wanted, views=self.list_views(), on_demand=on_demand, **kwargs
+            entity_df, wanted, views=list(snap.views.values()), on_demand=on_demand, **kwargs
         )
 
     def get_online_features(
@@ -501,13 +586,17 @@ class FeatureStore:
         features: FeatureService | str | Sequence[str],
         now: datetime | None = None,
     ) -> OnlineFeatures:
-        """The served values of ``features`` for each entity row, in one store read."""
-        wanted = self._features(features)
+        """The served values of ``features`` for each entity row, in one store read.
+
+        The definitions come from one cached snapshot (see the module's docstring).
+        """
+        snap = self._snapshot()
+        wanted = self._features(snap, features)
         refs = wanted if isinstance(wanted, FeatureService) else [str(f) for f in wanted]
         items = refs.refs() if isinstance(refs, FeatureService) else refs
-        on_demand = self.list_on_demand() if _names_on_demand(items, self._applied()) else []
+        on_demand = self._on_demand_of(snap) if _names_on_demand(items, snap.records) else []
         return _online(
-            self.online_store, entity_rows, refs, self.list_views(), now, on_demand=on_demand
+            self.online_store, entity_rows, refs, snap.views.values(), now, on_demand=on_demand
         )
 
 
