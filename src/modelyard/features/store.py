@@ -137,6 +137,7 @@ class _Snapshot:
     records: dict[tuple[str, str], AppliedDefinition]
     views: dict[str, FeatureView]  # resolved against the project, by name
     services: dict[str, FeatureService]
+    has_on_demand: bool  # any applied on-demand view
 
     def record(self, kind: DefinitionKind, name: str) -> AppliedDefinition:
         """The applied record of one definition; a NotFoundError names the known ones."""
@@ -284,7 +285,8 @@ class FeatureStore:
                 service = decode_definition(kind, record.definition)
                 assert isinstance(service, FeatureService)  # decode_definition("service") is one
                 services[name] = service
-        return _Snapshot((len(rows), len(records)), records, views, services)
+        has_on_demand = any(k == "on_demand" for k, _ in records)
+        return _Snapshot((len(rows), len(records)), records, views, services, has_on_demand)
 
     def _latest_versions(self) -> dict[tuple[str, str], int]:
         with self._db.read() as conn:
@@ -594,10 +596,9 @@ class FeatureStore:
         wanted = self._features(snap, features)
         refs = wanted if isinstance(wanted, FeatureService) else [str(f) for f in wanted]
         items = refs.refs() if isinstance(refs, FeatureService) else refs
-        on_demand = self._on_demand_of(snap) if _names_on_demand(items, snap.records) else []
-        return _online(
-            self.online_store, entity_rows, refs, snap.views.values(), now, on_demand=on_demand
-        )
+        asks = snap.has_on_demand and _names_on_demand(items, snap.records)
+        on_demand = self._on_demand_of(snap) if asks else []
+        return _online(self.online_store, entity_rows, refs, snap.views, now, on_demand=on_demand)
 
 
 def _names_on_demand(

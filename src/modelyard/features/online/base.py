@@ -82,10 +82,21 @@ class OnlineResult:
     view: str
     values: dict[str, pa.Array]
     status: npt.NDArray[np.uint8]
-    event_timestamp: pa.Array
+    #: the event times as an Arrow array, or as UTC microseconds (int or None per key):
+    #: a backend may hand over the plain list, built into an array only when asked for
+    event_times: pa.Array | Sequence[int | None]
 
     def __len__(self) -> int:
         return len(self.status)
+
+    @property
+    def event_timestamp(self) -> pa.Array:
+        """Each key's event time (UTC, microseconds); null where missing."""
+        times = self.event_times
+        if not isinstance(times, pa.Array):
+            times = pa.array(times, type=ARROW_TYPES["datetime"])
+            object.__setattr__(self, "event_times", times)  # built once, on first use
+        return times
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,7 @@ def get_online_features(
     store: OnlineStore,
     entity_rows: Mapping[str, Sequence[Any]] | pa.Table,
     features: FeatureService | Sequence[str],
-    views: Iterable[FeatureView],
+    views: Iterable[FeatureView] | Mapping[str, FeatureView],
     now: datetime | None = None,
     on_demand: Iterable[OnDemandFeatureView] = (),
 ) -> OnlineFeatures:
@@ -93,9 +93,10 @@ def get_online_features(
     views asked for); each view's ttl is checked against ``now`` (default: the current
     time) at read time. An on-demand feature runs its view's function over the values
     read and the request fields; its status is the worst of its inputs' statuses.
+    ``views`` may be given by name (a mapping), as a cached caller holds them.
     """
     refs = features.refs() if isinstance(features, FeatureService) else list(features)
-    by_name = {v.name: v for v in views}
+    by_name = views if isinstance(views, Mapping) else {v.name: v for v in views}
     odfvs = {v.name: v for v in on_demand}
     columns = _columns(entity_rows)
     if odfvs:
@@ -144,14 +145,15 @@ def _lookup(
     requests = []
     for view_name, names in grouped.items():
         view = by_name[view_name]
-        for key in view.join_keys:
+        join_keys = view.join_keys
+        for key in join_keys:
             if key not in columns:
                 raise InvalidInputError(
                     f"Entity rows have no join key column {key!r} of view {view_name!r}; "
                     f"got columns {', '.join(columns) or '(none)'}",
                     loc=f"entity_rows.{key}",
                 )
-        keys = list(zip(*(columns[k] for k in view.join_keys), strict=True))
+        keys = list(zip(*(columns[k] for k in join_keys), strict=True))
         requests.append(ReadRequest(view, keys, names))
     results = store.read_many(requests, now)
     values: dict[str, pa.Array] = {}

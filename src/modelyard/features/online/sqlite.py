@@ -56,7 +56,6 @@ _TS = '"@event_ts"'
 _CTS = '"@created_ts"'
 # SQLite binds at most 32766 parameters per statement (since 3.32).
 _MAX_PARAMS = 32_000
-_STAMP = ARROW_TYPES["datetime"]
 # Batches up to this many keys keep their SQL text cached on the plan.
 _SQL_CACHE_MAX_KEYS = 1024
 # Read plans kept per store (one per view and feature list asked for).
@@ -349,4 +348,4 @@ class _Plan:
             # Booleans are stored as 0/1.
             data = [None if v is None else v != 0 for v in col] if is_bool else col
             values[name] = pa.array(data, type=arrow_type)
-        return OnlineResult(self.name, values, status, pa.array(stamps, type=_STAMP))
+        return OnlineResult(self.name, values, status, stamps)  # times built when asked for
