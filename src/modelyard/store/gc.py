@@ -38,6 +38,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from modelyard.errors import InvalidInputError, StorageError
 from modelyard.store.artifacts import ArtifactStore
+from modelyard.store.processes import pid_alive
 from modelyard.store.urls import redact_url
 
 __all__ = [
@@ -117,16 +118,6 @@ class GcReport:
         }
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True
-
-
 def _tree_stats(path: Path) -> tuple[int, float]:
     """Bytes under ``path`` and the newest modification time in it."""
     newest = path.lstat().st_mtime
@@ -152,7 +143,7 @@ def _scratch(report: GcReport, folder: Path, now: float) -> None:
         if match is None or not entry.is_dir(follow_symlinks=False):
             continue
         pid = match.group(2)
-        if pid is not None and _pid_alive(int(pid)):
+        if pid is not None and pid_alive(int(pid)):
             report.kept_young += 1  # its process still runs: never touched
             continue
         path = Path(entry.path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -34,6 +33,7 @@ from modelyard.errors import (
     did_you_mean,
 )
 from modelyard.store.database import Database
+from modelyard.store.processes import pid_alive
 from modelyard.store.schema import (
     experiments,
     latest_metrics,
@@ -244,7 +244,7 @@ class SQLTrackingStore:
         dead = [
             (r.id, r.heartbeat_at)
             for r in rows
-            if r.heartbeat_at < now - timeout_ms or (r.host == host and not _pid_alive(r.pid))
+            if r.heartbeat_at < now - timeout_ms or (r.host == host and not pid_alive(r.pid))
         ]
         if dead:
             with self.db.write() as conn:
@@ -581,13 +581,3 @@ def _first_line(exc: BaseException) -> str:
 
 def _float(value: float | None) -> float:
     return math.nan if value is None else float(value)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, owned by someone else
-    return True

@@ -100,6 +100,20 @@ def _first(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0])
 
 
+def _check_features(
+    where: str, split: np.ndarray, feature: np.ndarray, width: int, holder: str
+) -> None:
+    """Split nodes' feature indices within the ``width`` features ``holder`` takes."""
+    bad = split & ((feature < 0) | (feature >= width))
+    if bad.any():
+        i = _first(bad)
+        raise _Refused(
+            where,
+            f"node {i} splits on feature {int(feature[i])}, expected 0..{width - 1} "
+            f"({holder} takes {width} features)",
+        )
+
+
 def _check_links(where: str, split: np.ndarray, left: np.ndarray, right: np.ndarray) -> None:
     """Split nodes' children inside the array, after their node, each node one parent."""
     n = len(split)
@@ -176,14 +190,7 @@ def _check_predictor(
     split = nodes["is_leaf"] == 0
     _check_links(where, split, nodes["left"], nodes["right"])
     feature = nodes["feature_idx"]
-    bad = split & ((feature < 0) | (feature >= n_features))
-    if bad.any():
-        i = _first(bad)
-        raise _Refused(
-            where,
-            f"node {i} splits on feature {int(feature[i])}, expected 0..{n_features - 1} "
-            f"(the estimator takes {n_features} features)",
-        )
+    _check_features(where, split, feature, n_features, "the estimator")
     bad = split & (nodes["bin_threshold"] >= n_bins)
     if bad.any():
         i = _first(bad)
@@ -327,14 +334,7 @@ def _check_tree(where: str, tree: Any, n_features: int | None) -> None:
         )
     _check_links(where, split, left, right)
     feature = np.asarray(tree.feature, dtype=np.int64)
-    bad = split & ((feature < 0) | (feature >= width))
-    if bad.any():
-        i = _first(bad)
-        raise _Refused(
-            where,
-            f"node {i} splits on feature {int(feature[i])}, expected 0..{width - 1} "
-            f"(the tree takes {width} features)",
-        )
+    _check_features(where, split, feature, width, "the tree")
     depth, frontier = 0, np.array([0])
     while True:
         frontier = frontier[split[frontier]]
