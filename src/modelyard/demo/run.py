@@ -22,9 +22,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from modelyard.config import Settings, init_project, load_settings
-from modelyard.features.store import FeatureStore
-from modelyard.models.optimize import optimize_package
-from modelyard.pipelines.flights import (
+from modelyard.demo.flights import (
     CATEGORICAL,
     FEATURES,
     FEATURES_PY,
@@ -32,12 +30,14 @@ from modelyard.pipelines.flights import (
     flight_entities,
     write_feature_sources,
 )
-from modelyard.pipelines.replay import (
+from modelyard.demo.replay import (
     ServerProcess,
     enable_replay,
     replay_days,
     replay_flights,
 )
+from modelyard.features.store import FeatureStore
+from modelyard.models.optimize import optimize_package
 from modelyard.registry.client import ModelRegistry
 from modelyard.store import predlog
 from modelyard.tracking.client import ActiveRun, TrackingClient

@@ -41,9 +41,9 @@ from rich.console import Console
 from rich.progress import Progress
 
 from modelyard.config import Settings
+from modelyard.demo.flights import TARGET, flight_entities
 from modelyard.errors import ModelyardError, StorageError
 from modelyard.features.store import FeatureStore
-from modelyard.pipelines.flights import TARGET, flight_entities
 
 __all__ = ["ReplaySummary", "ServerProcess", "replay_days", "replay_flights"]
 

@@ -1,6 +1,6 @@
 """The monitoring part of ``modelyard demo``: the served model meets the later months.
 
-After the replay (``pipelines.replay``) the prediction log holds March to July 2013 as
+After the replay (``demo.replay``) the prediction log holds March to July 2013 as
 served, with the labels that arrived. This adds two alert rules to the demo project's
 ``modelyard.yaml`` (prediction drift in 2 of the last 3 weeks; AUC below the validation
 AUC minus 0.05 in 3 of the last 6 weeks), both posting to a webhook that the demo

