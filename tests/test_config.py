@@ -10,6 +10,7 @@ import yaml
 from modelyard.config import (
     CONFIG_FILE,
     STATE_DIR,
+    PipelinesSettings,
     Settings,
     TrackingSettings,
     find_project,
@@ -407,3 +408,34 @@ def test_settings_repr_hides_credentials(tmp_path: Path) -> None:
     settings = load_settings(root, environ=env)
     assert "s3cret" not in repr(settings) and "s3cret" not in str(settings)
     assert "password=***" in repr(settings)
+
+
+def test_pipelines_settings_default_and_read_from_the_file(tmp_path: Path) -> None:
+    root = _project(tmp_path)
+    assert load_settings(root, environ={}).pipelines == PipelinesSettings()
+    assert PipelinesSettings().modules is None  # pipelines.py when it exists
+    (root / CONFIG_FILE).write_text(
+        "pipelines:\n  modules: [flows, extra/more.py]\n  executor: inline\n  max_workers: 3\n"
+    )
+    assert load_settings(root, environ={}).pipelines == PipelinesSettings(
+        modules=("flows", "extra/more.py"), executor="inline", max_workers=3
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("pipelines:\n  max_workers: 0\n", "Expected pipelines.max_workers to be an integer >= 1"),
+        ("pipelines:\n  max_workers: -2\n", "Expected pipelines.max_workers to be an integer >= 1"),
+        ("pipelines:\n  max_workers: two\n", "Expected `int | null`, got `str`"),
+        ("pipelines:\n  executor: ray\n", "Invalid enum value 'ray' - at `$.pipelines.executor`"),
+        ("pipelines:\n  modules: []\n", "Expected at least one module in pipelines.modules"),
+        ("pipelines:\n  modules: ['  ']\n", "Expected a module name or a .py path"),
+        ("pipelines:\n  module: [x]\n", "unknown field `module` - at `$.pipelines`"),
+    ],
+)
+def test_a_bad_pipelines_setting_names_the_key(tmp_path: Path, text: str, message: str) -> None:
+    root = _project(tmp_path, text)
+    with pytest.raises(InvalidInputError, match=re.escape(message)) as info:
+        load_settings(root, environ={})
+    assert "pipelines.{modules, executor, max_workers}" in str(info.value)

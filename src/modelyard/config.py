@@ -35,6 +35,7 @@ __all__ = [
     "Settings",
     "FeaturesSettings",
     "ModelsSettings",
+    "PipelinesSettings",
     "TrackingSettings",
     "ApiKeySettings",
     "BatchingSettings",
@@ -113,6 +114,40 @@ class FeaturesSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
                 "Expected features.definitions_cache_s to be a number of seconds, 0 or more, "
                 f"got {self.definitions_cache_s!r}",
                 loc="features.definitions_cache_s",
+            )
+
+
+#: where a pipeline's steps run: a local process pool or one after another in this process
+PipelineExecutor = Literal["local", "inline"]
+
+
+class PipelinesSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Where the project's pipelines live and how their steps run."""
+
+    #: python modules (``pipelines``) or ``.py`` paths, relative to the project folder;
+    #: None: ``pipelines.py`` of the project folder when it exists
+    modules: tuple[str, ...] | None = None
+    #: "local" (a pool of processes) or "inline" (one after another, for debugging)
+    executor: PipelineExecutor = "local"
+    #: the most steps that run at once with the local executor; None: min(4, cpu count)
+    max_workers: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.modules is not None and not self.modules:
+            raise InvalidInputError(
+                "Expected at least one module in pipelines.modules, got none (leave the key "
+                "out for pipelines.py)"
+            )
+        if self.modules is not None:
+            for module in self.modules:
+                if not module.strip():
+                    raise InvalidInputError(
+                        "Expected a module name or a .py path in pipelines.modules, got an "
+                        "empty string"
+                    )
+        if self.max_workers is not None and self.max_workers < 1:
+            raise InvalidInputError(
+                f"Expected pipelines.max_workers to be an integer >= 1, got {self.max_workers!r}"
             )
 
 
@@ -325,6 +360,7 @@ class _FileConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     features: FeaturesSettings = msgspec.field(default_factory=FeaturesSettings)
     serving: ServingSettings = msgspec.field(default_factory=ServingSettings)
     monitoring: MonitoringSettings = msgspec.field(default_factory=MonitoringSettings)
+    pipelines: PipelinesSettings = msgspec.field(default_factory=PipelinesSettings)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -339,6 +375,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     features: FeaturesSettings = msgspec.field(default_factory=FeaturesSettings)
     serving: ServingSettings = msgspec.field(default_factory=ServingSettings)
     monitoring: MonitoringSettings = msgspec.field(default_factory=MonitoringSettings)
+    pipelines: PipelinesSettings = msgspec.field(default_factory=PipelinesSettings)
 
     def __repr__(self) -> str:
         return _masked_repr(self, db_url=redact_url, artifacts=redact_url)
@@ -481,7 +518,8 @@ def _read_file(path: Path) -> _FileConfig:
             "tracking.{flush_points, flush_interval_ms, heartbeat_timeout_s}, "
             "models.{trusted_types, trust_code}, features.{modules, online_store}, "
             "serving.{log_dir, durable_log, max_body_bytes, max_rows, value_checks, "
-            "watch_interval_s, api_keys, batching, traffic}"
+            "watch_interval_s, api_keys, batching, traffic}, "
+            "pipelines.{modules, executor, max_workers}"
         ) from exc
 
 
@@ -523,4 +561,5 @@ def load_settings(
         features=msgspec.structs.replace(file.features, online_store=_resolve_sqlite(online, root)),
         serving=file.serving,
         monitoring=file.monitoring,
+        pipelines=file.pipelines,
     )
