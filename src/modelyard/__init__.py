@@ -15,6 +15,7 @@ from modelyard.errors import (
     StorageError,
 )
 from modelyard.models.flavors.custom import PythonModel
+from modelyard.pipelines import pipeline, step
 from modelyard.registry.client import LoggedModel, ModelRegistry
 from modelyard.registry.fluent import get_registry, load_model, log_model
 from modelyard.tracking.client import ActiveRun, TrackingClient
@@ -36,8 +37,7 @@ from modelyard.tracking.fluent import (
     set_tags,
     start_run,
 )
-
-__version__ = "0.1.0"
+from modelyard.version import __version__
 
 __all__ = [
     "ActiveRun",
@@ -69,9 +69,11 @@ __all__ = [
     "log_model",
     "log_param",
     "log_params",
+    "pipeline",
     "search_runs",
     "set_client",
     "set_tag",
     "set_tags",
     "start_run",
+    "step",
 ]

@@ -33,7 +33,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from modelyard import __version__
 from modelyard.config import Settings, TrafficSettings, load_settings
 from modelyard.errors import InvalidInputError, ModelError, ModelyardError, NotFoundError
 from modelyard.features.online import FeatureStatus
@@ -74,6 +73,7 @@ from modelyard.store.predlog import (
     PredictionRecord,
     find_records,
 )
+from modelyard.version import __version__
 
 __all__ = ["app_from_env", "create_app"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from modelyard import __version__
 from modelyard.models.signature import ColumnSpec, Signature
+from modelyard.version import __version__
 
 if TYPE_CHECKING:
     from modelyard.serving.state import ServerState

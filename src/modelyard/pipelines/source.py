@@ -1,0 +1,293 @@
+"""The code version of a step: its source and the project code it calls, as one digest.
+
+:func:`source_hash` digests a function's source together with, transitively, every
+project-local function and class it references by a global name (``helper(x)``,
+``helpers.clean(x)`` through an imported project module, a base class). "Project-local"
+means defined in the step's own module or in a file under the project folder; the standard
+library, site-packages and modelyard itself are versioned by their packages instead.
+
+Sources are compared as syntax trees without docstrings, so reformatting, comments and
+docstrings change nothing, while any change to what the code does changes the digest.
+When ``inspect`` cannot get an object's source the whole module file is digested instead.
+Each object's digest is kept per (object, file modification time), so a rerun of an
+unchanged project only stats its files.
+
+>>> import textwrap
+>>> _normalise(textwrap.dedent('''
+...     def f(x):
+...         "Docs."
+...         return x + 1  # a comment
+... ''')) == _normalise("def f(x):\\n    return (x + 1)\\n")
+True
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import functools
+import hashlib
+import inspect
+import json
+import marshal
+import os
+import sys
+import sysconfig
+import textwrap
+import types
+from pathlib import Path
+from typing import Any
+
+__all__ = ["source_hash", "source_parts"]
+
+_DOC_HOLDERS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)
+
+
+def _library_roots() -> tuple[str, ...]:
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        path = sysconfig.get_paths().get(key)
+        if path:
+            roots.add(path)
+    return tuple(sorted({os.path.realpath(r) for r in roots if r}))
+
+
+_LIBRARY_ROOTS = _library_roots()
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_project_file(filename: str, project_dir: str) -> bool:
+    real = os.path.realpath(filename)
+    parts = Path(real).parts
+    if "site-packages" in parts or "dist-packages" in parts:
+        return False
+    if any(_under(real, root) for root in _LIBRARY_ROOTS):
+        return False
+    return _under(real, project_dir)
+
+
+def _under(path: str, root: str) -> bool:
+    try:
+        return os.path.commonpath([path, root]) == root
+    except ValueError:  # different drives
+        return False
+
+
+def _normalise(text: str) -> str:
+    """Source text as a syntax tree dump without docstrings (raw text when it does not parse)."""
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:  # e.g. the line of a lambda inside a longer expression
+        return "\n".join(line.rstrip() for line in text.strip().splitlines())
+    for node in ast.walk(tree):
+        if isinstance(node, _DOC_HOLDERS) and node.body:
+            first = node.body[0]
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
+                node.body = node.body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
+def _code_names(code: types.CodeType) -> frozenset[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _code_names(const)
+    return frozenset(names)
+
+
+@functools.cache
+def _names_of_code(code: types.CodeType) -> frozenset[str]:
+    return _code_names(code)
+
+
+def _functions_of_class(cls: type) -> list[types.FunctionType]:
+    found: list[types.FunctionType] = []
+    for member in vars(cls).values():
+        value = member.__func__ if isinstance(member, staticmethod | classmethod) else member
+        if isinstance(value, property):
+            found.extend(f for f in (value.fget, value.fset, value.fdel) if inspect.isfunction(f))
+        elif inspect.isfunction(value):
+            found.append(value)
+    return found
+
+
+def _unwrap(value: Any) -> Any:
+    """A step's or a decorated function's own function; a class as it is; else None."""
+    fn = getattr(value, "fn", None)  # a modelyard Step
+    if inspect.isfunction(fn):
+        value = fn
+    if inspect.isfunction(value):
+        try:
+            return inspect.unwrap(value)
+        except ValueError:
+            return value
+    if inspect.isclass(value):
+        return value
+    return None
+
+
+def _file_of(obj: Any) -> str | None:
+    module = sys.modules.get(getattr(obj, "__module__", "") or "")
+    if inspect.isfunction(obj):
+        return obj.__code__.co_filename
+    return getattr(module, "__file__", None)
+
+
+_DIGESTS: dict[tuple[Any, str | None, int, int], str] = {}
+
+
+def _stat(filename: str | None) -> tuple[int, int]:
+    if not filename:
+        return (-1, -1)
+    try:
+        st = os.stat(filename)
+    except OSError:
+        return (-1, -1)
+    return (st.st_mtime_ns, st.st_size)
+
+
+def _own_digest(obj: Any, filename: str | None) -> str:
+    key_obj = obj.__code__ if inspect.isfunction(obj) else obj
+    mtime, size = _stat(filename)
+    key = (key_obj, filename, mtime, size)
+    found = _DIGESTS.get(key)
+    if found is None:
+        found = _compute_digest(obj, filename)
+        _DIGESTS[key] = found
+    return found
+
+
+def _compute_digest(obj: Any, filename: str | None) -> str:
+    try:
+        text = "source:" + _normalise(textwrap.dedent(inspect.getsource(obj)))
+    except (OSError, TypeError):  # no source file (a REPL, a zip without sources, C code)
+        text = ""
+        if filename:
+            try:
+                text = "module-file:" + hashlib.sha256(Path(filename).read_bytes()).hexdigest()
+            except OSError:
+                text = ""
+        if not text and inspect.isfunction(obj):
+            text = "code:" + hashlib.sha256(marshal.dumps(obj.__code__)).hexdigest()
+        if not text:
+            text = "unknown:" + repr(obj)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+_PLAIN = (bool, int, float, complex, str, bytes, type(None))
+
+
+def _constant_text(value: Any, depth: int = 0) -> str | None:
+    """``repr`` of a plain constant (numbers, text, their tuples/lists/dicts), else None."""
+    if isinstance(value, _PLAIN):
+        return repr(value)
+    if depth < 4 and isinstance(value, tuple | list | frozenset | set | dict):
+        items = list(value.items()) if isinstance(value, dict) else list(value)
+        if len(items) > 1000:
+            return None
+        texts: list[str] = []
+        for item in items:
+            text = _constant_text(item, depth + 1)
+            if text is None:
+                return None
+            texts.append(text)
+        if isinstance(value, set | frozenset):
+            texts.sort()
+        return f"{type(value).__name__}({', '.join(texts)})"
+    return None
+
+
+def _references(obj: Any, constants: dict[str, str], project: str) -> list[Any]:
+    """Functions and classes ``obj`` names through its globals (not yet filtered).
+
+    Plain constants it names (``THRESHOLD = 0.5`` in its module, ``helpers.LIMIT``) are
+    put into ``constants`` as "module:name" -> their ``repr``.
+    """
+    if inspect.isfunction(obj):
+        codes = [obj.__code__]
+        namespace: dict[str, Any] = obj.__globals__
+        extra: list[Any] = []
+        for cell in obj.__closure__ or ():
+            with contextlib.suppress(ValueError):  # an empty cell has no contents
+                extra.append(cell.cell_contents)
+    else:
+        functions = _functions_of_class(obj)
+        codes = [f.__code__ for f in functions]
+        module = sys.modules.get(obj.__module__)
+        namespace = vars(module) if module is not None else {}
+        extra = list(obj.__bases__)
+    names: set[str] = set()
+    for code in codes:
+        names |= _names_of_code(code)
+    found: list[Any] = []
+    for name in sorted(names):
+        value = namespace.get(name)
+        if value is None:
+            continue
+        if isinstance(value, types.ModuleType):
+            module_file = getattr(value, "__file__", None)
+            local = bool(module_file) and _is_project_file(module_file, project)
+            for attr in sorted(names):  # module.attr: the attr names are in co_names too
+                member = getattr(value, attr, None)
+                if getattr(member, "__module__", None) == value.__name__:
+                    found.append(member)
+                elif local and member is not None and (text := _constant_text(member)):
+                    constants[f"{value.__name__}:{attr}"] = text
+            continue
+        text = _constant_text(value)
+        if text is not None:
+            constants[f"{namespace.get('__name__', '?')}:{name}"] = text
+            continue
+        found.append(value)
+    found.extend(extra)
+    return found
+
+
+def source_parts(fn: Any, project_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """ "module:qualname" -> digest of each piece of code :func:`source_hash` covers."""
+    root = _unwrap(fn)
+    if root is None:
+        raise TypeError(f"source_hash takes a function or a step, got {type(fn).__name__}")
+    project = os.path.realpath(os.fspath(project_dir))
+    root_module = root.__module__
+    parts: dict[str, str] = {}
+    constants: dict[str, str] = {}
+    seen: set[int] = set()
+    todo = [root]
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        filename = _file_of(obj)
+        parts[f"{obj.__module__}:{obj.__qualname__}"] = _own_digest(obj, filename)
+        for named in _references(obj, constants, project):
+            ref = _unwrap(named)
+            if ref is None or id(ref) in seen:
+                continue
+            module = getattr(ref, "__module__", None) or ""
+            if module == root_module:
+                todo.append(ref)
+                continue
+            if module == "modelyard" or module.startswith("modelyard."):
+                continue  # the library itself: versioned as a package
+            ref_file = _file_of(ref)
+            if ref_file and _is_project_file(ref_file, project):
+                todo.append(ref)
+    for name, text in constants.items():
+        parts.setdefault(f"{name}=", hashlib.sha256(text.encode()).hexdigest())
+    return parts
+
+
+def source_hash(fn: Any, project_dir: str | os.PathLike[str]) -> str:
+    """The sha256 of a function's source and of the project code it references.
+
+    >>> source_hash(source_hash, ".") == source_hash(source_hash, ".")
+    True
+    """
+    parts = source_parts(fn, project_dir)
+    return hashlib.sha256(json.dumps(sorted(parts.items())).encode()).hexdigest()
