@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from modelyard.pipelines.definition import Pipeline, pipeline
 from modelyard.pipelines.materializers import Materializer, StoredOutput, register_materializer
+from modelyard.pipelines.project import load_pipelines
 from modelyard.pipelines.steps import Step, step
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "Pipeline",
     "Step",
     "StoredOutput",
+    "load_pipelines",
     "pipeline",
     "register_materializer",
     "step",

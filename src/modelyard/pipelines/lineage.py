@@ -1,0 +1,638 @@
+"""Lineage: where a model version, a run or a piece of data came from, and where it went.
+
+``lineage_of(settings, ref)`` walks the records backward: a model version to the step run
+that logged it, that step's inputs (each an upstream step's output, a file named by a
+``Path`` parameter, a feature-store training set, or a data set logged with
+``log_input``), their producers' inputs, and so on down to outside data. Every step comes
+with its parameters, code version (git commit, dirty flag, source hash) and the parts of
+its cache key. ``forward=True`` walks the other way: a digest to the steps that consumed
+it, their outputs, the steps those fed, and the model versions any of them logged.
+
+A ref is a model ref (``churn@production``, ``churn/3``, ``churn:3``), a run id (a
+pipeline run, a step run or any tracked run; a unique prefix of 6+ characters), or a
+digest (64 hex characters or a unique prefix of 8+). The result is a tree of
+:class:`LineageNode`; a node reached twice (a diamond in the graph) is shown once in full
+and then as a reference (``seen``), so the tree stays as large as the graph.
+
+Read-only SQL over the pipeline tables, the tracking tables and the registry.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy import Connection, func, select, union
+
+from modelyard.config import Settings
+from modelyard.errors import InvalidInputError, NotFoundError, did_you_mean
+from modelyard.registry.refs import LATEST, ModelRef
+from modelyard.store.database import Database, open_database
+from modelyard.store.schema import (
+    model_aliases,
+    model_packages,
+    model_versions,
+    params,
+    pipeline_inputs,
+    pipeline_outputs,
+    pipeline_runs,
+    pipeline_steps,
+    registered_models,
+    run_inputs,
+    run_tags,
+    runs,
+)
+
+__all__ = ["CACHE_PARTS_TAG", "Lineage", "LineageNode", "NodeKind", "lineage_of", "resolve_ref"]
+
+#: the run tag holding a step's cache-key parts as JSON (written by the runner)
+CACHE_PARTS_TAG = "modelyard.cache_parts"
+
+NodeKind = Literal["model", "pipeline", "step", "run", "data"]
+Direction = Literal["backward", "forward"]
+
+_HEX = re.compile(r"^[0-9a-f]+$")
+_MODEL_REF = re.compile(r"^[^/@:]+(?:/\d+|@[^/@]+|:\d+)$")
+_MIN_RUN_PREFIX = 6
+_MIN_DIGEST_PREFIX = 8
+
+
+@dataclass
+class LineageNode:
+    """One thing in a lineage tree: a model version, a run, a step run or a digest.
+
+    ``id`` is the version ref (``churn/3``), the run id or the digest; ``label`` one line
+    for the tree; ``details`` what is known about it (JSON-able); ``seen`` true when the
+    node was already shown in full higher up the tree (its children are not repeated).
+    """
+
+    kind: NodeKind
+    id: str
+    label: str
+    details: dict[str, Any] = field(default_factory=dict)
+    children: list[LineageNode] = field(default_factory=list)
+    seen: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "id": self.id,
+            "label": self.label,
+            "details": self.details,
+            "seen": self.seen,
+            "children": [c.to_dict() for c in self.children],
+        }
+
+    def walk(self) -> Iterable[LineageNode]:
+        """This node and every node under it, depth first."""
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+
+@dataclass
+class Lineage:
+    """The lineage of one ref in one direction."""
+
+    ref: str
+    direction: Direction
+    root: LineageNode
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ref": self.ref, "direction": self.direction, "root": self.root.to_dict()}
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    kind: Literal["model", "run", "digest"]
+    value: str  # "name/3", a full run id, a full digest
+
+
+def lineage_of(
+    settings: Settings, ref: str, *, forward: bool = False, db: Database | None = None
+) -> Lineage:
+    """The lineage of ``ref`` (see the module's docstring); backward unless ``forward``."""
+    own = db is None
+    database = db or open_database(settings.db_url)
+    try:
+        with database.read() as conn:
+            resolved = resolve_ref(conn, ref)
+            walker = _Walker(conn)
+            root = walker.forward(resolved) if forward else walker.backward(resolved)
+    finally:
+        if own:
+            database.close()
+    return Lineage(ref=ref, direction="forward" if forward else "backward", root=root)
+
+
+# -- resolving a ref ----------------------------------------------------------------------
+
+
+def resolve_ref(conn: Connection, ref: str) -> _Resolved:
+    """What ``ref`` names: a model version, a run or a digest (one clear error otherwise)."""
+    text = ref.strip() if isinstance(ref, str) else ""
+    if not text:
+        raise InvalidInputError(
+            "Expected a model ref (name/3, name@alias), a run id or a digest, got an empty string",
+            loc="ref",
+        )
+    if _MODEL_REF.match(text):
+        return _model(conn, ModelRef.parse(text.replace(":", "/", 1) if ":" in text else text))
+    lowered = text.lower()
+    if _HEX.match(lowered) and len(lowered) >= _MIN_RUN_PREFIX:
+        found = _matching_runs(conn, lowered) + _matching_digests(conn, lowered)
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            shown = ", ".join(f"{r.kind} {r.value[:16]}" for r in found[:4])
+            raise InvalidInputError(
+                f"{text!r} matches more than one run or digest ({shown}); give more characters",
+                loc="ref",
+            )
+    if conn.execute(
+        select(registered_models.c.name).where(registered_models.c.name == text)
+    ).first():
+        return _model(conn, ModelRef.parse(text))
+    raise NotFoundError(
+        f"Nothing matches {text!r}: expected a model ref (name/3, name@alias), a run id "
+        f"(or a prefix of {_MIN_RUN_PREFIX}+ characters) or a data digest (64 hex characters "
+        f"or a prefix of {_MIN_DIGEST_PREFIX}+). List runs with `modelyard pipeline runs`."
+    )
+
+
+def _model(conn: Connection, ref: ModelRef) -> _Resolved:
+    """``name/N`` of the version ``ref`` names (aliases and ``latest`` resolved)."""
+    known = conn.execute(
+        select(registered_models.c.name).where(registered_models.c.name == ref.name)
+    ).first()
+    if known is None:
+        names = list(conn.execute(select(registered_models.c.name)).scalars())
+        raise NotFoundError(
+            f"No model named {ref.name!r}." + did_you_mean(ref.name, names, "models")
+        )
+    version: int | None
+    if ref.version is not None:
+        version = conn.execute(
+            select(model_versions.c.version).where(
+                model_versions.c.name == ref.name, model_versions.c.version == ref.version
+            )
+        ).scalar()
+        if version is None:
+            raise NotFoundError(f"Model {ref.name!r} has no version {ref.version}")
+    elif ref.alias == LATEST:
+        version = conn.execute(
+            select(func.max(model_versions.c.version)).where(
+                model_versions.c.name == ref.name, model_versions.c.status == "active"
+            )
+        ).scalar()
+        if version is None:
+            raise NotFoundError(f"Model {ref.name!r} has no active version")
+    else:
+        version = conn.execute(
+            select(model_aliases.c.version).where(
+                model_aliases.c.name == ref.name, model_aliases.c.alias == ref.alias
+            )
+        ).scalar()
+        if version is None:
+            aliases = conn.execute(
+                select(model_aliases.c.alias).where(model_aliases.c.name == ref.name)
+            ).scalars()
+            known_aliases = ", ".join(sorted(aliases)) or "none"
+            raise NotFoundError(
+                f"Model {ref.name!r} has no alias {ref.alias!r}; aliases: {known_aliases}"
+            )
+    return _Resolved("model", f"{ref.name}/{int(version)}")
+
+
+def _matching_runs(conn: Connection, prefix: str) -> list[_Resolved]:
+    if len(prefix) > 32:
+        return []
+    ids = conn.execute(select(runs.c.id).where(runs.c.id.like(f"{prefix}%")).limit(3)).scalars()
+    return [_Resolved("run", i) for i in ids]
+
+
+def _matching_digests(conn: Connection, prefix: str) -> list[_Resolved]:
+    if len(prefix) < _MIN_DIGEST_PREFIX or len(prefix) > 64:
+        return []
+    pattern = f"{prefix}%"
+    query = union(
+        select(pipeline_outputs.c.digest.label("d")).where(pipeline_outputs.c.digest.like(pattern)),
+        select(pipeline_inputs.c.digest.label("d")).where(pipeline_inputs.c.digest.like(pattern)),
+        select(run_inputs.c.digest.label("d")).where(run_inputs.c.digest.like(pattern)),
+    ).limit(3)
+    return [_Resolved("digest", d) for d in conn.execute(query).scalars()]
+
+
+# -- walking the records --------------------------------------------------------------------
+
+
+def _short(value: str | None, n: int = 12) -> str:
+    return "-" if value is None else value[:n]
+
+
+class _Walker:
+    """Builds lineage trees over one read connection; each run and digest expanded once."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._expanded: set[tuple[str, str]] = set()
+
+    def _first_time(self, kind: str, key: str) -> bool:
+        if (kind, key) in self._expanded:
+            return False
+        self._expanded.add((kind, key))
+        return True
+
+    # -- reading rows ---------------------------------------------------------------
+
+    def _run_row(self, run_id: str) -> Any:
+        return self.conn.execute(select(runs).where(runs.c.id == run_id)).first()
+
+    def _params(self, run_id: str) -> dict[str, str]:
+        rows = self.conn.execute(
+            select(params.c.key, params.c.value).where(params.c.run_id == run_id)
+        ).all()
+        return dict(sorted((r.key, r.value) for r in rows))
+
+    def _cache_parts(self, run_id: str) -> Any:
+        raw = self.conn.execute(
+            select(run_tags.c.value).where(
+                run_tags.c.run_id == run_id, run_tags.c.key == CACHE_PARTS_TAG
+            )
+        ).scalar()
+        if raw is None:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw  # shown as recorded
+
+    def _code(self, run: Any) -> dict[str, Any]:
+        if run is None:
+            return {}
+        return {"git_commit": run.git_commit, "git_dirty": run.git_dirty}
+
+    def _versions_of_run(self, run_id: str) -> list[Any]:
+        return list(
+            self.conn.execute(
+                select(model_versions)
+                .where(model_versions.c.run_id == run_id)
+                .order_by(model_versions.c.name, model_versions.c.version)
+            ).all()
+        )
+
+    # -- nodes ------------------------------------------------------------------------
+
+    def _model_node(self, ref: str) -> tuple[LineageNode, Any]:
+        name, _, number = ref.rpartition("/")
+        row = self.conn.execute(
+            select(model_versions, model_packages.c.flavor, model_packages.c.model_class)
+            .join(model_packages, model_packages.c.id == model_versions.c.package_id)
+            .where(model_versions.c.name == name, model_versions.c.version == int(number))
+        ).first()
+        if row is None:  # resolve_ref found it; a concurrent delete is the only way here
+            raise NotFoundError(f"Model version {ref} does not exist")
+        node = LineageNode(
+            kind="model",
+            id=ref,
+            label=f"model {ref} ({row.flavor} {row.model_class})",
+            details={
+                "name": row.name,
+                "version": row.version,
+                "package_id": row.package_id,
+                "run_id": row.run_id,
+                "status": row.status,
+                "created_by": row.created_by,
+                "created_at": row.created_at,
+            },
+        )
+        return node, row
+
+    def _step_node(self, step: Any, run: Any) -> LineageNode:
+        pipeline = self.conn.execute(
+            select(pipeline_runs.c.pipeline).where(pipeline_runs.c.run_id == step.pipeline_run_id)
+        ).scalar()
+        status = step.status + (f" from {step.cached_from[:8]}" if step.cached_from else "")
+        details = {
+            "run_id": step.run_id,
+            "step": step.step,
+            "pipeline": pipeline,
+            "pipeline_run_id": step.pipeline_run_id,
+            "status": step.status,
+            "cached_from": step.cached_from,
+            "function": step.function,
+            "source_hash": step.source_hash,
+            "cache_key": step.cache_key,
+            **self._code(run),
+            "params": self._params(step.run_id),
+            "cache_parts": self._cache_parts(step.run_id),
+            "started_at": step.started_at,
+            "ended_at": step.ended_at,
+            "error": step.error,
+        }
+        return LineageNode(
+            kind="step",
+            id=step.run_id,
+            label=f"step {step.step} of {pipeline} ({status}) run {step.run_id[:8]}",
+            details=details,
+        )
+
+    def _pipeline_node(self, prun: Any, run: Any) -> LineageNode:
+        try:
+            values = json.loads(prun.params)
+        except ValueError:
+            values = prun.params
+        return LineageNode(
+            kind="pipeline",
+            id=prun.run_id,
+            label=f"pipeline {prun.pipeline} ({prun.status}) run {prun.run_id[:8]}",
+            details={
+                "run_id": prun.run_id,
+                "pipeline": prun.pipeline,
+                "module": prun.module,
+                "status": prun.status,
+                "params": values,
+                "resumed_from": prun.resumed_from,
+                "executor": prun.executor,
+                **self._code(run),
+                "started_at": prun.started_at,
+                "ended_at": prun.ended_at,
+            },
+        )
+
+    def _plain_run_node(self, run: Any) -> LineageNode:
+        return LineageNode(
+            kind="run",
+            id=run.id,
+            label=f"run {run.name} ({run.status}) {run.id[:8]}",
+            details={
+                "run_id": run.id,
+                "name": run.name,
+                "status": run.status,
+                "parent_run_id": run.parent_run_id,
+                **self._code(run),
+                "source": run.source,
+                "params": self._params(run.id),
+                "started_at": run.start_time,
+                "ended_at": run.end_time,
+            },
+        )
+
+    def _run_node(self, run_id: str) -> LineageNode:
+        """The node of any run: a step of a pipeline, a pipeline run or a tracked run."""
+        run = self._run_row(run_id)
+        step = self.conn.execute(
+            select(pipeline_steps).where(pipeline_steps.c.run_id == run_id)
+        ).first()
+        if step is not None:
+            return self._step_node(step, run)
+        prun = self.conn.execute(
+            select(pipeline_runs).where(pipeline_runs.c.run_id == run_id)
+        ).first()
+        if prun is not None:
+            return self._pipeline_node(prun, run)
+        if run is None:
+            return LineageNode(
+                kind="run", id=run_id, label=f"run {run_id[:8]} (not recorded)", details={}
+            )
+        return self._plain_run_node(run)
+
+    def _seen(self, node: LineageNode) -> LineageNode:
+        node.seen = True
+        node.label += " (shown above)"
+        return node
+
+    # -- backward ---------------------------------------------------------------------
+
+    def backward(self, resolved: _Resolved) -> LineageNode:
+        if resolved.kind == "model":
+            node, row = self._model_node(resolved.value)
+            if row.run_id is not None:
+                node.children.append(self._run_back(row.run_id))
+            return node
+        if resolved.kind == "run":
+            return self._run_back(resolved.value)
+        return self._digest_back(resolved.value)
+
+    def _run_back(self, run_id: str) -> LineageNode:
+        node = self._run_node(run_id)
+        if not self._first_time("run", run_id):
+            return self._seen(node)
+        if node.kind == "step":
+            node.children.extend(self._step_inputs_back(run_id, node.details.get("cached_from")))
+        elif node.kind == "pipeline":
+            node.children.extend(self._run_back(s) for s in self._steps_sinks_first(run_id))
+        node.children.extend(self._datasets_back(run_id))
+        return node
+
+    def _steps_sinks_first(self, pipeline_run_id: str) -> list[str]:
+        """The step runs of a pipeline run: those no other step of it consumed first."""
+        steps = list(
+            self.conn.execute(
+                select(pipeline_steps.c.run_id)
+                .where(pipeline_steps.c.pipeline_run_id == pipeline_run_id)
+                .order_by(pipeline_steps.c.started_at, pipeline_steps.c.step)
+            ).scalars()
+        )
+        if not steps:
+            return []
+        consumed = set(
+            self.conn.execute(
+                select(pipeline_inputs.c.source_step_run_id).where(
+                    pipeline_inputs.c.step_run_id.in_(steps)
+                )
+            ).scalars()
+        )
+        return [s for s in steps if s not in consumed] + [s for s in steps if s in consumed]
+
+    def _step_inputs_back(self, run_id: str, cached_from: str | None) -> list[LineageNode]:
+        rows = self._inputs_of(run_id)
+        if not rows and cached_from is not None:
+            # a cached step may keep no input rows of its own: its original's are the same
+            rows = self._inputs_of(cached_from)
+        return [self._input_back(r) for r in rows]
+
+    def _inputs_of(self, run_id: str) -> Sequence[Any]:
+        return self.conn.execute(
+            select(pipeline_inputs)
+            .where(pipeline_inputs.c.step_run_id == run_id)
+            .order_by(pipeline_inputs.c.name)
+        ).all()
+
+    def _input_back(self, row: Any) -> LineageNode:
+        node = LineageNode(
+            kind="data",
+            id=row.digest,
+            label=self._input_label(row),
+            details={
+                "as": row.name,
+                "kind": row.kind,
+                "digest": row.digest,
+                "description": row.description,
+                "source_step_run_id": row.source_step_run_id,
+            },
+        )
+        if row.source_step_run_id is not None:
+            out = self.conn.execute(
+                select(pipeline_outputs).where(
+                    pipeline_outputs.c.step_run_id == row.source_step_run_id,
+                    pipeline_outputs.c.digest == row.digest,
+                )
+            ).first()
+            if out is not None:
+                node.details.update(self._output_details(out))
+            node.children.append(self._run_back(row.source_step_run_id))
+        elif self._first_time("digest", row.digest):
+            producer = self._producer_of(row.digest)  # outside data another step also made
+            if producer is not None:
+                node.children.append(self._run_back(producer))
+        return node
+
+    def _input_label(self, row: Any) -> str:
+        where = f" {row.description}" if row.description else ""
+        return f"{row.name} <- {row.kind}{where} sha256:{_short(row.digest)}"
+
+    @staticmethod
+    def _output_details(out: Any) -> dict[str, Any]:
+        return {
+            "output": out.name,
+            "type": out.type,
+            "materializer": out.materializer,
+            "size": out.size,
+        }
+
+    def _producer_of(self, digest: str) -> str | None:
+        """The step run that first made ``digest`` (an original run before cached copies)."""
+        rows = self.conn.execute(
+            select(pipeline_steps.c.run_id, pipeline_steps.c.cached_from)
+            .join(pipeline_outputs, pipeline_outputs.c.step_run_id == pipeline_steps.c.run_id)
+            .where(pipeline_outputs.c.digest == digest)
+            .order_by(pipeline_steps.c.started_at, pipeline_steps.c.run_id)
+        ).all()
+        original = [r.run_id for r in rows if r.cached_from is None]
+        if original:
+            return str(original[0])
+        return str(rows[0].run_id) if rows else None
+
+    def _datasets_back(self, run_id: str) -> list[LineageNode]:
+        """Data sets the run logged with ``log_input`` (digest of every cell)."""
+        rows = self.conn.execute(
+            select(run_inputs).where(run_inputs.c.run_id == run_id).order_by(run_inputs.c.id)
+        ).all()
+        return [
+            LineageNode(
+                kind="data",
+                id=r.digest,
+                label=f"{r.name} <- dataset ({r.context}, {r.num_rows} rows)"
+                f"{' ' + r.source if r.source else ''} sha256:{_short(r.digest)}",
+                details={
+                    "as": r.name,
+                    "kind": "dataset",
+                    "context": r.context,
+                    "digest": r.digest,
+                    "rows": r.num_rows,
+                    "description": r.source,
+                },
+            )
+            for r in rows
+        ]
+
+    def _digest_back(self, digest: str) -> LineageNode:
+        node = self._digest_node(digest)
+        self._first_time("digest", digest)
+        producer = self._producer_of(digest)
+        if producer is not None:
+            node.children.append(self._run_back(producer))
+        return node
+
+    def _digest_node(self, digest: str) -> LineageNode:
+        out = self.conn.execute(
+            select(pipeline_outputs).where(pipeline_outputs.c.digest == digest).limit(1)
+        ).first()
+        details: dict[str, Any] = {"digest": digest}
+        if out is not None:
+            details.update(self._output_details(out))
+            label = f"data sha256:{_short(digest)} ({out.type}, {out.size} bytes)"
+        else:
+            seen = self.conn.execute(
+                select(pipeline_inputs.c.kind, pipeline_inputs.c.description)
+                .where(pipeline_inputs.c.digest == digest)
+                .limit(1)
+            ).first()
+            if seen is None:
+                seen = self.conn.execute(
+                    select(
+                        run_inputs.c.context.label("kind"), run_inputs.c.name.label("description")
+                    )
+                    .where(run_inputs.c.digest == digest)
+                    .limit(1)
+                ).first()
+            kind = seen.kind if seen is not None else "data"
+            where = f" {seen.description}" if seen is not None and seen.description else ""
+            details.update({"kind": kind, "description": seen.description if seen else None})
+            label = f"data sha256:{_short(digest)} ({kind}{where})"
+        return LineageNode(kind="data", id=digest, label=label, details=details)
+
+    # -- forward ----------------------------------------------------------------------
+
+    def forward(self, resolved: _Resolved) -> LineageNode:
+        if resolved.kind == "model":
+            node, _row = self._model_node(resolved.value)
+            return node
+        if resolved.kind == "run":
+            return self._run_fwd(resolved.value)
+        return self._digest_fwd(self._digest_node(resolved.value))
+
+    def _digest_fwd(self, node: LineageNode) -> LineageNode:
+        digest = node.id
+        if not self._first_time("digest", digest):
+            return self._seen(node)
+        consumers = self.conn.execute(
+            select(pipeline_inputs.c.step_run_id, pipeline_inputs.c.name)
+            .join(pipeline_steps, pipeline_steps.c.run_id == pipeline_inputs.c.step_run_id)
+            .where(pipeline_inputs.c.digest == digest)
+            .order_by(pipeline_steps.c.started_at, pipeline_inputs.c.step_run_id)
+        ).all()
+        for run_id, name in consumers:
+            child = self._run_fwd(run_id)
+            child.details.setdefault("as", name)
+            node.children.append(child)
+        others = self.conn.execute(
+            select(run_inputs.c.run_id)
+            .where(run_inputs.c.digest == digest)
+            .order_by(run_inputs.c.created_at, run_inputs.c.run_id)
+        ).scalars()
+        node.children.extend(self._run_fwd(r) for r in others)
+        return node
+
+    def _run_fwd(self, run_id: str) -> LineageNode:
+        node = self._run_node(run_id)
+        if not self._first_time("run", run_id):
+            return self._seen(node)
+        if node.kind == "pipeline":
+            steps = self.conn.execute(
+                select(pipeline_steps.c.run_id)
+                .where(pipeline_steps.c.pipeline_run_id == run_id)
+                .order_by(pipeline_steps.c.started_at, pipeline_steps.c.step)
+            ).scalars()
+            node.children.extend(self._run_fwd(s) for s in list(steps))
+        outputs = self.conn.execute(
+            select(pipeline_outputs)
+            .where(pipeline_outputs.c.step_run_id == run_id)
+            .order_by(pipeline_outputs.c.name)
+        ).all()
+        for out in outputs:
+            data = LineageNode(
+                kind="data",
+                id=out.digest,
+                label=f"{out.name} -> sha256:{_short(out.digest)} ({out.type}, {out.size} bytes)",
+                details={"digest": out.digest, **self._output_details(out)},
+            )
+            node.children.append(self._digest_fwd(data))
+        for row in self._versions_of_run(run_id):
+            model, _ = self._model_node(f"{row.name}/{row.version}")
+            node.children.append(model)
+        return node
