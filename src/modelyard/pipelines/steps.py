@@ -25,6 +25,7 @@ import functools
 import importlib
 import importlib.metadata
 import inspect
+import os
 import re
 import reprlib
 import types
@@ -32,7 +33,7 @@ import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import PurePath
 from typing import Any, overload
 
 import msgspec
@@ -126,6 +127,7 @@ def _dec_hook(tp: Any, obj: Any) -> Any:
 def convert_value(value: Any, hint: Any, *, strict: bool = True) -> Any:
     """``value`` checked against (and converted to) ``hint``; ``ValueError`` when it does not fit.
 
+    >>> from pathlib import Path
     >>> convert_value(3, float), convert_value("3", int, strict=False), convert_value("a", Path)
     (3.0, 3, PosixPath('a'))
     """
@@ -385,7 +387,7 @@ class Step:
         assert self._hints is not None
         return self._hints
 
-    def source_hash(self, project_dir: str | Path) -> str:
+    def source_hash(self, project_dir: str | os.PathLike[str]) -> str:
         """The digest of the function's code and the project code it calls."""
         return source.source_hash(self.fn, project_dir)
 
