@@ -116,6 +116,27 @@ class ArtifactStore:
     def exists(self, sha256: str) -> bool:
         return bool(self.fs.exists(self._object_path(sha256)))
 
+    def verify(self, sha256: str, *, remove_corrupted: bool = False) -> bool:
+        """Whether the object exists and its bytes hash to its address (read in chunks).
+
+        With ``remove_corrupted`` an object whose bytes do not match is deleted, so that
+        writing the same content again stores it afresh (a write of content that is
+        already stored keeps the object there as it is).
+        """
+        digest = hashlib.sha256()
+        try:
+            with self._open(sha256, None) as handle:
+                while chunk := handle.read(_CHUNK):
+                    digest.update(chunk)
+        except NotFoundError:
+            return False
+        if digest.hexdigest() == sha256:
+            return True
+        if remove_corrupted:
+            with contextlib.suppress(OSError):
+                self.fs.rm(self._object_path(sha256))
+        return False
+
     def put_bytes(self, data: bytes) -> ArtifactRef:
         """Store ``data``; return its address."""
         return self._put(iter([data]))

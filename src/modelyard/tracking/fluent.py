@@ -19,7 +19,8 @@ it in ``contextvars.copy_context()``).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ __all__ = [
     "set_tag",
     "set_tags",
     "start_run",
+    "use_run",
 ]
 
 _client: ContextVar[TrackingClient | None] = ContextVar("modelyard_client", default=None)
@@ -121,6 +123,20 @@ def start_run(
     run = _FluentRun(client, base.id, base.experiment, base.name)
     _runs.set((*stack, run))
     return run
+
+
+@contextmanager
+def use_run(run: ActiveRun) -> Iterator[ActiveRun]:
+    """Make a run started elsewhere the active run (and its client this context's) for the
+    block. Nothing is written and the run is not ended: whoever started it ends it (a
+    pipeline's runner does this for each step's run)."""
+    client_token = _client.set(run.client)
+    runs_token = _runs.set((*_runs.get(), run))
+    try:
+        yield run
+    finally:
+        _runs.reset(runs_token)
+        _client.reset(client_token)
 
 
 def active_run() -> ActiveRun | None:
