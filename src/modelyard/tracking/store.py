@@ -8,6 +8,7 @@ import math
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
@@ -57,7 +58,7 @@ from modelyard.tracking.entities import (
 from modelyard.tracking.environment import RunEnvironment
 from modelyard.tracking.filters import compile_filter, compile_order
 
-__all__ = ["SQLTrackingStore"]
+__all__ = ["EndedRun", "SQLTrackingStore"]
 
 _MAX_RESULTS = 50_000
 # the order _load_runs reads them by position
@@ -112,6 +113,20 @@ def _search_query(filter: str, order_by: tuple[str, ...], by_experiment: bool) -
         .limit(bindparam("limit"))
         .offset(bindparam("offset"))
     )
+
+
+@dataclass(frozen=True)
+class EndedRun:
+    """A run recorded after it ended (a tuning trial): ``insert_ended_runs`` writes many."""
+
+    id: str
+    name: str
+    status: RunStatus
+    start_time: int
+    end_time: int
+    parent_run_id: str | None
+    params: Mapping[str, str]
+    tags: Mapping[str, str]
 
 
 class SQLTrackingStore:
@@ -206,6 +221,62 @@ class SQLTrackingStore:
                     [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()],
                 )
         return run_id
+
+    def insert_ended_runs(
+        self, experiment_id: str, ended: Sequence[EndedRun], env: RunEnvironment
+    ) -> list[str]:
+        """Insert runs that already ended, with params and tags, in one transaction.
+
+        Idempotent: a run id already stored is skipped (a batch retried after a lost
+        commit answer writes nothing twice). Returns the ids inserted now.
+        """
+        if not ended:
+            return []
+        packages = json.dumps(env.packages, sort_keys=True)
+        with self.db.write() as conn:
+            present = set(
+                conn.execute(select(runs.c.id).where(runs.c.id.in_([r.id for r in ended])))
+                .scalars()
+                .all()
+            )
+            fresh = [r for r in ended if r.id not in present]
+            if not fresh:
+                return []
+            conn.execute(
+                insert(runs),
+                [
+                    {
+                        "id": r.id,
+                        "experiment_id": experiment_id,
+                        "name": r.name,
+                        "status": r.status.value,
+                        "start_time": r.start_time,
+                        "end_time": r.end_time,
+                        "heartbeat_at": r.end_time,
+                        "parent_run_id": r.parent_run_id,
+                        "git_commit": env.git_commit,
+                        "git_dirty": env.git_dirty,
+                        "python_version": env.python_version,
+                        "packages": packages,
+                        "host": env.host,
+                        "pid": env.pid,
+                        "user": env.user,
+                        "source": env.source,
+                    }
+                    for r in fresh
+                ],
+            )
+            param_rows = [
+                {"run_id": r.id, "key": k, "value": v} for r in fresh for k, v in r.params.items()
+            ]
+            if param_rows:
+                conn.execute(insert(params), param_rows)
+            tag_rows = [
+                {"run_id": r.id, "key": k, "value": v} for r in fresh for k, v in r.tags.items()
+            ]
+            if tag_rows:
+                conn.execute(insert(run_tags), tag_rows)
+        return [r.id for r in fresh]
 
     def _require_run(self, conn: Connection, run_id: str) -> Row[Any]:
         row = conn.execute(select(runs).where(runs.c.id == run_id)).first()
