@@ -211,7 +211,9 @@ def _split_outputs(task: StepTask, value: Any) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def _capture_fds() -> Iterator[Callable[[], bytes]]:
-    """Send this process's stdout and stderr (fd 1 and 2) to a temporary file."""
+    """Send this process's stdout and stderr to a temporary file: file descriptors 1 and 2
+    (C code, subprocesses) and ``sys.stdout``/``sys.stderr`` (which a host such as pytest
+    may have pointed elsewhere)."""
     with tempfile.TemporaryFile(prefix="modelyard-step-") as tmp:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
@@ -219,13 +221,22 @@ def _capture_fds() -> Iterator[Callable[[], bytes]]:
         saved = (os.dup(1), os.dup(2))
         os.dup2(tmp.fileno(), 1)
         os.dup2(tmp.fileno(), 2)
+        # same open file (one offset): writes through either path land in order
+        text = io.TextIOWrapper(
+            io.FileIO(os.dup(tmp.fileno()), "w"),
+            encoding="utf-8",
+            errors="replace",
+            write_through=True,
+        )
+        streams = (sys.stdout, sys.stderr)
+        sys.stdout = sys.stderr = text
         done: list[bytes] = []
         try:
             yield lambda: done[0] if done else b""
         finally:
-            for stream in (sys.stdout, sys.stderr):
-                with contextlib.suppress(Exception):
-                    stream.flush()
+            sys.stdout, sys.stderr = streams
+            with contextlib.suppress(Exception):
+                text.close()
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
             os.close(saved[0])

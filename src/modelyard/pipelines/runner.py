@@ -40,6 +40,7 @@ from modelyard.errors import (
     StepFailedError,
 )
 from modelyard.pipelines.cache import CacheKey, cache_key
+from modelyard.pipelines.context import keying
 from modelyard.pipelines.definition import Pipeline
 from modelyard.pipelines.executors import (
     Executor,
@@ -433,7 +434,8 @@ def _start(
         )
     project = state.settings.project_dir
     try:
-        key = cache_key(node, {a: s.digest for a, s in inputs.items()}, project_dir=project)
+        with keying(state.settings):  # a fingerprint hook reads this run's stores
+            key = cache_key(node, {a: s.digest for a, s in inputs.items()}, project_dir=project)
         rows.extend(_file_inputs(node, key))
         source_hash = str(key.parts.get("source") or node.step.source_hash(project))
     except ModelyardError as exc:  # e.g. a Path parameter naming a file that is gone
