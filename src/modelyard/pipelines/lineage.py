@@ -29,6 +29,7 @@ from sqlalchemy import Connection, func, select, union
 
 from modelyard.config import Settings
 from modelyard.errors import InvalidInputError, NotFoundError, did_you_mean
+from modelyard.pipelines.cache import changed_parts
 from modelyard.registry.refs import LATEST, ModelRef
 from modelyard.store.database import Database, open_database
 from modelyard.store.schema import (
@@ -46,7 +47,19 @@ from modelyard.store.schema import (
     runs,
 )
 
-__all__ = ["CACHE_PARTS_TAG", "Lineage", "LineageNode", "NodeKind", "lineage_of", "resolve_ref"]
+__all__ = [
+    "CACHE_PARTS_TAG",
+    "Lineage",
+    "LineageNode",
+    "NodeKind",
+    "RerunReason",
+    "RunSummary",
+    "diff_parts",
+    "lineage_of",
+    "rerun_reasons",
+    "resolve_ref",
+    "run_summaries",
+]
 
 #: the run tag holding a step's cache-key parts as JSON (written by the runner)
 CACHE_PARTS_TAG = "modelyard.cache_parts"
@@ -484,6 +497,7 @@ class _Walker:
             ).first()
             if out is not None:
                 node.details.update(self._output_details(out))
+                node.label += f" ({out.type}, {out.materializer}, {out.size} bytes)"
             node.children.append(self._run_back(row.source_step_run_id))
         elif self._first_time("digest", row.digest):
             producer = self._producer_of(row.digest)  # outside data another step also made
@@ -628,7 +642,8 @@ class _Walker:
             data = LineageNode(
                 kind="data",
                 id=out.digest,
-                label=f"{out.name} -> sha256:{_short(out.digest)} ({out.type}, {out.size} bytes)",
+                label=f"{out.name} -> sha256:{_short(out.digest)} "
+                f"({out.type}, {out.materializer}, {out.size} bytes)",
                 details={"digest": out.digest, **self._output_details(out)},
             )
             node.children.append(self._digest_fwd(data))
@@ -636,3 +651,179 @@ class _Walker:
             model, _ = self._model_node(f"{row.name}/{row.version}")
             node.children.append(model)
         return node
+
+
+# -- why steps ran, and run summaries (for `pipeline runs` and `pipeline inspect`) ---------
+
+
+def diff_parts(old: Any, new: Any) -> list[str]:
+    """The cache-key parts that differ (``params.max_depth``, ``source``, ``inputs.train``):
+    :func:`modelyard.pipelines.cache.changed_parts` over recorded parts, ``["(all)"]`` when
+    one side is not a mapping (a tag that was not JSON) and they differ.
+
+    >>> diff_parts({"source": "a", "params": {"x": 1}}, {"source": "a", "params": {"x": 3}})
+    ['params.x']
+    """
+    if isinstance(old, dict) and isinstance(new, dict):
+        return changed_parts(old, new)
+    return [] if old == new else ["(all)"]
+
+
+@dataclass(frozen=True)
+class RerunReason:
+    """Why a step of a pipeline run ran (or did not).
+
+    ``compared_with`` is the step run of an earlier run of the same pipeline whose
+    cache-key parts were compared; ``changed`` the parts that differ (:func:`diff_parts`).
+    """
+
+    step: str
+    status: str
+    compared_with: str | None
+    changed: tuple[str, ...]
+    text: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "status": self.status,
+            "compared_with": self.compared_with,
+            "changed": list(self.changed),
+            "text": self.text,
+        }
+
+
+def _parts_of(conn: Connection, run_ids: Sequence[str]) -> dict[str, Any]:
+    if not run_ids:
+        return {}
+    found: dict[str, Any] = {}
+    for run_id, raw in conn.execute(
+        select(run_tags.c.run_id, run_tags.c.value).where(
+            run_tags.c.run_id.in_(list(run_ids)), run_tags.c.key == CACHE_PARTS_TAG
+        )
+    ):
+        try:
+            found[run_id] = json.loads(raw)
+        except ValueError:
+            found[run_id] = raw
+    return found
+
+
+def _earlier_steps(conn: Connection, prun: Any) -> dict[str, tuple[str, str]]:
+    """Step name -> (step run id, status) of the latest earlier run of the same pipeline
+    that had that step; the run it resumed comes first."""
+    earlier = (
+        select(pipeline_runs.c.run_id)
+        .where(
+            pipeline_runs.c.pipeline == prun.pipeline,
+            pipeline_runs.c.run_id != prun.run_id,
+            pipeline_runs.c.started_at <= prun.started_at,
+        )
+        .order_by(pipeline_runs.c.started_at.desc(), pipeline_runs.c.run_id.desc())
+        .limit(20)
+    )
+    ids = list(conn.execute(earlier).scalars())
+    if prun.resumed_from is not None and prun.resumed_from not in ids:
+        ids.insert(0, prun.resumed_from)
+    elif prun.resumed_from is not None:
+        ids.remove(prun.resumed_from)
+        ids.insert(0, prun.resumed_from)
+    if not ids:
+        return {}
+    rank = {run_id: i for i, run_id in enumerate(ids)}
+    found: dict[str, tuple[int, str, str]] = {}
+    for row in conn.execute(
+        select(
+            pipeline_steps.c.pipeline_run_id,
+            pipeline_steps.c.step,
+            pipeline_steps.c.run_id,
+            pipeline_steps.c.status,
+        ).where(pipeline_steps.c.pipeline_run_id.in_(ids))
+    ):
+        order = rank[row.pipeline_run_id]
+        if row.step not in found or order < found[row.step][0]:
+            found[row.step] = (order, row.run_id, row.status)
+    return {step: (run_id, status) for step, (_o, run_id, status) in found.items()}
+
+
+def rerun_reasons(db: Database, pipeline_run_id: str) -> dict[str, RerunReason]:
+    """For each step of a pipeline run: why it ran, was cached or skipped.
+
+    A step that ran is compared with the same step of the run it resumed, or else of the
+    latest earlier run of the same pipeline: the parts of the cache key that changed
+    (the tag ``modelyard.cache_parts``), or why an unchanged key still ran.
+    """
+    with db.read() as conn:
+        prun = conn.execute(
+            select(pipeline_runs).where(pipeline_runs.c.run_id == pipeline_run_id)
+        ).first()
+        if prun is None:
+            raise NotFoundError(f"No pipeline run with id {pipeline_run_id!r}")
+        steps = conn.execute(
+            select(pipeline_steps)
+            .where(pipeline_steps.c.pipeline_run_id == pipeline_run_id)
+            .order_by(pipeline_steps.c.started_at, pipeline_steps.c.step)
+        ).all()
+        earlier = _earlier_steps(conn, prun)
+        ids = [s.run_id for s in steps] + [run_id for run_id, _ in earlier.values()]
+        parts = _parts_of(conn, ids)
+    return {s.step: _reason(s, earlier.get(s.step), parts) for s in steps}
+
+
+def _reason(step: Any, earlier: tuple[str, str] | None, parts: dict[str, Any]) -> RerunReason:
+    def reason(text: str, compared: str | None = None, changed: Sequence[str] = ()) -> RerunReason:
+        return RerunReason(step.step, step.status, compared, tuple(changed), text)
+
+    if step.status == "cached":
+        return reason(f"cached: same key as step run {_short(step.cached_from, 8)}")
+    if step.status == "skipped":
+        return reason("skipped: " + (step.error or "an upstream step failed"))
+    if step.status == "pending":
+        return reason("not started")
+    if earlier is None:
+        return reason("first run of this step")
+    before_id, before_status = earlier
+    now, before = parts.get(step.run_id), parts.get(before_id)
+    if now is None or before is None:
+        return reason(f"no recorded key to compare with {before_id[:8]}", before_id)
+    changed = diff_parts(before, now)
+    if changed:
+        return reason(
+            "changed since " + before_id[:8] + ": " + ", ".join(changed), before_id, changed
+        )
+    if before_status in ("failed", "skipped", "pending", "running"):
+        return reason(
+            f"same key as {before_id[:8]}, which did not finish ({before_status})", before_id
+        )
+    return reason(
+        f"same key as {before_id[:8]}: the cache was off (--no-cache, or a step with "
+        "cache=False) or its outputs were gone",
+        before_id,
+    )
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What ``pipeline runs`` shows beside a pipeline run's own row."""
+
+    tracked_status: str | None  # the tracked run's status: RUNNING, FINISHED, FAILED, KILLED
+    steps: dict[str, int]  # status -> how many steps
+
+
+def run_summaries(db: Database, run_ids: Sequence[str]) -> dict[str, RunSummary]:
+    """Step counts by status and the tracked run's status, per pipeline run, in two reads."""
+    if not run_ids:
+        return {}
+    ids = list(run_ids)
+    counts: dict[str, dict[str, int]] = {i: {} for i in ids}
+    with db.read() as conn:
+        for run_id, status, n in conn.execute(
+            select(pipeline_steps.c.pipeline_run_id, pipeline_steps.c.status, func.count())
+            .where(pipeline_steps.c.pipeline_run_id.in_(ids))
+            .group_by(pipeline_steps.c.pipeline_run_id, pipeline_steps.c.status)
+        ):
+            counts[run_id][status] = int(n)
+        tracked = dict(
+            conn.execute(select(runs.c.id, runs.c.status).where(runs.c.id.in_(ids))).tuples().all()
+        )
+    return {i: RunSummary(tracked.get(i), counts[i]) for i in ids}
