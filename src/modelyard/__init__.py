@@ -6,6 +6,9 @@ pandas, scikit-learn or web framework is imported until a feature needs it.
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from modelyard.config import Settings, init_project, load_settings
 from modelyard.errors import (
     ConflictError,
@@ -15,7 +18,6 @@ from modelyard.errors import (
     StorageError,
 )
 from modelyard.models.flavors.custom import PythonModel
-from modelyard.pipelines import pipeline, step
 from modelyard.registry.client import LoggedModel, ModelRegistry
 from modelyard.registry.fluent import get_registry, load_model, log_model
 from modelyard.tracking.client import ActiveRun, TrackingClient
@@ -38,6 +40,28 @@ from modelyard.tracking.fluent import (
     start_run,
 )
 from modelyard.version import __version__
+
+if TYPE_CHECKING:
+    from modelyard.pipelines import pipeline, step
+    from modelyard.pipelines.tuning import tune
+
+#: names loaded on first use: the pipelines package brings its runner (pyarrow, the
+#: process pool), which ``import modelyard.anything`` should not pay for
+_LAZY = {
+    "pipeline": "modelyard.pipelines",
+    "step": "modelyard.pipelines",
+    "tune": "modelyard.pipelines.tuning",  # optuna
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'modelyard' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ActiveRun",
@@ -76,4 +100,5 @@ __all__ = [
     "set_tags",
     "start_run",
     "step",
+    "tune",
 ]

@@ -29,7 +29,8 @@ from typing import Any
 
 from modelyard.errors import InvalidInputError
 from modelyard.pipelines.graph import StepNode
-from modelyard.pipelines.steps import definition_error, package_version, type_name
+from modelyard.pipelines.materializers import materializer_for
+from modelyard.pipelines.steps import definition_error, package_version
 from modelyard.tracking.digest import digest_path
 
 __all__ = ["CacheKey", "cache_key", "canonical_json", "changed_parts", "path_digest"]
@@ -114,9 +115,12 @@ def _params_part(value: Any, project_dir: str | os.PathLike[str], where: str) ->
 
 
 def _outputs_part(node: StepNode) -> dict[str, Any]:
-    # TODO(definition): the materializers' name and version once that package is committed:
-    # {name: {"materializer": m.name, "version": m.version}} from materializer_for(type)
-    return {spec.name: {"type": type_name(spec.type)} for spec in node.outputs}
+    """Output name -> the materializer (and its version) its declared type is stored by."""
+    parts: dict[str, Any] = {}
+    for spec in node.outputs:
+        m = materializer_for(spec.type)  # "auto" for Any: the value decides when it is saved
+        parts[spec.name] = {"materializer": m.name, "version": m.version}
+    return parts
 
 
 def cache_key(

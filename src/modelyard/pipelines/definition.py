@@ -25,15 +25,15 @@ run (a cycle, a wrong argument, an output nothing can store) fails before any st
 from __future__ import annotations
 
 import graphlib
-import importlib
 import inspect
 import json
 import typing
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 from modelyard.errors import PipelineDefinitionError, did_you_mean
-from modelyard.pipelines.graph import Graph
+from modelyard.pipelines.graph import Graph, StepNode
+from modelyard.pipelines.materializers import materializer_for
 from modelyard.pipelines.steps import (
     BuildContext,
     convert_value,
@@ -41,6 +41,9 @@ from modelyard.pipelines.steps import (
     is_jsonable,
     type_name,
 )
+
+if TYPE_CHECKING:
+    from modelyard.pipelines.runner import PipelineRun
 
 __all__ = ["REQUIRED", "Pipeline", "pipeline"]
 
@@ -229,7 +232,7 @@ class Pipeline:
         try:
             sorter.prepare()
         except graphlib.CycleError as exc:
-            cycle = list(reversed(exc.args[1]))
+            cycle = list(exc.args[1])  # each node feeds the next
             raise definition_error(
                 self.name,
                 cycle[0],
@@ -237,16 +240,22 @@ class Pipeline:
                 f"the steps form a cycle: {' -> '.join(cycle)}",
             ) from None
 
-    def _check_materializers(self, nodes: Mapping[str, Any]) -> None:
-        # TODO(definition): call modelyard.pipelines.materializers.materializer_for(tp) for
-        # each declared output type once the materializers package is committed.
-        return
+    def _check_materializers(self, nodes: Mapping[str, StepNode]) -> None:
+        for name, node in nodes.items():
+            for spec in node.outputs:
+                try:
+                    materializer_for(spec.type)
+                except PipelineDefinitionError as exc:
+                    raise definition_error(
+                        self.name, name, spec.name, exc.message, noun="output"
+                    ) from None
 
-    def run(self, params: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
+    def run(self, params: Mapping[str, Any] | None = None, **kwargs: Any) -> PipelineRun:
         """Run the pipeline (see ``modelyard.pipelines.runner.run_pipeline``)."""
-        # TODO(definition): a module-level import once runner.py is committed
-        runner = importlib.import_module("modelyard.pipelines.runner")
-        return runner.run_pipeline(self, params, **kwargs)
+        # the runner imports this module: importing it here, at call time, breaks the cycle
+        from modelyard.pipelines.runner import run_pipeline
+
+        return run_pipeline(self, params, **kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """The plain function (its step calls run at once outside a build)."""

@@ -131,6 +131,8 @@ def convert_value(value: Any, hint: Any, *, strict: bool = True) -> Any:
     >>> convert_value(3, float), convert_value("3", int, strict=False), convert_value("a", Path)
     (3.0, 3, PosixPath('a'))
     """
+    if _strip(hint) is object:
+        return value
     try:
         return msgspec.convert(value, hint, strict=strict, dec_hook=_dec_hook)
     except msgspec.ValidationError as exc:
@@ -167,6 +169,8 @@ def _strip(tp: Any) -> Any:
 def _concrete(tp: Any) -> tuple[type, ...] | None:
     """The classes a hint stands for, or None when it is not plainly classes."""
     tp = _strip(tp)
+    if tp is Any or tp is object:
+        return None
     if tp is None or tp is type(None):
         return (type(None),)
     origin = typing.get_origin(tp)
