@@ -18,7 +18,7 @@ from rich.text import Text
 
 import modelyard.cli.models_import
 import modelyard.cli.models_optimize  # noqa: F401 - registers `models optimize` on models.app
-from modelyard.cli import features, gc, lineage, log, models, monitor, pipeline, runs, serve
+from modelyard.cli import features, gc, lineage, log, models, monitor, pipeline, runs, serve, tune
 from modelyard.cli.context import CliState, settings_from
 from modelyard.cli.failures import EXIT_USAGE, describe_failure, printable_line, traceback_of
 from modelyard.cli.output import console, err_console, print_json
@@ -38,6 +38,7 @@ app.add_typer(features.app, name="features")
 app.add_typer(monitor.app, name="monitor")
 app.add_typer(log.app, name="log")
 app.add_typer(pipeline.app, name="pipeline")
+app.add_typer(tune.app, name="tune")
 app.command("lineage")(lineage.lineage)
 app.command("serve")(serve.serve)
 app.command("gc")(gc.gc)
