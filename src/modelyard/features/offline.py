@@ -95,7 +95,7 @@ from modelyard.features.validation import AWARE, key_types, source_columns, time
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["get_historical_features"]
+__all__ = ["entities_in_window", "get_historical_features"]
 
 _NAIVE = {"TIMESTAMP", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S", "DATE"}
 _AGGREGATE = {
@@ -173,6 +173,54 @@ def get_historical_features(
     finally:
         con.close()
     return out
+
+
+def entities_in_window(
+    entity_df: pd.DataFrame,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    *,
+    entity_time_column: str = "event_timestamp",
+    assume_utc: bool = False,
+) -> pd.DataFrame:
+    """The entity rows whose time is in ``[start, end)`` (an open side when None).
+
+    Times are compared as UTC instants, read as the join reads them (rule 8: a naive
+    entity time is refused unless ``assume_utc``; a null time is outside every window).
+    The rows keep their order, index and columns, so joining the result is the join of
+    those rows: each row still gets the features as of its own time, never later.
+
+    >>> from datetime import UTC, datetime
+    >>> frame = pd.DataFrame({"event_timestamp": pd.to_datetime(
+    ...     ["2013-01-01", "2013-02-01", "2013-03-01"], utc=True), "y": [0, 1, 2]})
+    >>> entities_in_window(frame, datetime(2013, 2, 1, tzinfo=UTC),
+    ...                    datetime(2013, 3, 1, tzinfo=UTC)).y.tolist()
+    [1]
+    """
+    for name, bound in (("start", start), ("end", end)):
+        if bound is not None and bound.tzinfo is None:
+            raise InvalidInputError(
+                f"Expected a timezone-aware {name} time, got the naive {bound.isoformat()}",
+                loc=name,
+            )
+    if start is not None and end is not None and start >= end:
+        raise InvalidInputError(
+            f"Expected start before end, got start {start.isoformat()} and end {end.isoformat()}",
+            loc="start",
+        )
+    if entity_time_column not in entity_df.columns:
+        raise InvalidInputError(
+            f"Expected the entity frame to have the time column {entity_time_column!r}, got "
+            f"columns {', '.join(map(str, entity_df.columns))}",
+            loc=f"entity_df.{entity_time_column}",
+        )
+    times = _entity_time(entity_df, entity_time_column, assume_utc)
+    keep = times.notna()
+    if start is not None:
+        keep &= times >= pd.Timestamp(start)
+    if end is not None:
+        keep &= times < pd.Timestamp(end)
+    return entity_df[keep.to_numpy(dtype=bool)]
 
 
 def _with_on_demand(

@@ -21,7 +21,14 @@ from dataclasses import dataclass, field
 from modelyard.config import Settings
 from modelyard.errors import ConflictError, InvalidInputError, NotFoundError
 
-__all__ = ["RecordedInput", "StepContext", "current_step", "step_context"]
+__all__ = [
+    "RecordedInput",
+    "StepContext",
+    "current_step",
+    "keying",
+    "project_settings",
+    "step_context",
+]
 
 #: the kinds of input a step may record itself ("output" inputs are the runner's)
 RECORDABLE_KINDS = ("features", "file", "data")
@@ -97,6 +104,8 @@ class StepContext:
 
 
 _current: ContextVar[StepContext | None] = ContextVar("modelyard_current_step", default=None)
+#: the settings of the pipeline run whose cache keys are being computed (for fingerprints)
+_keying: ContextVar[Settings | None] = ContextVar("modelyard_keying_settings", default=None)
 
 
 def current_step() -> StepContext:
@@ -118,3 +127,24 @@ def step_context(context: StepContext) -> Iterator[StepContext]:
         yield context
     finally:
         _current.reset(token)
+
+
+@contextmanager
+def keying(settings: Settings) -> Iterator[None]:
+    """The runner computes cache keys in this block: fingerprints see ``settings``."""
+    token = _keying.set(settings)
+    try:
+        yield
+    finally:
+        _keying.reset(token)
+
+
+def project_settings() -> Settings | None:
+    """The settings of the pipeline run at hand, or None outside one.
+
+    Inside a step: its project's; in a step's ``fingerprint`` hook (run by the runner
+    before the step, in the runner's process): the run's, so a hook reads the same
+    stores the step will.
+    """
+    found = _current.get()
+    return found.settings if found is not None else _keying.get()
