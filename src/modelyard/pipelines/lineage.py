@@ -823,7 +823,8 @@ def run_summaries(db: Database, run_ids: Sequence[str]) -> dict[str, RunSummary]
             .group_by(pipeline_steps.c.pipeline_run_id, pipeline_steps.c.status)
         ):
             counts[run_id][status] = int(n)
-        tracked = dict(
-            conn.execute(select(runs.c.id, runs.c.status).where(runs.c.id.in_(ids))).tuples().all()
-        )
+        tracked = {
+            row.id: row.status
+            for row in conn.execute(select(runs.c.id, runs.c.status).where(runs.c.id.in_(ids)))
+        }
     return {i: RunSummary(tracked.get(i), counts[i]) for i in ids}
