@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import pickle
 import subprocess
 import sys
@@ -142,8 +143,11 @@ def test_bad_step_options_are_refused_at_decoration() -> None:
             return 1
 
 
-def test_a_step_pickles_by_reference() -> None:
+def test_a_step_pickles_by_reference_and_copies_as_a_new_step() -> None:
     assert pickle.loads(pickle.dumps(d.train)) is d.train
+    twin = copy.copy(d.train)
+    twin.cache_version = 5
+    assert twin is not d.train and d.train.cache_version == 1 and twin.fn is d.train.fn
 
 
 def test_importing_modelyard_stays_light() -> None:

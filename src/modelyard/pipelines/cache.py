@@ -45,7 +45,7 @@ class CacheKey:
 
     def parts_json(self) -> str:
         """The parts as canonical JSON (what the runner stores on the step run)."""
-        return canonical_json(self.parts)
+        return _dump(self.parts)
 
 
 def _tagged(value: Any, *, where: str) -> Any:
@@ -74,15 +74,15 @@ def _tagged(value: Any, *, where: str) -> Any:
     )
 
 
+def _dump(tagged: Any) -> str:
+    return json.dumps(
+        tagged, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    )
+
+
 def canonical_json(value: Any) -> str:
     """One text per value: sorted keys, exact floats, NaN/inf tagged (see the module docs)."""
-    return json.dumps(
-        _tagged(value, where="cache key"),
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=True,
-        allow_nan=False,
-    )
+    return _dump(_tagged(value, where="cache key"))
 
 
 def path_digest(path: PurePath, project_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -158,7 +158,8 @@ def cache_key(
                 None,
                 f"fingerprint must return a mapping of JSON values: {exc}",
             ) from exc
-    value = hashlib.sha256(canonical_json(parts).encode("ascii")).hexdigest()
+    # every part is strict JSON already (params and fingerprint tagged): dumped as it is
+    value = hashlib.sha256(_dump(parts).encode("ascii")).hexdigest()
     return CacheKey(value, parts)
 
 

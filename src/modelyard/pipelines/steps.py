@@ -411,8 +411,13 @@ class Step:
         return building.add(self, args, kwargs, node_id=None, after=())
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # by reference: a worker imports the step from its module
+        # pickled by reference, like a function: a worker imports the step from its module
         return (_import_step, (self.fn.__module__, self.fn.__qualname__))
+
+    def __copy__(self) -> Step:
+        twin = Step.__new__(Step)
+        twin.__dict__.update(self.__dict__)
+        return twin
 
     def __repr__(self) -> str:
         return f"<Step {self.name} {self.function_id}>"
