@@ -135,3 +135,43 @@ def load(path: Path) -> list[int]:
 @pipeline
 def fixed(path: Path = Path("data.txt")) -> None:
     load(path)
+
+
+@step
+def summary(result: dict[str, int]) -> str:
+    return f"{result['total']}/{result['count']}"
+
+
+@pipeline
+def five(n: int = 5) -> None:
+    """numbers -> (left, right) -> combine -> summary."""
+    values = numbers(n)
+    left = nap.with_options(id="left")(values, add=1)
+    right = nap.with_options(id="right")(values, add=2)
+    summary(combine(left, right))
+
+
+@step(outputs=("low", "high"))
+def halves(values: list[int]) -> tuple[list[int], list[int]]:
+    return values  # type: ignore[return-value] - wrong on purpose: one list, not two
+
+
+@pipeline
+def wrong_shape() -> None:
+    halves(numbers(4))
+
+
+@step
+def fit(values: list[int]) -> str:
+    from sklearn.linear_model import LogisticRegression
+
+    x = [[float(v)] for v in values]
+    y = [v % 2 for v in values]
+    model = LogisticRegression().fit(x, y)
+    logged = modelyard.log_model(model, name="parity", no_signature=True)
+    return logged.ref
+
+
+@pipeline
+def trains() -> None:
+    fit(numbers(6))

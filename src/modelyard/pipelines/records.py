@@ -198,6 +198,7 @@ _STEP_COLUMNS = (
 )
 
 # statements built once: SQLAlchemy's compiled cache then serves each transition
+_INSERT_STEP = insert(pipeline_steps)
 _SET_STEP = (
     update(pipeline_steps)
     .where(pipeline_steps.c.run_id == bindparam("b_run_id"))
@@ -227,7 +228,15 @@ class PipelineRecords:
         self.db = db
         self._host = socket.gethostname()
         self._timeout_ms = int(heartbeat_timeout_s * 1000)
-        self._ins: Any = sqlite.insert if db.dialect == "sqlite" else postgresql.insert
+        ins: Any = sqlite.insert if db.dialect == "sqlite" else postgresql.insert
+        upsert = ins(step_cache)
+        self._upsert_cache = upsert.on_conflict_do_update(
+            index_elements=[step_cache.c.cache_key],
+            set_={
+                "step_run_id": upsert.excluded.step_run_id,
+                "created_at": upsert.excluded.created_at,
+            },
+        )
 
     # -- writes ---------------------------------------------------------------------
 
@@ -345,20 +354,21 @@ class PipelineRecords:
         error: str | None = None,
     ) -> None:
         conn.execute(
-            insert(pipeline_steps).values(
-                run_id=run_id,
-                pipeline_run_id=pipeline_run_id,
-                step=step,
-                function=function,
-                cache_key=cache_key,
-                source_hash=source_hash,
-                status=status,
-                cached_from=cached_from,
-                started_at=started_at,
-                ended_at=ended_at,
-                error=error,
-                logs_sha256=None,
-            )
+            _INSERT_STEP,
+            {
+                "run_id": run_id,
+                "pipeline_run_id": pipeline_run_id,
+                "step": step,
+                "function": function,
+                "cache_key": cache_key,
+                "source_hash": source_hash,
+                "status": status,
+                "cached_from": cached_from,
+                "started_at": started_at,
+                "ended_at": ended_at,
+                "error": error,
+                "logs_sha256": None,
+            },
         )
 
     @staticmethod
@@ -397,12 +407,8 @@ class PipelineRecords:
             conn.execute(insert(pipeline_outputs), rows)
 
     def _cache_row(self, conn: Connection, cache_key: str, run_id: str, now: int) -> None:
-        stmt = self._ins(step_cache).values(cache_key=cache_key, step_run_id=run_id, created_at=now)
         conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[step_cache.c.cache_key],
-                set_={"step_run_id": run_id, "created_at": now},
-            )
+            self._upsert_cache, {"cache_key": cache_key, "step_run_id": run_id, "created_at": now}
         )
 
     def step_cached(

@@ -1,0 +1,166 @@
+"""Executors, the worker's view of a step (current_step, fluent runs, log_model), the
+shape of outputs, and the pieces the runner stands on (verify, task pickling)."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from modelyard.config import Settings
+from modelyard.errors import ConflictError, InvalidInputError, StepFailedError
+from modelyard.pipelines import StepEvent, run_pipeline
+from modelyard.pipelines.context import StepContext
+from modelyard.pipelines.executors import (
+    InlineExecutor,
+    ProcessExecutor,
+    StepOutcome,
+    StepTask,
+    client_for,
+    make_executor,
+    run_task,
+)
+from modelyard.pipelines.records import PipelineRecords
+from modelyard.registry.client import ModelRegistry
+from modelyard.store.artifacts import ArtifactStore
+from tests.pipelines import run_flows
+
+
+class ThreadExecutor:
+    """A user-supplied executor: steps on threads of this process."""
+
+    name = "threads"
+
+    def __init__(self) -> None:
+        self.pool = ThreadPoolExecutor(2)
+        self.tasks: list[str] = []
+        self.shut = False
+
+    def submit(self, task: StepTask) -> Future[StepOutcome]:
+        self.tasks.append(task.step)
+        return self.pool.submit(run_task, task, capture="python")
+
+    def shutdown(self) -> None:
+        self.shut = True
+        self.pool.shutdown()
+
+
+def test_a_custom_executor_runs_the_steps_and_is_not_shut_down(settings: Settings) -> None:
+    executor = ThreadExecutor()
+    run = run_pipeline(run_flows.diamond, settings=settings, executor=executor)
+    try:
+        assert {s.status for s in run.steps.values()} == {"completed"}
+        assert sorted(executor.tasks) == ["combine", "left", "numbers", "right"]
+        assert not executor.shut  # the caller's: it shuts it down
+        assert PipelineRecords(client_for(settings).db).pipeline_run(run.run_id).executor == (
+            "threads"
+        )
+    finally:
+        executor.shutdown()
+
+
+def test_executor_names_and_workers_are_checked() -> None:
+    assert isinstance(make_executor("local"), ProcessExecutor)
+    assert isinstance(make_executor("inline"), InlineExecutor)
+    assert make_executor("local", 3).max_workers == 3  # type: ignore[attr-defined]
+    with pytest.raises(
+        InvalidInputError, match="Expected an executor \\(local, inline\\), got 'ray'"
+    ):
+        make_executor("ray")
+    with pytest.raises(InvalidInputError, match="or an object with name, submit"):
+        make_executor(object())  # type: ignore[arg-type]
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(InvalidInputError, match="max_workers"):
+            ProcessExecutor(bad)  # type: ignore[arg-type]
+
+
+def test_a_task_pickles_for_a_worker(settings: Settings) -> None:
+    graph = run_flows.diamond.build()
+    node = graph.nodes["left"]
+    task = StepTask(
+        step="left",
+        function=node.step.function_id,
+        module_file=run_flows.__file__,
+        project_dir=str(settings.project_dir),
+        params=dict(node.params),
+        inputs={},
+        outputs=node.outputs,
+        run_id="r" * 32,
+        pipeline_run_id="p" * 32,
+        experiment="diamond",
+        settings=settings,
+    )
+    assert pickle.loads(pickle.dumps(task)) == task
+
+
+def test_a_step_returning_the_wrong_shape_fails_naming_its_outputs(settings: Settings) -> None:
+    with pytest.raises(StepFailedError) as caught:
+        run_pipeline(run_flows.wrong_shape, settings=settings, executor="local")
+    assert caught.value.step == "halves"
+    assert "declares 2 outputs (low, high) and must return a tuple of 2, got a list of 4" in (
+        caught.value.error
+    )
+
+
+@pytest.mark.parametrize("executor", ["inline", "local"])
+def test_log_model_inside_a_step_links_the_version_to_the_step_run(
+    settings: Settings, executor: str
+) -> None:
+    pytest.importorskip("sklearn")
+    run = run_pipeline(run_flows.trains, settings=settings, executor=executor)
+    ref = run.load("fit")
+    registry = ModelRegistry(settings)
+    try:
+        version = registry.get_version(ref)
+    finally:
+        registry.close()
+    assert version.run_id == run.steps["fit"].run_id
+
+
+def test_record_input_checks_what_it_is_given(settings: Settings) -> None:
+    here = StepContext("r" * 32, "p" * 32, "train", settings, input_names=frozenset({"frame"}))
+    here.record_input("features", "ab" * 32)
+    here.record_input("features", "ab" * 32)  # the same again: nothing new
+    assert len(here.recorded) == 1
+    with pytest.raises(ConflictError, match="already recorded input 'features'"):
+        here.record_input("features", "cd" * 32)
+    with pytest.raises(ConflictError, match="already has an input named 'frame'"):
+        here.record_input("frame", "cd" * 32)
+    with pytest.raises(InvalidInputError, match=r"record_input\.digest"):
+        here.record_input("x", "not hex")
+    with pytest.raises(InvalidInputError, match=r"record_input\.kind"):
+        here.record_input("x", "ab" * 32, kind="output")
+    with pytest.raises(InvalidInputError, match=r"record_input\.name"):
+        here.record_input("", "ab" * 32)
+
+
+def test_verify_finds_missing_and_corrupted_objects(tmp_path: Path) -> None:
+    store = ArtifactStore(str(tmp_path / "store"))
+    ref = store.put_bytes(b"hello world")
+    assert store.verify(ref.sha256)
+    assert not store.verify("0" * 64)
+    path = tmp_path / "store" / "objects" / ref.sha256[:2] / ref.sha256[2:]
+    path.write_bytes(b"hello World")
+    assert not store.verify(ref.sha256)
+    assert path.exists()  # only looked at
+    assert not store.verify(ref.sha256, remove_corrupted=True)
+    assert not path.exists()
+    assert store.put_bytes(b"hello world") == ref and store.verify(ref.sha256)
+
+
+def test_an_on_event_that_raises_loses_no_record(settings: Settings) -> None:
+    seen: list[StepEvent] = []
+    lock = threading.Lock()
+
+    def broken(event: StepEvent) -> None:
+        with lock:
+            seen.append(event)
+        raise RuntimeError("the progress bar broke")
+
+    run = run_pipeline(run_flows.diamond, settings=settings, executor="inline", on_event=broken)
+    assert run.status == "completed" and len(seen) == 8
+    rows = PipelineRecords(client_for(settings).db).steps_of(run.run_id)
+    assert {r.status for r in rows} == {"completed"}
