@@ -9,6 +9,7 @@ entity source, and must not change when nothing did.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -615,3 +616,76 @@ def test_the_digest_cache_is_not_part_of_the_steps_code(
     file_digest(path)
     assert len(feature_steps._digests) == 1
     assert training_set.source_hash(tmp_path) == before
+
+
+@seed(SEED)
+@hsettings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    writes=st.lists(
+        st.tuples(st.binary(min_size=8, max_size=8), st.booleans(), st.booleans()),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_file_digests_always_follow_the_bytes(
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    writes: list[tuple[bytes, bool, bool]],
+) -> None:
+    """Same-size rewrites, mtime restored or not, settled or racy: the digest is the bytes'."""
+    monkeypatch.setattr(feature_steps, "_digests", feature_steps.DigestCache())
+    monkeypatch.setattr(feature_steps, "RACY_NS", 20_000_000)
+    path = tmp_path_factory.mktemp("digests") / "f.bin"
+    path.write_bytes(b"\0" * 8)
+    mtime = path.stat().st_mtime_ns
+    for data, restore, settle in writes:
+        if settle:
+            time.sleep(0.03)
+        assert file_digest(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+        path.write_bytes(data)
+        if restore:
+            os.utime(path, ns=(mtime, mtime))
+        assert file_digest(path) == hashlib.sha256(data).hexdigest()
+
+
+FS_ON_DEMAND = """
+import numpy as np
+from modelyard.features import on_demand_feature_view
+
+
+@on_demand_feature_view(
+    inputs=["delays:delay"],
+    request=[Feature("bonus", "float")],
+    features=[Feature("total", "float")],
+)
+def totals(x):
+    return {"total": np.nan_to_num(x["delay"]) + x["bonus"]}
+
+
+model_od = FeatureService("model_od", features=[totals, "delays:n"])
+"""
+
+
+def test_an_on_demand_service_keys_its_code_and_its_input_views(
+    fs_settings: Settings, fs_fresh_digests: None
+) -> None:
+    root = fs_settings.project_dir
+    (root / "features.py").write_text((root / "features.py").read_text() + FS_ON_DEMAND)
+    fs_apply(fs_settings)
+    entities = fs_entities().assign(bonus=2.5)
+    frame, read, _ = build_training_set(fs_settings, "model_od", entities)
+    with FeatureStore(fs_settings) as store:
+        oracle = store.get_historical_features(entities, "model_od")
+    pd.testing.assert_frame_equal(frame, oracle)
+    assert set(read.definitions) == {"service:model_od", "on_demand:totals", "view:delays"}
+    first = training_set_fingerprint(fs_settings, fs_params(service="model_od"))
+    text = (root / "features.py").read_text().replace('+ x["bonus"]', '+ 2 * x["bonus"]')
+    (root / "features.py").write_text(text)
+    fs_apply(fs_settings)
+    second = training_set_fingerprint(fs_settings, fs_params(service="model_od"))
+    changed = {
+        k for k in first["definitions"] if first["definitions"][k] != second["definitions"][k]
+    }
+    assert changed == {"on_demand:totals"}
