@@ -143,6 +143,33 @@ def test_bad_step_options_are_refused_at_decoration() -> None:
             return 1
 
 
+def test_async_and_generator_functions_are_refused() -> None:
+    with pytest.raises(PipelineDefinitionError, match=r"^Step 'a': a step is a plain function"):
+
+        @step
+        async def a(x: int) -> int:
+            return x
+
+    with pytest.raises(PipelineDefinitionError, match=r"^Step 'g': a step is a plain function"):
+
+        @step
+        def g(x: int) -> Any:
+            yield x
+
+    with pytest.raises(
+        PipelineDefinitionError, match=r"^Pipeline 'p': a pipeline is a plain function"
+    ):
+
+        @pipeline
+        async def p() -> None:
+            d.number(1)
+
+
+def test_a_pipeline_that_calls_no_step_is_refused() -> None:
+    with pytest.raises(PipelineDefinitionError, match=r"^Pipeline 'p': it calls no step"):
+        _build(lambda: None)
+
+
 def test_a_step_pickles_by_reference_and_copies_as_a_new_step() -> None:
     assert pickle.loads(pickle.dumps(d.train)) is d.train
     twin = copy.copy(d.train)

@@ -39,6 +39,7 @@ from modelyard.pipelines.steps import (
     convert_value,
     definition_error,
     is_jsonable,
+    is_plain_function,
     type_name,
 )
 
@@ -58,6 +59,13 @@ class Pipeline:
         if not inspect.isfunction(fn):
             raise definition_error(
                 None, None, None, f"@pipeline decorates a function, got {type(fn).__name__}"
+            )
+        if not is_plain_function(fn):
+            raise definition_error(
+                fn.__name__,
+                None,
+                None,
+                "a pipeline is a plain function (not async, not a generator) that calls steps",
             )
         self.fn = fn
         self.name = fn.__name__ if name is None else name
@@ -209,6 +217,14 @@ class Pipeline:
         with BuildContext(self.name) as building:
             self.fn(**validated)
         nodes = building.nodes
+        if not nodes:
+            raise definition_error(
+                self.name,
+                None,
+                None,
+                "it calls no step: a pipeline function calls @step functions, whose calls "
+                "make its graph",
+            )
         self._check_after(nodes)
         self._check_cycles(nodes)
         self._check_materializers(nodes)

@@ -50,6 +50,7 @@ __all__ = [
     "convert_value",
     "definition_error",
     "is_jsonable",
+    "is_plain_function",
     "package_version",
     "step",
     "type_name",
@@ -279,6 +280,14 @@ class Step:
             raise definition_error(
                 None, None, None, f"@step decorates a function, got {_describe(fn)}"
             )
+        if not is_plain_function(fn):
+            raise definition_error(
+                None,
+                fn.__name__,
+                None,
+                "a step is a plain function (not async, not a generator): the runner "
+                "calls it and stores what it returns",
+            )
         self.fn = fn
         self.name = fn.__name__ if name is None else name
         self.function_id = f"{fn.__module__}:{fn.__qualname__}"
@@ -288,7 +297,7 @@ class Step:
                 str(self.name),
                 None,
                 "a step name is letters, digits, '_', '.', '-' (at most 128, not starting "
-                f"with a digit), got {self.name!r}",
+                f"with a digit), got {self.name!r}; give one with @step(name=...)",
             )
         if isinstance(cache_version, bool) or not isinstance(cache_version, int | str):
             raise definition_error(
@@ -421,6 +430,15 @@ class Step:
 
     def __repr__(self) -> str:
         return f"<Step {self.name} {self.function_id}>"
+
+
+def is_plain_function(fn: Callable[..., Any]) -> bool:
+    """Not a coroutine, generator or async generator function: calling it does the work."""
+    return not (
+        inspect.iscoroutinefunction(fn)
+        or inspect.isgeneratorfunction(fn)
+        or inspect.isasyncgenfunction(fn)
+    )
 
 
 def _import_step(module: str, qualname: str) -> Any:
