@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test check bench-tracking bench-models bench-features bench-serving bench-monitoring clean
+.PHONY: install demo test check bench-tracking bench-models bench-features bench-serving bench-monitoring bench-pipelines clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,9 @@ bench-serving: install
 
 bench-monitoring: install
 	$(BIN)/python benchmarks/monitoring/run.py
+
+bench-pipelines: install
+	$(BIN)/python benchmarks/pipelines/run.py
 
 clean:
 	rm -rf $(VENV) modelyard-demo .pytest_cache .mypy_cache .ruff_cache
