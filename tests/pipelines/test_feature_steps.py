@@ -471,6 +471,11 @@ def fs_window_flow(start: str = "2013-01-10", end: str = "2013-02-10") -> None:
     fs_train(training_set(service="model", start=start, end=end, entity_source="entities.parquet"))
 
 
+@pipeline
+def fs_window_path_flow(rows: Path = Path("entities.parquet"), start: str = "2013-01-10") -> None:
+    fs_train(training_set(service="model", start=start, entity_source=rows))
+
+
 def fs_statuses(run: PipelineRun) -> dict[str, str]:
     return {name: result.status for name, result in run.steps.items()}
 
@@ -689,3 +694,26 @@ def test_an_on_demand_service_keys_its_code_and_its_input_views(
         k for k in first["definitions"] if first["definitions"][k] != second["definitions"][k]
     }
     assert changed == {"on_demand:totals"}
+
+
+def test_an_entity_file_given_as_a_path_is_recorded_once(fs_settings: Settings) -> None:
+    root = fs_settings.project_dir
+    fs_entities(rows=40).to_parquet(root / "entities.parquet")
+    first = run_pipeline(fs_window_path_flow, settings=fs_settings, executor="inline")
+    start = datetime(2013, 1, 10, tzinfo=UTC)
+    chosen = fs_in_window_by_hand(pd.read_parquet(root / "entities.parquet"), start, None)
+    pd.testing.assert_frame_equal(first.load("training_set"), fs_oracle(fs_settings, chosen))
+    records = PipelineRecords(client_for(fs_settings).db)
+    rows = {i.name: i for i in records.inputs_of(first.steps["training_set"].run_id)}
+    assert sorted(rows) == ["entity_source", "source:delays", "training_set"]
+    assert rows["entity_source"].kind == "file"
+    assert rows["entity_source"].digest == digest_path(root / "entities.parquet").digest
+    assert (
+        run_pipeline(fs_window_path_flow, settings=fs_settings, executor="inline")
+        .steps["training_set"]
+        .status
+        == "cached"
+    )
+    fs_entities(rows=40, seed=5).to_parquet(root / "entities.parquet")
+    third = run_pipeline(fs_window_path_flow, settings=fs_settings, executor="inline")
+    assert third.steps["training_set"].status == "completed"

@@ -42,7 +42,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import duckdb
@@ -269,7 +269,7 @@ def _window(start: str | None, end: str | None) -> tuple[datetime | None, dateti
     return lo, hi
 
 
-def _entity_path(settings: Settings, entity_source: str) -> Path:
+def _entity_path(settings: Settings, entity_source: str | PurePath) -> Path:
     path = Path(entity_source).expanduser()
     if not path.is_absolute():
         path = settings.project_dir / path
@@ -297,7 +297,7 @@ def training_set_fingerprint(settings: Settings, params: Mapping[str, Any]) -> d
             parts = feature_set(store, str(params["service"])).parts()
         entity_source = params.get("entity_source")
         if entity_source is not None:
-            parts["entity_source"] = file_digest(_entity_path(settings, str(entity_source)))
+            parts["entity_source"] = file_digest(_entity_path(settings, entity_source))
         return parts
     except Exception as exc:  # deliberate: any failure gives a key that matches nothing
         return {"unavailable": f"{type(exc).__name__}: {exc}", "nonce": uuid.uuid4().hex}
@@ -310,7 +310,7 @@ def build_training_set(
     *,
     start: str | None = None,
     end: str | None = None,
-    entity_source: str | None = None,
+    entity_source: str | PurePath | None = None,
     entity_time_column: str = "event_timestamp",
     as_served: bool = False,
     full_feature_names: bool = False,
@@ -331,7 +331,7 @@ def build_training_set(
     lo, hi = _window(start, end)
     read: dict[str, str] = {}
     if entities is None:
-        path = _entity_path(settings, str(entity_source))
+        path = _entity_path(settings, entity_source)
         read[str(path)] = file_digest(path)
         entities = pd.read_parquet(path)
         if file_digest(path) != read[str(path)]:
@@ -415,8 +415,14 @@ def _record(
     read: FeatureSet,
     entity_digests: Mapping[str, str],
     window: str,
+    *,
+    entity_file_recorded: bool,
 ) -> None:
-    """Lineage inputs and the tracked data set input of the running step (if any)."""
+    """Lineage inputs and the tracked data set input of the running step (if any).
+
+    ``entity_file_recorded``: the entity file was a ``Path`` argument, which the runner
+    records itself.
+    """
     try:
         context = current_step()
     except NotFoundError:
@@ -437,7 +443,8 @@ def _record(
                 f"source:{view}", read.sources[view], kind="file", description=path
             )
     for path, entity_digest in entity_digests.items():
-        context.record_input("entity_source_file", entity_digest, kind="file", description=path)
+        if not entity_file_recorded:
+            context.record_input("entity_source_file", entity_digest, kind="file", description=path)
 
 
 @step(fingerprint=_fingerprint)
@@ -446,7 +453,7 @@ def training_set(
     entities: pd.DataFrame | None = None,
     start: str | None = None,
     end: str | None = None,
-    entity_source: str | None = None,
+    entity_source: str | Path | None = None,
     entity_time_column: str = "event_timestamp",
     as_served: bool = False,
     full_feature_names: bool = False,
@@ -474,5 +481,6 @@ def training_set(
         assume_utc=assume_utc,
     )
     window = "" if start is None and end is None else f" window [{start or ''}, {end or ''})"
-    _record(frame, read, entity_digests, window)
+    recorded = isinstance(entity_source, PurePath)
+    _record(frame, read, entity_digests, window, entity_file_recorded=recorded)
     return frame
