@@ -175,3 +175,13 @@ def fit(values: list[int]) -> str:
 @pipeline
 def trains() -> None:
     fit(numbers(6))
+
+
+@step
+def interrupted(values: list[int]) -> int:
+    raise KeyboardInterrupt
+
+
+@pipeline
+def ctrl_c() -> None:
+    interrupted(numbers(2))

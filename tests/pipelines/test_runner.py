@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
+import msgspec
 import pytest
 from sqlalchemy import select
 
@@ -227,3 +229,41 @@ def test_path_parameters_are_read_from_the_project_and_recorded_as_files(
     with client_for(settings).db.read() as conn:
         status = conn.execute(select(runs.c.status).where(runs.c.id == load_run)).scalar_one()
     assert status == "FINISHED"
+
+
+def test_a_long_inline_step_is_not_taken_for_a_dead_run(settings: Settings) -> None:
+    quick = msgspec.structs.replace(
+        settings, tracking=msgspec.structs.replace(settings.tracking, heartbeat_timeout_s=1.0)
+    )
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def watch() -> None:  # another reader, reaping dead runs while the step sleeps
+        records = PipelineRecords(client_for(quick).db, heartbeat_timeout_s=1.0)
+        while not stop.wait(0.2):
+            seen.extend(r.status for r in records.list_pipeline_runs("diamond"))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        run = run_pipeline(
+            run_flows.diamond, {"n": 2, "seconds": 1.5}, settings=quick, executor="inline"
+        )
+    finally:
+        stop.set()
+        watcher.join()
+    assert run.status == "completed"
+    assert seen and set(seen) == {"running"}
+    assert _records(quick).pipeline_run(run.run_id).status == "completed"
+
+
+def test_an_interrupted_run_records_its_unfinished_step(settings: Settings) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(run_flows.ctrl_c, settings=settings, executor="inline")
+    records = _records(settings)
+    [row] = records.list_pipeline_runs("ctrl_c")
+    assert row.status == "failed"
+    steps = {s.step: s for s in records.steps_of(row.run_id)}
+    assert steps["numbers"].status == "completed"
+    assert steps["interrupted"].status == "failed"
+    assert (steps["interrupted"].error or "").startswith("interrupted: KeyboardInterrupt")

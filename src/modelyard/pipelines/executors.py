@@ -395,6 +395,17 @@ class ProcessExecutor:
             self._pool.shutdown(wait=False, cancel_futures=True)
         self._pool = None
 
+    def terminate(self) -> None:
+        """Stop now: kill the workers (their steps are lost) and drop the pool."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            with contextlib.suppress(Exception):
+                process.kill()
+
     def shutdown(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)

@@ -24,6 +24,7 @@ import heapq
 import json
 import logging
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -539,8 +540,6 @@ def _schedule(state: _State, executor: Executor) -> None:
     heapq.heapify(ready)
     names = graph.order()
     running: dict[Future[StepOutcome], tuple[str, str]] = {}
-    heartbeat_every = max(0.5, state.settings.tracking.heartbeat_timeout_s / 4)
-    last_beat = time.monotonic()
 
     def finished(name: str) -> None:
         for down in downstream[name]:
@@ -580,10 +579,7 @@ def _schedule(state: _State, executor: Executor) -> None:
             continue
         if not running:
             continue
-        done, _ = wait(list(running), timeout=heartbeat_every, return_when=FIRST_COMPLETED)
-        if time.monotonic() - last_beat >= heartbeat_every:
-            state.records.heartbeat(state.run_id, now_ms())
-            last_beat = time.monotonic()
+        done, _ = wait(list(running), return_when=FIRST_COMPLETED)
         broken = False
         for future in done:
             name, run_id = running.pop(future)
@@ -598,6 +594,35 @@ def _schedule(state: _State, executor: Executor) -> None:
             finished(name)
         if broken and isinstance(executor, ProcessExecutor) and not running:
             executor.restart()
+
+
+class _Heartbeat:
+    """Marks the pipeline run and its running steps alive every ``every`` seconds, from a
+    thread, so that a long step (an inline one too) is never taken for a dead one."""
+
+    def __init__(self, records: PipelineRecords, run_id: str, every: float) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(records, run_id, every),
+            name="modelyard-pipeline-heartbeat",
+            daemon=True,
+        )
+
+    def _run(self, records: PipelineRecords, run_id: str, every: float) -> None:
+        while not self._stop.wait(every):
+            try:
+                records.heartbeat(run_id, now_ms())
+            except Exception as exc:  # the next beat may pass; a dead store fails the run itself
+                log.warning("pipeline run %s: heartbeat failed: %s", run_id, exc)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
 
 
 def _abort(state: _State, exc: BaseException) -> None:
@@ -712,9 +737,13 @@ def run_pipeline(
         prior=prior_steps,
         on_event=on_event,
     )
+    every = max(0.5, settings.tracking.heartbeat_timeout_s / 4)
     try:
-        _schedule(state, chosen)
+        with _Heartbeat(records, run_id, every):
+            _schedule(state, chosen)
     except BaseException as exc:
+        if isinstance(chosen, ProcessExecutor):
+            chosen.terminate()  # Ctrl-C or a store failure: do not wait for running steps
         _abort(state, exc)
         raise
     finally:
