@@ -330,7 +330,7 @@ def build_training_set(
         )
     lo, hi = _window(start, end)
     read: dict[str, str] = {}
-    if entities is None:
+    if entity_source is not None:  # then entities is None (checked above)
         path = _entity_path(settings, entity_source)
         read[str(path)] = file_digest(path)
         entities = pd.read_parquet(path)
