@@ -185,3 +185,21 @@ def interrupted(values: list[int]) -> int:
 @pipeline
 def ctrl_c() -> None:
     interrupted(numbers(2))
+
+
+@step
+def work(tag: str, fail: bool = False, a: int = 0, b: int = 0) -> int:
+    if fail:
+        raise ValueError(f"{tag} fails on purpose")
+    return a + b + len(tag)
+
+
+@pipeline
+def random_dag(spec: list[list[int]] = [], failing: list[int] = []) -> None:  # noqa: B006
+    """Node i takes the outputs of spec[i][0:2] as a and b and runs after spec[i][2:]."""
+    refs: list[object] = []
+    for i, ins in enumerate(spec):
+        kwargs = {slot: refs[j] for slot, j in zip(("a", "b"), ins[:2], strict=False)}
+        after = [f"n{j}" for j in ins[2:]]
+        node = work.with_options(id=f"n{i}", after=after)
+        refs.append(node(tag=f"n{i}", fail=i in failing, **kwargs))

@@ -9,13 +9,17 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
-from modelyard.config import Settings
+from modelyard.config import Settings, init_project, load_settings
 from modelyard.errors import NotFoundError, StepFailedError
 from modelyard.pipelines import PipelineRun, StepEvent, current_step, run_pipeline
 from modelyard.pipelines.executors import client_for
 from modelyard.pipelines.records import PipelineRecords
+from modelyard.pipelines.runner import load_pipeline_run
 from modelyard.store.schema import pipeline_inputs, pipeline_outputs, runs, step_cache
 from modelyard.tracking.client import TrackingClient
 from modelyard.tracking.digest import digest_path
@@ -267,3 +271,59 @@ def test_an_interrupted_run_records_its_unfinished_step(settings: Settings) -> N
     assert steps["numbers"].status == "completed"
     assert steps["interrupted"].status == "failed"
     assert (steps["interrupted"].error or "").startswith("interrupted: KeyboardInterrupt")
+
+
+@st.composite
+def _dags(draw: st.DrawFn) -> tuple[list[list[int]], list[int]]:
+    size = draw(st.integers(1, 7))
+    spec = []
+    for i in range(size):
+        ups = draw(st.lists(st.integers(0, i - 1), max_size=3, unique=True)) if i else []
+        spec.append(ups)
+    failing = draw(st.lists(st.integers(0, size - 1), max_size=2, unique=True))
+    return spec, failing
+
+
+@hsettings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(dag=_dags())
+def test_random_graphs_fail_skip_and_cache_as_their_ancestry_says(
+    tmp_path_factory: pytest.TempPathFactory, dag: tuple[list[list[int]], list[int]]
+) -> None:
+    spec, failing = dag
+    root = tmp_path_factory.mktemp("dag") / "project"
+    init_project(root)
+    settings = load_settings(root, environ={})
+    ancestors: list[set[int]] = []
+    for ups in spec:
+        ancestors.append(set(ups).union(*(ancestors[j] for j in ups)))
+    expected: dict[str, str] = {}
+    values: dict[int, int] = {}
+    for i, ups in enumerate(spec):
+        if ancestors[i] & set(failing):
+            expected[f"n{i}"] = "skipped"
+        elif i in failing:
+            expected[f"n{i}"] = "failed"
+        else:
+            expected[f"n{i}"] = "completed"
+            values[i] = sum(values[j] for j in ups[:2]) + len(f"n{i}")
+    params = {"spec": spec, "failing": failing}
+
+    def run() -> PipelineRun:
+        try:
+            return run_pipeline(run_flows.random_dag, params, settings=settings, executor="inline")
+        except StepFailedError as exc:
+            assert failing and exc.step in {f"n{i}" for i in failing}
+            return load_pipeline_run(exc.run_id, settings=settings)
+
+    first = run()
+    assert _statuses(first) == expected
+    assert first.status == ("failed" if failing else "completed")
+    for i, value in values.items():
+        assert first.load(f"n{i}") == value
+    second = run()
+    again = {k: ("cached" if v == "completed" else v) for k, v in expected.items()}
+    assert _statuses(second) == again
+    for i, value in values.items():
+        assert second.load(f"n{i}") == value
