@@ -52,6 +52,7 @@ from modelyard.config import Settings, load_settings
 from modelyard.errors import ConflictError, InvalidInputError, ModelyardError, NotFoundError
 from modelyard.features.definitions import FeatureView, FileSource, Source
 from modelyard.features.offline import entities_in_window
+from modelyard.features.repo import DefinitionKind
 from modelyard.features.store import FeatureStore
 from modelyard.pipelines.context import current_step, project_settings
 from modelyard.pipelines.steps import step
@@ -212,7 +213,7 @@ def feature_set(store: FeatureStore, service: str) -> FeatureSet:
     applied = store.get_service(service)
     views = {v.name: v for v in store.list_views()}
     odfvs = {o.name: o for o in store.applied_on_demand()}
-    wanted: list[tuple[str, str]] = [("service", service)]
+    wanted: list[tuple[DefinitionKind, str]] = [("service", service)]
     for ref in applied.refs():
         name = ref.partition(":")[0]
         if name in odfvs:
@@ -223,7 +224,7 @@ def feature_set(store: FeatureStore, service: str) -> FeatureSet:
     definitions: dict[str, str] = {}
     versions: dict[str, int] = {}
     for kind, name in wanted:
-        record = store.applied(kind, name)  # type: ignore[arg-type]  # kinds above are valid
+        record = store.applied(kind, name)
         definitions[f"{kind}:{name}"] = record.sha256
         versions[f"{kind}:{name}"] = record.version
     sources: dict[str, str] = {}
