@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import pkgutil
 import sys
 import textwrap
 import uuid
@@ -312,6 +313,54 @@ def test_a_rerun_reads_no_source_until_a_file_changes(
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
     assert source_hash(train, project.root) == first  # same text: same hash, read again
     assert len(calls) == 2  # clean and Scaler, whose file it was
+
+
+def test_code_edited_after_import_is_keyed_by_the_code_that_runs(
+    project: Project, caplog: pytest.LogCaptureFixture
+) -> None:
+    project.write(
+        "steps", "def helper(x):\n    return x + 1\n\n\ndef f(x):\n    return helper(x)\n"
+    )
+    f = project.load("steps").f
+    loaded = source_hash(f, project.root)
+    # the file changes, the module is not reloaded: f still runs the old helper
+    project.write(
+        "steps", "def helper(x):\n    return x - 1\n\n\ndef f(x):\n    return helper(x)\n"
+    )
+    with caplog.at_level("WARNING", logger="modelyard.pipelines.source"):
+        in_memory = source_hash(f, project.root)
+    assert f(1) == 2  # the old code
+    assert "helper changed in" in caplog.text and "after it was imported" in caplog.text
+    fresh = source_hash(project.load("steps").f, project.root)  # what a new process computes
+    assert len({loaded, in_memory, fresh}) == 3  # old results are never filed under the new code
+
+
+def test_an_edit_of_no_code_after_import_is_not_taken_for_a_change(project: Project) -> None:
+    project.write("steps", "def f(x):\n    return x + 1\n")
+    f = project.load("steps").f
+    loaded = source_hash(f, project.root)
+    project.write("steps", "# a comment\n\n\ndef f(x):\n    return x + 1  # why\n")
+    assert source_hash(f, project.root) == loaded
+
+
+@pytest.mark.parametrize(
+    "package", ["modelyard.pipelines", "modelyard.tracking", "modelyard.store", "json", "email"]
+)
+def test_no_function_of_unedited_real_modules_is_taken_for_stale(package: str) -> None:
+    names = [package]
+    root = importlib.import_module(package)
+    if hasattr(root, "__path__"):
+        found = pkgutil.walk_packages(root.__path__, package + ".")
+        names += [i.name for i in found if ".migrations" not in i.name]  # alembic's scripts
+    checked = 0
+    for name in names:
+        module = importlib.import_module(name)
+        for value in vars(module).values():
+            fn = inspect.unwrap(value) if inspect.isfunction(value) else value
+            if inspect.isfunction(fn) and fn.__module__ == module.__name__:
+                checked += 1
+                assert not source._is_stale(fn), f"{name}.{fn.__qualname__}"
+    assert checked > 10
 
 
 @given(st.integers(-1000, 1000), st.integers(-1000, 1000))

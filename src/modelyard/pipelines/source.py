@@ -10,7 +10,9 @@ Sources are compared as syntax trees without docstrings, so reformatting, commen
 docstrings change nothing, while any change to what the code does changes the digest.
 When ``inspect`` cannot get an object's source the whole module file is digested instead.
 Each object's digest is kept per (object, file modification time), so a rerun of an
-unchanged project only stats its files.
+unchanged project only stats its files. A module-level function whose file was edited
+after it was imported (a notebook without a reload) is keyed by its code in memory, the
+code that runs, never by the file's new text (with one warning line).
 
 >>> import textwrap
 >>> _normalise(textwrap.dedent('''
@@ -22,6 +24,7 @@ True
 """
 
 from __future__ import annotations
+import __future__
 
 import ast
 import contextlib
@@ -29,16 +32,20 @@ import functools
 import hashlib
 import inspect
 import json
+import logging
 import marshal
 import os
 import sys
 import sysconfig
 import textwrap
+import tokenize
 import types
 from pathlib import Path
 from typing import Any
 
 __all__ = ["source_hash", "source_parts"]
+
+_log = logging.getLogger(__name__)
 
 _DOC_HOLDERS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module)
 
@@ -161,9 +168,78 @@ def _own_digest(obj: Any, filename: str | None) -> str:
     return found
 
 
+_FUTURE_FLAGS = 0
+for _feature in __future__.all_feature_names:
+    _FUTURE_FLAGS |= getattr(__future__, _feature).compiler_flag
+
+
+def _same_code(a: types.CodeType, b: types.CodeType) -> bool:
+    """The same instructions, names and constants (line numbers aside), recursively."""
+    if (a.co_code, a.co_names, a.co_varnames, a.co_freevars, a.co_cellvars) != (
+        b.co_code,
+        b.co_names,
+        b.co_varnames,
+        b.co_freevars,
+        b.co_cellvars,
+    ) or len(a.co_consts) != len(b.co_consts):
+        return False
+    for x, y in zip(a.co_consts, b.co_consts, strict=True):
+        if isinstance(x, types.CodeType) and isinstance(y, types.CodeType):
+            if not _same_code(x, y):
+                return False
+        elif type(x) is not type(y) or repr(x) != repr(y):
+            return False
+    return True
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_file(filename: str, mtime_ns: int, size: int, flags: int) -> types.CodeType | None:
+    """The module code of a file as it is now (the key holds its modification time)."""
+    try:
+        with tokenize.open(filename) as handle:
+            text = handle.read()
+        code: types.CodeType = compile(text, filename, "exec", flags=flags, dont_inherit=True)
+    except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
+        return None
+    return code
+
+
+def _is_stale(fn: types.FunctionType) -> bool:
+    """True when the file no longer compiles to the function in memory.
+
+    A module edited after it was imported (a notebook without a reload): the code that
+    runs is the old one, so the file's text must not name it in a cache key. Only
+    module-level functions are checked (the file is compiled whole, as the import did).
+    """
+    if fn.__qualname__ != fn.__name__ or fn.__code__.co_name != fn.__name__:
+        return False  # nested, a method, or a wrapper whose code is another function's
+    filename = fn.__code__.co_filename
+    mtime, size = _stat(filename)
+    module = _compiled_file(filename, mtime, size, fn.__code__.co_flags & _FUTURE_FLAGS)
+    if module is None:
+        return False
+    return not any(
+        isinstance(const, types.CodeType)
+        and const.co_name == fn.__name__
+        and _same_code(const, fn.__code__)
+        for const in module.co_consts
+    )
+
+
 def _compute_digest(obj: Any, filename: str | None) -> str:
     try:
-        text = "source:" + _normalise(textwrap.dedent(inspect.getsource(obj)))
+        source = textwrap.dedent(inspect.getsource(obj))
+        if inspect.isfunction(obj) and _is_stale(obj):
+            _log.warning(
+                "%s.%s changed in %s after it was imported: its cache key uses the code in "
+                "memory, which is what runs here (reload the module or restart to use the file)",
+                obj.__module__,
+                obj.__qualname__,
+                filename,
+            )
+            code = hashlib.sha256(marshal.dumps(obj.__code__)).hexdigest()
+            return hashlib.sha256(f"code-in-memory:{code}".encode()).hexdigest()
+        text = "source:" + _normalise(source)
     except (OSError, TypeError):  # no source file (a REPL, a zip without sources, C code)
         text = ""
         if filename:
