@@ -46,6 +46,7 @@ from modelyard.tracking.validation import MAX_PARAM_LENGTH
 
 __all__ = [
     "CacheEntry",
+    "CachedStep",
     "InputRow",
     "NewRun",
     "OutputRow",
@@ -157,6 +158,21 @@ class PipelineRunRow:
 
 
 @dataclass(frozen=True)
+class CachedStep:
+    """A step a run answers from the cache (see ``PipelineRecords.steps_cached``)."""
+
+    run: NewRun
+    step: str
+    function: str
+    source_hash: str
+    cache_key: str
+    cached_from: str
+    inputs: Sequence[InputRow]
+    outputs: Sequence[OutputRow]
+    at: int
+
+
+@dataclass(frozen=True)
 class CacheEntry:
     """A step run whose outputs answer a cache key."""
 
@@ -199,6 +215,23 @@ _STEP_COLUMNS = (
 
 # statements built once: SQLAlchemy's compiled cache then serves each transition
 _INSERT_STEP = insert(pipeline_steps)
+_CACHE_LOOKUP = (
+    select(
+        step_cache.c.step_run_id,
+        pipeline_outputs.c.name,
+        pipeline_outputs.c.digest,
+        pipeline_outputs.c.type,
+        pipeline_outputs.c.materializer,
+        pipeline_outputs.c.manifest,
+        pipeline_outputs.c.size,
+    )
+    .select_from(
+        step_cache.outerjoin(
+            pipeline_outputs, pipeline_outputs.c.step_run_id == step_cache.c.step_run_id
+        )
+    )
+    .where(step_cache.c.cache_key == bindparam("b_key"))
+)
 _SET_STEP = (
     update(pipeline_steps)
     .where(pipeline_steps.c.run_id == bindparam("b_run_id"))
@@ -411,38 +444,37 @@ class PipelineRecords:
             self._upsert_cache, {"cache_key": cache_key, "step_run_id": run_id, "created_at": now}
         )
 
-    def step_cached(
-        self,
-        run: NewRun,
-        *,
-        pipeline_run_id: str,
-        step: str,
-        function: str,
-        source_hash: str,
-        cache_key: str,
-        cached_from: str,
-        inputs: Sequence[InputRow],
-        outputs: Iterable[OutputRow],
-        now: int,
-    ) -> None:
-        """A step answered from the cache: its run, row, inputs and the reused outputs."""
+    def steps_cached(self, cached: Sequence[CachedStep], *, pipeline_run_id: str) -> None:
+        """Steps answered from the cache, in one transaction: each one's run, row, inputs
+        and the reused outputs (the runner batches the steps a scheduling round caches)."""
+        if not cached:
+            return
         with self.db.write() as conn:
-            self._run_rows(conn, [run], now=now, status="FINISHED", ended=True)
-            self._step_row(
-                conn,
-                run.run_id,
-                pipeline_run_id,
-                step,
-                function,
-                source_hash,
-                cache_key,
-                status="cached",
-                started_at=now,
-                ended_at=now,
-                cached_from=cached_from,
+            for c in cached:
+                self._run_rows(conn, [c.run], now=c.at, status="FINISHED", ended=True)
+            conn.execute(
+                _INSERT_STEP,
+                [
+                    {
+                        "run_id": c.run.run_id,
+                        "pipeline_run_id": pipeline_run_id,
+                        "step": c.step,
+                        "function": c.function,
+                        "cache_key": c.cache_key,
+                        "source_hash": c.source_hash,
+                        "status": "cached",
+                        "cached_from": c.cached_from,
+                        "started_at": c.at,
+                        "ended_at": c.at,
+                        "error": None,
+                        "logs_sha256": None,
+                    }
+                    for c in cached
+                ],
             )
-            self._inputs(conn, run.run_id, inputs)
-            self._outputs(conn, run.run_id, outputs)
+            for c in cached:
+                self._inputs(conn, c.run.run_id, c.inputs)
+                self._outputs(conn, c.run.run_id, c.outputs)
 
     def step_completed(
         self,
@@ -620,7 +652,7 @@ class PipelineRecords:
     # -- reads ----------------------------------------------------------------------
 
     @staticmethod
-    def _output_row(r: Row[Any]) -> OutputRow:
+    def _output_row(r: Any) -> OutputRow:
         return OutputRow(
             name=r.name,
             digest=r.digest,
@@ -631,15 +663,13 @@ class PipelineRecords:
         )
 
     def cache_entry(self, cache_key: str) -> CacheEntry | None:
-        """The step run that answers ``cache_key`` and its outputs, or None."""
+        """The step run that answers ``cache_key`` and its outputs, or None (one query)."""
         with self.db.read() as conn:
-            found = conn.execute(
-                select(step_cache.c.step_run_id).where(step_cache.c.cache_key == cache_key)
-            ).first()
-            if found is None:
-                return None
-            outputs = self._outputs_of(conn, [found.step_run_id])
-        return CacheEntry(cache_key, found.step_run_id, outputs.get(found.step_run_id, {}))
+            rows = conn.execute(_CACHE_LOOKUP, {"b_key": cache_key}).all()
+        if not rows:
+            return None
+        outputs = {r.name: self._output_row(r) for r in rows if r.name is not None}
+        return CacheEntry(cache_key, rows[0].step_run_id, outputs)
 
     @classmethod
     def _outputs_of(cls, conn: Connection, ids: Sequence[str]) -> dict[str, dict[str, OutputRow]]:

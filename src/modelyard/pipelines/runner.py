@@ -57,6 +57,7 @@ from modelyard.pipelines.graph import Graph, StepNode
 from modelyard.pipelines.materializers import StoredOutput, load_output
 from modelyard.pipelines.records import (
     DONE,
+    CachedStep,
     InputRow,
     NewRun,
     OutputRow,
@@ -216,6 +217,16 @@ class _State:
     started: dict[str, int] = field(default_factory=dict)
     running_ids: dict[str, str] = field(default_factory=dict)  # node -> its run, while it runs
     first_failure: StepResult | None = None
+    cached: list[CachedStep] = field(default_factory=list)  # not yet written (see flush)
+
+    def flush_cached(self) -> None:
+        """Write the steps answered from the cache so far (one transaction), then say so."""
+        if not self.cached:
+            return
+        batch, self.cached = self.cached, []
+        self.records.steps_cached(batch, pipeline_run_id=self.run_id)
+        for c in batch:
+            self.emit(StepEvent(c.step, "cached", c.run.run_id, 0.0, f"from run {c.cached_from}"))
 
     def emit(self, event: StepEvent) -> None:
         if self.on_event is None:
@@ -468,17 +479,18 @@ def _start(
     reuse = _reusable(state, node, key)
     if reuse is not None:
         source, outputs = reuse
-        state.records.step_cached(
-            run,
-            pipeline_run_id=state.run_id,
-            step=node.name,
-            function=node.step.function_id,
-            source_hash=source_hash,
-            cache_key=key.value,
-            cached_from=source,
-            inputs=rows,
-            outputs=outputs.values(),
-            now=now_ms(),
+        state.cached.append(
+            CachedStep(
+                run=run,
+                step=node.name,
+                function=node.step.function_id,
+                source_hash=source_hash,
+                cache_key=key.value,
+                cached_from=source,
+                inputs=rows,
+                outputs=list(outputs.values()),
+                at=now_ms(),
+            )
         )
         state.results[node.name] = StepResult(
             node.name,
@@ -490,8 +502,8 @@ def _start(
             {n: _stored(r) for n, r in outputs.items()},
             None,
         )
-        state.emit(StepEvent(node.name, "cached", run.run_id, 0.0, f"from run {source}"))
         return None
+    state.flush_cached()  # records in the order things happened
     now = now_ms()
     state.records.step_running(
         run,
@@ -579,6 +591,7 @@ def _schedule(state: _State, executor: Executor) -> None:
             continue
         if not running:
             continue
+        state.flush_cached()
         done, _ = wait(list(running), return_when=FIRST_COMPLETED)
         broken = False
         for future in done:
@@ -594,6 +607,7 @@ def _schedule(state: _State, executor: Executor) -> None:
             finished(name)
         if broken and isinstance(executor, ProcessExecutor) and not running:
             executor.restart()
+    state.flush_cached()
 
 
 class _Heartbeat:
@@ -628,6 +642,8 @@ class _Heartbeat:
 def _abort(state: _State, exc: BaseException) -> None:
     """The runner itself stopped (Ctrl-C, a store failure): record what is unfinished."""
     now = now_ms()
+    with contextlib.suppress(Exception):
+        state.flush_cached()
     reason = f"interrupted: {type(exc).__name__}: {' '.join(str(exc).split())}".rstrip(": ")
     for name, run_id in list(state.running_ids.items()):
         key = state.keys.get(name)
