@@ -335,6 +335,24 @@ def test_code_edited_after_import_is_keyed_by_the_code_that_runs(
     assert len({loaded, in_memory, fresh}) == 3  # old results are never filed under the new code
 
 
+def test_a_class_edited_after_import_is_keyed_by_its_methods_in_memory(
+    project: Project,
+) -> None:
+    text = (
+        "class Scaler:\n    def apply(self, x):\n        return x * 2\n\n\n"
+        "def f(x):\n    return Scaler().apply(x)\n"
+    )
+    project.write("steps", text)
+    f = project.load("steps").f
+    loaded = source_hash(f, project.root)
+    project.write("steps", text.replace("x * 2", "x / 2"))
+    in_memory = source_hash(f, project.root)
+    fresh = source_hash(project.load("steps").f, project.root)
+    assert len({loaded, in_memory, fresh}) == 3
+    project.write("steps", text)  # the file as it was imported
+    assert source_hash(f, project.root) == loaded
+
+
 def test_an_edit_of_no_code_after_import_is_not_taken_for_a_change(project: Project) -> None:
     project.write("steps", "def f(x):\n    return x + 1\n")
     f = project.load("steps").f
@@ -360,6 +378,9 @@ def test_no_function_of_unedited_real_modules_is_taken_for_stale(package: str) -
             if inspect.isfunction(fn) and fn.__module__ == module.__name__:
                 checked += 1
                 assert not source._is_stale(fn), f"{name}.{fn.__qualname__}"
+            elif inspect.isclass(value) and value.__module__ == module.__name__:
+                checked += 1
+                assert not source._is_stale_class(value), f"{name}.{value.__qualname__}"
     assert checked > 10
 
 

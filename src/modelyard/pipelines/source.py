@@ -226,10 +226,42 @@ def _is_stale(fn: types.FunctionType) -> bool:
     )
 
 
+def _method_codes(cls: type) -> list[types.CodeType]:
+    return [f.__code__ for f in _functions_of_class(cls) if f.__code__.co_name == f.__name__]
+
+
+def _is_stale_class(cls: type) -> bool:
+    """True when a module-level class's methods in memory are not what its file compiles to."""
+    if cls.__qualname__ != cls.__name__:
+        return False
+    filename = getattr(sys.modules.get(cls.__module__), "__file__", None)
+    codes = _method_codes(cls)
+    if not filename or not codes:
+        return False
+    mtime, size = _stat(filename)
+    module = _compiled_file(filename, mtime, size, codes[0].co_flags & _FUTURE_FLAGS)
+    if module is None:
+        return False
+    bodies = [
+        c for c in module.co_consts if isinstance(c, types.CodeType) and c.co_name == cls.__name__
+    ]
+    for code in codes:
+        if code.co_filename != filename:
+            continue  # a method defined elsewhere and attached
+        if not any(
+            isinstance(c, types.CodeType) and c.co_name == code.co_name and _same_code(c, code)
+            for body in bodies
+            for c in body.co_consts
+        ):
+            return True
+    return False
+
+
 def _compute_digest(obj: Any, filename: str | None) -> str:
     try:
         source = textwrap.dedent(inspect.getsource(obj))
-        if inspect.isfunction(obj) and _is_stale(obj):
+        stale = _is_stale(obj) if inspect.isfunction(obj) else _is_stale_class(obj)
+        if stale:
             _log.warning(
                 "%s.%s changed in %s after it was imported: its cache key uses the code in "
                 "memory, which is what runs here (reload the module or restart to use the file)",
@@ -237,7 +269,8 @@ def _compute_digest(obj: Any, filename: str | None) -> str:
                 obj.__qualname__,
                 filename,
             )
-            code = hashlib.sha256(marshal.dumps(obj.__code__)).hexdigest()
+            codes = [obj.__code__] if inspect.isfunction(obj) else _method_codes(obj)
+            code = hashlib.sha256(b"".join(marshal.dumps(c) for c in codes)).hexdigest()
             return hashlib.sha256(f"code-in-memory:{code}".encode()).hexdigest()
         text = "source:" + _normalise(source)
     except (OSError, TypeError):  # no source file (a REPL, a zip without sources, C code)
