@@ -674,19 +674,23 @@ def inspect_run(
         info.add_row(key, value if key == "status" else _cell(value))
     console.print(info)
     table = Table(title="steps", title_justify="left")
-    for col in ("step", "status", "took", "cached from", "outputs", "why"):
-        table.add_column(col, overflow="fold", no_wrap=col in ("step", "status", "took"))
+    for col in ("step", "status", "took", "cached from", "outputs"):
+        table.add_column(col, overflow="fold", no_wrap=col != "outputs")
     for s in steps:
-        reason = reasons.get(s.step)
-        why = reason.text if reason is not None else "-"
-        if s.status == "failed" and s.error:
-            why = f"{why}; error: {' '.join(s.error.split())}"
         table.add_row(
             _cell(s.step),
             _status(s.status),
             _duration(s.duration_s),
             (s.cached_from or "-")[:8],
             _cell(_outputs_text(outputs.get(s.run_id, {}))),
-            _cell(why),
         )
     console.print(table)
+    console.print(Text("why each step ran", style="italic"))
+    for s in steps:
+        reason = reasons.get(s.step)
+        why = reason.text if reason is not None else "-"
+        if s.status == "failed" and s.error:
+            why = f"{why}; error: {' '.join(s.error.split())}"
+        console.print(
+            Text.assemble(f"  {s.step}: ", (why, _STYLE.get(s.status, ""))), soft_wrap=True
+        )
