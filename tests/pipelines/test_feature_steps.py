@@ -45,6 +45,7 @@ from modelyard.pipelines.feature_steps import (
     training_set,
     training_set_fingerprint,
 )
+from modelyard.pipelines.lineage import lineage_of
 from modelyard.pipelines.records import PipelineRecords
 from modelyard.tracking.client import TrackingClient
 from modelyard.tracking.digest import digest_frame, digest_path
@@ -451,19 +452,19 @@ def fs_load(path: Path) -> pd.DataFrame:
 
 
 @step
-def fs_train(frame: pd.DataFrame) -> dict[str, float]:
+def fs_train(frame: pd.DataFrame, scale: float = 1.0) -> dict[str, float]:
     """A stand-in model: what it learns depends on every feature value."""
     return {
         "rows": float(len(frame)),
-        "delay": float(frame["delay"].sum()),
+        "delay": scale * float(frame["delay"].sum()),
         "n": float(frame["n"].sum()),
     }
 
 
 @pipeline
-def fs_flow(entities: Path = Path("entities.parquet")) -> None:
+def fs_flow(entities: Path = Path("entities.parquet"), scale: float = 1.0) -> None:
     rows = fs_load(entities)
-    fs_train(training_set(service="model", entities=rows))
+    fs_train(training_set(service="model", entities=rows), scale=scale)
 
 
 @pipeline
@@ -717,3 +718,25 @@ def test_an_entity_file_given_as_a_path_is_recorded_once(fs_settings: Settings) 
     fs_entities(rows=40, seed=5).to_parquet(root / "entities.parquet")
     third = run_pipeline(fs_window_path_flow, settings=fs_settings, executor="inline")
     assert third.steps["training_set"].status == "completed"
+
+
+def test_lineage_reaches_the_feature_set_through_a_cached_training_set(
+    fs_settings: Settings,
+) -> None:
+    """A model step rerun over a cached training set still traces back to the features."""
+    root = fs_settings.project_dir
+    fs_entities(rows=20).to_parquet(root / "entities.parquet")
+    first = run_pipeline(fs_flow, settings=fs_settings, executor="inline")
+    again = run_pipeline(fs_flow, {"scale": 2.0}, settings=fs_settings, executor="inline")
+    assert fs_statuses(again) == {
+        "fs_load": "cached",
+        "training_set": "cached",
+        "fs_train": "completed",
+    }
+    source = digest_path(root / "data" / "flights.parquet").digest
+    for run in (first, again):
+        tree = lineage_of(fs_settings, run.steps["fs_train"].run_id).root
+        found = {(n.details.get("as"), n.details.get("kind"), n.id) for n in tree.walk()}
+        frame = digest_frame(run.load("training_set")).digest
+        assert ("training_set", "features", frame) in found
+        assert ("source:delays", "file", source) in found

@@ -462,10 +462,13 @@ class _Walker:
         return [s for s in steps if s not in consumed] + [s for s in steps if s in consumed]
 
     def _step_inputs_back(self, run_id: str, cached_from: str | None) -> list[LineageNode]:
-        rows = self._inputs_of(run_id)
-        if not rows and cached_from is not None:
-            # a cached step may keep no input rows of its own: its original's are the same
-            rows = self._inputs_of(cached_from)
+        rows = list(self._inputs_of(run_id))
+        if cached_from is not None:
+            # a cached step keeps the runner's input rows only; what the original recorded
+            # itself (record_input: a feature set, the files it read) holds for the same key
+            names = {r.name for r in rows}
+            rows.extend(r for r in self._inputs_of(cached_from) if r.name not in names)
+            rows.sort(key=lambda r: str(r.name))
         return [self._input_back(r) for r in rows]
 
     def _inputs_of(self, run_id: str) -> Sequence[Any]:
