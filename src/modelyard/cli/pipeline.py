@@ -29,10 +29,10 @@ from modelyard.errors import NotFoundError, PipelineDefinitionError, StepFailedE
 from modelyard.pipelines.definition import REQUIRED, Pipeline
 from modelyard.pipelines.graph import Graph
 from modelyard.pipelines.lineage import RerunReason, rerun_reasons, run_summaries
+from modelyard.pipelines.materializers import type_name
 from modelyard.pipelines.project import load_pipelines
 from modelyard.pipelines.records import PipelineRecords, PipelineRunRow, StepRow
 from modelyard.pipelines.runner import StepEvent, run_pipeline
-from modelyard.pipelines.steps import type_name
 from modelyard.store.database import Database, open_database
 
 app = typer.Typer(
