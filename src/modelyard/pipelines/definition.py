@@ -33,14 +33,13 @@ from typing import TYPE_CHECKING, Any, overload
 
 from modelyard.errors import PipelineDefinitionError, did_you_mean
 from modelyard.pipelines.graph import Graph, StepNode
-from modelyard.pipelines.materializers import materializer_for
+from modelyard.pipelines.materializers import materializer_for, type_name
 from modelyard.pipelines.steps import (
     BuildContext,
     convert_value,
     definition_error,
     is_jsonable,
     is_plain_function,
-    type_name,
 )
 
 if TYPE_CHECKING:

@@ -41,6 +41,7 @@ import msgspec
 from modelyard.errors import PipelineDefinitionError, Problem, did_you_mean
 from modelyard.pipelines import source
 from modelyard.pipelines.graph import OutputRef, OutputSpec, StepNode
+from modelyard.pipelines.materializers import type_name
 
 __all__ = [
     "BuildContext",
@@ -53,7 +54,6 @@ __all__ = [
     "is_plain_function",
     "package_version",
     "step",
-    "type_name",
 ]
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,127}")
@@ -64,17 +64,6 @@ _BUILDING: ContextVar[BuildContext | None] = ContextVar("modelyard_pipeline_buil
 
 
 # -- small shared helpers --------------------------------------------------------------------
-
-
-def type_name(tp: Any) -> str:
-    """A type as a user wrote it: ``int``, ``pandas.DataFrame``, ``dict[str, float]``."""
-    if tp is Any:
-        return "Any"
-    if isinstance(tp, type) and typing.get_origin(tp) is None:
-        if tp.__module__ == "builtins":
-            return tp.__qualname__
-        return f"{tp.__module__}.{tp.__qualname__}"
-    return repr(tp).replace("typing.", "")
 
 
 def _describe(value: Any) -> str:
