@@ -239,6 +239,28 @@ def test_defaults_of_step_arguments_are_params_and_converted() -> None:
     assert isinstance(node.params["path"], Path)
 
 
+def test_a_built_graph_never_shares_a_default_or_a_given_value() -> None:
+    given = ["mine"]
+    graph = d.needs.build({"count": 1, "tags": given})
+    graph.params["tags"].append("changed")
+    assert given == ["mine"]
+    first = d.needs.build({"count": 1})
+    first.params["tags"].append("changed")  # as an inline step mutating its argument would
+    assert d.needs.params["tags"][1] == ["a"]
+    assert d.needs.build({"count": 1}).params["tags"] == ["a"]
+
+    @step
+    def listy(items: list[int] = [1]) -> int:  # noqa: B006
+        return len(items)
+
+    @pipeline
+    def p() -> None:
+        listy()
+
+    p.build().nodes["listy"].params["items"].append(2)
+    assert p.build().nodes["listy"].params["items"] == [1]
+
+
 def test_repeated_calls_get_numbered_names_and_with_options_sets_one() -> None:
     @pipeline
     def p() -> None:

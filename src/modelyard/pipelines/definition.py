@@ -24,6 +24,7 @@ run (a cycle, a wrong argument, an output nothing can store) fails before any st
 
 from __future__ import annotations
 
+import copy
 import graphlib
 import inspect
 import json
@@ -153,11 +154,12 @@ class Pipeline:
         validated: dict[str, Any] = {}
         for name, (hint, default) in declared.items():
             if name in given:
-                validated[name] = self._convert(name, given[name], hint, strict=True, what="")
+                value = self._convert(name, given[name], hint, strict=True, what="")
+                validated[name] = copy.deepcopy(value)  # a step never shares the caller's list
             elif default is REQUIRED:
                 raise self._error(name, f"missing required parameter (type {type_name(hint)})")
             else:
-                validated[name] = default
+                validated[name] = copy.deepcopy(default)  # a mutated default stays a default
         return validated
 
     def parse_params(self, strings: Mapping[str, str] | Iterable[str]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ value when it is saved).
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib
 import importlib.metadata
@@ -647,9 +648,9 @@ class BuildContext:
             elif default:
                 if is_jsonable(value):  # else the function supplies its own default
                     try:
-                        params[arg] = convert_value(value, hint)
+                        params[arg] = copy.deepcopy(convert_value(value, hint))
                     except ValueError:
-                        params[arg] = value
+                        params[arg] = copy.deepcopy(value)
             else:
                 params[arg] = self._check_constant(name, arg, value, hint)
         node = StepNode(
