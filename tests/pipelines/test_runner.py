@@ -128,6 +128,7 @@ def test_a_failed_step_skips_its_dependents_and_independent_branches_finish(
     assert err.step == "boom"
     assert err.error == "ValueError: the column 'x' is empty"
     assert err.run_id in str(err) and "boom" in str(err)
+    assert "artifact logs.txt of step run" in str(err)
     records = _records(settings)
     assert records.pipeline_run(err.run_id).status == "failed"
     steps = {s.step: s for s in records.steps_of(err.run_id)}
@@ -151,6 +152,10 @@ def test_a_failed_step_skips_its_dependents_and_independent_branches_finish(
         assert client.get_run(err.run_id).status == "FAILED"
         assert client.get_run(steps["boom"].run_id).status == "FAILED"
         assert client.get_run(steps["side"].run_id).status == "FINISHED"
+        # the same logs are the step run's artifact logs.txt (`modelyard runs show`)
+        [artifact] = client.list_artifacts(steps["boom"].run_id)
+        assert (artifact.path, artifact.sha256) == ("logs.txt", steps["boom"].logs_sha256)
+        assert client.load_artifact_bytes(steps["boom"].run_id, "logs.txt").decode() == logs
     finally:
         client.close()
     assert ("after_boom", "skipped") in [(e.step, e.status) for e in events]

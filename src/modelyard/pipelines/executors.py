@@ -92,6 +92,7 @@ class StepOutcome:
     logs_sha256: str | None  # None when the step printed nothing
     started_at: int
     ended_at: int
+    logs_size: int = 0
 
 
 @runtime_checkable
@@ -317,6 +318,7 @@ def run_task(task: StepTask, *, capture: str = "fd") -> StepOutcome:
         logs_sha256=logs_sha,
         started_at=started,
         ended_at=_now_ms(),
+        logs_size=len(data) if logs_sha else 0,
     )
 
 

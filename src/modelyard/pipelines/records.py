@@ -37,6 +37,7 @@ from modelyard.store.schema import (
     pipeline_outputs,
     pipeline_runs,
     pipeline_steps,
+    run_artifacts,
     run_tags,
     runs,
     step_cache,
@@ -57,6 +58,8 @@ __all__ = [
     "param_text",
 ]
 
+#: the artifact path of a step run's captured output (``modelyard runs show`` lists it)
+LOGS_ARTIFACT = "logs.txt"
 #: statuses of a step that hold outputs another run may reuse
 DONE = ("completed", "cached")
 _TRUNCATED = " ... (truncated; the full value is in the tag modelyard.cache_parts)"
@@ -439,6 +442,15 @@ class PipelineRecords:
         if rows:
             conn.execute(insert(pipeline_outputs), rows)
 
+    @staticmethod
+    def _logs(conn: Connection, run_id: str, sha256: str | None, size: int, now: int) -> None:
+        if sha256 is not None:
+            conn.execute(
+                insert(run_artifacts).values(
+                    run_id=run_id, path=LOGS_ARTIFACT, sha256=sha256, size=size, created_at=now
+                )
+            )
+
     def _cache_row(self, conn: Connection, cache_key: str, run_id: str, now: int) -> None:
         conn.execute(
             self._upsert_cache, {"cache_key": cache_key, "step_run_id": run_id, "created_at": now}
@@ -487,6 +499,7 @@ class PipelineRecords:
         inputs: Sequence[InputRow],
         logs_sha256: str | None,
         now: int,
+        logs_size: int = 0,
     ) -> None:
         """A step finished: outputs, extra inputs, status and (after the blobs exist) the
         cache entry, all in one transaction."""
@@ -507,6 +520,7 @@ class PipelineRecords:
                 },
             )
             conn.execute(_END_RUN, {"b_run_id": run_id, "b_status": "FINISHED", "b_end": now})
+            self._logs(conn, run_id, logs_sha256, logs_size, now)
             if write_cache and cache_key is not None:
                 self._cache_row(conn, cache_key, run_id, now)
 
@@ -520,6 +534,7 @@ class PipelineRecords:
         inputs: Sequence[InputRow],
         logs_sha256: str | None,
         now: int,
+        logs_size: int = 0,
     ) -> None:
         with self.db.write() as conn:
             self._inputs(conn, run_id, inputs)
@@ -537,6 +552,7 @@ class PipelineRecords:
                 },
             )
             conn.execute(_END_RUN, {"b_run_id": run_id, "b_status": "FAILED", "b_end": now})
+            self._logs(conn, run_id, logs_sha256, logs_size, now)
 
     def steps_skipped(
         self,

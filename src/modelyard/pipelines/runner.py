@@ -373,6 +373,7 @@ def _record_outcome(state: _State, node: StepNode, outcome: StepOutcome) -> None
             outputs=[_row(n, s) for n, s in outcome.outputs.items()],
             inputs=recorded,
             logs_sha256=outcome.logs_sha256,
+            logs_size=outcome.logs_size,
             now=now,
         )
         state.results[node.name] = StepResult(
@@ -398,6 +399,7 @@ def _record_outcome(state: _State, node: StepNode, outcome: StepOutcome) -> None
         error=error,
         inputs=recorded,
         logs_sha256=outcome.logs_sha256,
+        logs_size=outcome.logs_size,
         now=now,
     )
     _fail(state, node.name, outcome.run_id, key.value, error, duration)
@@ -780,7 +782,8 @@ def run_pipeline(
     if failure is not None:
         raise StepFailedError(
             f"Step {failure.name!r} of pipeline {pipeline.name!r} failed (run {run_id}): "
-            f"{failure.error}. Its log: `modelyard runs show {failure.run_id}`; after a fix, "
+            f"{failure.error}. What it printed and the traceback: artifact logs.txt of step run "
+            f"{failure.run_id} (`modelyard runs show {failure.run_id}`); after a fix, "
             f"`modelyard pipeline run {pipeline.name} --resume {run_id}`",
             run_id=run_id,
             step=failure.name,
