@@ -558,6 +558,56 @@ def test_a_constant_that_is_not_json_or_a_path_is_refused(value: Any) -> None:
         _build(body)
 
 
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 5),
+    st.floats(allow_nan=False, width=32),
+    st.text(max_size=3),
+    st.lists(st.integers(0, 3), max_size=2),
+    st.builds(Path, st.text("ab/", min_size=1, max_size=3)),
+    st.just(object()),
+)
+
+
+def _accepts(arg: str, value: Any) -> Any:
+    """The oracle: what scale() keeps for an argument, or None when it must be refused."""
+    if arg == "by" and type(value) in (int, float):
+        return (float(value),)
+    if arg == "label" and type(value) is str:
+        return (value,)
+    if arg == "path" and (value is None or isinstance(value, str | Path)):
+        return (None if value is None else Path(value),)
+    return None
+
+
+@given(st.dictionaries(st.sampled_from(["by", "label", "path", "bye"]), _VALUES, max_size=3))
+@settings(max_examples=200, deadline=None)
+def test_generated_constant_arguments_are_kept_converted_or_refused_by_name(
+    kwargs: dict[str, Any],
+) -> None:
+    def body() -> None:
+        d.scale(d.number(), **kwargs)
+
+    expected: dict[str, Any] = {"by": 2.0, "label": "s", "path": None}
+    refused: list[str] = []
+    for arg, value in kwargs.items():
+        kept = None if arg == "bye" else _accepts(arg, value)
+        if kept is None:
+            refused.append(arg)
+        else:
+            expected[arg] = kept[0]
+    if refused:
+        with pytest.raises(PipelineDefinitionError) as info:
+            _build(body)
+        assert any(f"argument {arg!r}" in str(info.value) for arg in refused)
+        assert str(info.value).startswith("Pipeline 'p', step 'scale', argument ")
+    else:
+        node = _build(body).nodes["scale"]
+        assert node.params == expected
+        assert all(type(node.params[k]) is type(v) for k, v in expected.items())
+
+
 def test_json_and_path_constants_are_accepted() -> None:
     def body() -> None:
         d.untyped({"a": [1, 2.5, None, True, "s"]}, y=Path("p"))
