@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -41,9 +42,11 @@ run_pipeline(run_flows.chain, {"hold": sys.argv[2]}, settings=settings, executor
 """
 
 
+@pytest.mark.parametrize("kill", ["process", "group"])
 def test_a_pipeline_killed_mid_step_resumes_from_its_finished_steps(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, kill: str
 ) -> None:
+    """``kill -9 PID`` (its pool's worker lives on, orphaned) or the whole process group."""
     hold = tmp_path / "hold"
     hold.write_text("")
     proc = subprocess.Popen(
@@ -69,7 +72,10 @@ def test_a_pipeline_killed_mid_step_resumes_from_its_finished_steps(
         assert row.status == "running"  # alive: not reaped
         running = {s.step: s.status for s in records.steps_of(row.run_id)}
         assert running == {"numbers": "completed", "s2": "completed", "s3": "running"}
-        os.killpg(proc.pid, signal.SIGKILL)
+        if kill == "group":
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
@@ -98,6 +104,8 @@ def test_a_pipeline_killed_mid_step_resumes_from_its_finished_steps(
     assert resumed.steps["s2"].cached_from == steps["s2"].run_id
     assert resumed.load("s4") == _chain_oracle()
     assert records.pipeline_run(resumed.run_id).resumed_from == row.run_id
+    with contextlib.suppress(ProcessLookupError):  # an orphaned worker, if any
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def test_resume_after_a_failed_step_reruns_it_and_what_follows(settings: Settings) -> None:

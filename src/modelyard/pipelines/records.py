@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from modelyard.errors import InvalidInputError, NotFoundError
@@ -778,7 +778,10 @@ class PipelineRecords:
             rows = conn.execute(
                 select(*_STEP_COLUMNS)
                 .where(pipeline_steps.c.pipeline_run_id == pipeline_run_id)
-                .order_by(pipeline_steps.c.started_at, pipeline_steps.c.step)
+                .order_by(
+                    func.coalesce(pipeline_steps.c.started_at, pipeline_steps.c.ended_at),
+                    pipeline_steps.c.step,
+                )
             ).all()
         return [_step_row(r) for r in rows]
 
