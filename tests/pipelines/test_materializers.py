@@ -51,6 +51,12 @@ STORE = ArtifactStore(_STORE_DIR)  # shared by generated examples (content-addre
 GENERATED = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outputs that stay files are cached under the test's folder, not the user's."""
+    monkeypatch.setenv("MODELYARD_CACHE_DIR", str(tmp_path / "output-cache"))
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> ArtifactStore:
     return ArtifactStore(str(tmp_path / "artifacts"))
@@ -465,33 +471,23 @@ def test_pyarrow_tables_round_trip_exactly(columns: dict[str, list[Any]]) -> Non
 
 # -- content addressing and verification -------------------------------------------------
 
-_FRESH = """
-import json, sys
-import numpy as np, pandas as pd
-from modelyard.pipelines.materializers import save_output
-from modelyard.store.artifacts import ArtifactStore
-from tests.pipelines.mat_values import mat_examples
-store = ArtifactStore(sys.argv[1])
-print(json.dumps({k: save_output(v, store).digest for k, v in mat_examples().items()}))
-"""
-
 
 def test_digests_are_the_same_in_fresh_processes(tmp_path: Path) -> None:
+    from tests.pipelines.mat_models import mat_trained_models
     from tests.pipelines.mat_values import mat_examples
 
-    here = {
-        k: save_output(v, ArtifactStore(str(tmp_path / "a"))).digest
-        for k, v in mat_examples().items()
-    }
+    store = ArtifactStore(str(tmp_path / "a"))
+    values = {**mat_examples(), **mat_trained_models()}
+    here = {k: save_output(v, store).digest for k, v in values.items()}
     runs = []
-    for name in ("b", "c"):
+    for name, seed in (("b", "1"), ("c", "2")):
         out = subprocess.run(
-            [sys.executable, "-c", _FRESH, str(tmp_path / name)],
+            [sys.executable, "-m", "tests.pipelines.mat_fresh", str(tmp_path / name)],
             capture_output=True,
             text=True,
             check=True,
             cwd=ROOT,
-            env={**os.environ, "PYTHONHASHSEED": "1" if name == "b" else "2"},
+            env={**os.environ, "PYTHONHASHSEED": seed},
         )
         runs.append(json.loads(out.stdout))
     assert runs[0] == runs[1] == here
@@ -736,3 +732,259 @@ def test_a_version_change_refuses_old_outputs(
 def test_auto_is_no_materializer_itself() -> None:
     with pytest.raises(InvalidInputError):
         AUTO.save(1, Path("."))
+
+
+# -- paths -------------------------------------------------------------------------------
+
+
+def mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_a_file_is_copied_in_and_loads_as_a_read_only_verified_copy(
+    store: ArtifactStore, tmp_path: Path
+) -> None:
+    source = tmp_path / "work" / "report.csv"
+    source.parent.mkdir()
+    source.write_bytes(b"a,b\n1,2\n")
+    stored = save_output(source, store, declared=Path)
+    assert stored.materializer == "path.file" and list(stored.files) == ["report.csv"]
+    source.write_bytes(b"changed after the step")  # the output is the content at save time
+    cache = tmp_path / "cache"
+    back = load_output(stored, store, declared=Path, cache_dir=cache)
+    assert back == cache / stored.digest / "report.csv"
+    assert back.read_bytes() == b"a,b\n1,2\n"
+    assert mode(back) == 0o444 and mode(back.parent) == 0o555
+    # a damaged cached copy is noticed and fetched again
+    back.chmod(0o644)
+    back.write_bytes(b"tampered")
+    again = load_output(stored, store, cache_dir=cache)
+    assert again == back and again.read_bytes() == b"a,b\n1,2\n" and mode(again) == 0o444
+
+
+def test_a_folder_round_trips_with_nested_and_empty_folders(
+    store: ArtifactStore, tmp_path: Path
+) -> None:
+    source = tmp_path / "shards"
+    (source / "a" / "b").mkdir(parents=True)
+    (source / "empty").mkdir()
+    (source / "top.txt").write_text("top")
+    (source / "a" / "b" / "deep.bin").write_bytes(bytes(range(256)))
+    (source / "link.txt").symlink_to(source / "top.txt")  # a link to a file: its content
+    stored = save_output(source, store)
+    assert stored.materializer == "path.folder"
+    assert stored.manifest["dirs"] == ["shards/empty"]
+    back = load_output(stored, store, cache_dir=tmp_path / "cache")
+    assert back.name == "shards"
+    assert tree(back) == {**tree(source), "link.txt": b"top"}
+    assert (back / "empty").is_dir() and mode(back / "a") == 0o555
+    assert save_output(source, store).digest == stored.digest
+    (source / "top.txt").write_text("top!")
+    assert save_output(source, store).digest != stored.digest
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+names = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_characters="/\\\x00"), min_size=1, max_size=8
+).filter(lambda n: n not in (".", ".."))
+
+
+@GENERATED
+@given(
+    st.dictionaries(
+        st.lists(names, min_size=1, max_size=3).map(tuple), st.binary(max_size=64), max_size=6
+    )
+)
+def test_generated_folders_round_trip(files: dict[tuple[str, ...], bytes]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "out"
+        root.mkdir()
+        written: dict[str, bytes] = {}
+        for parts, data in files.items():
+            path = root.joinpath(*parts)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+            except (IsADirectoryError, FileExistsError, NotADirectoryError, OSError):
+                continue  # a name already used as a folder (or a file) above
+            written["/".join(parts)] = data
+        back = load_output(save_output(root, STORE), STORE, cache_dir=Path(tmp) / "cache")
+        assert tree(back) == tree(root)
+
+
+def test_bad_paths_are_refused_in_one_line(store: ArtifactStore, tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError, match="does not exist"):
+        save_output(tmp_path / "missing.csv", store, where="step 'export' output 'output'")
+    folder = tmp_path / "with_link"
+    folder.mkdir()
+    (folder / "elsewhere").symlink_to(tmp_path)
+    with pytest.raises(InvalidInputError, match="link to a folder"):
+        save_output(folder, store)
+    fifo_folder = tmp_path / "with_fifo"
+    fifo_folder.mkdir()
+    os.mkfifo(fifo_folder / "pipe")
+    with pytest.raises(InvalidInputError, match="special file"):
+        save_output(fifo_folder, store)
+    dangling = tmp_path / "dangling"
+    dangling.mkdir()
+    (dangling / "gone").symlink_to(tmp_path / "nothing")
+    with pytest.raises(InvalidInputError, match="link to nothing"):
+        save_output(dangling, store)
+
+
+# -- models ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained() -> dict[str, Any]:
+    from tests.pipelines.mat_models import mat_trained_models
+
+    return mat_trained_models()
+
+
+def _proba(model: Any, frame: pd.DataFrame) -> np.ndarray:
+    import xgboost
+
+    if isinstance(model, xgboost.Booster):
+        return np.asarray(model.predict(xgboost.DMatrix(frame)))
+    return np.asarray(model.predict_proba(frame))
+
+
+@pytest.mark.parametrize("name", ["hgb", "pipeline", "xgboost", "xgboost_booster", "lightgbm"])
+def test_models_load_back_predicting_exactly_the_same(
+    name: str, trained: dict[str, Any], store: ArtifactStore
+) -> None:
+    from tests.pipelines.mat_models import mat_data
+
+    model = trained[name]
+    declared = type(model)
+    assert materializer_for(declared).name == "model.package"
+    stored = save_output(model, store, declared=declared)
+    assert stored.materializer == "model.package"
+    assert save_output(model, store, declared=declared).digest == stored.digest
+    back = load_output(stored, store, declared=declared)
+    frame, _ = mat_data(500)
+    expected = _proba(model, frame)
+    got = back.predict_proba(frame) if name == "xgboost_booster" else _proba(back, frame)
+    if name == "xgboost_booster":
+        got = got[:, 1]  # the wrapper gives both classes' columns
+    assert np.array_equal(got, expected)
+    if name in ("hgb", "pipeline", "xgboost"):
+        assert type(back) is type(model)
+
+
+def test_a_model_holding_untrusted_types_is_refused(
+    trained: dict[str, Any], store: ArtifactStore
+) -> None:
+    from modelyard.models.flavors import LoadOptions
+    from modelyard.pipelines.materializers import load_options
+
+    stored = save_output(trained["pipeline"], store)
+    narrow = LoadOptions(trusted_types=("sklearn.ensemble.",))
+    with load_options(narrow), pytest.raises(InvalidInputError, match="does not trust"):
+        load_output(stored, store)
+
+
+def test_a_python_model_loads_when_its_class_is_declared_or_code_is_trusted(
+    trained: dict[str, Any], store: ArtifactStore
+) -> None:
+    from modelyard.config import DEFAULT_TRUSTED_TYPES
+    from modelyard.models.flavors import LoadOptions
+    from modelyard.pipelines.materializers import load_options
+    from tests.pipelines.mat_models import MatThreshold, mat_data
+
+    model = trained["custom"]
+    stored = save_output(model, store, declared=MatThreshold)
+    frame, _ = mat_data(50)
+    back = load_output(stored, store, declared=MatThreshold)
+    assert type(back) is MatThreshold
+    assert np.array_equal(back.predict_proba(frame), model.predict_proba(frame))
+    with pytest.raises(InvalidInputError, match="trust_code"):
+        load_output(stored, store)
+    with load_options(LoadOptions(DEFAULT_TRUSTED_TYPES, trust_code=True)):
+        assert load_output(stored, store).cut == 0.25
+
+
+def test_a_tampered_model_file_is_refused_by_its_hash(
+    trained: dict[str, Any], store: ArtifactStore
+) -> None:
+    stored = save_output(trained["hgb"], store)
+    sha = stored.files["model.skops"]
+    blob = Path(store.root) / "objects" / sha[:2] / sha[2:]
+    data = bytearray(blob.read_bytes())
+    data[-100] ^= 0xFF
+    blob.chmod(0o644)
+    blob.write_bytes(bytes(data))
+    with pytest.raises(ArtifactIntegrityError, match=r"model\.skops"):
+        load_output(stored, store)
+
+
+def test_model_types_are_looked_up_by_class() -> None:
+    import lightgbm
+    import xgboost
+    from sklearn.base import BaseEstimator
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+
+    from tests.pipelines.mat_models import MatThreshold
+
+    for tp in (
+        HistGradientBoostingClassifier,
+        Pipeline,
+        BaseEstimator,
+        xgboost.XGBClassifier,
+        xgboost.Booster,
+        lightgbm.LGBMClassifier,
+        lightgbm.Booster,
+        MatThreshold,
+    ):
+        assert materializer_for(tp).name == "model.package", tp
+
+
+# -- garbage collection ------------------------------------------------------------------
+
+
+def test_gc_keeps_every_blob_pipeline_outputs_and_step_logs_reference(
+    tmp_path: Path, settings: Any
+) -> None:
+    from sqlalchemy import select
+
+    from modelyard.pipelines import run_pipeline
+    from modelyard.pipelines.executors import client_for
+    from modelyard.registry.client import ModelRegistry
+    from modelyard.store.schema import pipeline_steps
+    from tests.pipelines import mat_models
+
+    run = run_pipeline(
+        mat_models.mat_outputs,
+        {"rows": 7, "folder": str(tmp_path / "reports")},
+        settings=settings,
+        executor="inline",
+    )
+    assert run.status == "completed"
+    client = client_for(settings)
+    with client.db.read() as conn:
+        logs = set(conn.execute(select(pipeline_steps.c.logs_sha256)).scalars()) - {None}
+    assert logs  # mat_array printed
+    # everything older than the grace period (here: all of it) goes unless referenced
+    for path in Path(client.artifacts.root, "objects").rglob("*"):
+        if path.is_file():
+            os.utime(path, (1, 1))
+    report = ModelRegistry(settings, db=client.db, artifacts=client.artifacts).collect_garbage(
+        grace_s=0
+    )
+    assert not [item for item in report.items if item.kind == "blob"]
+    for sha in logs:
+        assert client.artifacts.exists(sha)
+    frame = run.load("mat_frame")
+    assert frame["x"].tolist() == [float(i) for i in range(7)]
+    assert run.load("mat_array").tolist() == [2.0 * i for i in range(7)]
+    folder = run.load("mat_report")
+    assert (folder / "summary.txt").read_text() == "rows=7\n" and (folder / "empty").is_dir()

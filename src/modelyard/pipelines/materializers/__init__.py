@@ -8,7 +8,7 @@ Materializers the user registers are tried first. See :mod:`.base` for the contr
 
 from __future__ import annotations
 
-from modelyard.pipelines.materializers import arrays, frames, values  # noqa: F401 - registers
+from modelyard.pipelines.materializers.arrays import NumpyMaterializer
 from modelyard.pipelines.materializers.base import (
     AUTO,
     Materializer,
@@ -26,6 +26,27 @@ from modelyard.pipelines.materializers.base import (
     type_name,
     unregister_materializer,
 )
+from modelyard.pipelines.materializers.base import _register_builtin as _builtin
+from modelyard.pipelines.materializers.frames import (
+    ArrowMaterializer,
+    PandasMaterializer,
+    PolarsMaterializer,
+)
+from modelyard.pipelines.materializers.models import ModelMaterializer, load_options
+from modelyard.pipelines.materializers.paths import FileMaterializer, FolderMaterializer
+from modelyard.pipelines.materializers.values import JsonMaterializer
+
+for _m in (
+    JsonMaterializer(),
+    PandasMaterializer(),
+    PolarsMaterializer(),
+    ArrowMaterializer(),
+    NumpyMaterializer(),
+    FileMaterializer(),
+    FolderMaterializer(),
+    ModelMaterializer(),
+):
+    _builtin(_m)
 
 __all__ = [
     "AUTO",
@@ -34,6 +55,7 @@ __all__ = [
     "canonical_json",
     "default_cache_dir",
     "get_materializer",
+    "load_options",
     "load_output",
     "materializer_for",
     "materializer_for_value",

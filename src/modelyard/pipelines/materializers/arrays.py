@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from modelyard.errors import InvalidInputError
-from modelyard.pipelines.materializers.base import _register_builtin
 
 __all__ = ["NumpyMaterializer"]
 
@@ -57,6 +56,3 @@ class NumpyMaterializer:
     def load(self, folder: Path, meta: Mapping[str, Any], tp: Any) -> Any:
         array = np.load(folder / FILE, allow_pickle=False)
         return array[()] if meta.get("scalar") else array
-
-
-_register_builtin(NumpyMaterializer())

@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 
 from modelyard.errors import InvalidInputError
-from modelyard.pipelines.materializers.base import _register_builtin
 from modelyard.pipelines.materializers.values import decode, encode
 
 __all__ = ["ArrowMaterializer", "PandasMaterializer", "PolarsMaterializer"]
@@ -211,8 +210,3 @@ def _tables_equal(a: Any, b: Any) -> bool:
         if not x.equals(y):
             return False
     return True
-
-
-_register_builtin(PandasMaterializer())
-_register_builtin(PolarsMaterializer())
-_register_builtin(ArrowMaterializer())

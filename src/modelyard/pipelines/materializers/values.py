@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from modelyard.errors import InvalidInputError
-from modelyard.pipelines.materializers.base import _register_builtin, type_name
+from modelyard.pipelines.materializers.base import type_name
 
 __all__ = ["JsonMaterializer", "decode", "encode"]
 
@@ -177,6 +177,3 @@ class JsonMaterializer:
 
     def load(self, folder: Path, meta: Mapping[str, Any], tp: Any) -> Any:
         return decode(json.loads((folder / FILE).read_text(encoding="ascii")))
-
-
-_register_builtin(JsonMaterializer())
