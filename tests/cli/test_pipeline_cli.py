@@ -6,6 +6,7 @@ run the real program in a subprocess (the local process pool, a SIGKILL, traceba
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -20,11 +21,14 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rich.console import Console
 
+import modelyard.cli.pipeline as pipeline_cli
 from modelyard.cli.app import main
 from modelyard.config import CONFIG_FILE, init_project, load_settings
 from modelyard.errors import PipelineDefinitionError
 from modelyard.pipelines import load_pipelines
+from modelyard.pipelines.runner import load_pipeline_run
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -253,8 +257,6 @@ def test_a_changed_param_reruns_only_the_steps_it_reaches(cli: Any, numbers: Pat
     assert "params.factor" in inspect_text
     # the pipeline computed 3 * (1 + 2 + 3 + 4)
     settings_ = load_settings(numbers, environ={})
-    from modelyard.pipelines.runner import load_pipeline_run
-
     assert load_pipeline_run(factor.json()["run_id"], settings=settings_).load("total") == 30.0
     limit = cli(
         numbers, "pipeline", "run", "numbers", "--engine", "inline", "-p", "limit=2", "--json"
@@ -534,3 +536,25 @@ def test_any_param_text_is_parsed_as_the_api_parses_it_or_refused_in_one_line(
         assert shown.code == 0, shown.err
         got = shown.json()["params"][key]
         assert got == (str(expected) if key == "data" else expected)
+
+
+def test_on_a_terminal_the_steps_are_a_live_table(
+    cli: Any, numbers: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    screen = io.StringIO()
+    terminal = Console(file=screen, force_terminal=True, width=100, highlight=False)
+    monkeypatch.setattr(pipeline_cli, "console", terminal)
+    first = cli(numbers, "pipeline", "run", "numbers", "--engine", "inline")
+    assert first.code == 0, first.err
+    shown = _ANSI.sub("", screen.getvalue())
+    assert "\x1b[" in screen.getvalue()  # drawn for a terminal
+    final = shown[shown.rindex("load") :]  # the last frame of the live table
+    for step in ("load", "scale", "total", "count"):
+        assert re.search(rf"{step}\s+completed\s+\d+\.\ds", final), final
+    assert "numbers completed in" in shown
+    screen.truncate(0)
+    again = cli(numbers, "pipeline", "run", "numbers", "--engine", "inline", "-p", "factor=5")
+    assert again.code == 0
+    shown = _ANSI.sub("", screen.getvalue())
+    final = shown[shown.rindex("load") :]
+    assert re.search(r"load\s+cached", final) and re.search(r"scale\s+completed", final)
