@@ -8,6 +8,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from modelyard.config import Settings
@@ -164,3 +165,22 @@ def test_an_on_event_that_raises_loses_no_record(settings: Settings) -> None:
     assert run.status == "completed" and len(seen) == 8
     rows = PipelineRecords(client_for(settings).db).steps_of(run.run_id)
     assert {r.status for r in rows} == {"completed"}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("db_url", "sqlite://"), ("artifacts", "memory://runner-test")]
+)
+def test_the_local_executor_refuses_stores_its_workers_cannot_reach(
+    settings: Settings, field: str, value: str
+) -> None:
+    changed = msgspec.structs.replace(settings, **{field: value})
+    with pytest.raises(
+        InvalidInputError, match=f"use executor='inline' or a (file|folder) - at {field}"
+    ):
+        run_pipeline(run_flows.diamond, settings=changed, executor="local")
+    run = run_pipeline(run_flows.diamond, settings=changed, executor="inline")
+    values = range(5)  # diamond's default n
+    assert run.load("combine") == {
+        "total": sum(v + 1 for v in values) + sum(v + 2 for v in values),
+        "count": 10,
+    }

@@ -663,6 +663,26 @@ def _abort(state: _State, exc: BaseException) -> None:
         state.records.finish_pipeline(state.run_id, status="failed", now=now)
 
 
+def _check_shared(settings: Settings) -> None:
+    """Worker processes must reach the same stores: no in-memory ones."""
+    db = settings.db_url
+    if db.startswith("sqlite") and (
+        db.rstrip("/") in ("sqlite:", "sqlite://") or ":memory:" in db or "mode=memory" in db
+    ):
+        raise InvalidInputError(
+            "Expected a metadata store that worker processes can open (a file or a server) for "
+            f"the local executor, got the in-memory {db!r}; use executor='inline' or a file",
+            loc="db_url",
+        )
+    if settings.artifacts.startswith("memory://"):
+        raise InvalidInputError(
+            "Expected an artifact store that worker processes can reach (a folder or an object "
+            f"store) for the local executor, got {settings.artifacts!r}; use "
+            "executor='inline' or a folder",
+            loc="artifacts",
+        )
+
+
 def run_pipeline(
     pipeline: Pipeline,
     params: Mapping[str, Any] | None = None,
@@ -717,6 +737,8 @@ def run_pipeline(
         settings.pipelines.executor if executor is None else executor,
         settings.pipelines.max_workers if max_workers is None else max_workers,
     )
+    if isinstance(chosen, ProcessExecutor):
+        _check_shared(settings)
     experiment_name = experiment or pipeline.name
     run_id = uuid.uuid4().hex
     env = _environment(settings.project_dir)
