@@ -558,3 +558,25 @@ def test_on_a_terminal_the_steps_are_a_live_table(
     shown = _ANSI.sub("", screen.getvalue())
     final = shown[shown.rindex("load") :]
     assert re.search(r"load\s+cached", final) and re.search(r"scale\s+completed", final)
+
+
+def test_list_names_a_pipeline_that_cannot_be_built_and_show_exits_2(
+    cli: Any, numbers: Path
+) -> None:
+    broken = NUMBERS + textwrap.dedent(
+        """
+
+        @pipeline
+        def looped(factor: float = 1.0) -> None:
+            scale(load(Path("numbers.txt")), factor="many")
+        """
+    )
+    cli_write(numbers, broken)
+    listed = cli(numbers, "pipeline", "list", "--json")
+    assert listed.code == 0, listed.err
+    rows = {r["name"]: r for r in listed.json()}
+    assert rows["numbers"]["error"] is None and rows["looped"]["steps"] is None
+    assert "'factor'" in rows["looped"]["error"] and "float" in rows["looped"]["error"]
+    assert "invalid" in cli(numbers, "pipeline", "list").out
+    shown = cli(numbers, "pipeline", "show", "looped")
+    assert shown.code == 2 and "Pipeline 'looped', step 'scale'" in shown.err

@@ -137,14 +137,18 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _needs_params(p: Pipeline, params: Mapping[str, Any]) -> bool:
+    return any(
+        default is REQUIRED and name not in params for name, (_, default) in p.params.items()
+    )
+
+
 def _try_build(p: Pipeline, params: Mapping[str, Any] | None = None) -> Graph | None:
-    """The graph with the defaults, or None when a parameter has no default."""
-    try:
-        return p.build(params)
-    except PipelineDefinitionError:
-        if params:
-            raise
+    """The graph with the defaults and ``params``; None when a required one is not given
+    (any other definition error is raised: the pipeline cannot run as written)."""
+    if _needs_params(p, params or {}):
         return None
+    return p.build(params)
 
 
 def _duration(seconds: float | None) -> str:
@@ -170,7 +174,11 @@ def list_pipelines(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     rows: list[dict[str, Any]] = []
     for name in sorted(found):
         p = found[name]
-        graph = _try_build(p)
+        error = None
+        try:
+            graph = _try_build(p)
+        except PipelineDefinitionError as exc:  # listed, not hidden: `show` names the problem
+            graph, error = None, str(exc)
         rows.append(
             {
                 "name": name,
@@ -179,6 +187,7 @@ def list_pipelines(ctx: typer.Context, as_json: JsonOpt = False) -> None:
                 "description": p.description,
                 "steps": None if graph is None else graph.order(),
                 "params": _params_of(p),
+                "error": error,
             }
         )
     if as_json:
@@ -200,9 +209,16 @@ def list_pipelines(ctx: typer.Context, as_json: JsonOpt = False) -> None:
             + ("" if p["required"] else f" = {_default_text(p['default'])}")
             for p in row["params"]
         )
-        steps = "needs -p" if row["steps"] is None else str(len(row["steps"]))
+        steps = (
+            "invalid"
+            if row["error"]
+            else ("needs -p" if row["steps"] is None else str(len(row["steps"])))
+        )
         table.add_row(_cell(row["name"]), _cell(row["module"]), steps, _cell(params or "-"))
     console.print(table)
+    for row in rows:
+        if row["error"]:
+            console.print(Text(f"{row['name']}: {row['error']}", style="red"), soft_wrap=True)
 
 
 def _graph_json(graph: Graph) -> dict[str, Any]:
