@@ -394,6 +394,9 @@ def test_a_frame_parquet_cannot_hold_exactly_is_refused_not_changed(store: Artif
     mixed = pd.DataFrame({"x": [1, "a"]})
     with pytest.raises(InvalidInputError, match="never pickles"):
         save_output(mixed, store, where="step 'load' output 'output'")
+    labels = pd.DataFrame({1: [1], "a": [2]})  # Parquet would make the 1 a "1"
+    with pytest.raises(InvalidInputError, match="round-trip"):
+        save_output(labels, store)
     dupes = pd.DataFrame([[1, 2]], columns=["a", "a"])
     with pytest.raises(InvalidInputError, match="unique column labels"):
         save_output(dupes, store)
@@ -988,3 +991,72 @@ def test_gc_keeps_every_blob_pipeline_outputs_and_step_logs_reference(
     assert run.load("mat_array").tolist() == [2.0 * i for i in range(7)]
     folder = run.load("mat_report")
     assert (folder / "summary.txt").read_text() == "rows=7\n" and (folder / "empty").is_dir()
+
+
+# -- declared types, generated -----------------------------------------------------------
+
+scalar_types = st.sampled_from([int, float, str, bool, bytes, type(None)])
+annotations = st.recursive(
+    scalar_types,
+    lambda inner: (
+        st.builds(lambda t: list[t], inner)  # type: ignore[valid-type]
+        | st.builds(lambda t: tuple[t, ...], inner)  # type: ignore[valid-type]
+        | st.builds(lambda a, b: tuple[a, b], inner, inner)  # type: ignore[valid-type]
+        | st.builds(lambda t: dict[str, t], inner)  # type: ignore[valid-type]
+        | st.builds(lambda t: t | None, inner)
+    ),
+    max_leaves=4,
+)
+
+
+def _spoil(value: Any, tp: Any, draw: Any) -> Any:
+    """``value`` (a ``tp``) with one part, at a random depth, replaced by an Opaque."""
+    import typing
+
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is list and value and draw(st.booleans()):
+        i = draw(st.integers(0, len(value) - 1))
+        return [*value[:i], _spoil(value[i], args[0], draw), *value[i + 1 :]]
+    if origin is list:
+        return [*value, Opaque()]
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return (*value, Opaque())
+    if origin is tuple:
+        i = draw(st.integers(0, 1))
+        parts = list(value)
+        parts[i] = _spoil(parts[i], args[i], draw)
+        return tuple(parts)
+    if origin is dict:
+        return {**value, "\x00spoiled": Opaque()}
+    return Opaque()
+
+
+@GENERATED
+@given(st.data(), annotations)
+def test_values_of_the_declared_type_match_and_spoiled_ones_do_not(data: Any, tp: Any) -> None:
+    from modelyard.pipelines.materializers import matches_type
+
+    value = data.draw(st.from_type(tp))
+    assert matches_type(value, tp), (value, tp)
+    assert materializer_for(tp).name in ("json", "auto")
+    if tp is not type(None) and not (isinstance(tp, type) and value is None):
+        spoiled = _spoil(value, tp, data.draw)
+        if not (typing_union(tp) and matches_any_arm(spoiled, tp)):
+            assert not matches_type(spoiled, tp), (spoiled, tp)
+            with pytest.raises(PipelineDefinitionError, match="declared as"):
+                save_output(spoiled, STORE, declared=tp, where="step 's' output 'o'")
+
+
+def typing_union(tp: Any) -> bool:
+    import types
+    import typing
+
+    return typing.get_origin(tp) in (typing.Union, types.UnionType)
+
+
+def matches_any_arm(value: Any, tp: Any) -> bool:
+    import typing
+
+    from modelyard.pipelines.materializers import matches_type
+
+    return any(matches_type(value, arm) for arm in typing.get_args(tp))

@@ -17,6 +17,7 @@ returned once pandas is imported.
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,10 @@ class PandasMaterializer:
         if frame.attrs:
             meta["attrs"] = _label(frame.attrs)
         try:
-            frame.to_parquet(folder / FILE, engine="pyarrow")
+            with warnings.catch_warnings():
+                # "column names of mixed type ... will not roundtrip": the check below refuses
+                warnings.simplefilter("ignore", UserWarning)
+                frame.to_parquet(folder / FILE, engine="pyarrow")
         except (ValueError, TypeError, ArithmeticError) as exc:  # pyarrow's ArrowInvalid
             raise _refuse("DataFrame", str(exc)) from exc
         back = self.load(folder, meta, Any)
