@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import modelyard
@@ -203,3 +204,33 @@ def random_dag(spec: list[list[int]] = [], failing: list[int] = []) -> None:  # 
         after = [f"n{j}" for j in ins[2:]]
         node = work.with_options(id=f"n{i}", after=after)
         refs.append(node(tag=f"n{i}", fail=i in failing, **kwargs))
+
+
+@dataclass
+class Box:
+    value: int
+
+
+@step
+def make_box(n: int = 3) -> Box:
+    return Box(n)
+
+
+@step
+def open_box(box: Box) -> int:
+    return box.value * 10
+
+
+@pipeline
+def boxes() -> None:
+    open_box(make_box())
+
+
+@step(name="make_box")
+def make_box_untyped(n: int = 3):  # type: ignore[no-untyped-def] - no annotation: "auto"
+    return Box(n)
+
+
+@pipeline
+def boxes_untyped() -> None:
+    open_box(make_box_untyped())

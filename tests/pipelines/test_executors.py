@@ -3,6 +3,7 @@ shape of outputs, and the pieces the runner stands on (verify, task pickling).""
 
 from __future__ import annotations
 
+import json
 import pickle
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,6 +25,7 @@ from modelyard.pipelines.executors import (
     make_executor,
     run_task,
 )
+from modelyard.pipelines.materializers import register_materializer, unregister_materializer
 from modelyard.pipelines.records import PipelineRecords
 from modelyard.registry.client import ModelRegistry
 from modelyard.store.artifacts import ArtifactStore
@@ -184,3 +186,45 @@ def test_the_local_executor_refuses_stores_its_workers_cannot_reach(
         "total": sum(v + 1 for v in values) + sum(v + 2 for v in values),
         "count": 10,
     }
+
+
+class BoxMaterializer:
+    name = "test.box"
+
+    def __init__(self, version: int) -> None:
+        self.version = version
+
+    def handles(self, tp: object) -> bool:
+        return tp is run_flows.Box
+
+    def save(self, value: run_flows.Box, folder: Path) -> dict[str, int]:
+        (folder / "box.json").write_text(json.dumps({"value": value.value}))
+        return {}
+
+    def load(self, folder: Path, meta: object, tp: object) -> run_flows.Box:
+        return run_flows.Box(json.loads((folder / "box.json").read_text())["value"])
+
+
+@pytest.mark.parametrize("flow", ["boxes", "boxes_untyped"])
+def test_an_output_of_an_older_materializer_version_is_made_again(
+    settings: Settings, flow: str
+) -> None:
+    """Declared types put the materializer's version in the key; an untyped output's
+    materializer is chosen by value, so the runner checks the recorded version itself."""
+    pipe = getattr(run_flows, flow)
+    register_materializer(BoxMaterializer(1))
+    try:
+        first = run_pipeline(pipe, settings=settings, executor="inline")
+        assert first.load("open_box") == 30
+        unregister_materializer("test.box")
+        register_materializer(BoxMaterializer(2))  # its files changed: version 2 cannot read 1
+        second = run_pipeline(pipe, settings=settings, executor="inline")
+        assert {n: r.status for n, r in second.steps.items()} == {
+            "make_box": "completed",
+            "open_box": "completed",
+        }
+        assert second.load("open_box") == 30
+        assert second.load("make_box") == run_flows.Box(3)
+        assert second.steps["make_box"].outputs["output"].manifest["version"] == 2
+    finally:
+        unregister_materializer("test.box")

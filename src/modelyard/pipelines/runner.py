@@ -54,7 +54,7 @@ from modelyard.pipelines.executors import (
     register_live_function,
 )
 from modelyard.pipelines.graph import Graph, StepNode
-from modelyard.pipelines.materializers import StoredOutput, load_output
+from modelyard.pipelines.materializers import StoredOutput, get_materializer, load_output
 from modelyard.pipelines.records import (
     DONE,
     CachedStep,
@@ -281,10 +281,24 @@ def _path_digest(part: Any) -> str | None:
     return None
 
 
-def _intact(state: _State, outputs: Mapping[str, OutputRow], node: StepNode) -> bool:
-    """The recorded outputs are the node's and every blob is there with its bytes."""
+def _readable(outputs: Mapping[str, OutputRow], node: StepNode) -> bool:
+    """The recorded outputs are the node's, by materializers this process can read (the
+    same name and version: an output of an older materializer version is made again)."""
     if set(outputs) != {o.name for o in node.outputs}:
         return False
+    for row in outputs.values():
+        try:
+            m = get_materializer(row.materializer)
+        except NotFoundError:
+            return False
+        if row.manifest.get("version") != m.version:
+            return False
+    return True
+
+
+def _intact(state: _State, outputs: Mapping[str, OutputRow]) -> bool:
+    """Every blob of the outputs is in the store with its bytes (a corrupted one is
+    deleted, so that running the step again restores it)."""
     for row in outputs.values():
         files = row.manifest.get("files", {})
         if not isinstance(files, Mapping):
@@ -303,14 +317,14 @@ def _reusable(
     if prior is not None and prior.status in DONE and prior.cache_key == key.value:
         source = prior.cached_from or prior.run_id
         outputs = state.records.outputs_of([prior.run_id])[prior.run_id]
-        if _intact(state, outputs, node):
+        if _readable(outputs, node) and _intact(state, outputs):
             return source, outputs
     if not (state.use_cache and node.step.cache):
         return None
     entry = state.records.cache_entry(key.value)
-    if entry is None:
+    if entry is None or not _readable(entry.outputs, node):
         return None
-    if _intact(state, entry.outputs, node):
+    if _intact(state, entry.outputs):
         return entry.step_run_id, entry.outputs
     # a blob is gone or corrupted: this entry can answer nothing, the step runs again
     state.records.forget_cache(key.value, entry.step_run_id)
