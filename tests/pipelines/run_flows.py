@@ -234,3 +234,19 @@ def make_box_untyped(n: int = 3):  # type: ignore[no-untyped-def] - no annotatio
 @pipeline
 def boxes_untyped() -> None:
     open_box(make_box_untyped())
+
+
+def _broken_fingerprint(params: object) -> dict[str, str]:
+    raise KeyError("feature_store_url")
+
+
+@step(fingerprint=_broken_fingerprint)
+def fingerprinted(values: list[int]) -> int:
+    return len(values)
+
+
+@pipeline
+def bad_fingerprint() -> None:
+    values = numbers(3)
+    fingerprinted(values)
+    nap.with_options(id="other")(values)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from modelyard.config import Settings, init_project, load_settings
-from modelyard.errors import NotFoundError, StepFailedError
+from modelyard.errors import InvalidInputError, NotFoundError, StepFailedError
 from modelyard.pipelines import PipelineRun, StepEvent, current_step, run_pipeline
 from modelyard.pipelines.executors import client_for
 from modelyard.pipelines.records import PipelineRecords
@@ -332,3 +332,25 @@ def test_random_graphs_fail_skip_and_cache_as_their_ancestry_says(
     assert _statuses(second) == again
     for i, value in values.items():
         assert second.load(f"n{i}") == value
+
+
+def test_a_key_that_cannot_be_computed_fails_that_step_only(settings: Settings) -> None:
+    with pytest.raises(StepFailedError) as caught:
+        run_pipeline(run_flows.bad_fingerprint, settings=settings, executor="inline")
+    assert caught.value.step == "fingerprinted"
+    assert caught.value.error == "computing its cache key: KeyError: 'feature_store_url'"
+    run = load_pipeline_run(caught.value.run_id, settings=settings)
+    assert _statuses(run) == {
+        "numbers": "completed",
+        "fingerprinted": "failed",
+        "other": "completed",
+    }
+
+
+@pytest.mark.parametrize("bad", ["abc", "zzzzzzzz", "ab%", "a_b_c_d_e", "", "ab cd ef"])
+def test_a_bad_run_id_is_refused_in_one_line(settings: Settings, bad: str) -> None:
+    with pytest.raises(InvalidInputError, match="Expected a pipeline run id") as caught:
+        _records(settings).pipeline_run(bad)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(InvalidInputError):
+        run_pipeline(run_flows.diamond, settings=settings, resume=bad)

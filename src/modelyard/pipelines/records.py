@@ -19,6 +19,7 @@ steps: ``reap_dead`` records that, and every read here calls it first.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -62,6 +63,7 @@ __all__ = [
 LOGS_ARTIFACT = "logs.txt"
 #: statuses of a step that hold outputs another run may reuse
 DONE = ("completed", "cached")
+_HEX = re.compile(r"[0-9a-f]{1,32}")
 _TRUNCATED = " ... (truncated; the full value is in the tag modelyard.cache_parts)"
 
 
@@ -729,6 +731,13 @@ class PipelineRecords:
     def pipeline_run(self, run_id: str) -> PipelineRunRow:
         """A pipeline run by id or a unique prefix of 6+ characters."""
         self.reap_dead()
+        if not isinstance(run_id, str) or not _HEX.fullmatch(run_id.lower()):
+            raise InvalidInputError(
+                f"Expected a pipeline run id (hex digits, or a prefix of 6+ of them), got "
+                f"{run_id!r}",
+                loc="run_id",
+            )
+        run_id = run_id.lower()
         with self.db.read() as conn:
             if len(run_id) < 32:
                 if len(run_id) < 6:
@@ -738,9 +747,7 @@ class PipelineRecords:
                         loc="run_id",
                     )
                 rows = conn.execute(
-                    select(pipeline_runs)
-                    .where(pipeline_runs.c.run_id.like(run_id.lower() + "%"))
-                    .limit(2)
+                    select(pipeline_runs).where(pipeline_runs.c.run_id.like(run_id + "%")).limit(2)
                 ).all()
                 if len(rows) > 1:
                     raise InvalidInputError(

@@ -36,7 +36,6 @@ from typing import Any
 from modelyard.config import Settings, load_settings
 from modelyard.errors import (
     InvalidInputError,
-    ModelyardError,
     NotFoundError,
     StepFailedError,
 )
@@ -466,7 +465,8 @@ def _start(
             key = cache_key(node, {a: s.digest for a, s in inputs.items()}, project_dir=project)
         rows.extend(_file_inputs(node, key))
         source_hash = str(key.parts.get("source") or node.step.source_hash(project))
-    except ModelyardError as exc:  # e.g. a Path parameter naming a file that is gone
+    except Exception as exc:  # a fingerprint hook that raised, an unreadable Path parameter
+        error = f"computing its cache key: {type(exc).__name__}: {' '.join(str(exc).split())}"
         run = _new_run(state, node, None)
         now = now_ms()
         state.records.step_running(
@@ -483,12 +483,12 @@ def _start(
             run.run_id,
             cache_key=None,
             started_at=now,
-            error=str(exc),
+            error=error,
             inputs=[],
             logs_sha256=None,
             now=now,
         )
-        _fail(state, node.name, run.run_id, None, str(exc), 0.0)
+        _fail(state, node.name, run.run_id, None, error, 0.0)
         return None
     state.keys[node.name] = key
     run = _new_run(state, node, key)
