@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
-import pkgutil
+import subprocess
 import sys
 import textwrap
 import uuid
@@ -361,27 +361,42 @@ def test_an_edit_of_no_code_after_import_is_not_taken_for_a_change(project: Proj
     assert source_hash(f, project.root) == loaded
 
 
-@pytest.mark.parametrize(
-    "package", ["modelyard.pipelines", "modelyard.tracking", "modelyard.store", "json", "email"]
-)
-def test_no_function_of_unedited_real_modules_is_taken_for_stale(package: str) -> None:
+_SCAN = """
+import importlib, inspect, pkgutil, sys
+from modelyard.pipelines import source
+
+checked, stale = 0, []
+for package in sys.argv[1:]:
     names = [package]
     root = importlib.import_module(package)
     if hasattr(root, "__path__"):
         found = pkgutil.walk_packages(root.__path__, package + ".")
         names += [i.name for i in found if ".migrations" not in i.name]  # alembic's scripts
-    checked = 0
     for name in names:
         module = importlib.import_module(name)
         for value in vars(module).values():
             fn = inspect.unwrap(value) if inspect.isfunction(value) else value
             if inspect.isfunction(fn) and fn.__module__ == module.__name__:
                 checked += 1
-                assert not source._is_stale(fn), f"{name}.{fn.__qualname__}"
+                if source._is_stale(fn):
+                    stale.append(f"{name}.{fn.__qualname__}")
             elif inspect.isclass(value) and value.__module__ == module.__name__:
                 checked += 1
-                assert not source._is_stale_class(value), f"{name}.{value.__qualname__}"
-    assert checked > 10
+                if source._is_stale_class(value):
+                    stale.append(f"{name}.{value.__qualname__}")
+print(checked, stale)
+"""
+
+
+def test_no_function_or_class_of_unedited_real_modules_is_taken_for_stale() -> None:
+    # in a fresh process: the modules are imported and checked at once, unedited since
+    packages = ["modelyard.pipelines", "modelyard.tracking", "modelyard.store", "json", "email"]
+    out = subprocess.run(
+        [sys.executable, "-c", _SCAN, *packages], capture_output=True, text=True, check=True
+    )
+    checked, stale = out.stdout.strip().split(" ", 1)
+    assert stale == "[]"
+    assert int(checked) > 500
 
 
 @given(st.integers(-1000, 1000), st.integers(-1000, 1000))
