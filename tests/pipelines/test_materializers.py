@@ -913,6 +913,8 @@ def test_a_python_model_loads_when_its_class_is_declared_or_code_is_trusted(
         load_output(stored, store)
     with load_options(LoadOptions(DEFAULT_TRUSTED_TYPES, trust_code=True)):
         assert load_output(stored, store).cut == 0.25
+    trusting = LoadOptions(DEFAULT_TRUSTED_TYPES, trust_code=True)
+    assert load_output(stored, store, model_options=trusting).cut == 0.25
 
 
 def test_a_tampered_model_file_is_refused_by_its_hash(

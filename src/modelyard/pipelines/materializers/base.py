@@ -33,6 +33,7 @@ import types
 import typing
 import uuid
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -43,6 +44,7 @@ from modelyard.errors import (
     NotFoundError,
     PipelineDefinitionError,
 )
+from modelyard.models.flavors.base import LoadOptions
 from modelyard.store.artifacts import ArtifactStore, check_artifact_path
 from modelyard.store.gc import scratch_prefix
 
@@ -182,6 +184,9 @@ class _Auto:
             loc="materializer",
         )
 
+
+#: the model trust settings loads use in this context (``load_output(model_options=)``)
+MODEL_OPTIONS: ContextVar[LoadOptions | None] = ContextVar("modelyard_model_options", default=None)
 
 #: the materializer of an output whose declared type does not decide (Any, a union)
 AUTO: Materializer = _Auto()
@@ -642,13 +647,22 @@ def load_output(
     declared: Any = Any,
     where: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
+    model_options: LoadOptions | None = None,
 ) -> Any:
     """The value ``stored`` holds; every file verified against its sha256.
 
     Refuses a manifest that no longer hashes to ``stored.digest``, a materializer version
     other than the one that wrote it, and a value that is not a ``declared``. Outputs that
     stay files (paths) are kept read-only under ``cache_dir`` (``default_cache_dir()``).
+    ``model_options`` are the project's model trust settings (``models.trusted_types``,
+    ``models.trust_code``) for model outputs; the defaults when not given.
     """
+    if model_options is not None:
+        token = MODEL_OPTIONS.set(model_options)
+        try:
+            return load_output(stored, store, declared=declared, where=where, cache_dir=cache_dir)
+        finally:
+            MODEL_OPTIONS.reset(token)
     m = get_materializer(stored.materializer)
     files, dirs, meta = _manifest_parts(stored)
     version = stored.manifest.get("version")

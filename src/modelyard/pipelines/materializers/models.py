@@ -17,9 +17,10 @@ modelyard's ``XGBoostBooster`` and any LightGBM model as ``LightGBMModel`` (both
 ``predict`` and ``predict_proba``), ONNX as ``OnnxModel``. PyTorch modules are not
 handled: a TorchScript package needs its input columns; log them with ``log_model``.
 
-Loads use ``load_options(...)`` (``LoadOptions``: the project's ``models.trusted_types``
-and ``models.trust_code``); a PythonModel also loads without ``trust_code`` when the
-caller declares its exact class (the code is then already imported).
+Loads use ``load_output(..., model_options=LoadOptions(...))`` or ``with
+load_options(...)`` (the project's ``models.trusted_types`` and ``models.trust_code``);
+a PythonModel also loads without ``trust_code`` when the caller declares its exact
+class (the code is then already imported).
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import io
 import json
 import zipfile
 from collections.abc import Iterator, Mapping
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +42,11 @@ from modelyard.models.flavors.lightgbm import LightGBMModel
 from modelyard.models.flavors.onnx import PROTO, OnnxModel
 from modelyard.models.flavors.xgboost import BOOSTER as XGB_BOOSTER
 from modelyard.models.flavors.xgboost import XGBoostBooster
-from modelyard.pipelines.materializers.base import type_name
+from modelyard.pipelines.materializers.base import MODEL_OPTIONS, type_name
 
 __all__ = ["ModelMaterializer", "load_options"]
 
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
-_options: ContextVar[LoadOptions | None] = ContextVar("modelyard_output_load", default=None)
 
 #: class names (any in a type's MRO) each flavor stores, checked without importing
 _CLASSES = {
@@ -61,11 +60,11 @@ _WRAPPERS: tuple[type, ...] = (XGBoostBooster, LightGBMModel, OnnxModel)
 @contextlib.contextmanager
 def load_options(options: LoadOptions) -> Iterator[None]:
     """Load model outputs with ``options`` in this context (the project's trust settings)."""
-    token = _options.set(options)
+    token = MODEL_OPTIONS.set(options)
     try:
         yield
     finally:
-        _options.reset(token)
+        MODEL_OPTIONS.reset(token)
 
 
 def _mro_names(tp: type) -> set[str]:
@@ -207,7 +206,7 @@ class ModelMaterializer:
             needs_trust=bool(meta.get("needs_trust")),
             extra_files=list(meta.get("extra_files", [])),
         )
-        options = _options.get() or LoadOptions(trusted_types=DEFAULT_TRUSTED_TYPES)
+        options = MODEL_OPTIONS.get() or LoadOptions(trusted_types=DEFAULT_TRUSTED_TYPES)
         if (
             saved.needs_trust
             and not options.trust_code
