@@ -343,6 +343,15 @@ def test_after_an_unknown_node_is_refused_naming_the_close_one() -> None:
     with pytest.raises(PipelineDefinitionError, match=r"after= takes node names, step outp"):
         q.build()
 
+    for bad in (3, {"a": 1}, d.number):
+
+        @pipeline
+        def r() -> None:
+            d.number.with_options(after=bad)(2)  # noqa: B023
+
+        with pytest.raises(PipelineDefinitionError, match=r"after= takes node names, step ou"):
+            r.build()
+
 
 def test_a_cycle_is_refused_naming_it() -> None:
     @pipeline

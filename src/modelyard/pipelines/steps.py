@@ -557,7 +557,9 @@ class BuildContext:
         return f"{step.name}_{i}"
 
     def _after_names(self, step: Step, after: Any) -> tuple[str, ...]:
-        items = [after] if isinstance(after, str | OutputRef | StepCall) else list(after)
+        one = isinstance(after, str | OutputRef | StepCall | Mapping)
+        # a lone item (or anything not a list of them) is checked, and refused, below
+        items = list(after) if isinstance(after, Iterable) and not one else [after]
         names: list[str] = []
         for item in items:
             if isinstance(item, str):
