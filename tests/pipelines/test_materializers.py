@@ -167,6 +167,7 @@ def test_numpy_scalars_inside_json_load_as_the_python_numbers_they_equal(
         ({1: "a"}, ["key 1 (int)", 'string "1"']),
         ({"a": {(1, 2): 3}}, ["output['a']", "(1, 2)"]),
         ({"a": [1, {2.5: 1}]}, ["output['a'][1]", "2.5 (float)"]),
+        ({"frame": pd.DataFrame()}, ["output['frame']", "pandas.DataFrame"]),
         ({"s": {1, 2}}, ["output['s']", "set has no order"]),
         ([frozenset()], ["output[0]", "frozenset"]),
         ({"x": object()}, ["output['x']", "object"]),
@@ -576,7 +577,7 @@ def test_a_type_without_materializer_names_it_and_how_to_register() -> None:
     assert "modelyard.pipelines.register_materializer(" in message
     assert "docs/pipelines.md#materializers" in message
     assert "pickle" in message
-    for tp in (set[int], list[Opaque], dict[int, str], "pd.DataFrame"):
+    for tp in (set[int], list[Opaque], dict[int, str], "pd.DataFrame", dict[str, pd.DataFrame]):
         with pytest.raises(PipelineDefinitionError, match="No materializer"):
             materializer_for(tp)
 
@@ -594,6 +595,9 @@ def test_value_without_materializer_is_refused_at_save(store: ArtifactStore) -> 
         (dict[str, float], "json"),
         (tuple[int, str], "json"),
         (list[dict[str, float | None]], "json"),
+        (dict[str, Any], "json"),
+        (list[object], "json"),
+        (dict[str, list[Any]], "json"),
         (int | None, "json"),
         (pd.DataFrame, "pandas.parquet"),
         (pd.Series, "pandas.parquet"),
@@ -752,6 +756,9 @@ def test_a_file_is_copied_in_and_loads_as_a_read_only_verified_copy(
     source.write_bytes(b"a,b\n1,2\n")
     stored = save_output(source, store, declared=Path)
     assert stored.materializer == "path.file" and list(stored.files) == ["report.csv"]
+    link = tmp_path / "latest.csv"
+    link.symlink_to(source)
+    assert list(save_output(link, store).files) == ["latest.csv"]  # the link's own name
     source.write_bytes(b"changed after the step")  # the output is the content at save time
     cache = tmp_path / "cache"
     back = load_output(stored, store, declared=Path, cache_dir=cache)

@@ -29,7 +29,8 @@ def _is_path_type(tp: Any) -> bool:
 
 
 def _name(path: Path) -> str:
-    name = path.resolve().name
+    """The name it is stored under: its own (a link's, not its target's); ``.``'s real one."""
+    name = path.name if path.name not in ("", ".", "..") else path.resolve().name
     if not name or name in (".", ".."):
         raise InvalidInputError(
             f"Expected a file or folder with a name, got {str(path)!r}", loc="output"

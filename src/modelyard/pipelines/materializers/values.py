@@ -95,7 +95,10 @@ def _encode(value: Any, path: str, depth: int) -> Any:
             f"it would load back as a plain {base.__name__}: convert it with {base.__name__}(...)"
         )
     else:
-        hint = "give the output its own type annotation so its materializer is used"
+        hint = (
+            "a list, tuple or dict holds JSON values only: return a frame, array or model "
+            "as an output of its own (@step(outputs=(...)))"
+        )
     raise InvalidInputError(
         f"Expected JSON values (None, bool, int, float, str, bytes, list, tuple, dict) at "
         f"{_where(path)}, got a {type_name(kind)}: {hint}",
@@ -139,26 +142,31 @@ def decode(data: Any) -> Any:
     return data
 
 
-def _json_type(tp: Any) -> bool:
-    """Whether every value of ``tp`` is one this materializer stores."""
+def _json_type(tp: Any, *, inner: bool = False) -> bool:
+    """Whether every value of ``tp`` is one this materializer stores.
+
+    ``Any`` (or ``object``) inside a container passes (``dict[str, Any]``): the value's
+    parts are checked when it is stored. At the top it does not: the value decides.
+    """
     if tp is None or tp is type(None) or tp in _SCALARS or tp in _CONTAINERS:
         return True
-    if tp is Any or tp is object:
-        return False
+    if tp is Any or tp is object or isinstance(tp, typing.TypeVar):
+        return inner
     origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
     if origin is typing.Annotated:
-        return _json_type(typing.get_args(tp)[0])
+        return _json_type(args[0], inner=inner)
     if origin is typing.Literal:
-        return all(type(a) in _SCALARS for a in typing.get_args(tp))
+        return all(type(a) in _SCALARS for a in args)
     if origin in (typing.Union, types.UnionType):
-        return all(_json_type(a) for a in typing.get_args(tp))
+        return all(_json_type(a, inner=inner) for a in args)
     if origin is None or not isinstance(origin, type):
         return False
-    args = [a for a in typing.get_args(tp) if a is not Ellipsis and a != ()]
+    items = [a for a in args if a is not Ellipsis and a != ()]
     if origin in (dict, Mapping):
-        return len(args) == 2 and args[0] is str and _json_type(args[1])
+        return len(items) == 2 and items[0] is str and _json_type(items[1], inner=True)
     if origin in (list, tuple, Sequence):
-        return all(_json_type(a) for a in args)
+        return all(_json_type(a, inner=True) for a in items)
     return False
 
 
