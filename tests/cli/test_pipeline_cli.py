@@ -580,3 +580,19 @@ def test_list_names_a_pipeline_that_cannot_be_built_and_show_exits_2(
     assert "invalid" in cli(numbers, "pipeline", "list").out
     shown = cli(numbers, "pipeline", "show", "looped")
     assert shown.code == 2 and "Pipeline 'looped', step 'scale'" in shown.err
+
+
+@pytest.mark.parametrize("engine", ["inline", "local"])
+def test_with_json_what_steps_print_stays_out_of_stdout(
+    tmp_path: Path, sqlite_url: str, engine: str
+) -> None:
+    noisy = NUMBERS.replace(
+        "    return min(len(values), limit)",
+        "    import sys\n    print('counting', values)\n    print('to stderr', file=sys.stderr)\n"
+        "    return min(len(values), limit)",
+    )
+    root = cli_project(tmp_path, sqlite_url, noisy)
+    ran = cli_program(root, "pipeline", "run", "numbers", "--engine", engine, "--json")
+    assert ran.code == 0, ran.err
+    assert cli_statuses(ran)["count"] == "completed"  # the whole of stdout is the JSON
+    assert "counting" not in ran.out + ran.err  # kept in the step's log instead
