@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -64,14 +65,23 @@ def _range(key: str, entry: tuple[Any, ...]) -> BaseDistribution:
     if log and low <= 0:
         raise bad("a log range with low > 0")
     integral = isinstance(low, numbers.Integral) and isinstance(high, numbers.Integral)
-    if integral and (step is None or isinstance(step, numbers.Integral)):
-        return IntDistribution(int(low), int(high), log=log, step=int(step or 1))
-    try:
-        return FloatDistribution(
-            float(low), float(high), log=log, step=None if step is None else float(step)
-        )
-    except ValueError as exc:  # Optuna's own checks (a step that does not fit the range)
-        raise bad(f"a range Optuna accepts ({exc})") from None
+    # Optuna warns and silently narrows a range that the step does not divide: refuse it
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            if integral and (step is None or isinstance(step, numbers.Integral)):
+                dist: BaseDistribution = IntDistribution(
+                    int(low), int(high), log=log, step=int(step or 1)
+                )
+            else:
+                dist = FloatDistribution(
+                    float(low), float(high), log=log, step=None if step is None else float(step)
+                )
+        except (ValueError, ArithmeticError) as exc:  # Optuna's checks (log with a step, ...)
+            raise bad(f"a range Optuna accepts ({exc})") from None
+    if caught:
+        raise bad(f"a step that divides high - low ({caught[0].message})")
+    return dist
 
 
 def _choices(key: str, entry: list[Any]) -> BaseDistribution:

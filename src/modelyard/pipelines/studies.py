@@ -49,6 +49,7 @@ __all__ = [
     "OWNER_ATTR",
     "PG_SCHEMA",
     "DatabaseJournal",
+    "close_study_storages",
     "open_study_storage",
     "owner_tag",
     "reap_dead_trials",
@@ -178,6 +179,18 @@ def open_study_storage(db_url: str, kind: str = "journal") -> BaseStorage:
         if found is None:
             found = _storages[key] = _open(db_url, kind)
         return found
+
+
+def close_study_storages() -> None:
+    """Close the connections of every storage this process opened (they reopen on use)."""
+    with _storages_lock:
+        opened = list(_storages.values())
+        _storages.clear()
+    for storage in opened:
+        if isinstance(storage, JournalStorage) and isinstance(storage._backend, DatabaseJournal):
+            storage._backend.close()
+        elif isinstance(storage, RDBStorage):
+            storage.engine.dispose()
 
 
 def _open(db_url: str, kind: str) -> BaseStorage:

@@ -33,9 +33,10 @@ from modelyard.tracking.environment import RunEnvironment
 from modelyard.tracking.store import EndedRun, SQLTrackingStore
 from modelyard.tracking.validation import param_value
 
-__all__ = ["INTERMEDIATE_KEY", "TrialRecorder", "record_finished", "trial_run_id"]
+__all__ = ["ERROR_ATTR", "INTERMEDIATE_KEY", "TrialRecorder", "record_finished", "trial_run_id"]
 
 INTERMEDIATE_KEY = "intermediate_value"
+ERROR_ATTR = "modelyard.error"  # a trial's system attribute: why its objective failed
 _NAMESPACE = uuid.UUID("9b7f3c52-5a0e-4d55-9d5e-6d6f64656c79")
 _STATUS = {
     TrialState.COMPLETE: RunStatus.FINISHED,
@@ -130,7 +131,7 @@ class TrialRecorder:
             "modelyard.trial": str(trial.number),
             "modelyard.trial_state": trial.state.name,
         }
-        reason = trial.system_attrs.get("fail_reason")
+        reason = trial.system_attrs.get(ERROR_ATTR)
         if trial.state is TrialState.FAIL and reason:
             tags["modelyard.error"] = param_value("modelyard.error", str(reason).strip()[:4000])
         return EndedRun(

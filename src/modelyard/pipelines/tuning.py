@@ -44,7 +44,7 @@ from modelyard.pipelines.studies import (
     owner_tag,
     reap_dead_trials,
 )
-from modelyard.pipelines.trials import TrialRecorder, record_finished, trial_run_id
+from modelyard.pipelines.trials import ERROR_ATTR, TrialRecorder, record_finished, trial_run_id
 from modelyard.registry.client import ModelRegistry
 from modelyard.store.database import Database, open_database
 from modelyard.store.processes import pid_alive
@@ -134,7 +134,14 @@ def _run_worker(plan: _Plan, db: Database, *, reseed: bool) -> _Outcome:
 
     def objective(trial: optuna.Trial) -> float:
         storage.set_trial_system_attr(trial._trial_id, OWNER_ATTR, owner)
-        value, model = _split(plan.objective(trial))
+        try:
+            value, model = _split(plan.objective(trial))
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:  # kept with the trial: its run's modelyard.error tag
+            reason = f"{type(exc).__name__}: {exc}"[:4000]
+            storage.set_trial_system_attr(trial._trial_id, ERROR_ATTR, reason)
+            raise
         better = outcome.best is None or (
             value > outcome.best[1] if plan.maximize else value < outcome.best[1]
         )
@@ -464,7 +471,7 @@ def _register(
         return None, None
     pick = max if plan.maximize else min
     number, value, model = pick(held, key=lambda h: h[1])
-    if best is not None and best.number != number:
+    if best is not None and best.value != value:  # a tie with the study's best is fine
         warnings.warn(
             f"register={name!r}: the study's best trial {best.number} ran in another call; "
             f"registering trial {number}, the best of this call",
