@@ -444,6 +444,8 @@ def test_a_default_of_the_wrong_type_is_refused_at_decoration() -> None:
         def q(n: object = object()) -> None:
             pass
 
+    with pytest.raises(PipelineDefinitionError, match=r"a pipeline name is letters, digits"):
+        pipeline(name="two words")(d.flights.fn)
     with pytest.raises(PipelineDefinitionError, match=r"takes named parameters only"):
 
         @pipeline

@@ -36,6 +36,7 @@ from modelyard.errors import PipelineDefinitionError, did_you_mean
 from modelyard.pipelines.graph import Graph, StepNode
 from modelyard.pipelines.materializers import materializer_for, type_name
 from modelyard.pipelines.steps import (
+    NAME_PATTERN,
     BuildContext,
     convert_value,
     definition_error,
@@ -69,8 +70,14 @@ class Pipeline:
             )
         self.fn = fn
         self.name = fn.__name__ if name is None else name
-        if not isinstance(self.name, str) or not self.name:
-            raise definition_error(None, None, None, f"a pipeline name is text, got {name!r}")
+        if not isinstance(self.name, str) or not NAME_PATTERN.fullmatch(self.name):
+            raise definition_error(
+                None,
+                None,
+                None,
+                "a pipeline name is letters, digits, '_', '.', '-' (at most 128, not starting "
+                f"with a digit), got {self.name!r}",
+            )
         self.function_id = f"{fn.__module__}:{fn.__qualname__}"
         self.description = (inspect.getdoc(fn) or "").strip().split("\n")[0]
         self.signature = inspect.signature(fn)

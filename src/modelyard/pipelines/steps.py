@@ -45,6 +45,7 @@ from modelyard.pipelines.graph import OutputRef, OutputSpec, StepNode
 from modelyard.pipelines.materializers import type_name
 
 __all__ = [
+    "NAME_PATTERN",
     "BuildContext",
     "Step",
     "StepCall",
@@ -57,7 +58,8 @@ __all__ = [
     "step",
 ]
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,127}")
+#: what a step, node, output or pipeline name may be
+NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,127}")
 _FINGERPRINT = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 
 #: the pipeline being built in this context (None: steps are plain functions)
@@ -281,7 +283,7 @@ class Step:
         self.fn = fn
         self.name = fn.__name__ if name is None else name
         self.function_id = f"{fn.__module__}:{fn.__qualname__}"
-        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
+        if not isinstance(self.name, str) or not NAME_PATTERN.fullmatch(self.name):
             raise definition_error(
                 None,
                 str(self.name),
@@ -323,7 +325,7 @@ class Step:
         self._output_names = None if outputs is None else tuple(outputs)
         if self._output_names is not None:
             for label in self._output_names:
-                if not isinstance(label, str) or not _NAME.fullmatch(label):
+                if not isinstance(label, str) or not NAME_PATTERN.fullmatch(label):
                     raise definition_error(
                         None, self.name, None, f"an output name must be a name, got {label!r}"
                     )
@@ -534,7 +536,7 @@ class BuildContext:
 
     def _node_name(self, step: Step, node_id: str | None) -> str:
         if node_id is not None:
-            if not isinstance(node_id, str) or not _NAME.fullmatch(node_id):
+            if not isinstance(node_id, str) or not NAME_PATTERN.fullmatch(node_id):
                 raise self.error(
                     step.name,
                     None,
