@@ -18,6 +18,7 @@ from modelyard.errors import InvalidInputError, StepFailedError
 from modelyard.pipelines import PipelineRun, run_pipeline
 from modelyard.pipelines.executors import client_for
 from modelyard.pipelines.records import PipelineRecords
+from modelyard.store.processes import pid_alive
 from modelyard.tracking.client import TrackingClient
 from tests.pipelines import run_flows
 
@@ -161,3 +162,47 @@ def test_a_cache_entry_with_a_damaged_blob_reruns_its_step(settings: Settings, d
     third = run_pipeline(run_flows.chain, settings=settings, executor="inline")
     assert set(_statuses(third).values()) == {"cached"}
     assert third.steps["s2"].cached_from == second.steps["s2"].run_id
+
+
+def test_ctrl_c_records_the_interrupted_step_and_stops_the_workers(
+    settings: Settings, tmp_path: Path
+) -> None:
+    hold = tmp_path / "hold"
+    hold.write_text("")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _SCRIPT,
+            msgspec.json.encode(settings, enc_hook=str).decode(),
+            str(hold),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        start_new_session=True,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        started = Path(str(hold) + ".started")
+        deadline = time.monotonic() + 60
+        while not started.exists() or not started.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        worker = int(started.read_text())
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode != 0 and b"KeyboardInterrupt" in err
+    records = PipelineRecords(client_for(settings).db)
+    [row] = records.list_pipeline_runs("chain")
+    assert row.status == "failed"
+    steps = {s.step: s for s in records.steps_of(row.run_id)}
+    assert steps["s3"].status == "failed"
+    assert (steps["s3"].error or "").startswith("interrupted: KeyboardInterrupt")
+    deadline = time.monotonic() + 10
+    while pid_alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(worker), "the step's worker outlived the interrupted run"
