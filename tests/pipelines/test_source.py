@@ -210,6 +210,46 @@ def test_transitive_helpers_and_base_classes_count(project: Project) -> None:
     assert names == {"a", "outer", "inner", "Child", "Base"}
 
 
+def test_code_reached_through_packages_and_annotations_counts(project: Project) -> None:
+    pkg = project.root / f"{project.prefix}_pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from .impl import exported\n")
+    (pkg / "impl.py").write_text("def exported(x):\n    return x\n")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "deep.py").write_text("def leaf(x):\n    return x\n\n\nDEPTH = 7\n")
+    project.write(
+        "model",
+        """
+        class MyModel:
+            def predict(self, x):
+                return x
+        """,
+    )
+    project.write(
+        "steps",
+        """
+        import PFX_pkg
+        import PFX_pkg.sub.deep
+        from PFX_model import MyModel
+
+
+        def f(model: MyModel, rows: list[MyModel]) -> int:
+            return PFX_pkg.exported(PFX_pkg.sub.deep.leaf(PFX_pkg.sub.deep.DEPTH))
+        """,
+    )
+    f = project.load("steps").f
+    project.names += [f"{project.prefix}_pkg", f"{project.prefix}_pkg.impl"]
+    project.names += [f"{project.prefix}_pkg.sub", f"{project.prefix}_pkg.sub.deep"]
+    p = project.prefix
+    assert sorted(source_parts(f, project.root)) == [
+        f"{p}_model:MyModel",  # by its annotation: its methods run on the input
+        f"{p}_pkg.impl:exported",  # re-exported by the package
+        f"{p}_pkg.sub.deep:DEPTH=",
+        f"{p}_pkg.sub.deep:leaf",  # two modules down
+        f"{p}_steps:f",
+    ]
+
+
 def test_recursion_and_mutual_recursion_terminate(project: Project) -> None:
     project.write(
         "steps",

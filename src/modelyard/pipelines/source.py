@@ -40,6 +40,7 @@ import sysconfig
 import textwrap
 import tokenize
 import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -319,7 +320,7 @@ def _references(obj: Any, constants: dict[str, str], project: str) -> list[Any]:
     if inspect.isfunction(obj):
         codes = [obj.__code__]
         namespace: dict[str, Any] = obj.__globals__
-        extra: list[Any] = []
+        extra: list[Any] = list(_annotation_classes(obj))
         for cell in obj.__closure__ or ():
             with contextlib.suppress(ValueError):  # an empty cell has no contents
                 extra.append(cell.cell_contents)
@@ -338,14 +339,7 @@ def _references(obj: Any, constants: dict[str, str], project: str) -> list[Any]:
         if value is None:
             continue
         if isinstance(value, types.ModuleType):
-            module_file = getattr(value, "__file__", None)
-            local = bool(module_file) and _is_project_file(module_file, project)
-            for attr in sorted(names):  # module.attr: the attr names are in co_names too
-                member = getattr(value, attr, None)
-                if getattr(member, "__module__", None) == value.__name__:
-                    found.append(member)
-                elif local and member is not None and (text := _constant_text(member)):
-                    constants[f"{value.__name__}:{attr}"] = text
+            _module_members(value, names, project, found, constants, set())
             continue
         text = _constant_text(value)
         if text is not None:
@@ -354,6 +348,48 @@ def _references(obj: Any, constants: dict[str, str], project: str) -> list[Any]:
         found.append(value)
     found.extend(extra)
     return found
+
+
+def _module_members(
+    module: types.ModuleType,
+    names: set[str],
+    project: str,
+    found: list[Any],
+    constants: dict[str, str],
+    seen: set[int],
+) -> None:
+    """What ``module.name`` (or ``module.sub.name``) reaches in a project module."""
+    module_file = getattr(module, "__file__", None)
+    if id(module) in seen or not module_file or not _is_project_file(module_file, project):
+        return  # a library module: its package version stands for it
+    seen.add(id(module))
+    members = vars(module)  # not getattr: a module's __getattr__ may import things
+    for attr in sorted(names):
+        member = members.get(attr)
+        if member is None:
+            continue
+        if isinstance(member, types.ModuleType):
+            _module_members(member, names, project, found, constants, seen)
+        elif (text := _constant_text(member)) is not None:
+            constants[f"{module.__name__}:{attr}"] = text
+        else:
+            found.append(member)  # a function or class re-exported here counts too
+
+
+def _annotation_classes(fn: types.FunctionType) -> list[type]:
+    """The classes a function's annotations name (``model: MyModel``, ``list[Row]``)."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # an annotation that does not resolve: the build reports it
+        return []
+    classes: list[type] = []
+    todo = list(hints.values())
+    while todo:
+        hint = todo.pop()
+        if isinstance(hint, type) and typing.get_origin(hint) is None:
+            classes.append(hint)
+        todo.extend(typing.get_args(hint))
+    return classes
 
 
 def source_parts(fn: Any, project_dir: str | os.PathLike[str]) -> dict[str, str]:
