@@ -9,9 +9,11 @@ import textwrap
 from pathlib import Path
 
 import msgspec
+import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sklearn.linear_model import LogisticRegression
 from sqlalchemy import insert
 
 from modelyard.config import CONFIG_FILE, Settings, init_project, load_settings
@@ -22,6 +24,7 @@ from modelyard.pipelines.executors import client_for
 from modelyard.pipelines.lineage import Lineage, LineageNode, diff_parts, lineage_of
 from modelyard.registry.client import ModelRegistry
 from modelyard.store.schema import pipeline_inputs
+from modelyard.tracking.client import TrackingClient
 from modelyard.tracking.digest import digest_path
 
 CLI_FLOW = """
@@ -219,6 +222,33 @@ def test_a_prefix_shared_by_two_records_is_refused_as_ambiguous(flow: Settings) 
     assert (one.root.id, one.root.details["description"]) == (rows[0]["digest"], "extra1.csv")
     forward = lineage_of(flow, shared + "2", forward=True)
     assert [c.id for c in forward.root.children] == [step_run]
+
+
+def test_a_plain_tracked_run_has_lineage_through_its_logged_data_sets(settings: Settings) -> None:
+    """Outside pipelines: log_input + log_model in one run link the data set and the model."""
+    frame = pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0], "y": [0, 0, 1, 1]})
+    client = TrackingClient(settings)
+    registry = ModelRegistry(settings)
+    try:
+        with client.start_run("plain", name="fit") as run:
+            logged = run.log_input(frame, name="train-set")
+            model = LogisticRegression().fit(frame[["x"]], frame.y)
+            registry.log_model(model, name="plain", run_id=run.id, training_frame=frame[["x"]])
+    finally:
+        registry.close()
+        client.close()
+    back = lineage_of(settings, "plain/1").root
+    assert [c.id for c in back.children] == [run.id]
+    assert back.children[0].kind == "run"
+    [data] = back.children[0].children
+    assert (data.id, data.details["kind"], data.details["as"]) == (
+        logged.digest,
+        "dataset",
+        "train-set",
+    )
+    forward = lineage_of(settings, logged.digest, forward=True).root
+    assert forward.details["kind"] == "training"
+    assert [n.id for n in forward.walk() if n.kind == "model"] == ["plain/1"]
 
 
 _PART = st.dictionaries(
