@@ -596,3 +596,12 @@ def test_with_json_what_steps_print_stays_out_of_stdout(
     assert ran.code == 0, ran.err
     assert cli_statuses(ran)["count"] == "completed"  # the whole of stdout is the JSON
     assert "counting" not in ran.out + ran.err  # kept in the step's log instead
+
+
+def test_runs_of_a_misspelt_pipeline_suggest_the_recorded_one(cli: Any, numbers: Path) -> None:
+    assert cli(numbers, "pipeline", "run", "numbers", "--engine", "inline").code == 0
+    listed = cli(numbers, "pipeline", "runs", "numbrs")
+    assert listed.code == 0
+    assert "No pipeline runs of 'numbrs'. Did you mean 'numbers'?" in listed.out
+    assert cli(numbers, "pipeline", "runs", "numbrs", "--json").json() == []
+    assert len(cli(numbers, "pipeline", "runs", "numbers", "--json").json()) == 1

@@ -28,7 +28,12 @@ from modelyard.config import Settings
 from modelyard.errors import NotFoundError, PipelineDefinitionError, StepFailedError, did_you_mean
 from modelyard.pipelines.definition import REQUIRED, Pipeline
 from modelyard.pipelines.graph import Graph
-from modelyard.pipelines.lineage import RerunReason, rerun_reasons, run_summaries
+from modelyard.pipelines.lineage import (
+    RerunReason,
+    recorded_pipelines,
+    rerun_reasons,
+    run_summaries,
+)
 from modelyard.pipelines.materializers import type_name
 from modelyard.pipelines.project import load_pipelines
 from modelyard.pipelines.records import PipelineRecords, PipelineRunRow, StepRow
@@ -624,8 +629,15 @@ def list_runs(
         print_json(shown)
         return
     if not shown:
-        which = f" of {escape(name)}" if name else ""
-        console.print(f"No pipeline runs{which}. Start one with `modelyard pipeline run NAME`.")
+        which = f" of {name!r}" if name else ""
+        hint = ""
+        if name:
+            recorded = recorded_pipelines(records.db)
+            hint = did_you_mean(name, recorded, "pipelines with runs") if recorded else ""
+        console.print(
+            Text(f"No pipeline runs{which}.{hint} Start one with `modelyard pipeline run NAME`."),
+            soft_wrap=True,
+        )
         return
     table = Table(title=f"{len(shown)} pipeline run(s)", title_justify="left", pad_edge=False)
     table.add_column("run", no_wrap=True, min_width=8)

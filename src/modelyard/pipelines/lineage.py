@@ -56,6 +56,7 @@ __all__ = [
     "RunSummary",
     "diff_parts",
     "lineage_of",
+    "recorded_pipelines",
     "rerun_reasons",
     "resolve_ref",
     "run_summaries",
@@ -831,3 +832,9 @@ def run_summaries(db: Database, run_ids: Sequence[str]) -> dict[str, RunSummary]
             for row in conn.execute(select(runs.c.id, runs.c.status).where(runs.c.id.in_(ids)))
         }
     return {i: RunSummary(tracked.get(i), counts[i]) for i in ids}
+
+
+def recorded_pipelines(db: Database) -> list[str]:
+    """The names of the pipelines that have runs, sorted."""
+    with db.read() as conn:
+        return sorted(conn.execute(select(pipeline_runs.c.pipeline).distinct()).scalars().all())
