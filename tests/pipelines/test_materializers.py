@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,12 @@ ROOT = Path(__file__).resolve().parents[2]
 _STORE_DIR = tempfile.mkdtemp(prefix="mat-store-")
 STORE = ArtifactStore(_STORE_DIR)  # shared by generated examples (content-addressed)
 GENERATED = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _shared_store() -> Iterator[None]:
+    yield
+    shutil.rmtree(_STORE_DIR, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -150,7 +150,8 @@ class Materializer(Protocol):
     and the metadata, and returns the value. A materializer may also define
     ``accepts(value) -> bool`` to decline particular values of a type it handles, and
     ``keeps_files = True`` when the value it loads refers to its files (they are then kept
-    read-only in a cache folder instead of a temporary one).
+    read-only in a cache folder instead of a temporary one), and ``checks_loaded_type =
+    False`` when its ``load`` checks the declared type itself.
     """
 
     name: str
