@@ -250,6 +250,48 @@ def test_code_reached_through_packages_and_annotations_counts(project: Project) 
     ]
 
 
+_CONFIGURED = """
+import PFX_settings as settings
+from PFX_conf import Config
+from PFX_settings import THIRD as IMPORTED
+
+CONFIG = Config(depth=3)
+
+
+def f(x):
+    return CONFIG.depth + settings.OTHER.depth + IMPORTED.depth + x
+"""
+
+
+@pytest.mark.parametrize(
+    ("module", "old", "new"),
+    [
+        ("steps", "Config(depth=3)", "Config(depth=4)"),
+        ("settings", "Config(depth=5)", "Config(depth=6)"),
+        ("settings", "Config(depth=8)", "Config(depth=9)"),  # imported by name
+    ],
+)
+def test_an_object_built_at_import_counts_by_the_code_that_built_it(
+    project: Project, module: str, old: str, new: str
+) -> None:
+    texts = {
+        "conf": "import dataclasses\n\n\n@dataclasses.dataclass\nclass Config:\n    depth: int\n",
+        "settings": "from PFX_conf import Config\n\nOTHER = Config(depth=5)\n"
+        "THIRD = Config(depth=8)\n",
+        "steps": _CONFIGURED,
+    }
+
+    def digest() -> str:
+        for name, text in texts.items():
+            project.write(name, text)
+        return source_hash(project.load("conf", "settings", "steps").f, project.root)
+
+    before = digest()
+    assert f"{project.prefix}_steps:CONFIG=" in source_parts(project.load("steps").f, project.root)
+    texts[module] = texts[module].replace(old, new)
+    assert digest() != before
+
+
 def test_recursion_and_mutual_recursion_terminate(project: Project) -> None:
     project.write(
         "steps",

@@ -30,6 +30,7 @@ import ast
 import contextlib
 import functools
 import hashlib
+import importlib.util
 import inspect
 import json
 import logging
@@ -342,12 +343,79 @@ def _references(obj: Any, constants: dict[str, str], project: str) -> list[Any]:
             _module_members(value, names, project, found, constants, set())
             continue
         text = _constant_text(value)
+        if text is None and _unwrap(value) is None:  # an object built at import time
+            text = _assignment_text(
+                namespace.get("__file__"), name, project, namespace.get("__package__")
+            )
+            found.append(type(value))  # its class's methods run too
         if text is not None:
             constants[f"{namespace.get('__name__', '?')}:{name}"] = text
             continue
         found.append(value)
     found.extend(extra)
     return found
+
+
+@functools.lru_cache(maxsize=256)
+def _assignments(filename: str, mtime_ns: int, size: int) -> dict[str, str]:
+    """Name -> the module-level statements of a file that assign or import it (as syntax).
+
+    An import is kept as ``"from MODULE import NAME"`` (a relative one resolved against the
+    file's package by the caller), so an object made elsewhere is followed to its maker.
+    """
+    try:
+        with tokenize.open(filename) as handle:
+            tree = ast.parse(handle.read())
+    except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
+        return {}
+    found: dict[str, list[str]] = {}
+    todo: list[ast.stmt] = list(tree.body)
+    while todo:
+        stmt = todo.pop(0)
+        if isinstance(stmt, ast.If | ast.Try):  # `if TYPE_CHECKING:`, `try: import ...`
+            todo.extend(stmt.body + stmt.orelse)
+            continue
+        if isinstance(stmt, ast.ImportFrom):
+            for alias in stmt.names:
+                origin = f"from {'.' * stmt.level}{stmt.module or ''} import {alias.name}"
+                found.setdefault(alias.asname or alias.name, []).append(origin)
+            continue
+        targets: list[ast.expr] = []
+        if isinstance(stmt, ast.Assign):
+            targets = list(stmt.targets)
+        elif isinstance(stmt, ast.AnnAssign | ast.AugAssign):
+            targets = [stmt.target]
+        for target in targets:
+            for node in ast.walk(target):
+                if isinstance(node, ast.Name):
+                    found.setdefault(node.id, []).append(ast.dump(stmt))
+    return {name: "\n".join(dumps) for name, dumps in found.items()}
+
+
+def _assignment_text(
+    filename: Any, name: str, project: str, package: str | None = None, depth: int = 0
+) -> str | None:
+    """The code that made a module-level object (``CONFIG = Config(depth=3)``), if found.
+
+    An object imported from another project module is followed there (``from config
+    import CONFIG``); one from a library is left to its package's version.
+    """
+    if not isinstance(filename, str) or depth > 8:
+        return None
+    mtime, size = _stat(filename)
+    text = _assignments(filename, mtime, size).get(name)
+    if text is None or not text.startswith("from "):
+        return None if text is None else f"assigned:{text}"
+    module_name, _, original = text[len("from ") :].rpartition(" import ")
+    try:
+        resolved = importlib.util.resolve_name(module_name, package)
+    except (ImportError, ValueError):
+        return None
+    module = sys.modules.get(resolved)
+    module_file = getattr(module, "__file__", None)
+    if module is None or not module_file or not _is_project_file(module_file, project):
+        return None
+    return _assignment_text(module_file, original, project, module.__package__, depth + 1)
 
 
 def _module_members(
@@ -372,6 +440,11 @@ def _module_members(
             _module_members(member, names, project, found, constants, seen)
         elif (text := _constant_text(member)) is not None:
             constants[f"{module.__name__}:{attr}"] = text
+        elif _unwrap(member) is None:  # an object built at import time
+            text = _assignment_text(module_file, attr, project, module.__package__)
+            if text is not None:
+                constants[f"{module.__name__}:{attr}"] = text
+            found.append(type(member))
         else:
             found.append(member)  # a function or class re-exported here counts too
 
