@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from modelyard.config import Settings
-from modelyard.errors import InvalidInputError, StepFailedError
+from modelyard.errors import InvalidInputError, PipelineDefinitionError, StepFailedError
 from modelyard.pipelines import PipelineRun, run_pipeline
 from modelyard.pipelines.executors import client_for
 from modelyard.pipelines.records import PipelineRecords
@@ -206,3 +206,32 @@ def test_ctrl_c_records_the_interrupted_step_and_stops_the_workers(
     while pid_alive(worker) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not pid_alive(worker), "the step's worker outlived the interrupted run"
+
+
+def test_resume_with_an_override_reruns_only_the_steps_whose_key_changed(
+    settings: Settings, tmp_path: Path
+) -> None:
+    absent = str(tmp_path / "no-such-hold")  # s3 does not wait: the file is not there
+    first = run_pipeline(run_flows.chain, {"hold": absent}, settings=settings, executor="inline")
+    resumed = run_pipeline(
+        run_flows.chain,
+        {"hold": ""},
+        settings=settings,
+        executor="inline",
+        resume=first.run_id,
+        cache=False,  # only RUN's own steps may be reused
+    )
+    assert resumed.params == {"hold": ""}
+    # s3's key changed (its hold param); its output did not, so s4 is RUN's again
+    assert _statuses(resumed) == {
+        "numbers": "cached",
+        "s2": "cached",
+        "s3": "completed",
+        "s4": "cached",
+    }
+    assert resumed.steps["s4"].cached_from == first.steps["s4"].run_id
+    assert resumed.load("s4") == _chain_oracle()
+    with pytest.raises(PipelineDefinitionError, match="unknown parameter"):
+        run_pipeline(
+            run_flows.chain, {"hol": ""}, settings=settings, executor="inline", resume=first.run_id
+        )
