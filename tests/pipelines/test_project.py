@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from modelyard.cli.failures import describe_failure
 from modelyard.config import CONFIG_FILE, Settings, init_project, load_settings
 from modelyard.errors import NotFoundError, PipelineDefinitionError
 from modelyard.pipelines.definition import Pipeline
@@ -149,3 +150,52 @@ def test_an_edited_file_is_read_again_and_another_project_does_not_leak(
 def test_module_name_of_a_path_is_its_dotted_import_name(parts: list[str]) -> None:
     assert module_name("/".join(parts) + ".py") == ".".join(parts)
     assert module_name(".".join(parts)) == ".".join(parts)
+
+
+@pytest.mark.parametrize(
+    ("source", "error", "words"),
+    [
+        (
+            "from modelyard.errors import MissingExtraError\n\n"
+            "raise MissingExtraError(\"The module 'onnx'\", 'onnx')\n",
+            PipelineDefinitionError,
+            ["pipelines.py:3: The module 'onnx' needs the 'onnx' extra"],
+        ),
+        (
+            "from modelyard.errors import GateFailedError\n\nraise GateFailedError('gate shut')\n",
+            PipelineDefinitionError,
+            ["pipelines.py:3: gate shut"],
+        ),
+        (
+            "from modelyard.errors import NotFoundError\n\nraise NotFoundError('no such thing')\n",
+            NotFoundError,
+            ["pipelines.py:3: no such thing"],
+        ),
+        (
+            "\nimport skl2onnx_not_here as skl2onnx\n",
+            PipelineDefinitionError,
+            ["pipelines.py:2: ModuleNotFoundError", "skl2onnx_not_here"],
+        ),
+    ],
+)
+def test_an_error_of_modelyard_raised_at_import_gains_the_line_and_means_exit_2(
+    tmp_path: Path, source: str, error: type[Exception], words: list[str]
+) -> None:
+    settings = cli_project(tmp_path, {"pipelines.py": source})
+    with pytest.raises(error) as info:
+        load_pipelines(settings)
+    for word in words:
+        assert word in str(info.value)
+    assert "\n" not in str(info.value)
+    assert describe_failure(info.value)[0] == 2  # the CLI's exit code
+
+
+def test_a_missing_optional_extra_names_the_extra_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "skl2onnx", None)  # as if the onnx extra were missing
+    settings = cli_project(tmp_path, {"pipelines.py": "\nimport skl2onnx\n"})
+    with pytest.raises(PipelineDefinitionError) as info:
+        load_pipelines(settings)
+    assert "pipelines.py:2: ModuleNotFoundError" in str(info.value)
+    assert "pip install 'modelyard[onnx]'" in str(info.value)

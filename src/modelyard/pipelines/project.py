@@ -31,7 +31,13 @@ from pathlib import Path
 from types import ModuleType
 
 from modelyard.config import Settings
-from modelyard.errors import ModelyardError, NotFoundError, PipelineDefinitionError
+from modelyard.errors import (
+    InvalidInputError,
+    MissingExtraError,
+    ModelyardError,
+    NotFoundError,
+    PipelineDefinitionError,
+)
 from modelyard.pipelines.definition import Pipeline
 
 __all__ = ["DEFAULT_MODULE", "load_pipelines", "module_name", "pipeline_modules"]
@@ -154,7 +160,11 @@ def _import(name: str, path: Path, project_dir: Path) -> ModuleType:
         module = importlib.import_module(name)
     except ModelyardError as exc:
         where = _where(exc, project_dir) or str(path)
-        raise type(exc)(f"In {where}: {exc.message}") from exc
+        message = f"In {where}: {exc.message}"
+        if type(exc) in (InvalidInputError, NotFoundError, PipelineDefinitionError):
+            raise type(exc)(message) from exc
+        # any other kind (a gate, a missing extra) still means: this module does not load
+        raise PipelineDefinitionError(message, loc="pipelines.modules") from exc
     except SyntaxError as exc:
         where = _where(exc, project_dir) or str(path)
         raise PipelineDefinitionError(
@@ -164,9 +174,11 @@ def _import(name: str, path: Path, project_dir: Path) -> ModuleType:
         ) from exc
     except Exception as exc:  # deliberate: any error in user code, named by its file and line
         where = _where(exc, project_dir) or str(path)
+        extra = MissingExtraError.from_import_error(exc) if isinstance(exc, ImportError) else None
+        hint = f" ({extra})" if extra is not None else ""
         raise PipelineDefinitionError(
             f"Cannot import pipelines module {name!r}: {where}: "
-            f"{type(exc).__name__}: {_one_line(str(exc))}",
+            f"{type(exc).__name__}: {_one_line(str(exc))}{hint}",
             loc="pipelines.modules",
         ) from exc
     file = getattr(module, "__file__", None)
