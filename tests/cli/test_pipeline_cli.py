@@ -336,6 +336,7 @@ def test_a_failing_step_exits_1_and_resume_completes_it_after_the_fix(
     assert run_id is not None, failed.err
     assert "step 'total' failed" in failed.err and "bad total 30.0" in failed.err
     assert f"modelyard pipeline run numbers --resume {run_id[1]}" in failed.err
+    assert re.search(r"its run and log: modelyard runs show [0-9a-f]{32}", failed.err)
     assert "Traceback" not in failed.err + failed.out
     inspected = cli(root, "pipeline", "inspect", run_id[1], "--json").json()
     assert inspected["status"] == "failed"

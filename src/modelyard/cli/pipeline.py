@@ -570,6 +570,11 @@ def run(
             ),
             soft_wrap=True,
         )
+        step_run = summary["steps"].get(failure.step, {}).get("run_id")
+        if step_run:
+            err_console.print(
+                Text(f"its run and log: modelyard runs show {step_run}"), soft_wrap=True
+            )
         err_console.print(
             Text(f"resume after a fix: modelyard pipeline run {p.name} --resume {run_id}"),
             soft_wrap=True,
