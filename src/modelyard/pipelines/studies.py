@@ -26,10 +26,12 @@ in the system attribute ``modelyard.owner``).
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from typing import Any
 import optuna
 from optuna.storages import BaseStorage, InMemoryStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import BaseJournalBackend
+from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import TrialState
 from sqlalchemy import BigInteger, Column, Connection, Integer, MetaData, Table, Text, select, text
 from sqlalchemy.engine import make_url
@@ -99,9 +102,16 @@ def study_location(db_url: str) -> str:
 
 
 class DatabaseJournal(BaseJournalBackend):
-    """Optuna's journal in one table: append in order, read from a record number on."""
+    """Optuna's journal in one table: append in order, read from a record number on.
 
-    def __init__(self, db_url: str) -> None:
+    Round trips are what a trial costs, so two are saved: the read that follows each
+    append is answered from the append's own transaction, and reads within ``fresh_s``
+    of the last one return nothing new (another process's trials are seen that much
+    later; this process's own writes are never missed). Each trial created here records
+    its owner (``host:pid``, system attribute ``modelyard.owner``) in its creation record.
+    """
+
+    def __init__(self, db_url: str, *, fresh_s: float = 0.01) -> None:
         location = study_location(db_url)
         self._db: Database = open_database(location, migrate=False)
         self._pg = self._db.dialect == "postgresql"
@@ -111,6 +121,8 @@ class DatabaseJournal(BaseJournalBackend):
         # append needs no round trip of its own
         self._snapshot: tuple[int, list[dict[str, Any]]] | None = None
         self._position = 0  # how many records the reader has been given
+        self._fresh_s = fresh_s
+        self._read_at = -math.inf  # monotonic time of the last read from the table
         self._lock = threading.Lock()
         self._create()
 
@@ -124,13 +136,18 @@ class DatabaseJournal(BaseJournalBackend):
     def read_logs(self, log_number_from: int) -> Iterable[dict[str, Any]]:
         with self._lock:
             snapshot, self._snapshot = self._snapshot, None
+            now = time.monotonic()
+            recent = log_number_from == self._position and now - self._read_at < self._fresh_s
         if snapshot is not None and snapshot[0] == log_number_from:
             found = snapshot[1]
+        elif recent:
+            return []
         else:
             with self._db.read() as conn:
                 found = self._since(conn, log_number_from)
         with self._lock:
             self._position = log_number_from + len(found)
+            self._read_at = now
         return found
 
     def _since(self, conn: Connection, log_number_from: int) -> list[dict[str, Any]]:
@@ -150,16 +167,27 @@ class DatabaseJournal(BaseJournalBackend):
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
             before = self._since(conn, position)
             first = position + len(before)
-            encoded = [json.dumps(log) for log in logs]
+            encoded = [json.dumps(_owned(log)) for log in logs]
             conn.execute(
                 self._table.insert(),
                 [{"seq": first + i, "log": log} for i, log in enumerate(encoded)],
             )
         with self._lock:
             self._snapshot = (position, before + [json.loads(log) for log in encoded])
+            self._read_at = time.monotonic()
 
     def close(self) -> None:
         self._db.close()
+
+
+def _owned(log: dict[str, Any]) -> dict[str, Any]:
+    """A trial created RUNNING here records this process as its owner (no extra write)."""
+    if (
+        log.get("op_code") != JournalOperation.CREATE_TRIAL
+        or log.get("state", TrialState.RUNNING.value) != TrialState.RUNNING.value
+    ):
+        return log
+    return {**log, "system_attrs": {**log.get("system_attrs", {}), OWNER_ATTR: owner_tag()}}
 
 
 _storages: dict[tuple[int, str, str], BaseStorage] = {}

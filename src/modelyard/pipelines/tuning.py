@@ -133,7 +133,9 @@ def _run_worker(plan: _Plan, db: Database, *, reseed: bool) -> _Outcome:
     outcome = _Outcome()
 
     def objective(trial: optuna.Trial) -> float:
-        storage.set_trial_system_attr(trial._trial_id, OWNER_ATTR, owner)
+        if OWNER_ATTR not in storage.get_trial_system_attrs(trial._trial_id):
+            # a trial enqueued elsewhere and run here: its creation named no owner
+            storage.set_trial_system_attr(trial._trial_id, OWNER_ATTR, owner)
         try:
             value, model = _split(plan.objective(trial))
         except optuna.TrialPruned:
