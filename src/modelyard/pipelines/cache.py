@@ -10,7 +10,9 @@ each step run, so :func:`changed_parts` answers "why did this step run again?".
 
 Canonical JSON: sorted keys, no spaces, floats as ``repr`` (exact), and values JSON has no
 spelling for written as tagged objects (``{"$float": "nan"}``; a user key starting with
-``$`` gets one more ``$``), so no two different values share a key.
+``$`` gets one more ``$``), so no two different values share a key. Unlike the JSON
+materializer's encoding (which stores a value to load it back exactly), a key ignores a
+dict's order and does not tell a tuple from a list: equal parameters give one key.
 
 >>> canonical_json({"b": [1.0, float("nan")], "a": {"$x": -0.0}})
 '{"a":{"$$x":-0.0},"b":[1.0,{"$float":"nan"}]}'
