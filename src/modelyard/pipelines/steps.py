@@ -521,6 +521,7 @@ class BuildContext:
     def __init__(self, pipeline: str) -> None:
         self.pipeline = pipeline
         self.nodes: dict[str, StepNode] = {}
+        self._next: dict[str, int] = {}
 
     def __enter__(self) -> BuildContext:
         self._token = _BUILDING.set(self)
@@ -553,9 +554,10 @@ class BuildContext:
             return node_id
         if step.name not in self.nodes:
             return step.name
-        i = 2
+        i = self._next.get(step.name, 2)  # where the last search for this name stopped
         while f"{step.name}_{i}" in self.nodes:
             i += 1
+        self._next[step.name] = i + 1
         return f"{step.name}_{i}"
 
     def _after_names(self, step: Step, after: Any) -> tuple[str, ...]:
