@@ -357,6 +357,19 @@ def test_without_a_source_file_the_code_itself_is_hashed() -> None:
     assert source_hash(one, ".") != source_hash(other, ".")
 
 
+def test_a_class_without_a_source_file_is_hashed_by_its_code() -> None:
+    def compiled(body: str) -> Any:
+        namespace: dict[str, Any] = {"__name__": "generated_cls"}
+        code = f"class C:\n    LIMIT = 3\n\n    def f(self, x):\n        return {body}\n"
+        exec(compile(code + "\n\ndef g(x):\n    return C().f(x)\n", "<gen>", "exec"), namespace)
+        return namespace["g"]
+
+    one, same, other = compiled("x + 1"), compiled("x + 1"), compiled("x * 1")
+    assert source_hash(one, ".") == source_hash(same, ".")
+    assert source_hash(one, ".") != source_hash(other, ".")
+    assert "generated_cls:C" in source_parts(one, ".")
+
+
 def test_a_function_of_a_module_without_its_source_falls_back_to_the_module_file(
     project: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:

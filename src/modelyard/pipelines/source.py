@@ -284,6 +284,15 @@ def _compute_digest(obj: Any, filename: str | None) -> str:
                 text = ""
         if not text and inspect.isfunction(obj):
             text = "code:" + hashlib.sha256(marshal.dumps(obj.__code__)).hexdigest()
+        if not text and inspect.isclass(obj):  # a class of a notebook or of exec'd code
+            h = hashlib.sha256(repr([b.__qualname__ for b in obj.__bases__]).encode())
+            for attr, value in sorted(vars(obj).items()):
+                member = value.__func__ if isinstance(value, staticmethod | classmethod) else value
+                if inspect.isfunction(member):
+                    h.update(attr.encode() + marshal.dumps(member.__code__))
+                elif (constant := _constant_text(member)) is not None:
+                    h.update(f"{attr}={constant}".encode())
+            text = "class-code:" + h.hexdigest()
         if not text:
             text = "unknown:" + repr(obj)
     return hashlib.sha256(text.encode()).hexdigest()
