@@ -557,3 +557,15 @@ def test_import_modelyard_does_not_import_optuna() -> None:
         "assert 'optuna' in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_n_jobs_needs_a_store_other_processes_can_open(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODELYARD_DB_URL", "sqlite://")
+    set_client(None)
+    with pytest.raises(InvalidInputError) as caught:
+        tune(quadratic, space=SPACE, n_trials=2, n_jobs=2, study="mem", project=project)
+    assert caught.value.loc == "n_jobs"
+    result = tune(quadratic, space=SPACE, n_trials=3, study="mem", project=project)
+    assert result.n_complete == 3  # one process: an in-memory study works

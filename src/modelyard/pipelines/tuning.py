@@ -43,6 +43,7 @@ from modelyard.pipelines.studies import (
     open_study_storage,
     owner_tag,
     reap_dead_trials,
+    study_location,
 )
 from modelyard.pipelines.trials import ERROR_ATTR, TrialRecorder, record_finished, trial_run_id
 from modelyard.registry.client import ModelRegistry
@@ -364,6 +365,12 @@ def _tune(
     catch: tuple[type[Exception], ...],
 ) -> TuneResult:
     settings = client.settings
+    if n_jobs > 1 and study_location(settings.db_url) == "sqlite://":
+        raise InvalidInputError(
+            "Expected a metadata store on disk or PostgreSQL for n_jobs > 1: an in-memory "
+            "store's study cannot be shared with worker processes",
+            loc="n_jobs",
+        )
     optuna_storage = open_study_storage(settings.db_url, storage)
     study = optuna.create_study(
         storage=optuna_storage,
