@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import pickle
 import subprocess
 import sys
@@ -481,6 +482,30 @@ def test_parse_params_converts_text_from_the_command_line() -> None:
         d.needs.parse_params({"cuont": "3"})
     with pytest.raises(PipelineDefinitionError, match=r"a parameter is key=value, got 'count'"):
         d.needs.parse_params(["count"])
+
+
+def test_parse_params_refuses_an_overflow_and_reads_null_as_none() -> None:
+    @pipeline
+    def p(
+        f: float = 0.0, o: int | None = None, path: Path | None = None, anything: Any = None
+    ) -> None:
+        d.number(1)
+
+    for text in ("1e400", "-1e999"):
+        with pytest.raises(
+            PipelineDefinitionError,
+            match=r"^Pipeline 'p', parameter 'f': expected a number that fits a float, got",
+        ):
+            p.parse_params({"f": text})
+    with pytest.raises(PipelineDefinitionError, match=r"parameter 'anything': expected a number"):
+        p.parse_params({"anything": "[1, 1e400]"})
+    assert p.parse_params({"f": "inf", "o": "null", "path": "null"}) == {
+        "f": math.inf,
+        "o": None,
+        "path": None,
+    }
+    assert math.isnan(p.parse_params({"f": "nan"})["f"])
+    assert p.parse_params({"path": "data/x.csv"}) == {"path": Path("data/x.csv")}
 
 
 @given(st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False), st.booleans())

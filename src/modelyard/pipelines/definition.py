@@ -28,6 +28,7 @@ import copy
 import graphlib
 import inspect
 import json
+import math
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, overload
@@ -195,11 +196,25 @@ class Pipeline:
         return parsed
 
     def _parse_one(self, key: str, text: str, hint: Any) -> Any:
+        value = self._parse_text(key, text, hint)
+        lowered = text.lower()
+        if _has_non_finite(value) and "inf" not in lowered and "nan" not in lowered:
+            raise self._error(
+                key,
+                f"expected a number that fits a float, got {text!r} (it would be infinite)",
+                expected="a finite float",
+                got=repr(text),
+            )
+        return value
+
+    def _parse_text(self, key: str, text: str, hint: Any) -> Any:
         if hint is Any:
             try:
                 return json.loads(text)
             except ValueError:
                 return text
+        if text == "null" and type(None) in typing.get_args(hint):
+            return None  # an Optional parameter: null is None, for a Path too
         try:
             return convert_value(text, hint, strict=False)
         except ValueError as first:
@@ -287,6 +302,16 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"<Pipeline {self.name} {self.function_id}>"
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, list | tuple):
+        return any(_has_non_finite(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    return False
 
 
 @overload
