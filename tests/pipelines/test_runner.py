@@ -242,13 +242,13 @@ def test_path_parameters_are_read_from_the_project_and_recorded_as_files(
 
 def test_a_long_inline_step_is_not_taken_for_a_dead_run(settings: Settings) -> None:
     quick = msgspec.structs.replace(
-        settings, tracking=msgspec.structs.replace(settings.tracking, heartbeat_timeout_s=1.0)
+        settings, tracking=msgspec.structs.replace(settings.tracking, heartbeat_timeout_s=2.0)
     )
     seen: list[str] = []
     stop = threading.Event()
 
     def watch() -> None:  # another reader, reaping dead runs while the step sleeps
-        records = PipelineRecords(client_for(quick).db, heartbeat_timeout_s=1.0)
+        records = PipelineRecords(client_for(quick).db, heartbeat_timeout_s=2.0)
         while not stop.wait(0.2):
             seen.extend(r.status for r in records.list_pipeline_runs("diamond"))
 
@@ -256,13 +256,13 @@ def test_a_long_inline_step_is_not_taken_for_a_dead_run(settings: Settings) -> N
     watcher.start()
     try:
         run = run_pipeline(
-            run_flows.diamond, {"n": 2, "seconds": 1.5}, settings=quick, executor="inline"
+            run_flows.diamond, {"n": 2, "seconds": 3.0}, settings=quick, executor="inline"
         )
     finally:
         stop.set()
         watcher.join()
     assert run.status == "completed"
-    assert seen and set(seen) == {"running"}
+    assert seen and set(seen) == {"running"}, seen  # beats every 0.5 s, reaped after 2 s
     assert _records(quick).pipeline_run(run.run_id).status == "completed"
 
 

@@ -280,8 +280,9 @@ class PipelineRecords:
 
     @staticmethod
     def _run_rows(
-        conn: Connection, new: Sequence[NewRun], *, now: int, status: str, ended: bool
+        conn: Connection, new: Sequence[tuple[NewRun, int]], *, status: str, ended: bool
     ) -> None:
+        """Insert tracked runs (each with its start time), their params and tags."""
         if not new:
             return
         conn.execute(
@@ -292,9 +293,9 @@ class PipelineRecords:
                     "experiment_id": r.experiment_id,
                     "name": r.name,
                     "status": status,
-                    "start_time": now,
-                    "end_time": now if ended else None,
-                    "heartbeat_at": now,
+                    "start_time": at,
+                    "end_time": at if ended else None,
+                    "heartbeat_at": at,
                     "parent_run_id": r.parent_run_id,
                     "git_commit": r.env.git_commit,
                     "git_dirty": r.env.git_dirty,
@@ -305,16 +306,16 @@ class PipelineRecords:
                     "user": r.env.user,
                     "source": r.env.source,
                 }
-                for r in new
+                for r, at in new
             ],
         )
         param_rows = [
-            {"run_id": r.run_id, "key": k, "value": v} for r in new for k, v in r.params.items()
+            {"run_id": r.run_id, "key": k, "value": v} for r, _ in new for k, v in r.params.items()
         ]
         if param_rows:
             conn.execute(insert(params), param_rows)
         tag_rows = [
-            {"run_id": r.run_id, "key": k, "value": v} for r in new for k, v in r.tags.items()
+            {"run_id": r.run_id, "key": k, "value": v} for r, _ in new for k, v in r.tags.items()
         ]
         if tag_rows:
             conn.execute(insert(run_tags), tag_rows)
@@ -332,7 +333,7 @@ class PipelineRecords:
     ) -> None:
         """The pipeline's tracked run and its ``pipeline_runs`` row, in one transaction."""
         with self.db.write() as conn:
-            self._run_rows(conn, [run], now=now, status="RUNNING", ended=False)
+            self._run_rows(conn, [(run, now)], status="RUNNING", ended=False)
             conn.execute(
                 insert(pipeline_runs).values(
                     run_id=run.run_id,
@@ -361,7 +362,7 @@ class PipelineRecords:
     ) -> None:
         """A step starts: its child run, its ``pipeline_steps`` row and its inputs."""
         with self.db.write() as conn:
-            self._run_rows(conn, [run], now=now, status="RUNNING", ended=False)
+            self._run_rows(conn, [(run, now)], status="RUNNING", ended=False)
             self._step_row(
                 conn,
                 run.run_id,
@@ -373,7 +374,7 @@ class PipelineRecords:
                 status="running",
                 started_at=now,
             )
-            self._inputs(conn, run.run_id, inputs)
+            self._inputs(conn, [(run.run_id, i) for i in inputs])
 
     @staticmethod
     def _step_row(
@@ -410,7 +411,8 @@ class PipelineRecords:
         )
 
     @staticmethod
-    def _inputs(conn: Connection, run_id: str, inputs: Sequence[InputRow]) -> None:
+    def _inputs(conn: Connection, inputs: Sequence[tuple[str, InputRow]]) -> None:
+        """Insert ``(step run id, input)`` rows."""
         if inputs:
             conn.execute(
                 insert(pipeline_inputs),
@@ -423,12 +425,13 @@ class PipelineRecords:
                         "source_step_run_id": i.source_step_run_id,
                         "description": i.description,
                     }
-                    for i in inputs
+                    for run_id, i in inputs
                 ],
             )
 
     @staticmethod
-    def _outputs(conn: Connection, run_id: str, outputs: Iterable[OutputRow]) -> None:
+    def _outputs(conn: Connection, outputs: Sequence[tuple[str, OutputRow]]) -> None:
+        """Insert ``(step run id, output)`` rows."""
         rows = [
             {
                 "step_run_id": run_id,
@@ -439,7 +442,7 @@ class PipelineRecords:
                 "manifest": json.dumps(o.manifest, sort_keys=True),
                 "size": o.size,
             }
-            for o in outputs
+            for run_id, o in outputs
         ]
         if rows:
             conn.execute(insert(pipeline_outputs), rows)
@@ -464,8 +467,7 @@ class PipelineRecords:
         if not cached:
             return
         with self.db.write() as conn:
-            for c in cached:
-                self._run_rows(conn, [c.run], now=c.at, status="FINISHED", ended=True)
+            self._run_rows(conn, [(c.run, c.at) for c in cached], status="FINISHED", ended=True)
             conn.execute(
                 _INSERT_STEP,
                 [
@@ -486,9 +488,8 @@ class PipelineRecords:
                     for c in cached
                 ],
             )
-            for c in cached:
-                self._inputs(conn, c.run.run_id, c.inputs)
-                self._outputs(conn, c.run.run_id, c.outputs)
+            self._inputs(conn, [(c.run.run_id, i) for c in cached for i in c.inputs])
+            self._outputs(conn, [(c.run.run_id, o) for c in cached for o in c.outputs])
 
     def step_completed(
         self,
@@ -506,8 +507,8 @@ class PipelineRecords:
         """A step finished: outputs, extra inputs, status and (after the blobs exist) the
         cache entry, all in one transaction."""
         with self.db.write() as conn:
-            self._outputs(conn, run_id, outputs)
-            self._inputs(conn, run_id, inputs)
+            self._outputs(conn, [(run_id, o) for o in outputs])
+            self._inputs(conn, [(run_id, i) for i in inputs])
             conn.execute(
                 _SET_STEP,
                 {
@@ -539,7 +540,7 @@ class PipelineRecords:
         logs_size: int = 0,
     ) -> None:
         with self.db.write() as conn:
-            self._inputs(conn, run_id, inputs)
+            self._inputs(conn, [(run_id, i) for i in inputs])
             conn.execute(
                 _SET_STEP,
                 {
@@ -571,7 +572,7 @@ class PipelineRecords:
         if not new:
             return
         with self.db.write() as conn:
-            self._run_rows(conn, [n[0] for n in new], now=now, status="KILLED", ended=True)
+            self._run_rows(conn, [(n[0], now) for n in new], status="KILLED", ended=True)
             for run, step, function, source_hash, reason in new:
                 self._step_row(
                     conn,
