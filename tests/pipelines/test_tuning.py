@@ -569,3 +569,78 @@ def test_n_jobs_needs_a_store_other_processes_can_open(
     assert caught.value.loc == "n_jobs"
     result = tune(quadratic, space=SPACE, n_trials=3, study="mem", project=project)
     assert result.n_complete == 3  # one process: an in-memory study works
+
+
+# -- the journal: every process replays the same gap-free order ---------------------------
+
+
+def tune_replay(backend: studies.DatabaseJournal, ops: list[int], tag: str) -> list[Any]:
+    """Run ``ops`` as JournalStorage would (append k>0 records, or read when k == 0),
+    advancing the read position by what each read returned; everything it was given."""
+    seen: list[Any] = []
+    for i, k in enumerate(ops):
+        if k:
+            backend.append_logs([{"by": tag, "i": i, "j": j} for j in range(k)])
+        seen.extend(backend.read_logs(len(seen)))  # JournalStorage reads after each write
+    return seen
+
+
+@hsettings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    plans=st.lists(st.lists(st.integers(0, 3), min_size=1, max_size=25), min_size=2, max_size=3),
+    fresh=st.sampled_from([0.0, 0.01, 1.0]),
+)
+def test_concurrent_journals_never_skip_reorder_or_repeat_a_record(
+    db_url: str, plans: list[list[int]], fresh: float
+) -> None:
+    import threading
+
+    backends = [studies.DatabaseJournal(db_url, fresh_s=fresh) for _ in plans]
+    first = studies.DatabaseJournal(db_url, fresh_s=0)
+    offset = len(list(first.read_logs(0)))  # earlier examples' records
+    first.close()
+    results: dict[int, list[Any]] = {}
+
+    def work(n: int) -> None:
+        results[n] = tune_replay(backends[n], plans[n], f"w{n}")
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(len(plans))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        tune_check_journals(db_url, plans, fresh, backends, results, offset)
+    finally:
+        for backend in backends:
+            backend.close()
+
+
+def tune_check_journals(
+    db_url: str,
+    plans: list[list[int]],
+    fresh: float,
+    backends: list[studies.DatabaseJournal],
+    results: dict[int, list[Any]],
+    offset: int,
+) -> None:
+    truth_reader = studies.DatabaseJournal(db_url, fresh_s=0)
+    truth = list(truth_reader.read_logs(0))[offset:]
+    truth_reader.close()
+    # every record once, each writer's in its own order
+    for n, plan in enumerate(plans):
+        mine = [r for r in truth if r["by"] == f"w{n}"]
+        assert mine == [
+            {"by": f"w{n}", "i": i, "j": j} for i, k in enumerate(plan) for j in range(k)
+        ]
+    assert len(truth) == sum(map(sum, plans))
+    for n, backend in enumerate(backends):
+        # what a process was given is a prefix of the one true order (it may lag, never
+        # skip, reorder or repeat), and it holds at least everything it wrote itself
+        got = results[n][offset:] if offset else results[n]
+        assert got == truth[: len(got)]
+        assert sum(plans[n]) <= sum(r["by"] == f"w{n}" for r in got)
+        rest = list(backend.read_logs(offset + len(got))) if fresh == 0 else []
+        assert got + rest == truth[: len(got) + len(rest)]
