@@ -644,3 +644,22 @@ def tune_check_journals(
         assert sum(plans[n]) <= sum(r["by"] == f"w{n}" for r in got)
         rest = list(backend.read_logs(offset + len(got))) if fresh == 0 else []
         assert got + rest == truth[: len(got) + len(rest)]
+
+
+def test_timeout_ends_the_search_and_no_complete_trial_means_no_best(project: Path) -> None:
+    def slow(params: dict[str, Any]) -> float:
+        time.sleep(0.2)
+        return params["x"]
+
+    start = time.monotonic()
+    result = tune(
+        slow, space={"x": (0.0, 1.0)}, n_trials=1000, timeout=0.5, study="timed", project=project
+    )
+    assert 1 <= result.n_complete < 10 and time.monotonic() - start < 10
+
+    def pruned(params: dict[str, Any]) -> float:
+        raise optuna.TrialPruned()
+
+    empty = tune(pruned, space={"x": (0.0, 1.0)}, n_trials=2, study="none", project=project)
+    assert (empty.best_value, empty.best_trial, empty.best_run_id) == (None, None, None)
+    assert empty.best_params == {} and empty.n_pruned == 2
