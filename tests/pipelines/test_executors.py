@@ -14,7 +14,7 @@ import pytest
 
 from modelyard.config import Settings
 from modelyard.errors import ConflictError, InvalidInputError, StepFailedError
-from modelyard.pipelines import StepEvent, run_pipeline
+from modelyard.pipelines import StepEvent, pipeline, run_pipeline, step
 from modelyard.pipelines.context import StepContext
 from modelyard.pipelines.executors import (
     InlineExecutor,
@@ -228,3 +228,22 @@ def test_an_output_of_an_older_materializer_version_is_made_again(
         assert second.steps["make_box"].outputs["output"].manifest["version"] == 2
     finally:
         unregister_materializer("test.box")
+
+
+def test_steps_defined_inside_a_function_run_in_the_local_pool(settings: Settings) -> None:
+    """Not importable by name: the forked workers inherit them from the run's process."""
+
+    @step
+    def local_numbers(n: int = 3) -> list[int]:
+        return list(range(n))
+
+    @step
+    def local_total(values: list[int]) -> int:
+        return sum(values) * 7
+
+    @pipeline
+    def local_flow(n: int = 3) -> None:
+        local_total(local_numbers(n))
+
+    run = run_pipeline(local_flow, {"n": 4}, settings=settings, executor="local")
+    assert run.load("local_total") == sum(range(4)) * 7

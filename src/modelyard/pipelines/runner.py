@@ -533,7 +533,6 @@ def _start(
     )
     state.started[node.name] = now
     state.running_ids[node.name] = run.run_id
-    register_live_function(node.step.function_id, node.step.fn)
     task = StepTask(
         step=node.name,
         function=node.step.function_id,
@@ -791,6 +790,8 @@ def run_pipeline(
         prior=prior_steps,
         on_event=on_event,
     )
+    for node in graph.nodes.values():  # before the pool forks: its workers inherit them
+        register_live_function(node.step.function_id, node.step.fn)
     every = max(0.5, settings.tracking.heartbeat_timeout_s / 4)
     try:
         with _Heartbeat(records, run_id, every):
