@@ -75,12 +75,12 @@ class TuneResult:
     n_complete: int
     n_pruned: int
     n_failed: int
+    study: optuna.Study = field(repr=False, compare=False)
     reaped: tuple[int, ...] = ()
     """Trials left RUNNING by a dead process, marked FAIL at the start of this call."""
     model: str | None = None
     """The registered version (``name/3``) when ``register=`` was given."""
     model_trial: int | None = None
-    study: optuna.Study | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
