@@ -185,12 +185,13 @@ def test_inside_a_run_the_trials_are_its_children(project: Path) -> None:
     assert len(children) == 5 and {c.experiment for c in children} == {"outer"}
 
 
+@pytest.mark.parametrize("executor", ["inline", "local"])
 def test_inside_a_pipeline_step_the_trials_are_the_steps_children(
-    project: Path, settings: Settings
+    project: Path, settings: Settings, executor: str
 ) -> None:
     from tests.pipelines.tune_flows import tuned
 
-    run = tuned.run({"n": 5}, settings=settings, executor="inline")
+    run = tuned.run({"n": 5}, settings=settings, executor=executor)
     step_run = run.steps["search"].run_id
     children = tune_children(project, step_run)
     assert len(children) == 5
