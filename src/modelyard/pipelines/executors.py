@@ -39,6 +39,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from modelyard.config import Settings
 from modelyard.errors import InvalidInputError, NotFoundError
+from modelyard.models.flavors.base import LoadOptions
 from modelyard.pipelines.context import RecordedInput, StepContext, step_context
 from modelyard.pipelines.graph import OutputSpec
 from modelyard.pipelines.materializers import StoredOutput, load_output, save_output
@@ -77,6 +78,14 @@ class StepTask:
     pipeline_run_id: str
     experiment: str
     settings: Settings
+
+
+def model_load_options(settings: Settings) -> LoadOptions:
+    """The project's model trust settings, for model outputs read back as inputs."""
+    return LoadOptions(
+        trusted_types=tuple(settings.models.trusted_types),
+        trust_code=settings.models.trust_code,
+    )
 
 
 @dataclass(frozen=True)
@@ -280,7 +289,10 @@ def run_task(task: StepTask, *, capture: str = "fd") -> StepOutcome:
             kwargs = dict(task.params)
             for name, stored in task.inputs.items():
                 kwargs[name] = load_output(
-                    stored, store, where=f"step {task.step!r} input {name!r}"
+                    stored,
+                    store,
+                    where=f"step {task.step!r} input {name!r}",
+                    model_options=model_load_options(task.settings),
                 )
             run = ActiveRun(client, task.run_id, task.experiment, task.step)
             with use_run(run), step_context(context):

@@ -39,6 +39,7 @@ from modelyard.errors import (
     NotFoundError,
     StepFailedError,
 )
+from modelyard.models.flavors.base import LoadOptions
 from modelyard.pipelines.cache import CacheKey, cache_key
 from modelyard.pipelines.context import keying
 from modelyard.pipelines.definition import Pipeline
@@ -50,6 +51,7 @@ from modelyard.pipelines.executors import (
     client_for,
     forget_in_workers,
     make_executor,
+    model_load_options,
     register_live_function,
 )
 from modelyard.pipelines.graph import Graph, StepNode
@@ -118,6 +120,7 @@ class PipelineRun:
     steps: Mapping[str, StepResult]
     resumed_from: str | None
     _artifacts: ArtifactStore | None = field(default=None, repr=False, compare=False)
+    _model_options: LoadOptions | None = field(default=None, repr=False, compare=False)
 
     def load(self, step: str, output: str | None = None) -> Any:
         """The value of a step's output, read back from the artifact store and verified."""
@@ -147,7 +150,12 @@ class PipelineRun:
             )
         if self._artifacts is None:
             raise NotFoundError("This PipelineRun was made without an artifact store to read from")
-        return load_output(stored, self._artifacts, where=f"step {step!r} output {output!r}")
+        return load_output(
+            stored,
+            self._artifacts,
+            where=f"step {step!r} output {output!r}",
+            model_options=self._model_options,
+        )
 
 
 def _stored(row: OutputRow) -> StoredOutput:
@@ -814,6 +822,7 @@ def run_pipeline(
         steps={name: state.results[name] for name in graph.order()},
         resumed_from=resumed_from,
         _artifacts=client.artifacts,
+        _model_options=model_load_options(settings),
     )
     failure = state.first_failure
     if failure is not None:
@@ -860,4 +869,5 @@ def load_pipeline_run(
         },
         resumed_from=row.resumed_from,
         _artifacts=client.artifacts,
+        _model_options=model_load_options(settings),
     )
