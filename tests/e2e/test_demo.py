@@ -1,6 +1,8 @@
 """The demo end to end, as `make demo` runs it: a real CLI process on real data, and the
-results of its loop: tracked candidates, the served model, and monitoring that finds the
-later months' drift, opens incidents through a live webhook and a command, sees no
+results of its loop: the training pipeline run three times (from scratch, all cached, and
+with one parameter changed: only what it touches runs again), the model it registered
+linked to its pipeline and data, the served model, and monitoring that finds the later
+months' drift, opens incidents through a live webhook and a command, sees no
 training/serving skew and the realised AUC falling."""
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from importlib import resources
 from pathlib import Path
 from statistics import mean
 from typing import Any
@@ -18,10 +21,14 @@ import pytest
 from modelyard.config import load_settings
 from modelyard.demo.flights import FEATURES, TARGET, flight_entities
 from modelyard.features.store import FeatureStore
+from modelyard.pipelines import load_pipelines
+from modelyard.pipelines.lineage import lineage_of
 from modelyard.registry.client import ModelRegistry
 from modelyard.tracking.client import TrackingClient
-from modelyard.tracking.digest import digest_frame
+from modelyard.tracking.digest import digest_frame, digest_path
 from modelyard.tracking.entities import RunStatus
+
+PIPELINES_SOURCE = resources.files("modelyard.demo") / "project_pipelines.py"
 
 
 @pytest.fixture(scope="module")
@@ -38,75 +45,147 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]
     return project, json.loads(out.stdout)
 
 
-def test_demo_tracks_every_candidate_and_its_data(demo: tuple[Path, dict[str, Any]]) -> None:
+STEPS = ["flights", "training_set", "split", "tune", "fit", "evaluate", "register"]
+
+
+def test_demo_runs_its_pipeline_then_all_cached_then_only_what_a_change_touches(
+    demo: tuple[Path, dict[str, Any]],
+) -> None:
     project, summary = demo
     assert (project / "modelyard.yaml").is_file()
+    assert (project / "pipelines.py").read_text() == PIPELINES_SOURCE.read_text()
+    found = summary["pipeline"]
+    first, second, third = found["runs"]
+    assert [r["status"] for r in found["runs"]] == ["completed"] * 3
+    assert list(first["steps"]) == STEPS
+    assert {s["status"] for s in first["steps"].values()} == {"completed"}
 
-    with TrackingClient(load_settings(project, environ={})) as client:
-        runs = client.search_runs("flights-delay")
-        assert len(runs) == 4
-        parent = client.get_run(summary["parent_run_id"])
-        children = [r for r in runs if r.parent_run_id == parent.id]
-        assert len(children) == 3
-        assert all(r.status is RunStatus.FINISHED for r in runs)
-        for child, reported in zip(
-            sorted(children, key=lambda r: r.id),
-            sorted(summary["candidates"], key=lambda r: r["run_id"]),
-            strict=True,
-        ):
-            assert child.metrics["auc"] == reported["auc"]
-            assert 0.55 < child.metrics["auc"] < 0.95  # better than chance, not leaking
-            assert child.params["model"] in ("logreg", "hgb")
-        best = max(children, key=lambda r: r.metrics["auc"])
-        assert parent.tags["best_run"] == best.id
-        assert parent.metrics["best_auc"] == best.metrics["auc"]
+    # run 2 changed nothing: every step is cached, reusing run 1's step runs and outputs
+    for name, step in second["steps"].items():
+        assert step["status"] == "cached", name
+        assert step["cached_from"] == first["steps"][name]["run_id"]
+        assert step["cache_key"] == first["steps"][name]["cache_key"]
+        assert step["outputs"] == first["steps"][name]["outputs"]
+    assert second["seconds"] < first["seconds"] / 2, (second["seconds"], first["seconds"])
 
-        # gradient boosting logs its loss per iteration as a metric history
-        hgb = next(r for r in children if r.params["model"] == "hgb")
-        history = client.get_metric_history(hgb.id, "train_loss")
+    # run 3 changed n_trials: exactly the steps whose parameters changed or whose inputs'
+    # contents changed ran again (the oracle: the pipeline's graph and the output digests)
+    changed = {k for k in third["params"] if third["params"][k] != first["params"][k]}
+    assert changed == set(found["changed"]) == {"n_trials"}
+    flights = load_pipelines(load_settings(project, environ={}))["flights_delay"]
+    before, after = flights.build(first["params"]), flights.build(third["params"])
+    expected = set()
+    for name in after.order():
+        node = after.nodes[name]
+        inputs_changed = any(
+            third["steps"][ref.node]["outputs"][ref.output]
+            != first["steps"][ref.node]["outputs"][ref.output]
+            for ref in node.inputs.values()
+        )
+        if dict(node.params) != dict(before.nodes[name].params) or inputs_changed:
+            expected.add(name)
+    ran = {n for n, s in third["steps"].items() if s["status"] == "completed"}
+    assert ran == expected == set(found["reran"])
+    assert "tune" in ran and not ran & {"flights", "training_set", "split"}
+    assert found["why"]["tune"] == ["params.n_trials"]
+    for name, step in third["steps"].items():
+        if name not in ran:
+            assert step["status"] == "cached", name
+            assert step["cached_from"] == first["steps"][name]["run_id"]
+
+    settings = load_settings(project, environ={})
+    with TrackingClient(settings) as client:
+        runs = client.search_runs("flights_delay")
+        assert runs and all(r.status is RunStatus.FINISHED for r in runs)
+        # each tuning study ran its trials as child runs of its tune step's run
+        for run, n_trials in ((first, 6), (third, 8)):
+            tune = run["steps"]["tune"]
+            trials = [r for r in runs if r.parent_run_id == tune["run_id"]]
+            assert len(trials) == n_trials, (run["run_id"], len(trials))
+            assert all(0.55 < t.metrics["value"] < 0.95 for t in trials)
+        tune = third["steps"]["tune"]
+        assert sorted(c["run_id"] for c in summary["candidates"]) == sorted(
+            r.id for r in runs if r.parent_run_id == (tune["cached_from"] or tune["run_id"])
+        )
+        # the refit logs gradient boosting's loss per iteration as a metric history
+        fit = third["steps"]["fit"]
+        history = client.get_metric_history(fit["cached_from"] or fit["run_id"], "train_loss")
         assert len(history) > 5
         assert [m.step for m in history] == list(range(len(history)))
 
+
+def test_demo_model_links_to_its_pipeline_and_its_point_in_time_data(
+    demo: tuple[Path, dict[str, Any]],
+) -> None:
+    project, summary = demo
+    settings = load_settings(project, environ={})
+    third = summary["pipeline"]["runs"][2]
+    register = third["steps"]["register"]
+    register_run = register["cached_from"] or register["run_id"]
+    evaluate = third["steps"]["evaluate"]
+
+    with TrackingClient(settings) as client:
+        # the version's run is the register step's run, a child of a pipeline run
+        step_run = client.get_run(register_run)
+        assert step_run.parent_run_id in {r["run_id"] for r in summary["pipeline"]["runs"]}
+        assert (
+            client.get_run(evaluate["cached_from"] or evaluate["run_id"]).metrics["auc"]
+            == (summary["best"]["auc"])
+        )
+        assert 0.6 < summary["best"]["auc"] < 0.95  # better than chance, not leaking
         # the recorded training set is exactly the point-in-time training set the
         # feature store builds from the applied definitions
-        inputs = {i.context + ":" + i.name: i for i in client.list_inputs(parent.id)}
-        training = inputs["training:flights-2013-01-01..02-14"]
-        with FeatureStore(load_settings(project, environ={})) as features:
+        inputs = {i.context + ":" + i.name: i for i in client.list_inputs(register_run)}
+        training = inputs["training:flights-2013-01-01..2013-02-14"]
+        with FeatureStore(settings) as features:
             frame = features.get_historical_features(flight_entities((1, 2)), "delay_model")
             online = features.get_online_features(
                 {"carrier": ["UA", "ZZ"], "origin": ["EWR", "EWR"]}, "delay_model"
             )
-        train = frame[frame["event_timestamp"] < pd.Timestamp("2013-02-15", tz="UTC")]
+        cut = frame["event_timestamp"] >= pd.Timestamp("2013-02-15", tz="UTC")
+        train = frame[~cut].reset_index(drop=True)
         assert training.num_rows == len(train)
         assert training.digest == digest_frame(train).digest
         assert {c["name"] for c in training.schema} >= {*FEATURES, TARGET}
-        assert "training:weather-2013" in inputs
-        assert "training:arrivals-2013" in inputs
-        assert summary["features"]["materialized"]["carrier_delays"] > 0
-        # an unknown carrier is missing online, a known one has its recent delays (no ttl);
-        # the 2013 weather is past its 3-hour ttl today, so it reads as stale, not as served
-        assert online.status["carrier_delays:carrier_delay_mean_7d"].tolist() == [0, 2]
-        assert online.status["weather:temp"].tolist() == [1, 1]
+        assert "validation:flights-2013-02-15..2013-03-01" in inputs
+    assert summary["features"]["materialized"]["carrier_delays"] > 0
+    # an unknown carrier is missing online, a known one has its recent delays (no ttl);
+    # the 2013 weather is past its 3-hour ttl today, so it reads as stale, not as served
+    assert online.status["carrier_delays:carrier_delay_mean_7d"].tolist() == [0, 2]
+    assert online.status["weather:temp"].tolist() == [1, 1]
 
-        report = json.loads(client.load_artifact_bytes(parent.id, "report.json"))
-        assert report["best"]["run_id"] == best.id
+    # lineage, backward from the production model: its step run, the pipeline's steps
+    # before it and the feature sources the training set read
+    tree = lineage_of(settings, "flights-delay@production").root
+    nodes = list(tree.walk())
+    assert [c.id for c in tree.children if c.kind == "step"] == [register_run]
+    assert {n.label.split()[1] for n in nodes if n.kind == "step"} == set(STEPS)
+    files = {
+        n.details.get("description"): n.id
+        for n in nodes
+        if n.kind == "data" and n.details.get("kind") == "file"
+    }
+    for source in ("weather", "arrivals"):
+        path = project / "data" / f"{source}.parquet"
+        assert files[str(path)] == digest_path(path).digest, files
 
-    # the winner is packaged, registered, optimized and serves in its fastest verified runtime
-    with ModelRegistry(load_settings(project, environ={})) as registry:
+    # the model is packaged, registered, optimized and serves in its fastest verified runtime
+    with ModelRegistry(settings) as registry:
         version = registry.get_version("flights-delay@production")
-        assert version.run_id == best.id
+        assert version.run_id == register_run
+        assert summary["best"]["run_id"] == register_run
         manifest = registry.manifest("flights-delay@production")
-        assert manifest.lineage.run_id == best.id
-        assert manifest.metrics["auc"] == best.metrics["auc"]
+        assert manifest.lineage.run_id == register_run
+        assert manifest.metrics["auc"] == summary["best"]["auc"]
         serving = next(r for r in manifest.runtimes if r.name == manifest.serving_runtime)
         assert serving.status == "ok"
         passed = [r for r in manifest.runtimes if r.status == "ok"]
         assert serving.latency_1_row_us == min(r.latency_1_row_us or 1e18 for r in passed)
         assert summary["model"]["serving_runtime"] == manifest.serving_runtime
+        assert summary["model"]["ref"] == f"flights-delay/{version.version}"
         # the served model gives the native model's scores on the validation rows
         loaded = registry.load("flights-delay@production")
-        valid = frame[frame["event_timestamp"] >= pd.Timestamp("2013-02-15", tz="UTC")]
-        valid = valid[FEATURES].head(200)
+        valid = frame[cut][FEATURES].head(200)
         proba = loaded.scores(valid)
         assert proba.shape == (200, 2)
         assert ((proba >= 0) & (proba <= 1)).all()

