@@ -7,24 +7,24 @@ traceback. See ``modelyard.cli.failures``.
 
 from __future__ import annotations
 
+import importlib
+import os
 import sys
+from collections.abc import Iterable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.text import Text
 
-import modelyard.cli.models_import
-import modelyard.cli.models_optimize  # noqa: F401 - registers `models optimize` on models.app
-from modelyard.cli import features, gc, lineage, log, models, monitor, pipeline, runs, serve, tune
 from modelyard.cli.context import CliState, settings_from
 from modelyard.cli.failures import EXIT_USAGE, describe_failure, printable_line, traceback_of
 from modelyard.cli.output import console, err_console, print_json
 from modelyard.config import init_project
 
-app = typer.Typer(
+_app = typer.Typer(
     name="modelyard",
     help="Take a model from a notebook to production and keep it healthy there.",
     no_args_is_help=True,
@@ -32,16 +32,75 @@ app = typer.Typer(
     # --install-completion / --show-completion for bash, zsh, fish and PowerShell
     add_completion=True,
 )
-app.add_typer(runs.app, name="runs")
-app.add_typer(models.app, name="models")
-app.add_typer(features.app, name="features")
-app.add_typer(monitor.app, name="monitor")
-app.add_typer(log.app, name="log")
-app.add_typer(pipeline.app, name="pipeline")
-app.add_typer(tune.app, name="tune")
-app.command("lineage")(lineage.lineage)
-app.command("serve")(serve.serve)
-app.command("gc")(gc.gc)
+
+#: the command groups and commands defined in their own modules, in the order ``--help``
+#: lists them. A command line imports only the module of the command it names (the
+#: monitoring commands alone cost a second of scipy), ``--help`` and completion all.
+_GROUPS: dict[str, tuple[str, ...]] = {
+    "runs": ("modelyard.cli.runs",),
+    # models_import and models_optimize add commands to the models group
+    "models": (
+        "modelyard.cli.models",
+        "modelyard.cli.models_import",
+        "modelyard.cli.models_optimize",
+    ),
+    "features": ("modelyard.cli.features",),
+    "monitor": ("modelyard.cli.monitor",),
+    "log": ("modelyard.cli.log",),
+    "pipeline": ("modelyard.cli.pipeline",),
+    "tune": ("modelyard.cli.tune",),
+}
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "lineage": ("modelyard.cli.lineage", "lineage"),
+    "serve": ("modelyard.cli.serve", "serve"),
+    "gc": ("modelyard.cli.gc", "gc"),
+}
+#: the root's options that take a value (so the value is not taken for a command)
+_VALUED_OPTIONS = frozenset({"--project", "-p"})
+_registered: set[str] = set()
+
+
+def _register(names: Iterable[str]) -> None:
+    for name in names:
+        if name in _registered:
+            continue
+        _registered.add(name)
+        if name in _GROUPS:
+            modules = [importlib.import_module(module) for module in _GROUPS[name]]
+            _app.add_typer(modules[0].app, name=name)
+        else:
+            module, attribute = _COMMANDS[name]
+            _app.command(name)(getattr(importlib.import_module(module), attribute))
+
+
+def _command_word(args: Sequence[str]) -> str | None:
+    """The command a command line names: its first word that is not a root option."""
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in _VALUED_OPTIONS:
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def _register_for(args: Sequence[str]) -> None:
+    word = _command_word(args)
+    completing = any(key.startswith("_MODELYARD_COMPLETE") for key in os.environ)
+    if word in _GROUPS or word in _COMMANDS:
+        _register([word] if not completing else [*_GROUPS, *_COMMANDS])
+    elif word is None or word not in ("init", "config", "demo") or completing:
+        _register([*_GROUPS, *_COMMANDS])  # help, an unknown command, completion
+
+
+def __getattr__(name: str) -> Any:
+    """``app``: the whole command line as one typer app (for tests and tools)."""
+    if name == "app":
+        _register([*_GROUPS, *_COMMANDS])
+        return _app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _version() -> str:
@@ -57,7 +116,7 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@_app.callback()
 def _root(
     ctx: typer.Context,
     project: Annotated[
@@ -94,7 +153,7 @@ def _root(
         ctx.obj = CliState(project=project, verbose=debug)
 
 
-@app.command()
+@_app.command()
 def init(
     directory: Annotated[Path, typer.Argument(help="Where to create the project.")] = Path("."),
     name: Annotated[str | None, typer.Option(help="Project name (default: folder name).")] = None,
@@ -118,7 +177,7 @@ def init(
     )
 
 
-@app.command("config")
+@_app.command("config")
 def show_config(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
@@ -134,7 +193,7 @@ def show_config(
         console.print(Text(f"{key:<{width}}  {value}"), soft_wrap=True)
 
 
-@app.command()
+@_app.command()
 def demo(
     ctx: typer.Context,
     directory: Annotated[Path, typer.Option("--dir", help="Project folder for the demo.")] = Path(
@@ -163,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # not standalone: every failure, usage errors included, comes back here to be
         # printed as one line (typer's own panel wraps long messages over several lines)
-        result = app(args=args, prog_name="modelyard", standalone_mode=False, obj=state)
+        _register_for(args)
+        result = _app(args=args, prog_name="modelyard", standalone_mode=False, obj=state)
     except SystemExit as exc:  # shell completion, or a command that exits itself
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except (KeyboardInterrupt, typer.Abort):
