@@ -33,6 +33,8 @@ __all__ = [
     "registry_audit",
     "experiments",
     "feature_definitions",
+    "gate_evaluations",
+    "gate_results",
     "latest_metrics",
     "materializations",
     "metadata",
@@ -51,7 +53,7 @@ __all__ = [
 ]
 
 #: the newest Alembic revision; a store at this revision needs no migration
-HEAD_REVISION = "0006_pipelines"
+HEAD_REVISION = "0007_gates"
 
 metadata = MetaData(
     naming_convention={
@@ -367,4 +369,40 @@ step_cache = Table(
     Column("cache_key", String(64), primary_key=True),
     Column("step_run_id", String(32), ForeignKey("runs.id"), nullable=False),
     Column("created_at", BigInteger, nullable=False),
+)
+
+# -- promotion gates (0007) ---------------------------------------------------------------
+# One evaluation is one run of a model version's gates against the holder of an alias;
+# its results keep every measured number, so a promotion can show (and check) its evidence.
+
+gate_evaluations = Table(
+    "gate_evaluations",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("model", String(255), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("against", String(64), nullable=False),
+    Column("champion_version", Integer, nullable=True),  # NULL: nobody held the alias
+    Column("eval_digest", String(64), nullable=False),
+    Column("config_digest", String(64), nullable=False),
+    Column("passed", Boolean, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(255), nullable=False),
+    Index(None, "model", "version", "against", "created_at"),
+)
+
+gate_results = Table(
+    "gate_results",
+    metadata,
+    Column("evaluation_id", String(32), ForeignKey("gate_evaluations.id"), primary_key=True),
+    Column("gate", String(255), primary_key=True),
+    Column("position", Integer, nullable=False),  # the order the gates ran in
+    Column("kind", String(32), nullable=False),
+    Column("required", Boolean, nullable=False),
+    Column("passed", Boolean, nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("numbers", Text, nullable=False),  # JSON object
+    Column("ci_low", Float, nullable=True),
+    Column("ci_high", Float, nullable=True),
+    Column("details", Text, nullable=False),  # JSON list of objects
 )
