@@ -361,6 +361,8 @@ class _FileConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     serving: ServingSettings = msgspec.field(default_factory=ServingSettings)
     monitoring: MonitoringSettings = msgspec.field(default_factory=MonitoringSettings)
     pipelines: PipelinesSettings = msgspec.field(default_factory=PipelinesSettings)
+    #: promotion gates per model name, validated by ``modelyard.gates.config`` when used
+    gates: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -376,6 +378,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     serving: ServingSettings = msgspec.field(default_factory=ServingSettings)
     monitoring: MonitoringSettings = msgspec.field(default_factory=MonitoringSettings)
     pipelines: PipelinesSettings = msgspec.field(default_factory=PipelinesSettings)
+    #: promotion gates per model name, validated by ``modelyard.gates.config`` when used
+    gates: dict[str, Any] = msgspec.field(default_factory=dict)
 
     def __repr__(self) -> str:
         return _masked_repr(self, db_url=redact_url, artifacts=redact_url)
@@ -519,7 +523,7 @@ def _read_file(path: Path) -> _FileConfig:
             "models.{trusted_types, trust_code}, features.{modules, online_store}, "
             "serving.{log_dir, durable_log, max_body_bytes, max_rows, value_checks, "
             "watch_interval_s, api_keys, batching, traffic}, "
-            "pipelines.{modules, executor, max_workers}"
+            "pipelines.{modules, executor, max_workers}, gates.MODEL.{label, metric, eval, checks}"
         ) from exc
 
 
@@ -562,4 +566,5 @@ def load_settings(
         serving=file.serving,
         monitoring=file.monitoring,
         pipelines=file.pipelines,
+        gates=file.gates,
     )
