@@ -18,6 +18,7 @@ modelyard.errors.InvalidInputError: 1 problem with the input: unexpected column 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
@@ -25,7 +26,16 @@ import numpy as np
 
 from modelyard.errors import InvalidInputError, Problem
 
-__all__ = ["ColumnSpec", "DType", "Signature", "infer_signature"]
+__all__ = [
+    "Change",
+    "ColumnSpec",
+    "DType",
+    "Signature",
+    "allows_null",
+    "changes",
+    "differences",
+    "infer_signature",
+]
 
 DType = Literal["float", "int", "bool", "string", "category", "datetime"]
 #: how many distinct values of a text column make it categorical with a vocabulary
@@ -181,3 +191,119 @@ def _check_column(col: ColumnSpec, series: Any, missing: str) -> list[Problem]:
         index = int(np.flatnonzero(series.isna().to_numpy())[0])
         problems.append(Problem(f"{col.name}[{index}]", f"{col.dtype} (no missing values)", "null"))
     return problems
+
+
+# -- compatibility of two signatures ----------------------------------------------------------
+
+#: what a :class:`Change` is about
+ChangeKind = Literal["removed", "added", "type", "nullability", "categories", "range"]
+
+
+def allows_null(signature: Signature, spec: ColumnSpec) -> bool:
+    """Whether ``spec`` may hold a missing value under ``signature``'s policy."""
+    return spec.nullable or signature.missing_values == "allow"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One reason ``other`` could not take a request ``primary`` takes.
+
+    ``kind`` is removed (the primary takes the column, ``other`` rejects it as extra),
+    added (``other`` needs a column the primary does not take; ``nullable`` says whether a
+    null may be sent for it), type, nullability, categories or range.
+    """
+
+    kind: ChangeKind
+    column: str
+    message: str
+    nullable: bool = False
+
+
+def _listed(values: list[str]) -> str:
+    shown = ", ".join(repr(v) for v in values[:5])
+    return shown + (f" and {len(values) - 5} more" if len(values) > 5 else "")
+
+
+def _narrowed_range(base: ColumnSpec, other: ColumnSpec) -> str | None:
+    low_base = float("-inf") if base.min is None else base.min
+    high_base = float("inf") if base.max is None else base.max
+    low = float("-inf") if other.min is None else other.min
+    high = float("inf") if other.max is None else other.max
+    if low > low_base or high < high_base:
+        return (
+            f"column {base.name!r} takes a narrower range: [{low}, {high}] here, "
+            f"[{low_base}, {high_base}] in the primary (value_checks: reject)"
+        )
+    return None
+
+
+def _column_changes(
+    base_sig: Signature, base: ColumnSpec, sig: Signature, other: ColumnSpec, strict: bool
+) -> list[Change]:
+    name = base.name
+    if base.dtype != other.dtype:
+        message = f"column {name!r} changed type: {base.dtype} in the primary, {other.dtype} here"
+        return [Change("type", name, message)]
+    out = []
+    if allows_null(base_sig, base) and not allows_null(sig, other):
+        out.append(
+            Change("nullability", name, f"column {name!r} may be null in the primary, not here")
+        )
+    if other.categories is not None and (other.dtype == "category" or strict):
+        missing = [c for c in (base.categories or []) if c not in set(other.categories)]
+        if base.categories is None:
+            message = f"column {name!r} takes any value in the primary, only listed ones here"
+            out.append(Change("categories", name, message))
+        elif missing:
+            message = (
+                f"column {name!r} has narrowed categories: {_listed(missing)} "
+                "taken by the primary, not here"
+            )
+            out.append(Change("categories", name, message))
+    if strict and base.dtype in ("int", "float"):
+        narrowed = _narrowed_range(base, other)
+        if narrowed is not None:
+            out.append(Change("range", name, narrowed))
+    return out
+
+
+def changes(primary: Signature, other: Signature, *, strict_values: bool = False) -> list[Change]:
+    """Why ``other`` could not take every request ``primary`` takes, one :class:`Change` each.
+
+    ``strict_values`` (the server's ``value_checks: reject``) also counts narrowed ranges
+    and vocabularies of text columns, since a value outside them is then refused.
+    """
+    base = {spec.name: spec for spec in primary.columns}
+    mine = {spec.name: spec for spec in other.columns}
+    out = []
+    for name in base:
+        if name not in mine and other.extra_columns == "reject":
+            out.append(
+                Change("removed", name, f"column {name!r} is missing (the primary takes it)")
+            )
+    for name, spec in mine.items():
+        if name not in base:
+            message = (
+                f"column {name!r} ({spec.dtype}) is new: requests to the primary do not send it"
+            )
+            out.append(Change("added", name, message, nullable=allows_null(other, spec)))
+    for name, spec in mine.items():
+        if name in base:
+            out += _column_changes(primary, base[name], other, spec, strict_values)
+    return out
+
+
+def differences(primary: Signature, other: Signature, *, strict_values: bool = False) -> list[str]:
+    """Why ``other`` could not take every request ``primary`` takes (empty: it can).
+
+    >>> a = Signature(columns=[ColumnSpec(name="x", dtype="float"),
+    ...                        ColumnSpec(name="k", dtype="int")])
+    >>> b = Signature(columns=[ColumnSpec(name="k", dtype="float"),
+    ...                        ColumnSpec(name="y", dtype="int")])
+    >>> for line in differences(a, b):
+    ...     print(line)
+    column 'x' is missing (the primary takes it)
+    column 'y' (int) is new: requests to the primary do not send it
+    column 'k' changed type: int in the primary, float here
+    """
+    return [change.message for change in changes(primary, other, strict_values=strict_values)]

@@ -17,90 +17,18 @@ the same way:
   answers; a request pinned to a version (``/v2/models/NAME/versions/3/infer``) is
   decoded with that version's own signature and order (``GET .../versions/3``).
 
->>> from modelyard.models.signature import ColumnSpec, Signature
->>> a = Signature(columns=[ColumnSpec(name="x", dtype="float"), ColumnSpec(name="k", dtype="int")])
->>> b = Signature(columns=[ColumnSpec(name="k", dtype="float"), ColumnSpec(name="y", dtype="int")])
->>> for line in differences(a, b):
-...     print(line)
-column 'x' is missing (the primary takes it)
-column 'y' (int) is new: requests to the primary do not send it
-column 'k' changed type: int in the primary, float here
+``differences`` lives in :mod:`modelyard.models.signature` (promotion gates use it too)
+and is re-exported here.
 """
 
 from __future__ import annotations
 
 from modelyard.errors import ModelError
 from modelyard.models.runtimes import Inputs
-from modelyard.models.signature import ColumnSpec, Signature
-from modelyard.serving.codecs.columns import allows_null, assemble
+from modelyard.models.signature import Signature, differences
+from modelyard.serving.codecs.columns import assemble
 
 __all__ = ["adapt", "differences"]
-
-
-def _listed(values: list[str]) -> str:
-    shown = ", ".join(repr(v) for v in values[:5])
-    return shown + (f" and {len(values) - 5} more" if len(values) > 5 else "")
-
-
-def _narrowed_range(base: ColumnSpec, other: ColumnSpec) -> str | None:
-    low_base = float("-inf") if base.min is None else base.min
-    high_base = float("inf") if base.max is None else base.max
-    low = float("-inf") if other.min is None else other.min
-    high = float("inf") if other.max is None else other.max
-    if low > low_base or high < high_base:
-        return (
-            f"column {base.name!r} takes a narrower range: [{low}, {high}] here, "
-            f"[{low_base}, {high_base}] in the primary (value_checks: reject)"
-        )
-    return None
-
-
-def _column_differences(
-    base_sig: Signature, base: ColumnSpec, sig: Signature, other: ColumnSpec, strict: bool
-) -> list[str]:
-    name = base.name
-    if base.dtype != other.dtype:
-        return [f"column {name!r} changed type: {base.dtype} in the primary, {other.dtype} here"]
-    out = []
-    if allows_null(base_sig, base) and not allows_null(sig, other):
-        out.append(f"column {name!r} may be null in the primary, not here")
-    if other.categories is not None and (other.dtype == "category" or strict):
-        missing = [c for c in (base.categories or []) if c not in set(other.categories)]
-        if base.categories is None:
-            out.append(f"column {name!r} takes any value in the primary, only listed ones here")
-        elif missing:
-            out.append(
-                f"column {name!r} has narrowed categories: {_listed(missing)} "
-                "taken by the primary, not here"
-            )
-    if strict and base.dtype in ("int", "float"):
-        narrowed = _narrowed_range(base, other)
-        if narrowed is not None:
-            out.append(narrowed)
-    return out
-
-
-def differences(primary: Signature, other: Signature, *, strict_values: bool = False) -> list[str]:
-    """Why ``other`` could not take every request ``primary`` takes (empty: it can).
-
-    ``strict_values`` (the server's ``value_checks: reject``) also counts narrowed ranges
-    and vocabularies of text columns, since a value outside them is then refused.
-    """
-    base = {spec.name: spec for spec in primary.columns}
-    mine = {spec.name: spec for spec in other.columns}
-    out = []
-    for name in base:
-        if name not in mine and other.extra_columns == "reject":
-            out.append(f"column {name!r} is missing (the primary takes it)")
-    for name, spec in mine.items():
-        if name not in base:
-            out.append(
-                f"column {name!r} ({spec.dtype}) is new: requests to the primary do not send it"
-            )
-    for name, spec in mine.items():
-        if name in base:
-            out += _column_differences(primary, base[name], other, spec, strict_values)
-    return out
 
 
 def adapt(inputs: Inputs, signature: Signature) -> Inputs:

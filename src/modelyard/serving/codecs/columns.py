@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from modelyard.models.runtimes import NUMERIC, Inputs
-from modelyard.models.signature import ColumnSpec, Signature
+from modelyard.models.signature import ColumnSpec, Signature, allows_null
 from modelyard.serving.codecs.problems import MAX_PROBLEMS, ProblemList
 
 __all__ = [
@@ -55,11 +55,6 @@ _NUMBER_TYPES = frozenset({int, float})
 _NULL = type(None)
 _INT64_LIMIT = 2.0**63
 _OFFSET = re.compile(r"[T ].*[+-]\d\d:?\d\d$")
-
-
-def allows_null(signature: Signature, spec: ColumnSpec) -> bool:
-    """Whether ``spec`` may hold a missing value under ``signature``'s policy."""
-    return spec.nullable or signature.missing_values == "allow"
 
 
 def expected(spec: ColumnSpec) -> str:
