@@ -17,6 +17,7 @@ import pandas as pd
 from modelyard.config import Settings
 from modelyard.models.package import PackagedModel
 from modelyard.registry.entities import ModelVersion
+from modelyard.store.artifacts import ArtifactStore
 
 __all__ = ["GATE_KINDS", "Gate", "GateContext", "GateResult"]
 
@@ -72,6 +73,9 @@ class GateContext:
     frame: pd.DataFrame  # evaluation rows (features + label)
     label: str
     eval_digest: str  # tracking.digest.digest_frame(frame).digest
+    #: the artifact store the packages live in (their profiles, held-out rows); None:
+    #: the project's (``settings.artifacts``)
+    artifacts: ArtifactStore | None = None
     _scores: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def _model(self, which: str) -> PackagedModel:
@@ -103,6 +107,12 @@ class GateContext:
             result = predicted.reshape(len(features), -1)[:, 0] if predicted.ndim > 1 else predicted
         self._scores[which] = result
         return result
+
+    def artifact_store(self) -> ArtifactStore:
+        """The artifact store of the packages (the project's unless one was handed in)."""
+        if self.artifacts is None:
+            self.artifacts = ArtifactStore(self.settings.artifacts)
+        return self.artifacts
 
     def labels(self) -> np.ndarray:
         """The label column as an array."""
