@@ -103,7 +103,7 @@ def test_delong_interval_and_one_class_and_bad_scores() -> None:
     assert estimate.high == pytest.approx(estimate.auc + half)
     assert all(math.isnan(v) for v in auc_delong(np.ones(5), np.arange(5.0)))
     assert math.isnan(paired_delong(np.zeros(5), np.arange(5.0), np.arange(5.0)).diff)
-    with pytest.raises(InvalidInputError, match="finite scores.*row 2"):
+    with pytest.raises(InvalidInputError, match=r"finite scores.*row 2"):
         auc_delong([0, 1, 1], [0.1, 0.2, math.nan])
     with pytest.raises(InvalidInputError, match="3 scores"):
         paired_delong([0, 1, 1], [0.1, 0.2, 0.3], [0.1, 0.2])
@@ -147,13 +147,13 @@ def test_paired_delong_detects_a_worse_model() -> None:
 @pytest.mark.parametrize(
     ("name", "oracle"),
     [
-        ("log_loss", lambda y, p: log_loss(y, p)),
-        ("brier", lambda y, p: brier_score_loss(y, p)),
+        ("log_loss", log_loss),
+        ("brier", brier_score_loss),
         ("accuracy", lambda y, p: accuracy_score(y, p > 0.5)),
         ("f1", lambda y, p: f1_score(y, p > 0.5)),
         ("precision", lambda y, p: precision_score(y, p > 0.5)),
         ("recall", lambda y, p: recall_score(y, p > 0.5)),
-        ("auc", lambda y, p: roc_auc_score(y, p)),
+        ("auc", roc_auc_score),
     ],
 )
 def test_row_metrics_equal_sklearn(name: str, oracle: object) -> None:

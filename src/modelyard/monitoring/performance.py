@@ -35,9 +35,10 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.stats import norm, rankdata  # type: ignore[import-untyped]
+from scipy.stats import norm  # type: ignore[import-untyped]
 
 from modelyard.errors import InvalidInputError
+from modelyard.gates.statistics import auc_delong
 
 __all__ = [
     "Interval",
@@ -76,25 +77,15 @@ def _finite(value: float) -> float | None:
 def roc_auc(labels: NDArray[Any], scores: Floats) -> Interval:
     """ROC AUC of binary ``labels`` (1 = positive) with DeLong's 95% interval.
 
-    NaN when one class is absent.
+    NaN when one class is absent or a score is not finite. DeLong's variance comes from
+    :func:`modelyard.gates.statistics.auc_delong` (midranks, O(n log n)).
     """
     y = np.asarray(labels).astype(bool)
     s = np.asarray(scores, dtype=np.float64)
-    positives, negatives = s[y], s[~y]
-    m, n = len(positives), len(negatives)
-    if m == 0 or n == 0:
+    if not np.isfinite(s).all():
         return Interval(math.nan, math.nan, math.nan)
-    # DeLong, Sun & Xu (2014): placement values from midranks
-    all_ranks = rankdata(np.concatenate([positives, negatives]))
-    rank_pos = rankdata(positives)
-    rank_neg = rankdata(negatives)
-    v10 = (all_ranks[:m] - rank_pos) / n  # per positive: share of negatives below it
-    v01 = 1.0 - (all_ranks[m:] - rank_neg) / m  # per negative: share of positives above
-    auc = float(v10.mean())
-    s10 = float(v10.var(ddof=1)) if m > 1 else 0.0
-    s01 = float(v01.var(ddof=1)) if n > 1 else 0.0
-    se = math.sqrt(s10 / m + s01 / n)
-    return Interval(auc, max(0.0, auc - Z95 * se), min(1.0, auc + Z95 * se))
+    estimate = auc_delong(y, s)
+    return Interval(estimate.auc, estimate.low, estimate.high)
 
 
 def accuracy(correct: NDArray[np.bool_]) -> Interval:
