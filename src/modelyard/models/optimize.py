@@ -81,6 +81,8 @@ __all__ = [
     "measure_latency",
     "optimize_package",
     "require_onnx_extra",
+    "call_times_ns",
+    "one_thread",
 ]
 
 Precision = Literal["float32", "float64"]
@@ -381,7 +383,7 @@ def check_parity(
 
 
 @contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
+def one_thread() -> Iterator[None]:
     """OpenMP and BLAS pools pinned to one thread, as in a serving worker."""
     try:
         threadpoolctl = importlib.import_module("threadpoolctl")
@@ -392,15 +394,38 @@ def _one_thread() -> Iterator[None]:
         yield
 
 
-def _median_us(runtime: Runtime, inputs: Inputs, repeats: int) -> float:
-    for _ in range(2):  # warm-up: first calls allocate and fill caches
-        runtime.scores(inputs)
+def call_times_ns(
+    runtime: Runtime,
+    batches: Sequence[Inputs],
+    *,
+    warmup: int = 2,
+    max_seconds: float | None = None,
+    min_calls: int = 1,
+) -> np.ndarray:
+    """Nanoseconds of one ``runtime.scores`` call on each of ``batches``, in order.
+
+    ``warmup`` untimed calls on the first batch come first (first calls allocate and fill
+    caches). With ``max_seconds``, timing stops once that much time was spent on timed
+    calls and at least ``min_calls`` were made: fewer times than batches come back.
+    """
+    for _ in range(warmup):
+        runtime.scores(batches[0])
     times = []
-    for _ in range(repeats):
+    spent = 0
+    limit = None if max_seconds is None else int(max_seconds * 1e9)
+    for batch in batches:
         start = time.perf_counter_ns()
-        runtime.scores(inputs)
-        times.append(time.perf_counter_ns() - start)
-    return statistics.median(times) / 1000.0
+        runtime.scores(batch)
+        took = time.perf_counter_ns() - start
+        times.append(took)
+        spent += took
+        if limit is not None and spent >= limit and len(times) >= min_calls:
+            break
+    return np.asarray(times, dtype=np.int64)
+
+
+def _median_us(runtime: Runtime, inputs: Inputs, repeats: int) -> float:
+    return float(statistics.median(call_times_ns(runtime, [inputs] * repeats).tolist())) / 1000.0
 
 
 def measure_latency(
@@ -411,7 +436,7 @@ def measure_latency(
     repeats: tuple[int, int] = LATENCY_REPEATS,
 ) -> tuple[float, float]:
     """Median microseconds of one call on 1 row and one call on 1000 rows, one thread."""
-    with _one_thread():
+    with one_thread():
         return (
             _median_us(runtime, inputs_1, repeats[0]),
             _median_us(runtime, inputs_1000, repeats[1]),
@@ -452,7 +477,7 @@ def evaluate_runtimes(
     """
     # one thread throughout, as in a serving worker: OpenMP pools spinning up for 500 rows
     # cost more than they save, and on a busy machine far more
-    with _one_thread():
+    with one_thread():
         return _evaluate(
             model, manifest, holdout, native_scores, scores, atol, precisions, progress
         )

@@ -224,7 +224,7 @@ def _listed(values: list[str]) -> str:
     return shown + (f" and {len(values) - 5} more" if len(values) > 5 else "")
 
 
-def _narrowed_range(base: ColumnSpec, other: ColumnSpec) -> str | None:
+def _narrowed_range(base: ColumnSpec, other: ColumnSpec, primary: str) -> str | None:
     low_base = float("-inf") if base.min is None else base.min
     high_base = float("inf") if base.max is None else base.max
     low = float("-inf") if other.min is None else other.min
@@ -232,64 +232,72 @@ def _narrowed_range(base: ColumnSpec, other: ColumnSpec) -> str | None:
     if low > low_base or high < high_base:
         return (
             f"column {base.name!r} takes a narrower range: [{low}, {high}] here, "
-            f"[{low_base}, {high_base}] in the primary (value_checks: reject)"
+            f"[{low_base}, {high_base}] in {primary} (value_checks: reject)"
         )
     return None
 
 
 def _column_changes(
-    base_sig: Signature, base: ColumnSpec, sig: Signature, other: ColumnSpec, strict: bool
+    base_sig: Signature,
+    base: ColumnSpec,
+    sig: Signature,
+    other: ColumnSpec,
+    strict: bool,
+    primary: str,
 ) -> list[Change]:
     name = base.name
     if base.dtype != other.dtype:
-        message = f"column {name!r} changed type: {base.dtype} in the primary, {other.dtype} here"
+        message = f"column {name!r} changed type: {base.dtype} in {primary}, {other.dtype} here"
         return [Change("type", name, message)]
     out = []
     if allows_null(base_sig, base) and not allows_null(sig, other):
         out.append(
-            Change("nullability", name, f"column {name!r} may be null in the primary, not here")
+            Change("nullability", name, f"column {name!r} may be null in {primary}, not here")
         )
     if other.categories is not None and (other.dtype == "category" or strict):
         missing = [c for c in (base.categories or []) if c not in set(other.categories)]
         if base.categories is None:
-            message = f"column {name!r} takes any value in the primary, only listed ones here"
+            message = f"column {name!r} takes any value in {primary}, only listed ones here"
             out.append(Change("categories", name, message))
         elif missing:
             message = (
                 f"column {name!r} has narrowed categories: {_listed(missing)} "
-                "taken by the primary, not here"
+                f"taken by {primary}, not here"
             )
             out.append(Change("categories", name, message))
     if strict and base.dtype in ("int", "float"):
-        narrowed = _narrowed_range(base, other)
+        narrowed = _narrowed_range(base, other, primary)
         if narrowed is not None:
             out.append(Change("range", name, narrowed))
     return out
 
 
-def changes(primary: Signature, other: Signature, *, strict_values: bool = False) -> list[Change]:
+def changes(
+    primary: Signature,
+    other: Signature,
+    *,
+    strict_values: bool = False,
+    called: str = "the primary",
+) -> list[Change]:
     """Why ``other`` could not take every request ``primary`` takes, one :class:`Change` each.
 
     ``strict_values`` (the server's ``value_checks: reject``) also counts narrowed ranges
     and vocabularies of text columns, since a value outside them is then refused.
+    ``called`` is how messages name ``primary`` ("the champion" for a promotion gate).
     """
     base = {spec.name: spec for spec in primary.columns}
     mine = {spec.name: spec for spec in other.columns}
     out = []
     for name in base:
         if name not in mine and other.extra_columns == "reject":
-            out.append(
-                Change("removed", name, f"column {name!r} is missing (the primary takes it)")
-            )
+            out.append(Change("removed", name, f"column {name!r} is missing ({called} takes it)"))
     for name, spec in mine.items():
         if name not in base:
-            message = (
-                f"column {name!r} ({spec.dtype}) is new: requests to the primary do not send it"
-            )
+            message = f"column {name!r} ({spec.dtype}) is new: requests to {called} do not send it"
             out.append(Change("added", name, message, nullable=allows_null(other, spec)))
     for name, spec in mine.items():
         if name in base:
-            out += _column_changes(primary, base[name], other, spec, strict_values)
+            out += _column_changes(primary, base[name], other, spec, strict_values, called)
     return out
 
 
