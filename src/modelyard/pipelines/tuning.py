@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import pickle
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -306,10 +307,11 @@ def tune(
     trial's model in that trial's run and registers it (``register_kwargs`` go to
     ``log_model``: ``training_frame=``, ``signature=``, ``no_signature=``...).
     ``n_trials`` counts the study's complete and pruned trials, including those of
-    earlier calls (a study resumes by name); with ``n_jobs`` > 1 that many processes
-    share the study and may finish up to ``n_jobs - 1`` trials beyond it. ``seed``
-    seeds the default TPE sampler (the same seed and ``n_jobs=1`` give the same
-    parameters).
+    earlier calls (a study named by ``study=`` resumes by name; without a name each call
+    is a new study, ``OBJECTIVE-<12 hex>``, see ``TuneResult.study_name``); with
+    ``n_jobs`` > 1 that many processes share the study and may finish up to
+    ``n_jobs - 1`` trials beyond it. ``seed`` seeds the default TPE sampler (the same
+    seed and ``n_jobs=1`` give the same parameters).
     """
     if not callable(objective):
         raise InvalidInputError(
@@ -321,9 +323,15 @@ def tune(
             "seed seeds the default TPE sampler; seed your own sampler instead", loc="seed"
         )
     parsed = None if space is None else parse_space(space)
-    name = study or getattr(objective, "__name__", None) or "study"
-    if name == "<lambda>":
-        name = "study"
+    if study is None:
+        # a study resumes by name, so an unnamed one must be new: named after the objective
+        # alone, a later call on other data would reuse the old trials (and, once it had
+        # n_trials, run nothing and return the old best)
+        base = getattr(objective, "__name__", None) or "study"
+        base = "study" if base == "<lambda>" else base
+        name: Any = f"{base[:200]}-{uuid.uuid4().hex[:12]}"
+    else:
+        name = study
     if not isinstance(name, str) or not name.strip() or len(name) > 255:
         raise InvalidInputError(
             f"Expected a study name of 1-255 characters, got {name!r}", loc="study"
