@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
 
 from modelyard.config import Settings
 from modelyard.models.package import PackagedModel
-from modelyard.registry.entities import ModelVersion
 from modelyard.store.artifacts import ArtifactStore
+
+if TYPE_CHECKING:  # the registry imports gate records: a runtime import would be a cycle
+    from modelyard.registry.entities import ModelVersion
 
 __all__ = ["GATE_KINDS", "Gate", "GateContext", "GateResult"]
 
