@@ -15,9 +15,12 @@ if TYPE_CHECKING:
     from modelyard.gates.base import GATE_KINDS, Gate, GateContext, GateResult
     from modelyard.gates.config import GateConfig, gate_config, parse_gate_config
     from modelyard.gates.data import DataGate
+    from modelyard.gates.latency import LatencyGate
     from modelyard.gates.metric import MetricGate
+    from modelyard.gates.parity import ParityGate
     from modelyard.gates.records import GateReport, latest_evaluation, list_evaluations
     from modelyard.gates.runner import run_gates
+    from modelyard.gates.signature import SignatureGate
 
 #: each exported name and the module it lives in, loaded on first use: the registry
 #: imports ``modelyard.gates.records`` and the runner imports the registry, so an eager
@@ -36,6 +39,9 @@ _LAZY = {
     "latest_evaluation": "modelyard.gates.records",
     "list_evaluations": "modelyard.gates.records",
     "run_gates": "modelyard.gates.runner",
+    "LatencyGate": "modelyard.gates.latency",
+    "ParityGate": "modelyard.gates.parity",
+    "SignatureGate": "modelyard.gates.signature",
 }
 
 __all__ = [
@@ -52,6 +58,9 @@ __all__ = [
     "list_evaluations",
     "parse_gate_config",
     "run_gates",
+    "LatencyGate",
+    "ParityGate",
+    "SignatureGate",
 ]
 
 
