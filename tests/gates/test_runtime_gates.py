@@ -19,15 +19,18 @@ import msgspec
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 
 from modelyard.config import Settings, init_project, load_settings
+from modelyard.errors import InvalidInputError
 from modelyard.gates.base import GateContext, GateResult
 from modelyard.gates.latency import LatencyGate
 from modelyard.gates.parity import ParityGate
+from modelyard.gates.runner import run_gates
 from modelyard.gates.signature import SignatureGate
 from modelyard.models.optimize import optimize_package
 from modelyard.models.package import PackagedModel
@@ -259,11 +262,45 @@ def test_latency_follows_the_projects_serving_runtime(tmp_path: Path) -> None:
         assert result.passed and result.numbers["runtime"] == "native"
 
 
-def test_latency_rejects_bad_arguments() -> None:
-    with pytest.raises(ValueError, match="batch sizes"):
-        LatencyGate(batch_sizes=(0,))
-    with pytest.raises(ValueError, match="atol"):
-        ParityGate(atol=-1)
+def test_bad_arguments_are_invalid_input_naming_the_key() -> None:
+    for build, loc in (
+        (lambda: LatencyGate(batch_sizes=(0,)), "batch_sizes"),
+        (lambda: LatencyGate(repeats=0), "repeats"),
+        (lambda: ParityGate(atol=-1), "atol"),
+        (lambda: ParityGate(rtol=float("nan")), "rtol"),
+    ):
+        with pytest.raises(InvalidInputError) as caught:
+            build()
+        assert caught.value.loc == loc
+
+
+def test_run_gates_stores_the_runtime_gates_from_the_config(tmp_path: Path) -> None:
+    """Declared in modelyard.yaml, run by run_gates: the diverging graph blocks."""
+    root = tmp_path / "project"
+    with rt_registry(root) as reg:
+        _, hair = rt_grid_forest(reg)
+        hair.to_parquet(root / "eval.parquet")
+        reg.set_alias("grid/1", "production")
+    config = root / "modelyard.yaml"
+    declared = yaml.safe_load(config.read_text()) or {}
+    declared["gates"] = {
+        "grid": {
+            "label": "label",
+            "eval": "eval.parquet",
+            "checks": [
+                {"type": "latency", "batch_sizes": [1, 32], "p99_ms": 10_000, "repeats": 5},
+                {"type": "parity", "atol": 1.0e-5},
+                {"type": "signature"},
+            ],
+        }
+    }
+    config.write_text(yaml.safe_dump(declared))
+    report = run_gates(load_settings(root, environ={}), "grid/1")
+    by_kind = {r.kind: r for r in report.results}
+    assert set(by_kind) == {"latency", "parity", "signature"}
+    assert by_kind["latency"].passed and by_kind["signature"].passed
+    assert not by_kind["parity"].passed and not report.passed
+    assert by_kind["parity"].numbers["runtime"] == "onnxruntime-float64"
 
 
 # -- signature ------------------------------------------------------------------------------

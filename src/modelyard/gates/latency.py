@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from modelyard.errors import ModelyardError
+from modelyard.errors import InvalidInputError, ModelyardError
 from modelyard.gates.base import GateContext, GateResult
 from modelyard.gates.candidate_runtime import features, serving_runtime, signature_of
 from modelyard.models.optimize import call_times_ns, one_thread
@@ -65,9 +65,13 @@ class LatencyGate:
     ) -> None:
         sizes = [int(b) for b in batch_sizes]
         if not sizes or any(b < 1 for b in sizes):
-            raise ValueError(f"Expected batch sizes of at least 1, got {list(batch_sizes)}")
-        if repeats < 1 or warmup < 0:
-            raise ValueError(f"Expected repeats >= 1 and warmup >= 0, got {repeats}, {warmup}")
+            raise InvalidInputError(
+                f"Expected batch sizes of at least 1, got {list(batch_sizes)}", loc="batch_sizes"
+            )
+        if repeats < 1:
+            raise InvalidInputError(f"Expected repeats >= 1, got {repeats}", loc="repeats")
+        if warmup < 0:
+            raise InvalidInputError(f"Expected warmup >= 0, got {warmup}", loc="warmup")
         self.batch_sizes = tuple(sizes)
         self.p50_ms = p50_ms
         self.p99_ms = p99_ms

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from modelyard.errors import ModelyardError
+from modelyard.errors import InvalidInputError, ModelyardError
 from modelyard.gates.base import GateContext, GateResult
 from modelyard.gates.candidate_runtime import features, serving_runtime, signature_of
 from modelyard.models.optimize import one_thread
@@ -57,8 +57,9 @@ class ParityGate:
         name: str | None = None,
         required: bool = True,
     ) -> None:
-        if not (atol >= 0 and rtol >= 0):
-            raise ValueError(f"Expected atol >= 0 and rtol >= 0, got {atol}, {rtol}")
+        for key, value in (("atol", atol), ("rtol", rtol)):
+            if not value >= 0:
+                raise InvalidInputError(f"Expected {key} >= 0, got {value}", loc=key)
         self.atol = float(atol)
         self.rtol = float(rtol)
         self.name = name or "parity"
