@@ -45,3 +45,37 @@ def test_a_custom_model_passes_between_steps_only_when_the_project_trusts_code(
     assert np.array_equal(np.asarray(run.load("score_custom")), expected)
     # the run's own load follows the same settings
     assert run.load("fit_custom").cut == 0.25
+
+
+@step
+def openmp_threads() -> int:
+    from threadpoolctl import threadpool_info
+
+    return max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "openmp")
+
+
+@pipeline
+def thread_flow() -> None:
+    openmp_threads()
+
+
+def test_local_workers_share_the_cores_out_unless_the_user_sized_the_pools(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    import sklearn.ensemble  # noqa: F401 - loads OpenMP in this process, so forked workers have it
+
+    from modelyard.pipelines.executors import THREAD_VARIABLES, ProcessExecutor, worker_threads
+
+    for name in THREAD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    cores = os.cpu_count() or 1
+    assert worker_threads(2) == max(1, cores // 2)
+    assert worker_threads(cores * 4) == 1
+    run = run_pipeline(thread_flow, settings=settings, executor=ProcessExecutor(2), cache=False)
+    assert run.load("openmp_threads") == max(1, cores // 2)
+    # the user's setting wins: the workers keep the pools as this process has them
+    monkeypatch.setenv("OMP_NUM_THREADS", str(cores))
+    run = run_pipeline(thread_flow, settings=settings, executor=ProcessExecutor(2), cache=False)
+    assert run.load("openmp_threads") == openmp_threads.fn()

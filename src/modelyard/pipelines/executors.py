@@ -376,8 +376,41 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+#: the environment variables that size the thread pools of OpenMP and the BLAS libraries
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+_LIMITS: list[Any] = []  # threadpoolctl's limits of this worker, kept for its lifetime
+
+
+def worker_threads(workers: int) -> int:
+    """Threads for each of ``workers`` processes: the cores shared out, at least one.
+
+    Each step running at once would otherwise start a thread per core in OpenMP (scikit-
+    learn's gradient boosting, LightGBM, XGBoost) or BLAS, and ``workers`` of them on
+    the same cores run slower than one: a fit measured 10x slower with two.
+    """
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def limit_threads(threads: int) -> None:
+    """In a pool worker: cap the native thread pools at ``threads``, unless the user
+    sized them."""
+    if any(os.environ.get(name) for name in THREAD_VARIABLES):
+        return  # the user sized them: theirs wins
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(threads)  # for libraries loaded later and child processes
+    try:
+        import threadpoolctl  # scikit-learn's dependency: present wherever the pools are
+    except ImportError:
+        return
+    _LIMITS.append(threadpoolctl.threadpool_limits(limits=threads))
+
+
 class ProcessExecutor:
-    """A pool of forked worker processes, started on the first step (``"local"``)."""
+    """A pool of forked worker processes, started on the first step (``"local"``).
+
+    Each worker caps OpenMP and BLAS at its share of the cores (``worker_threads``)
+    unless ``OMP_NUM_THREADS`` or its siblings are set.
+    """
 
     name = "local"
 
@@ -395,7 +428,10 @@ class ProcessExecutor:
     def submit(self, task: StepTask) -> Future[StepOutcome]:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
-                self.max_workers, mp_context=multiprocessing.get_context("fork")
+                self.max_workers,
+                mp_context=multiprocessing.get_context("fork"),
+                initializer=limit_threads,
+                initargs=(worker_threads(self.max_workers),),
             )
         return self._pool.submit(_run_in_worker, task)
 
