@@ -28,6 +28,12 @@ def _metrics(run: Any) -> dict[str, Any]:
         "run_id": run.id,
         "successful": bool(run.successful),
         "metrics": dict(run["end"].task.data.metrics),
+        "step_s": {
+            step.id: (step.task.finished_at - step.task.created_at).total_seconds()
+            if step.task.finished_at
+            else None
+            for step in run
+        },
     }
 
 

@@ -73,6 +73,7 @@ def _describe(run: Any) -> dict[str, Any]:
         "run_id": run.run_id,
         "status": run.status,
         "steps": {name: s.status for name, s in run.steps.items()},
+        "step_s": {name: s.duration_s for name, s in run.steps.items()},
         "metrics": dict(run.load("evaluate")),
     }
 

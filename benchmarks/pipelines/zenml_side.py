@@ -29,6 +29,12 @@ def _describe(run: Any) -> dict[str, Any]:
         "run_id": str(run.id),
         "status": str(run.status.value),
         "steps": {name: str(s.status.value) for name, s in run.steps.items()},
+        "step_s": {
+            name: (s.end_time - s.start_time).total_seconds()
+            if s.end_time and s.start_time
+            else None
+            for name, s in run.steps.items()
+        },
         "metrics": dict(run.steps["evaluate"].output.load()),
     }
 
