@@ -110,12 +110,12 @@ def binary_labels(labels: ArrayLike, positive: Any = None) -> Bools:
     """
     values = np.asarray(labels)
     if positive is not None:
-        text = values.astype(str)
-        result = text == str(positive)
-        if not result.any() and values.dtype.kind in "iuf":
+        if values.dtype == bool and str(positive) in ("True", "False"):
+            return values if str(positive) == "True" else ~values
+        if values.dtype.kind in "iuf":
             with contextlib.suppress(TypeError, ValueError):
-                result = values == float(positive)
-        return np.asarray(result, dtype=bool)
+                return np.asarray(values == float(positive), dtype=bool)
+        return np.asarray(values.astype(str) == str(positive), dtype=bool)
     if values.dtype == bool:
         return values
     distinct = np.unique(values)
@@ -221,12 +221,25 @@ def paired_delong(
     )
 
 
-def group_auc(y: Bools, scores: Floats, codes: NDArray[np.intp], groups: int) -> Floats:
+def group_auc(
+    y: Bools,
+    scores: Floats,
+    codes: NDArray[np.intp],
+    groups: int,
+    *,
+    score_order: NDArray[np.intp] | None = None,
+) -> Floats:
     """ROC AUC per group (``codes`` in ``[0, groups)``) from one sort: midranks per group.
 
-    NaN for a group without both classes.
+    ``score_order`` (``np.argsort(scores, kind="stable")``) may be passed to share the
+    score sort between groupings; each grouping then costs one stable (radix) sort of
+    its codes. NaN for a group without both classes.
     """
-    order = np.lexsort((scores, codes))
+    if score_order is None:
+        score_order = np.argsort(scores, kind="stable")
+    by_score = codes[score_order]
+    small = by_score.astype(np.int16) if groups < 2**15 else by_score
+    order = score_order[np.argsort(small, kind="stable")]
     c, s, positive = codes[order], scores[order], y[order]
     rows = len(c)
     if rows == 0:
