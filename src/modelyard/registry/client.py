@@ -22,8 +22,8 @@ from __future__ import annotations
 import getpass
 import os
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -41,6 +41,10 @@ from modelyard.store.artifacts import ArtifactStore
 from modelyard.store.database import Database, open_database
 from modelyard.store.gc import DEFAULT_GRACE_S, GcReport
 from modelyard.tracking.store import SQLTrackingStore
+
+if TYPE_CHECKING:
+    from modelyard.gates.records import GateReport
+    from modelyard.registry.promotion import Evidence, Promotion
 
 __all__ = ["LoggedModel", "ModelRegistry"]
 
@@ -260,6 +264,70 @@ class ModelRegistry:
         return self._store.set_alias(
             version.name, alias, version.version, actor=_actor(), reason=reason, now=_now_ms()
         )
+
+    def promote(
+        self,
+        ref: str | ModelRef,
+        alias: str = "production",
+        *,
+        force: bool = False,
+        reason: str | None = None,
+    ) -> ModelVersion:
+        """Move ``alias`` to ``ref`` when its gates passed against the alias's holder.
+
+        Refuses (``GateFailedError``) when the version's latest gate evaluation against
+        ``alias`` is missing, has a failed required gate, or is stale (the holder or the
+        gate config changed since); ``force=True`` with a ``reason`` overrides, audited.
+        See ``modelyard.registry.promotion``.
+        """
+        return self.promote_with_evidence(ref, alias, force=force, reason=reason).version
+
+    def promote_with_evidence(
+        self,
+        ref: str | ModelRef,
+        alias: str = "production",
+        *,
+        force: bool = False,
+        reason: str | None = None,
+    ) -> Promotion:
+        """``promote``, answering what it did and on which evidence."""
+        # imported here, not above: gates.runner imports this module (a cycle), and a
+        # process that only loads models (a server) need not import the gates
+        from modelyard.registry.promotion import promote
+
+        version = self.get_version(ref)
+        done = promote(
+            self._store,
+            self._db,
+            self.settings,
+            version,
+            alias,
+            force=force,
+            reason=reason,
+            actor=_actor(),
+            now=_now_ms(),
+        )
+        moved = self._store.resolve(ModelRef(version.name, version=version.version))
+        return replace(done, version=moved)
+
+    def evidence(self, ref: str | ModelRef | ModelVersion) -> list[Evidence]:
+        """The latest gate evidence of a version against each alias it was gated against."""
+        from modelyard.registry.promotion import evidence_for  # see promote_with_evidence
+
+        version = ref if isinstance(ref, ModelVersion) else self.get_version(ref)
+        holders = {
+            alias: v
+            for m in self.list_models()
+            if m.name == version.name
+            for alias, v in m.aliases.items()
+        }
+        return evidence_for(self._db, self.settings, version, holders)
+
+    def evaluations(self, name: str) -> list[GateReport]:
+        """Every gate evaluation of model ``name``, oldest first."""
+        from modelyard.gates.records import list_evaluations  # see promote_with_evidence
+
+        return list_evaluations(self._db, name)
 
     def remove_alias(self, name: str, alias: str, *, reason: str | None = None) -> int:
         return self._store.remove_alias(name, alias, actor=_actor(), reason=reason, now=_now_ms())

@@ -10,6 +10,7 @@ shows both moves in order.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, select, update
@@ -327,6 +328,39 @@ class SQLRegistryStore:
                 current,
                 version,
                 action="alias",
+                actor=actor,
+                reason=reason,
+                now=now,
+            )
+        return current
+
+    def move_alias_checked(
+        self,
+        name: str,
+        alias: str,
+        version: int,
+        *,
+        check: Callable[[int | None], tuple[str, str | None]],
+        actor: str,
+        now: int,
+    ) -> int | None:
+        """``set_alias`` that first calls ``check(current holder)`` under the model's lock.
+
+        ``check`` raises to refuse the move (a promotion whose evidence names another
+        champion than the one holding the alias now), nothing written then; or returns
+        the action and the reason the audit trail records for the move.
+        """
+        with self.db.write() as conn:
+            self._lock_model(conn, name, now, create=False)
+            current = self._alias_version(conn, name, alias)
+            action, reason = check(current)
+            self._move_alias(
+                conn,
+                name,
+                alias,
+                current,
+                version,
+                action=action,
                 actor=actor,
                 reason=reason,
                 now=now,
