@@ -13,6 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from modelyard.gates.base import GATE_KINDS, Gate, GateContext, GateResult
+    from modelyard.gates.behaviour import (
+        BehaviourGate,
+        DirectionalTest,
+        InvarianceTest,
+        MinimumFunctionalityTest,
+    )
+    from modelyard.gates.champion import ChampionGate
     from modelyard.gates.config import GateConfig, gate_config, parse_gate_config
     from modelyard.gates.data import DataGate
     from modelyard.gates.latency import LatencyGate
@@ -21,6 +28,14 @@ if TYPE_CHECKING:
     from modelyard.gates.records import GateReport, latest_evaluation, list_evaluations
     from modelyard.gates.runner import run_gates
     from modelyard.gates.signature import SignatureGate
+    from modelyard.gates.slices import SliceGate
+    from modelyard.gates.statistics import (
+        PairedComparison,
+        auc_delong,
+        non_inferior,
+        paired_bootstrap,
+        paired_delong,
+    )
 
 #: each exported name and the module it lives in, loaded on first use: the registry
 #: imports ``modelyard.gates.records`` and the runner imports the registry, so an eager
@@ -42,6 +57,16 @@ _LAZY = {
     "LatencyGate": "modelyard.gates.latency",
     "ParityGate": "modelyard.gates.parity",
     "SignatureGate": "modelyard.gates.signature",
+    "ChampionGate": "modelyard.gates.champion",
+    "SliceGate": "modelyard.gates.slices",
+    **dict.fromkeys(
+        ["BehaviourGate", "DirectionalTest", "InvarianceTest", "MinimumFunctionalityTest"],
+        "modelyard.gates.behaviour",
+    ),
+    **dict.fromkeys(
+        ["PairedComparison", "auc_delong", "non_inferior", "paired_bootstrap", "paired_delong"],
+        "modelyard.gates.statistics",
+    ),
 }
 
 __all__ = [
@@ -61,6 +86,17 @@ __all__ = [
     "LatencyGate",
     "ParityGate",
     "SignatureGate",
+    "ChampionGate",
+    "SliceGate",
+    "BehaviourGate",
+    "DirectionalTest",
+    "InvarianceTest",
+    "MinimumFunctionalityTest",
+    "PairedComparison",
+    "auc_delong",
+    "non_inferior",
+    "paired_bootstrap",
+    "paired_delong",
 ]
 
 
