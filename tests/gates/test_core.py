@@ -310,12 +310,54 @@ def test_the_config_digest_follows_the_declaration() -> None:
 def test_a_kind_whose_module_is_missing_is_a_failed_result(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setitem(gate_config_module._ELSEWHERE, "parity", ("no_such_gates", "ParityGate"))
-    parsed = parse_gate_config("m", {"label": "y", "checks": [{"type": "parity"}]})
+    monkeypatch.setitem(
+        gate_config_module._ELSEWHERE, "behaviour", ("no_such_gates", "BehaviourGate")
+    )
+    parsed = parse_gate_config(
+        "m", {"label": "y", "checks": [{"type": "behaviour", "module": "checks"}]}
+    )
     (gate,) = parsed.gates
     result = gate.evaluate(None)  # type: ignore[arg-type]
     assert not result.passed and "not available yet" in result.summary
-    assert (result.gate, result.kind, result.required) == ("parity", "parity", True)
+    assert (result.gate, result.kind, result.required) == ("behaviour", "behaviour", True)
+
+
+def test_every_kind_builds_its_own_modules_class() -> None:
+    parsed = parse_gate_config(
+        "m",
+        {
+            "label": "y",
+            "metric": "log_loss",
+            "checks": [
+                {"type": "champion", "margin": 0.02},
+                {"type": "slices", "by": ["origin"], "required": False},
+                {"type": "latency", "batch_sizes": [1], "p99_ms": 20},
+                {"type": "parity", "atol": 1e-6},
+                {"type": "signature"},
+                {"type": "data", "min_rows": 10},
+            ],
+        },
+    )
+    assert [type(g).__name__ for g in parsed.gates] == [
+        "ChampionGate",
+        "SliceGate",
+        "LatencyGate",
+        "ParityGate",
+        "SignatureGate",
+        "DataGate",
+    ]
+    assert [g.name for g in parsed.gates] == [
+        "champion:log_loss",
+        "slices:log_loss",
+        "latency",
+        "parity",
+        "signature",
+        "data",
+    ]
+    assert [g.required for g in parsed.gates] == [True, False, True, True, True, True]
+    with pytest.raises(InvalidInputError) as info:
+        parse_gate_config("m", {"checks": [{"type": "champion", "margin": -1}]})
+    assert info.value.loc == "gates.m.checks[0].margin"
 
 
 def test_no_gates_declared_is_not_found(core_registry: ModelRegistry, settings: Settings) -> None:

@@ -4,9 +4,9 @@
 module checks every key and builds the gates. A bad key or value is one
 InvalidInputError naming ``gates.MODEL.checks[i].KEY``, with the closest known key.
 
-Kinds whose gates live in other modules of this package (champion, slices,
-behaviour, latency, parity, signature) are imported by module name; while a module
-is not there yet its gate evaluates to a failed result saying so.
+Kinds whose gates live in other modules of this package are imported from them;
+a kind whose module is not in this installation (``behaviour``, while it is being
+written) evaluates to a failed result saying so.
 """
 
 from __future__ import annotations
@@ -23,9 +23,14 @@ from typing import Any
 from modelyard.config import Settings
 from modelyard.errors import InvalidInputError, NotFoundError, did_you_mean
 from modelyard.gates.base import GATE_KINDS, Gate, GateContext, GateResult
+from modelyard.gates.champion import ChampionGate
 from modelyard.gates.data import DataGate
+from modelyard.gates.latency import LatencyGate
 from modelyard.gates.metric import METRIC_NAMES, MetricGate
+from modelyard.gates.parity import ParityGate
 from modelyard.gates.records import jsonable
+from modelyard.gates.signature import SignatureGate
+from modelyard.gates.slices import SliceGate
 
 __all__ = [
     "CHECK_KEYS",
@@ -44,23 +49,29 @@ COMMON_KEYS = ("type", "name", "required")
 #: the keys each kind of check accepts (besides type, name, required)
 CHECK_KEYS: dict[str, tuple[str, ...]] = {
     "metric": ("metric", "min", "max"),
-    "champion": ("metric", "margin", "alpha"),
-    "slices": ("by", "buckets", "metric", "min_rows", "max_drop"),
-    "latency": ("batch_sizes", "p50_ms", "p99_ms", "repeats"),
+    "champion": ("metric", "margin", "alpha", "n_boot", "seed"),
+    "slices": ("by", "buckets", "metric", "min_rows", "max_drop", "worst"),
+    "latency": ("batch_sizes", "p50_ms", "p99_ms", "repeats", "warmup"),
     "parity": ("atol", "rtol"),
-    "signature": (),
+    "signature": ("strict_values",),
     "behaviour": ("module",),
     "data": ("min_rows", "max_missing", "ranges", "label_balance_tolerance"),
 }
 
-#: kinds implemented in other modules of this package: (module, class)
+#: the class of each kind; each takes its config keys plus ``name=`` and ``required=``
+_CLASSES: dict[str, Callable[..., Any]] = {
+    "metric": MetricGate,
+    "champion": ChampionGate,
+    "slices": SliceGate,
+    "latency": LatencyGate,
+    "parity": ParityGate,
+    "signature": SignatureGate,
+    "data": DataGate,
+}
+
+#: kinds whose module may not be in this installation yet: (module, class)
 _ELSEWHERE: dict[str, tuple[str, str]] = {
-    "champion": ("champion", "ChampionGate"),
-    "slices": ("slices", "SliceGate"),
     "behaviour": ("behaviour", "BehaviourGate"),
-    "latency": ("latency", "LatencyGate"),
-    "parity": ("parity", "ParityGate"),
-    "signature": ("signature", "SignatureGate"),
 }
 
 #: kinds whose ``metric`` defaults to the model's primary metric
@@ -134,10 +145,10 @@ def _import_class(kind: str) -> Callable[..., Any] | None:
 
 def build_gate(kind: str, options: Mapping[str, Any], *, name: str, required: bool) -> Gate:
     """The gate of ``kind`` with ``options`` (the check's keys less type/name/required)."""
-    if kind == "metric":
-        return MetricGate(**options, name=name, required=required)
-    if kind == "data":
-        return DataGate(**options, name=name, required=required)
+    known = _CLASSES.get(kind)
+    if known is not None:
+        gate: Gate = known(**options, name=name, required=required)
+        return gate
     cls = _import_class(kind)
     if cls is None:
         module, class_name = _ELSEWHERE[kind]
@@ -174,7 +185,7 @@ def _check_entry(
     options = {k: v for k, v in raw.items() if k not in COMMON_KEYS}
     if kind in _METRIC_DEFAULT and "metric" not in options and primary is not None:
         options["metric"] = primary
-    if "metric" in options and options["metric"] not in METRIC_NAMES:
+    if kind == "metric" and "metric" in options and options["metric"] not in METRIC_NAMES:
         metric = options["metric"]
         raise _fail(
             f"Expected a metric name, got {metric!r}."

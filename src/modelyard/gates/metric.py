@@ -3,7 +3,8 @@
 Binary classification: ``auc``, ``log_loss``, ``brier``, ``accuracy``, ``f1``,
 ``precision``, ``recall`` (the positive class is the model's second class; labels
 at 0.5 of its probability); regression: ``rmse``, ``mae``, ``r2``. Values come from
-``sklearn.metrics``; the interval is a seeded bootstrap over the rows.
+``sklearn.metrics``; the interval of AUC is DeLong's (``gates.statistics``), of the
+others a seeded percentile bootstrap over the rows.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sklearn import metrics as skm
 
 from modelyard.errors import InvalidInputError, did_you_mean
 from modelyard.gates.base import GateContext, GateResult
+from modelyard.gates.statistics import auc_delong
 
 __all__ = [
     "BINARY_METRICS",
@@ -201,9 +203,14 @@ class MetricGate:
         if self.metric == "auc" and (y.all() or not y.any()):
             return self._fail("auc cannot be measured: the evaluation rows hold one class only")
         value = compute_metric(self.metric, y, np.asarray(scores, dtype=np.float64))
-        ci = bootstrap_ci(
-            self.metric, y, scores, n_boot=self.n_boot, alpha=self.alpha, seed=self.seed
-        )
+        ci: tuple[float, float] | None
+        if self.metric == "auc":
+            estimate = auc_delong(y, scores, alpha=self.alpha)
+            ci = (estimate.low, estimate.high)
+        else:
+            ci = bootstrap_ci(
+                self.metric, y, scores, n_boot=self.n_boot, alpha=self.alpha, seed=self.seed
+            )
         bounds = []
         passed = math.isfinite(value)
         if self.min is not None:
