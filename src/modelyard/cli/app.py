@@ -54,6 +54,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "lineage": ("modelyard.cli.lineage", "lineage"),
     "serve": ("modelyard.cli.serve", "serve"),
     "gc": ("modelyard.cli.gc", "gc"),
+    "gate": ("modelyard.cli.gate", "gate"),
 }
 #: the root's options that take a value (so the value is not taken for a command)
 _VALUED_OPTIONS = frozenset({"--project", "-p"})

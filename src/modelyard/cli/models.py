@@ -1,8 +1,8 @@
-"""``modelyard models list|show|register|alias|unalias|rollback|archive|history``."""
+"""``modelyard models list|show|register|alias|promote|unalias|rollback|archive|history``."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -12,6 +12,9 @@ from modelyard.cli.context import settings_from
 from modelyard.cli.output import console, fmt_time, fmt_value, print_json
 from modelyard.registry.client import ModelRegistry
 from modelyard.registry.refs import ModelRef
+
+if TYPE_CHECKING:
+    from modelyard.registry.promotion import Evidence
 
 app = typer.Typer(help="Model packages, versions and aliases.", no_args_is_help=True)
 
@@ -67,10 +70,17 @@ def show_model(
     registry = registry_from(ctx)
     version = registry.get_version(ref)
     manifest = registry.manifest(ModelRef(version.name, version=version.version))
+    evidence = registry.evidence(version)
     if as_json:
         import msgspec
 
-        print_json({"version": version.to_dict(), "manifest": msgspec.to_builtins(manifest)})
+        print_json(
+            {
+                "version": version.to_dict(),
+                "manifest": msgspec.to_builtins(manifest),
+                "evidence": [e.to_dict() for e in evidence],
+            }
+        )
         return
     info = Table.grid(padding=(0, 2))
     info.add_column(style="dim")
@@ -136,6 +146,29 @@ def show_model(
                 else f"{r.latency_1000_rows_us / 1000:.1f} ms",
             )
         console.print(table)
+    _print_evidence(evidence)
+
+
+def _print_evidence(evidence: list[Evidence]) -> None:
+    """The latest gate evaluation against each alias, and whether it allows a promotion."""
+    if not evidence:
+        console.print("gates: no evaluation yet (run modelyard gate REF)")
+        return
+    table = Table(title="gate evidence", title_justify="left")
+    for col in ("against", "champion", "evaluated", "evaluation", "state", "why"):
+        table.add_column(col)
+    colour = {"passed": "green", "failed": "red", "stale": "yellow", "missing": "red"}
+    for e in evidence:
+        report = e.report
+        table.add_row(
+            escape(e.alias),
+            "-" if report is None else fmt_value(report.champion_version),
+            "-" if report is None else fmt_time(report.created_at),
+            "-" if report is None else report.id[:12],
+            f"[{colour[e.state]}]{e.state}[/]",
+            escape("; ".join([e.why, *e.failed])),
+        )
+    console.print(table)
 
 
 @app.command("register")
@@ -173,6 +206,39 @@ def set_alias(
         return
     moved = f" (was {previous})" if previous is not None else ""
     console.print(f"{escape(version.name)}@{escape(alias)} → {version.version}{moved}")
+
+
+@app.command("promote")
+def promote(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="The version: name/3 or name@other-alias.")],
+    to: Annotated[str, typer.Option("--to", help="The alias to move, e.g. production.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Move it without passing, fresh evidence.")
+    ] = False,
+    reason: ReasonOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Move alias --to to REF when REF's required gates passed against its holder.
+
+    Refused, exit 1 (a check failed), when there is no gate evaluation of REF against
+    the alias (run modelyard gate REF --against ALIAS), a required gate failed, or the
+    evidence is stale (the alias moved or the gate config changed since). --force
+    --reason TEXT overrides; the audit trail records who, why and that it was forced.
+    """
+    done = registry_from(ctx).promote_with_evidence(ref, to, force=force, reason=reason)
+    if as_json:
+        print_json(done.to_dict())
+        return
+    moved = f" (was {done.previous})" if done.previous is not None else ""
+    how = (
+        f"forced over {done.evidence.state} evidence"
+        if done.forced
+        else f"gates passed, evaluation {done.evidence.report.id if done.evidence.report else '-'}"
+    )
+    console.print(
+        f"{escape(done.version.name)}@{escape(to)} → {done.version.version}{moved}: {escape(how)}"
+    )
 
 
 @app.command("unalias")
@@ -229,21 +295,44 @@ def history(
     as_json: JsonOpt = False,
 ) -> None:
     """Every change to model NAME: who, when, from, to, why."""
-    entries = registry_from(ctx).history(name)
+    registry = registry_from(ctx)
+    rows = [e.to_dict() for e in registry.history(name)]
+    # gate evaluations beside the alias moves: from = the champion, to = the candidate
+    for report in registry.evaluations(name):
+        failed = [f"{r.gate}: {r.summary}" for r in report.failed_required]
+        rows.append(
+            {
+                "id": report.id,
+                "name": report.model,
+                "action": "gate",
+                "alias": report.against,
+                "version_from": report.champion_version,
+                "version_to": report.version,
+                "actor": report.created_by,
+                "reason": "passed" if report.passed else "failed: " + "; ".join(failed),
+                "at": report.created_at,
+                "passed": report.passed,
+                "evaluation_id": report.id,
+            }
+        )
+    rows.sort(key=lambda row: (row["at"], row["action"] != "gate"))
     if as_json:
-        print_json([e.to_dict() for e in entries])
+        print_json(rows)
         return
     table = Table(title=f"history of {escape(name)}", title_justify="left")
     for col in ("when", "who", "action", "alias", "from", "to", "reason"):
         table.add_column(col)
-    for e in entries:
+    for row in rows:
+        action = row["action"]
+        if action == "gate":
+            action = "[green]gate passed[/]" if row["passed"] else "[red]gate failed[/]"
         table.add_row(
-            fmt_time(e.at),
-            escape(e.actor),
-            e.action,
-            escape(e.alias or "-"),
-            fmt_value(e.version_from),
-            fmt_value(e.version_to),
-            escape(e.reason or ""),
+            fmt_time(row["at"]),
+            escape(row["actor"]),
+            action,
+            escape(row["alias"] or "-"),
+            fmt_value(row["version_from"]),
+            fmt_value(row["version_to"]),
+            escape(row["reason"] or ""),
         )
     console.print(table)
