@@ -21,7 +21,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from modelyard.config import Settings, init_project, load_settings
 from modelyard.gates.base import Gate, GateResult
 from modelyard.gates.data import DataGate
-from modelyard.gates.metric import HIGHER_IS_BETTER, MetricGate
+from modelyard.gates.metric import HIGHER_IS_BETTER, MetricGate, bootstrap_ci
 from modelyard.gates.runner import run_gates
 from modelyard.models.signature import infer_signature
 from modelyard.registry import ModelRegistry
@@ -62,14 +62,15 @@ def core_run(
     return report.results[0]
 
 
+# the threshold metrics' oracle reads the model's own ``predict``, not a threshold
 _BINARY = {
-    "auc": skm.roc_auc_score,
-    "log_loss": skm.log_loss,
-    "brier": skm.brier_score_loss,
-    "accuracy": lambda y, p: skm.accuracy_score(y, p >= 0.5),
-    "f1": lambda y, p: skm.f1_score(y, p >= 0.5),
-    "precision": lambda y, p: skm.precision_score(y, p >= 0.5),
-    "recall": lambda y, p: skm.recall_score(y, p >= 0.5),
+    "auc": lambda y, p, c: skm.roc_auc_score(y, p),
+    "log_loss": lambda y, p, c: skm.log_loss(y, p),
+    "brier": lambda y, p, c: skm.brier_score_loss(y, p),
+    "accuracy": lambda y, p, c: skm.accuracy_score(y, c),
+    "f1": lambda y, p, c: skm.f1_score(y, c),
+    "precision": lambda y, p, c: skm.precision_score(y, c),
+    "recall": lambda y, p, c: skm.recall_score(y, c),
 }
 
 
@@ -79,9 +80,11 @@ def test_binary_metrics_pass_and_fail_at_the_oracle_value(
     train, test = core_rows(600, 1), core_rows(500, 2)
     X = train[["x1", "x2"]]
     core_reg.log_model(LogisticRegression().fit(X, train["y"]), name="clf", training_frame=X)
-    proba = core_reg.load("clf/1").native.predict_proba(test[["x1", "x2"]])[:, 1]
+    native = core_reg.load("clf/1").native
+    proba = native.predict_proba(test[["x1", "x2"]])[:, 1]
+    predicted = native.predict(test[["x1", "x2"]])
     for metric, oracle_fn in _BINARY.items():
-        oracle = float(oracle_fn(test["y"].to_numpy(), proba))
+        oracle = float(oracle_fn(test["y"].to_numpy(), proba, predicted))
         if metric in HIGHER_IS_BETTER:
             ok, bad = MetricGate(metric, min=oracle - EPS), MetricGate(metric, min=oracle + EPS)
         else:
@@ -148,6 +151,41 @@ def test_auc_on_rows_of_one_class_is_a_failed_result(
     ones = train[train["y"] == 1]
     result = core_run(core_settings, core_reg, "clf/1", ones, MetricGate("auc", min=0.5))
     assert not result.passed and "one class" in result.summary
+
+
+@pytest.mark.parametrize("metric", ["log_loss", "brier", "accuracy", "f1", "precision", "recall"])
+def test_the_bootstrap_interval_is_the_plain_resampling_loop(metric: str) -> None:
+    rng = np.random.default_rng(13)
+    y = rng.integers(0, 2, 300).astype(bool)
+    p = np.clip(0.35 * y + 0.65 * rng.uniform(size=300), 0, 1)
+    draws = np.random.default_rng(7)
+    oracle = []
+    for _ in range(100):
+        idx = draws.integers(0, 300, 300)
+        oracle.append(_BINARY[metric](y[idx], p[idx], p[idx] > 0.5))
+    expected = np.quantile(oracle, [0.025, 0.975])
+    got = bootstrap_ci(metric, y, p, n_boot=100, alpha=0.05, seed=7)
+    assert got == pytest.approx(tuple(expected), rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("metric", ["rmse", "mae", "r2"])
+def test_the_regression_bootstrap_interval_is_the_plain_loop(metric: str) -> None:
+    rng = np.random.default_rng(14)
+    y = rng.normal(size=250)
+    p = y + rng.normal(scale=0.4, size=250)
+    fn = {
+        "rmse": lambda a, b: math.sqrt(skm.mean_squared_error(a, b)),
+        "mae": skm.mean_absolute_error,
+        "r2": skm.r2_score,
+    }[metric]
+    draws = np.random.default_rng(3)
+    oracle = []
+    for _ in range(80):
+        idx = draws.integers(0, 250, 250)
+        oracle.append(fn(y[idx], p[idx]))
+    expected = np.quantile(oracle, [0.025, 0.975])
+    got = bootstrap_ci(metric, y, p, n_boot=80, alpha=0.05, seed=3)
+    assert got == pytest.approx(tuple(expected), rel=1e-9, abs=1e-12)
 
 
 # -- data -----------------------------------------------------------------------------------

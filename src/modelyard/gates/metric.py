@@ -1,10 +1,10 @@
 """Metric gates: one metric of the candidate on the evaluation rows against a threshold.
 
 Binary classification: ``auc``, ``log_loss``, ``brier``, ``accuracy``, ``f1``,
-``precision``, ``recall`` (the positive class is the model's second class; labels
-at 0.5 of its probability); regression: ``rmse``, ``mae``, ``r2``. Values come from
-``sklearn.metrics``; the interval of AUC is DeLong's (``gates.statistics``), of the
-others a seeded percentile bootstrap over the rows.
+``precision``, ``recall`` (the positive class is the model's second class, predicted
+when its probability is above 0.5, as ``predict`` does); regression: ``rmse``, ``mae``,
+``r2``. Values come from ``sklearn.metrics``; the interval of AUC is DeLong's
+(``gates.statistics``), of the others a seeded percentile bootstrap over the rows.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sklearn import metrics as skm
 
 from modelyard.errors import InvalidInputError, did_you_mean
 from modelyard.gates.base import GateContext, GateResult
-from modelyard.gates.statistics import auc_delong
+from modelyard.gates.statistics import METRICS, auc_delong
 
 __all__ = [
     "BINARY_METRICS",
@@ -34,7 +34,7 @@ __all__ = [
 def _binary(fn: Callable[..., Any], *, threshold: bool = False) -> Callable[..., float]:
     def compute(y: np.ndarray, s: np.ndarray) -> float:
         if threshold:
-            return float(fn(y, s >= 0.5, zero_division=0.0))
+            return float(fn(y, s > 0.5, zero_division=0.0))
         return float(fn(y, s))
 
     return compute
@@ -44,7 +44,7 @@ BINARY_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "auc": _binary(skm.roc_auc_score),
     "log_loss": lambda y, s: float(skm.log_loss(y, np.clip(s, 0.0, 1.0), labels=[False, True])),
     "brier": _binary(skm.brier_score_loss),
-    "accuracy": lambda y, s: float(skm.accuracy_score(y, s >= 0.5)),
+    "accuracy": lambda y, s: float(skm.accuracy_score(y, s > 0.5)),
     "f1": _binary(skm.f1_score, threshold=True),
     "precision": _binary(skm.precision_score, threshold=True),
     "recall": _binary(skm.recall_score, threshold=True),
@@ -55,6 +55,7 @@ REGRESSION_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "r2": lambda y, s: float(skm.r2_score(y, s)),
 }
 METRIC_NAMES = (*BINARY_METRICS, *REGRESSION_METRICS)
+_CELLS_PER_CHUNK = 4_000_000  # resampled (replicate, row) cells held at once
 #: metrics where more is better (the others are losses)
 HIGHER_IS_BETTER = frozenset({"auc", "accuracy", "f1", "precision", "recall", "r2"})
 
@@ -127,21 +128,28 @@ def bootstrap_ci(
     alpha: float,
     seed: int,
 ) -> tuple[float, float] | None:
-    """A seeded percentile bootstrap interval of ``name`` over the rows (None if undefined)."""
-    rng = np.random.default_rng(seed)
-    n = len(y)
-    values = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        yb = y[idx]
-        if name == "auc" and (yb.all() or not yb.any()):
-            continue  # a resample with one class has no AUC
-        value = compute_metric(name, yb, scores[idx])
-        if math.isfinite(value):
-            values.append(value)
-    if len(values) < max(10, n_boot // 2):
+    """A seeded percentile bootstrap interval of ``name`` over the rows (None if undefined).
+
+    Every metric here is a function of per-row means (``statistics.METRICS``), so each
+    replicate is a mean over resampled columns of one matrix, many replicates at once.
+    """
+    metric = METRICS[name]
+    rows = metric.rows(np.asarray(y, dtype=np.float64), np.asarray(scores, dtype=np.float64))
+    n = rows.shape[1]
+    if n == 0 or n_boot < 1:
         return None
-    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _CELLS_PER_CHUNK // n)
+    values: list[np.ndarray] = []
+    for start in range(0, n_boot, chunk):
+        idx = rng.integers(0, n, size=(min(chunk, n_boot - start), n))
+        means = rows[:, idx].mean(axis=2)  # (k, replicates)
+        values.append(np.asarray(metric.combine(means), dtype=np.float64))
+    replicates = np.concatenate(values)
+    replicates = replicates[np.isfinite(replicates)]
+    if len(replicates) < max(10, n_boot // 2):
+        return None
+    low, high = np.quantile(replicates, [alpha / 2, 1 - alpha / 2])
     return float(low), float(high)
 
 
