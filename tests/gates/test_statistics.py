@@ -27,6 +27,7 @@ from sklearn.metrics import (
 )
 
 from modelyard.errors import InvalidInputError
+from modelyard.gates import statistics
 from modelyard.gates.statistics import (
     PairedComparison,
     auc_delong,
@@ -187,8 +188,31 @@ def test_group_auc_equals_sklearn_per_group_with_ties() -> None:
     assert math.isnan(auc[5]) and math.isnan(auc[6])
 
 
-def test_bootstrap_named_metric_equals_the_callable_path() -> None:
+@settings(max_examples=100, deadline=None)
+@given(stats_samples(), st.integers(1, 4))
+def test_group_auc_equals_the_kernel_per_group(
+    sample: tuple[np.ndarray, np.ndarray, np.ndarray], groups: int
+) -> None:
+    y, a, b = sample
+    codes = (b.astype(np.intp)) % groups
+    order = np.argsort(a, kind="stable")
+    for fast in (group_auc(y, a, codes, groups), group_auc(y, a, codes, groups, score_order=order)):
+        for g in range(groups):
+            mask = codes == g
+            if y[mask].all() or not y[mask].any():
+                assert math.isnan(fast[g])
+            else:
+                assert fast[g] == pytest.approx(
+                    stats_kernel_components(y[mask], a[mask])[0], abs=1e-12
+                )
+
+
+@pytest.mark.parametrize("cells", [4_000_000, 1_000])  # one chunk of replicates, or many
+def test_bootstrap_named_metric_equals_the_callable_path(
+    cells: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The vectorised resampling draws the same rows as the per-replicate loop."""
+    monkeypatch.setattr(statistics, "_CELLS_PER_CHUNK", cells)
     rng = np.random.default_rng(4)
     y = rng.integers(0, 2, 400)
     a = np.clip(0.4 * y + rng.uniform(size=400) * 0.6, 0.01, 0.99)

@@ -397,18 +397,20 @@ def paired_bootstrap(
         k = per_row.shape[0] // 2
         value_a = float(metric.combine(per_row[:k].mean(axis=1)))
         value_b = float(metric.combine(per_row[k:].mean(axis=1)))
-        chunk = max(1, _CELLS_PER_CHUNK // (rows * per_row.shape[0]))
+        chunk = max(1, _CELLS_PER_CHUNK // rows)
         diffs = []
         for start in range(0, n_boot, chunk):
-            index = rng.integers(0, rows, size=(min(chunk, n_boot - start), rows))
-            means = per_row[:, index].mean(axis=2)  # (2k, chunk)
+            size = min(chunk, n_boot - start)
+            index = rng.integers(0, rows, size=(size, rows), dtype=_index_type(rows))
+            # one flat gather per row-value vector (a 2-d fancy index is many times slower)
+            means = np.vstack([values[index].mean(axis=1) for values in per_row])  # (2k, size)
             diffs.append(metric.combine(means[:k]) - metric.combine(means[k:]))
         replicates = np.concatenate(diffs)
     else:
         value_a, value_b = float(metric_fn(y_raw, a)), float(metric_fn(y_raw, b))
         replicates = np.empty(n_boot)
         for i in range(n_boot):
-            index = rng.integers(0, rows, size=rows)
+            index = rng.integers(0, rows, size=rows, dtype=_index_type(rows))
             replicates[i] = float(metric_fn(y_raw[index], a[index])) - float(
                 metric_fn(y_raw[index], b[index])
             )
@@ -428,6 +430,11 @@ def paired_bootstrap(
         value_b,
         "bootstrap",
     )
+
+
+def _index_type(rows: int) -> type[np.int32] | type[np.int64]:
+    """Row indices drawn as int32 when they fit (half the memory, faster to draw)."""
+    return np.int32 if rows < 2**31 // 4096 else np.int64
 
 
 def _auc_value(labels: Any, scores: Any) -> float:
