@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import string
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -21,7 +22,7 @@ from hypothesis import strategies as st
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from modelyard.config import Settings, load_settings
+from modelyard.config import Settings, init_project, load_settings
 from modelyard.errors import InvalidInputError, NotFoundError
 from modelyard.gates import config as gate_config_module
 from modelyard.gates.base import GateContext, GateResult
@@ -363,3 +364,42 @@ def test_every_kind_builds_its_own_modules_class() -> None:
 def test_no_gates_declared_is_not_found(core_registry: ModelRegistry, settings: Settings) -> None:
     with pytest.raises(NotFoundError, match="No gates declared for 'churn'"):
         run_gates(settings, f"{NAME}/2", eval=core_frame(), registry=core_registry)
+
+
+def test_extra_columns_are_kept_for_gates_and_missing_features_are_bad_input(
+    core_registry: ModelRegistry, settings: Settings
+) -> None:
+    frame = core_frame(seed=2).assign(origin="JFK")
+    report = run_gates(
+        settings,
+        f"{NAME}/2",
+        eval=frame,
+        gates=[MetricGate("auc", min=0.5)],
+        label="y",
+        registry=core_registry,
+        store=False,
+    )
+    assert report.passed
+    with pytest.raises(InvalidInputError, match="do not fit churn/2's signature") as info:
+        run_gates(
+            settings,
+            f"{NAME}/2",
+            eval=frame.drop(columns=["x2"]),
+            gates=[MetricGate("auc", min=0.5)],
+            label="y",
+            registry=core_registry,
+        )
+    assert info.value.loc == "eval" and "x2" in str(info.value)
+    assert latest_evaluation(core_registry.db, NAME, 2, "production") is None
+
+
+def test_modelyard_yaml_accepts_a_gates_section_and_refuses_a_bad_one(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    init_project(root)
+    config = root / "modelyard.yaml"
+    base = config.read_text()
+    config.write_text(base + "\ngates:\n  m:\n    label: y\n    checks: []\n")
+    assert load_settings(root, environ={}).gates == {"m": {"label": "y", "checks": []}}
+    config.write_text(base + "\ngates: [1, 2]\n")
+    with pytest.raises(InvalidInputError, match=r"\$\.gates"):
+        load_settings(root, environ={})

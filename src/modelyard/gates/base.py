@@ -100,7 +100,7 @@ class GateContext:
             return cached
         model = self._model(which)
         manifest = model.manifest
-        features = self.frame.drop(columns=[self.label])
+        features = self.features(which)
         if manifest.task == "classification" and manifest.classes and len(manifest.classes) == 2:
             values = np.asarray(model.scores(features), dtype=np.float64)
             result = values[:, 1] if values.ndim == 2 else values
@@ -109,6 +109,17 @@ class GateContext:
             result = predicted.reshape(len(features), -1)[:, 0] if predicted.ndim > 1 else predicted
         self._scores[which] = result
         return result
+
+    def features(self, which: str = "candidate") -> pd.DataFrame:
+        """The evaluation rows less the label; only the model's signature columns when
+        it has a signature (an evaluation set may carry more, e.g. slice columns)."""
+        features = self.frame.drop(columns=[self.label])
+        signature = self._model(which).manifest.signature
+        if signature is not None:
+            names = [n for n in signature.names if n in features.columns]
+            if len(names) == len(signature.names):
+                features = features[names]
+        return features
 
     def artifact_store(self) -> ArtifactStore:
         """The artifact store of the packages (the project's unless one was handed in)."""

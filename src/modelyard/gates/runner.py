@@ -186,6 +186,14 @@ def run_gates(
             eval_digest=digest_frame(frame).digest,
             artifacts=reg.artifacts,
         )
+        try:
+            ctx.scores("candidate")  # rows that do not fit the model are bad input, not a gate
+        except InvalidInputError as exc:
+            raise InvalidInputError(
+                f"The evaluation rows do not fit {candidate.ref}'s signature: {exc}", loc="eval"
+            ) from exc
+        except Exception:  # the model's own failure: each gate that scores records it
+            pass
         report = GateReport(
             model=candidate.name,
             version=candidate.version,
