@@ -7,6 +7,7 @@ of it must leave every score unchanged.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,7 @@ def test_behaviour_gate_loads_checks_from_the_project_module(
     ]
     assert "'origin' is not in the evaluation data" in failed.details[1]["summary"]
     assert failed.details[0]["examples"]  # the first failing rows
+    json.dumps(failed.to_dict(), allow_nan=False)
 
 
 def test_behaviour_gate_reports_a_broken_module_and_unscorable_perturbations(

@@ -7,6 +7,7 @@ is wrong in region 3 only; one given only ``x2`` is worse overall.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -134,6 +135,7 @@ def test_champion_gate_passes_a_better_candidate_and_fails_a_worse_one(
     assert result.ci == (oracle.low, oracle.high)
     assert result.numbers["p_value"] == oracle.p_value and result.numbers["method"] == "delong"
     assert "vs champion v1" in result.summary
+    json.dumps(result.to_dict(), allow_nan=False)  # stored as JSON: finite numbers only
 
     worse = stats_context(tmp_path, evaluation, stats_models["only_x2"], stats_models["all"], train)
     failed = ChampionGate("auc", margin=0.01).evaluate(worse)
@@ -181,6 +183,12 @@ def test_champion_gate_without_a_champion_fails_as_not_applicable(
     )
     undefined = ChampionGate().evaluate(one_class)
     assert not undefined.passed and "one class" in undefined.summary
+    holes = evaluation.assign(y=evaluation[LABEL].where(evaluation["x1"] > -2))
+    unlabelled = stats_context(tmp_path, holes, stats_models["all"], stats_models["no_r3"], train)
+    for gate in (ChampionGate(), SliceGate(by=["region"])):
+        result = gate.evaluate(unlabelled)
+        assert not result.passed and "missing - at y" in result.summary, result.summary
+        json.dumps(result.to_dict(), allow_nan=False)
 
 
 def test_champion_gate_rejects_bad_settings() -> None:
@@ -221,6 +229,7 @@ def test_slice_gate_names_the_region_that_regressed_against_the_champion(
     # 0..500 holds ~1/6 of the rows (< 1300): skipped, not judged
     assert "0 <= distance < 500" in result.numbers["skipped_slices"]
     assert result.numbers["worst_slice"] == "region=3"
+    json.dumps(result.to_dict(), allow_nan=False)
     regions = [d for d in result.details if d["column"] == "region"]
     assert [d["slice"] for d in regions if d["drop"] > 0.05] == ["region=3"]
 

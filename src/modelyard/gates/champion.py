@@ -16,6 +16,7 @@ import math
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from numpy.typing import NDArray
 
 from modelyard.errors import InvalidInputError, ModelyardError
@@ -54,6 +55,12 @@ def evaluation_labels(ctx: GateContext, metric: str) -> NDArray[Any]:
     the probability of).
     """
     labels = ctx.labels()
+    missing = int(pd.isna(labels).sum())
+    if missing:
+        raise InvalidInputError(
+            f"Expected a label on every evaluation row, got {missing} of {len(labels)} missing",
+            loc=ctx.label,
+        )
     if metric != "auc" and not METRICS[metric].binary:
         try:
             return np.asarray(labels, dtype=np.float64)
