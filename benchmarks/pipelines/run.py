@@ -20,7 +20,7 @@ with their origin's weather, written once as a CSV every tool reads by path.
    subprocess); each in a fresh store.
 3. Per-step overhead: a pipeline of N steps that do nothing, one after the other, no
    caching; (time(N) - time(2)) / (N - 2), by the CLI for every tool, and by the API
-   for modelyard (median of 3).
+   for modelyard; each time the median of ``--repeats`` (3) runs, sizes alternating.
 4. Tuning: 50 trials of a microsecond objective, seeded TPE: Optuna (in-memory study)
    + MLflow (``MLflowCallback``, default local store ``sqlite:///mlflow.db``) against
    ``modelyard.tune`` (journal storage in the project's SQLite); overhead per trial =
