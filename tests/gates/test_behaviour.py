@@ -138,3 +138,25 @@ def test_behaviour_gate_reports_a_broken_module_and_unscorable_perturbations(
     assert not text.passed and "could not run" in text.details[0]["summary"]
     with pytest.raises(InvalidInputError, match="exactly one"):
         BehaviourGate()
+
+
+def test_multiclass_models_are_checked_on_every_class_probability(
+    tmp_path: Path, stats_train: pd.DataFrame
+) -> None:
+    train = stats_train.assign(y=np.digitize(stats_train["x1"], [-0.5, 0.5]))  # 3 classes
+    model = LogisticRegression(max_iter=1000).fit(train[FEATURES], train[LABEL])
+    frame = train[["x1", "x2", "region", LABEL]].head(300)
+    ctx = stats_context(tmp_path, frame, (model, FEATURES), None, train)
+    scorer, rows = ModelScorer(ctx.candidate_model), frame.drop(columns=[LABEL])
+    assert scorer.scores(rows).shape == (300, 3)
+    assert InvarianceTest("region", {"shuffle": True}, epsilon=0.0).run(scorer, rows).passed
+    moved = InvarianceTest("x1", {"add": 1.0}, epsilon=0.01).run(scorer, rows)
+    probabilities = model.predict_proba(rows[FEATURES])
+    shifted = model.predict_proba(rows[FEATURES].assign(x1=rows["x1"] + 1.0))
+    assert moved.failed == int((np.abs(shifted - probabilities).max(axis=1) > 0.01).sum())
+    assert abs(moved.examples[0]["change"]) > 0.01
+    directional = DirectionalTest("x1", 1.0).run(scorer, rows)
+    assert not directional.passed and "one score per row" in directional.summary
+    cases = [{"x1": 3.0, "x2": 0.0}]
+    assert MinimumFunctionalityTest(cases, [2]).run(scorer, rows).passed
+    assert MinimumFunctionalityTest(cases, lambda p: p.argmax() == 2).run(scorer, rows).passed

@@ -67,16 +67,23 @@ class Scorer(Protocol):
 
 @dataclass
 class ModelScorer:
-    """Scores of a packaged model: P(positive) for a binary classifier, else predictions."""
+    """Scores of a packaged model.
+
+    P(positive) for a binary classifier, the class probabilities (one column per class)
+    for a multi-class one, the prediction for any other model.
+    """
 
     model: PackagedModel
 
     def scores(self, frame: pd.DataFrame) -> NDArray[np.float64]:
         manifest = self.model.manifest
-        if manifest.task == "classification" and manifest.classes and len(manifest.classes) == 2:
+        if manifest.task == "classification" and manifest.classes:
             values = np.asarray(self.model.scores(frame), dtype=np.float64)
-            return values[:, 1] if values.ndim == 2 else values
-        return np.asarray(self.model.predict(frame), dtype=np.float64).reshape(len(frame), -1)[:, 0]
+            if len(manifest.classes) == 2 and values.ndim == 2:
+                return values[:, 1]
+            return values
+        predicted = np.asarray(self.model.predict(frame), dtype=np.float64)
+        return predicted.reshape(len(frame), -1)[:, 0]
 
     def predict(self, frame: pd.DataFrame) -> NDArray[Any]:
         return np.asarray(self.model.predict(frame))
@@ -230,7 +237,12 @@ class InvarianceTest:
         changed = _perturbed(frame[self.column], self.perturb, self.seed)
         before = scorer.scores(frame)
         after = scorer.scores(frame.assign(**{self.column: changed}))
-        bad = ~(np.abs(after - before) <= self.epsilon)  # NaN counts as a failure
+        moved = np.abs(after - before)
+        if moved.ndim == 2:  # class probabilities: the class that moved most per row
+            rows, moved_most = np.arange(len(moved)), moved.argmax(axis=1)
+            moved = moved[rows, moved_most]
+            before, after = before[rows, moved_most], after[rows, moved_most]
+        bad = ~(moved <= self.epsilon)  # NaN counts as a failure
         rule = f"|score change| <= {self.epsilon:g} when {self.column} is perturbed"
         return _compare(self.name, self.kind, frame, self.column, changed, before, after, bad, rule)
 
@@ -271,6 +283,16 @@ class DirectionalTest:
         changed = frame[self.column] + self.delta
         before = scorer.scores(frame)
         after = scorer.scores(frame.assign(**{self.column: changed}))
+        if np.ndim(before) != 1:
+            return BehaviourOutcome(
+                self.name,
+                self.kind,
+                False,
+                0,
+                0,
+                "directional tests need one score per row (a binary classifier or a "
+                f"regressor), got {np.shape(before)[1]} class probabilities",
+            )
         change = after - before
         if self.direction == "increase":
             bad = ~(change >= -self.tolerance)
@@ -288,11 +310,12 @@ class MinimumFunctionalityTest:
     """Hand-written ``cases`` (row dicts) get the ``expected`` answers.
 
     ``expected`` is a list (one per case, compared with the model's ``predict``, as text
-    for classes and within ``atol`` for numbers) or a predicate on each case's score.
+    for classes and within ``atol`` for numbers) or a predicate on each case's score (a
+    float; the row of class probabilities for a multi-class model).
     """
 
     cases: Sequence[Mapping[str, Any]]
-    expected: Sequence[Any] | Callable[[float], bool]
+    expected: Sequence[Any] | Callable[[Any], bool]
     name: str = "minimum_functionality"
     atol: float = 1e-9
     kind: str = field(default="minimum_functionality", init=False)
@@ -314,7 +337,7 @@ class MinimumFunctionalityTest:
             predicate = self.expected
             scores = scorer.scores(cases)
             for i, score in enumerate(scores):
-                if not predicate(float(score)):
+                if not predicate(float(score) if np.ndim(score) == 0 else score):
                     failures.append({"case": i, "score": _plain(score)})
         else:
             predicted = scorer.predict(cases)
