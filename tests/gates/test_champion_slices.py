@@ -160,12 +160,15 @@ def test_champion_gate_bootstraps_losses_with_the_sign_flipped(
     better = stats_context(tmp_path, evaluation, stats_models["all"], stats_models["no_r3"], train)
     result = ChampionGate("log_loss", margin=0.0, n_boot=300).evaluate(better)
     expected = log_loss(y, better.scores("candidate")) - log_loss(y, better.scores("champion"))
-    assert result.passed and result.numbers["method"] == "bootstrap"
+    assert result.passed and result.numbers["method"] == "bootstrap (percentile)"
     assert result.numbers["diff"] == pytest.approx(expected, abs=1e-9) and expected < 0
     assert result.ci is not None and result.ci[1] < 0
     worse = stats_context(tmp_path, evaluation, stats_models["no_r3"], stats_models["all"], train)
     failed = ChampionGate("log_loss", margin=0.01, n_boot=300).evaluate(worse)
     assert not failed.passed and failed.ci is not None and failed.ci[1] >= 0.01
+    bca = ChampionGate("log_loss", margin=0.01, n_boot=300, interval="bca").evaluate(worse)
+    assert not bca.passed and bca.numbers["method"] == "bootstrap (bca)"
+    assert bca.numbers["diff"] == failed.numbers["diff"] and bca.ci != failed.ci
     accuracy = ChampionGate("accuracy", margin=0.0, n_boot=300).evaluate(worse)
     assert not accuracy.passed and accuracy.numbers["higher_is_better"] is True
 

@@ -33,6 +33,7 @@ from modelyard.gates.statistics import (
     auc_delong,
     binary_labels,
     group_auc,
+    jackknife_diffs,
     metric_value,
     non_inferior,
     paired_bootstrap,
@@ -244,7 +245,41 @@ def test_bootstrap_interval_covers_the_true_difference_at_about_the_nominal_rate
     assert low - 6 <= covered <= high, covered  # percentile intervals run slightly narrow
 
 
+def test_bca_interval_covers_the_true_difference_at_about_the_nominal_rate() -> None:
+    """Log loss (skewed per-row values) of two score maps; BCa intervals, 300 samples."""
+    rng = np.random.default_rng(12)
+
+    def draw(rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x = rng.normal(size=rows)
+        y = (rng.uniform(size=rows) < 1 / (1 + np.exp(-2 * x))).astype(int)
+        return y, 1 / (1 + np.exp(-2.5 * x)), 1 / (1 + np.exp(-0.8 * x - 0.3))
+
+    y, a, b = draw(2_000_000)
+    truth = float(log_loss(y, a) - log_loss(y, b))
+    reps, covered = 300, 0
+    for i in range(reps):
+        comparison = paired_bootstrap(*draw(400), "log_loss", n_boot=400, seed=i, interval="bca")
+        covered += comparison.low <= truth <= comparison.high
+    low, high = binom.ppf([0.001, 0.999], reps, 0.95)
+    assert low - 6 <= covered <= high, covered
+
+
+def test_jackknife_equals_leaving_each_row_out() -> None:
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 60)
+    a, b = rng.uniform(0.05, 0.95, 60), rng.uniform(0.05, 0.95, 60)
+    for name in ("log_loss", "f1", "brier"):
+        fast = jackknife_diffs(name, y, a, b)
+        keep = ~np.eye(60, dtype=bool)
+        slow = [metric_value(name, y[k], a[k]) - metric_value(name, y[k], b[k]) for k in keep]
+        assert fast == pytest.approx(np.array(slow), abs=1e-12)
+
+
 def test_bootstrap_inputs_are_checked() -> None:
+    with pytest.raises(InvalidInputError, match="interval"):
+        paired_bootstrap([0, 1], [0.1, 0.2], [0.1, 0.2], "brier", interval="normal")
+    with pytest.raises(InvalidInputError, match="BCa"):
+        paired_bootstrap([0, 1], [0.1, 0.2], [0.1, 0.2], brier_score_loss, interval="bca")
     with pytest.raises(InvalidInputError, match="n_boot"):
         paired_bootstrap([0, 1], [0.1, 0.2], [0.1, 0.2], "brier", n_boot=1)
     with pytest.raises(InvalidInputError, match="metric"):

@@ -95,6 +95,7 @@ class ChampionGate:
         alpha: float = 0.05,
         n_boot: int = 1000,
         seed: int = 0,
+        interval: str = "percentile",
         *,
         name: str | None = None,
         required: bool = True,
@@ -107,7 +108,11 @@ class ChampionGate:
         if n_boot < 2:
             raise InvalidInputError(f"Expected n_boot >= 2, got {n_boot}", loc="n_boot")
         self.metric, self.margin, self.alpha = metric, float(margin), float(alpha)
-        self.n_boot, self.seed = int(n_boot), int(seed)
+        if interval not in ("percentile", "bca"):
+            raise InvalidInputError(
+                f"Expected interval 'percentile' or 'bca', got {interval!r}", loc="interval"
+            )
+        self.n_boot, self.seed, self.interval = int(n_boot), int(seed), interval
         self.name = name or f"champion:{metric}"
         self.required = required
 
@@ -134,6 +139,7 @@ class ChampionGate:
             n_boot=self.n_boot,
             seed=self.seed,
             alpha=self.alpha,
+            interval=self.interval,
         )
 
     def evaluate(self, ctx: GateContext) -> GateResult:
@@ -161,7 +167,8 @@ class ChampionGate:
             "ci_high": _finite(comparison.high),
             "p_value": _finite(comparison.p_value),
             "se": _finite(comparison.se),
-            "method": comparison.method,
+            "method": comparison.method
+            + ("" if comparison.method != "bootstrap" else f" ({self.interval})"),
             "higher_is_better": self.higher_is_better,
         }
         if not (math.isfinite(comparison.low) and math.isfinite(comparison.high)):
