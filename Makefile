@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test check bench-tracking bench-models bench-features bench-serving bench-monitoring bench-pipelines clean
+.PHONY: install demo test check bench-tracking bench-models bench-features bench-serving bench-monitoring bench-pipelines bench-gates clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,9 @@ bench-monitoring: install
 
 bench-pipelines: install
 	$(BIN)/python benchmarks/pipelines/run.py
+
+bench-gates: install
+	$(BIN)/python benchmarks/gates/run.py
 
 clean:
 	rm -rf $(VENV) modelyard-demo .pytest_cache .mypy_cache .ruff_cache
