@@ -403,3 +403,57 @@ def test_modelyard_yaml_accepts_a_gates_section_and_refuses_a_bad_one(tmp_path: 
     config.write_text(base + "\ngates: [1, 2]\n")
     with pytest.raises(InvalidInputError, match=r"\$\.gates"):
         load_settings(root, environ={})
+
+
+_finite_or_not = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(2**53), 2**53),
+    st.none(),
+    st.booleans(),
+    st.text(max_size=20),
+)
+_numbers = st.dictionaries(st.text(min_size=1, max_size=10), _finite_or_not, max_size=5)
+
+
+def core_expected(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: core_expected(v) for k, v in value.items()}
+    return value
+
+
+@hsettings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    numbers=_numbers,
+    details=st.lists(_numbers, max_size=3),
+    ci=st.one_of(
+        st.none(),
+        st.tuples(st.floats(-1e6, 1e6), st.floats(-1e6, 1e6)),
+    ),
+    passed=st.booleans(),
+    summary=st.text(max_size=80) | st.just("auc\x00 0.81"),
+)
+def test_generated_results_round_trip(
+    core_registry: ModelRegistry,
+    numbers: dict[str, Any],
+    details: list[dict[str, Any]],
+    ci: tuple[float, float] | None,
+    passed: bool,
+    summary: str,
+) -> None:
+    result = GateResult("g", "metric", passed, True, summary, numbers, ci, tuple(details))
+    report = GateReport(NAME, 2, "gen", None, "e" * 64, "c" * 64, (result,))
+    save_report(core_registry.db, report)
+    back = latest_evaluation(core_registry.db, NAME, 2, "gen")
+    assert back is not None and back.id == report.id
+    (got,) = back.results
+    assert got.numbers == core_expected(numbers)
+    assert list(got.details) == [core_expected(d) for d in details]
+    # PostgreSQL text holds no NUL character: it is stored as U+FFFD on both engines
+    assert got.summary == summary.replace("\x00", "\ufffd")
+    assert got.ci == ci and got.passed == passed == back.passed

@@ -3,6 +3,7 @@
 A report is stored in one write transaction (the evaluation row and every result),
 so a reader sees all of its results or none. Numbers are JSON; a non-finite float
 is stored as null (JSON has no NaN), which is what a gate means by "not measured".
+A NUL character in a summary is stored as U+FFFD (PostgreSQL text cannot hold one).
 """
 
 from __future__ import annotations
@@ -97,6 +98,11 @@ class GateReport:
         }
 
 
+def _text(value: str) -> str:
+    """Text as both engines store it: PostgreSQL refuses a NUL character, so it is U+FFFD."""
+    return value.replace("\x00", "\ufffd")
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(jsonable(value), sort_keys=True, allow_nan=False)
 
@@ -122,7 +128,7 @@ def save_report(db: Database, report: GateReport) -> GateReport:
                 config_digest=report.config_digest,
                 passed=report.passed,
                 created_at=report.created_at,
-                created_by=report.created_by,
+                created_by=_text(report.created_by),
             )
         )
         if report.results:
@@ -131,12 +137,12 @@ def save_report(db: Database, report: GateReport) -> GateReport:
                 [
                     {
                         "evaluation_id": report.id,
-                        "gate": r.gate,
+                        "gate": _text(r.gate),
                         "position": i,
                         "kind": r.kind,
                         "required": r.required,
                         "passed": r.passed,
-                        "summary": r.summary,
+                        "summary": _text(r.summary),
                         "numbers": _dumps(r.numbers),
                         "ci_low": None if r.ci is None else _finite(r.ci[0]),
                         "ci_high": None if r.ci is None else _finite(r.ci[1]),
