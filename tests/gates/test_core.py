@@ -457,3 +457,33 @@ def test_generated_results_round_trip(
     # PostgreSQL text holds no NUL character: it is stored as U+FFFD on both engines
     assert got.summary == summary.replace("\x00", "\ufffd")
     assert got.ci == ci and got.passed == passed == back.passed
+
+
+_any_value = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(10**6), 10**6),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.text(max_size=8),
+    ),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=6,
+)
+
+
+@hsettings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), kind=st.sampled_from(sorted(CHECK_KEYS)))
+def test_any_value_of_any_key_builds_a_gate_or_is_named(kind: str, data: st.DataObject) -> None:
+    keys = CHECK_KEYS[kind]
+    entry: dict[str, Any] = {"type": kind}
+    if keys:
+        chosen = data.draw(st.lists(st.sampled_from(keys), min_size=1, max_size=3, unique=True))
+        for key in chosen:
+            entry[key] = data.draw(_any_value)
+    try:
+        parsed = parse_gate_config("m", {"label": "y", "checks": [entry]})
+    except InvalidInputError as exc:
+        assert exc.loc is not None and exc.loc.startswith("gates.m.checks[0]"), exc.loc
+    else:
+        assert len(parsed.gates) == 1

@@ -254,8 +254,12 @@ def parse_gate_config(model: str, raw: Any) -> GateConfig:
         except InvalidInputError as exc:
             key = exc.loc or "?"
             raise _fail(exc.message.split(" - at ")[0], f"{base}.checks[{i}].{key}") from exc
-        except TypeError as exc:  # another module's class refused an option
-            raise _fail(f"Bad options for a {kind} gate: {exc}", f"{base}.checks[{i}]") from exc
+        except (TypeError, ValueError, OverflowError, AttributeError, KeyError) as exc:
+            # a class refused a value of the wrong shape without naming it
+            given = ", ".join(f"{k}={v!r}" for k, v in options.items())
+            raise _fail(
+                f"Bad options for a {kind} gate ({given}): {exc}", f"{base}.checks[{i}]"
+            ) from exc
     return GateConfig(
         model=model,
         label=raw.get("label"),

@@ -75,6 +75,10 @@ class DataGate:
             if label_balance_tolerance is None
             else _number(label_balance_tolerance, "label_balance_tolerance", low=0.0)
         )
+        if ranges is not None and not isinstance(ranges, Mapping):
+            raise InvalidInputError(
+                f"Expected a mapping of column to [low, high], got {ranges!r}", loc="ranges"
+            )
         self.ranges: dict[str, tuple[float, float]] = {}
         for column, bounds in (ranges or {}).items():
             loc = f"ranges.{column}"
