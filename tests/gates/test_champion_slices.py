@@ -201,6 +201,8 @@ def test_champion_gate_rejects_bad_settings() -> None:
         ChampionGate(margin=-0.1)
     with pytest.raises(InvalidInputError, match="alpha"):
         ChampionGate(alpha=1.5)
+    with pytest.raises(InvalidInputError, match="seed"):
+        ChampionGate(seed=-1)
 
 
 def stats_slice_oracle(frame: pd.DataFrame, scores: np.ndarray, mask: np.ndarray) -> float:
@@ -273,8 +275,9 @@ def test_slice_gate_reports_missing_columns_missing_values_and_bad_edges(
     with_nan = stats_context(tmp_path, holes, stats_models["all"], None, train)
     result = SliceGate(buckets={"distance": [1500]}).evaluate(with_nan)
     assert "distance is missing" in {d["slice"] for d in result.details}
-    with pytest.raises(InvalidInputError, match="increasing"):
-        SliceGate(buckets={"distance": [5, 1]})
+    for edges in ([5, 1], [], [0, math.nan]):
+        with pytest.raises(InvalidInputError, match="increasing"):
+            SliceGate(buckets={"distance": edges})
     with pytest.raises(InvalidInputError, match="slice column"):
         SliceGate()
 

@@ -108,6 +108,8 @@ class ChampionGate:
         if n_boot < 2:
             raise InvalidInputError(f"Expected n_boot >= 2, got {n_boot}", loc="n_boot")
         self.metric, self.margin, self.alpha = metric, float(margin), float(alpha)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise InvalidInputError(f"Expected a seed >= 0, got {seed!r}", loc="seed")
         if interval not in ("percentile", "bca"):
             raise InvalidInputError(
                 f"Expected interval 'percentile' or 'bca', got {interval!r}", loc="interval"

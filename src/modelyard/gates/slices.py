@@ -154,9 +154,14 @@ class SliceGate:
         self.buckets: dict[str, list[float]] = {}
         for column, edges in (buckets or {}).items():
             bounds = [float(e) for e in edges]
-            if not bounds or any(b <= a for a, b in itertools.pairwise(bounds)):
+            if (
+                not bounds
+                or not all(math.isfinite(b) for b in bounds)
+                or any(b <= a for a, b in itertools.pairwise(bounds))
+            ):
                 raise InvalidInputError(
-                    f"Expected increasing bucket edges, got {list(edges)}", loc=f"buckets.{column}"
+                    f"Expected finite, increasing bucket edges, got {list(edges)}",
+                    loc=f"buckets.{column}",
                 )
             self.buckets[str(column)] = bounds
         if not self.by and not self.buckets:
