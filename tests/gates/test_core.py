@@ -24,7 +24,6 @@ from sklearn.metrics import roc_auc_score
 
 from modelyard.config import Settings, init_project, load_settings
 from modelyard.errors import InvalidInputError, NotFoundError
-from modelyard.gates import config as gate_config_module
 from modelyard.gates.base import GateContext, GateResult
 from modelyard.gates.config import CHECK_KEYS, parse_gate_config
 from modelyard.gates.metric import MetricGate
@@ -308,21 +307,6 @@ def test_the_config_digest_follows_the_declaration() -> None:
     assert one.digest == same.digest != other.digest
 
 
-def test_a_kind_whose_module_is_missing_is_a_failed_result(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setitem(
-        gate_config_module._ELSEWHERE, "behaviour", ("no_such_gates", "BehaviourGate")
-    )
-    parsed = parse_gate_config(
-        "m", {"label": "y", "checks": [{"type": "behaviour", "module": "checks"}]}
-    )
-    (gate,) = parsed.gates
-    result = gate.evaluate(None)  # type: ignore[arg-type]
-    assert not result.passed and "not available yet" in result.summary
-    assert (result.gate, result.kind, result.required) == ("behaviour", "behaviour", True)
-
-
 def test_every_kind_builds_its_own_modules_class() -> None:
     parsed = parse_gate_config(
         "m",
@@ -336,6 +320,7 @@ def test_every_kind_builds_its_own_modules_class() -> None:
                 {"type": "parity", "atol": 1e-6},
                 {"type": "signature"},
                 {"type": "data", "min_rows": 10},
+                {"type": "behaviour", "module": "gate_checks"},
             ],
         },
     )
@@ -346,6 +331,7 @@ def test_every_kind_builds_its_own_modules_class() -> None:
         "ParityGate",
         "SignatureGate",
         "DataGate",
+        "BehaviourGate",
     ]
     assert [g.name for g in parsed.gates] == [
         "champion:log_loss",
@@ -354,8 +340,9 @@ def test_every_kind_builds_its_own_modules_class() -> None:
         "parity",
         "signature",
         "data",
+        "behaviour",
     ]
-    assert [g.required for g in parsed.gates] == [True, False, True, True, True, True]
+    assert [g.required for g in parsed.gates] == [True, False, True, True, True, True, True]
     with pytest.raises(InvalidInputError) as info:
         parse_gate_config("m", {"checks": [{"type": "champion", "margin": -1}]})
     assert info.value.loc == "gates.m.checks[0].margin"

@@ -4,16 +4,13 @@
 module checks every key and builds the gates. A bad key or value is one
 InvalidInputError naming ``gates.MODEL.checks[i].KEY``, with the closest known key.
 
-Kinds whose gates live in other modules of this package are imported from them;
-a kind whose module is not in this installation (``behaviour``, while it is being
-written) evaluates to a failed result saying so.
+Each kind's class lives in its own module of this package and is built with the
+check's keys plus ``name=`` and ``required=``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import importlib
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -22,7 +19,8 @@ from typing import Any
 
 from modelyard.config import Settings
 from modelyard.errors import InvalidInputError, NotFoundError, did_you_mean
-from modelyard.gates.base import GATE_KINDS, Gate, GateContext, GateResult
+from modelyard.gates.base import GATE_KINDS, Gate
+from modelyard.gates.behaviour import BehaviourGate
 from modelyard.gates.champion import ChampionGate
 from modelyard.gates.data import DataGate
 from modelyard.gates.latency import LatencyGate
@@ -36,7 +34,6 @@ __all__ = [
     "CHECK_KEYS",
     "GateConfig",
     "MODEL_KEYS",
-    "UnavailableGate",
     "build_gate",
     "gate_config",
     "gates_digest",
@@ -54,7 +51,7 @@ CHECK_KEYS: dict[str, tuple[str, ...]] = {
     "latency": ("batch_sizes", "p50_ms", "p99_ms", "repeats", "warmup"),
     "parity": ("atol", "rtol"),
     "signature": ("strict_values",),
-    "behaviour": ("module",),
+    "behaviour": ("module", "max_rows"),
     "data": ("min_rows", "max_missing", "ranges", "label_balance_tolerance"),
 }
 
@@ -66,43 +63,12 @@ _CLASSES: dict[str, Callable[..., Any]] = {
     "latency": LatencyGate,
     "parity": ParityGate,
     "signature": SignatureGate,
+    "behaviour": BehaviourGate,
     "data": DataGate,
-}
-
-#: kinds whose module may not be in this installation yet: (module, class)
-_ELSEWHERE: dict[str, tuple[str, str]] = {
-    "behaviour": ("behaviour", "BehaviourGate"),
 }
 
 #: kinds whose ``metric`` defaults to the model's primary metric
 _METRIC_DEFAULT = ("champion", "slices")
-
-
-class UnavailableGate:
-    """A gate of a kind this installation cannot evaluate yet: always a failed result."""
-
-    def __init__(self, kind: str, name: str, required: bool, why: str) -> None:
-        self.kind = kind
-        self.name = name
-        self.required = required
-        self.why = why
-
-    def evaluate(self, ctx: GateContext) -> GateResult:
-        return GateResult(self.name, self.kind, False, self.required, self.why, {}, None)
-
-
-class _Named:
-    """Another module's gate under the name and ``required`` the config gave it."""
-
-    def __init__(self, gate: Any, name: str, required: bool) -> None:
-        self.gate = gate
-        self.kind = str(getattr(gate, "kind", "unknown"))
-        self.name = name
-        self.required = required
-
-    def evaluate(self, ctx: GateContext) -> GateResult:
-        result: GateResult = self.gate.evaluate(ctx)
-        return dataclasses.replace(result, gate=self.name, required=self.required)
 
 
 @dataclass(frozen=True)
@@ -130,36 +96,10 @@ def _unknown_keys(entry: Mapping[str, Any], allowed: Sequence[str], loc: str) ->
             )
 
 
-def _import_class(kind: str) -> Callable[..., Any] | None:
-    module_name, class_name = _ELSEWHERE[kind]
-    full = f"modelyard.gates.{module_name}"
-    try:
-        module = importlib.import_module(full)
-    except ModuleNotFoundError as exc:
-        if exc.name == full:
-            return None  # not written yet; any other missing module is a real error
-        raise
-    found: Callable[..., Any] | None = getattr(module, class_name, None)
-    return found
-
-
 def build_gate(kind: str, options: Mapping[str, Any], *, name: str, required: bool) -> Gate:
     """The gate of ``kind`` with ``options`` (the check's keys less type/name/required)."""
-    known = _CLASSES.get(kind)
-    if known is not None:
-        gate: Gate = known(**options, name=name, required=required)
-        return gate
-    cls = _import_class(kind)
-    if cls is None:
-        module, class_name = _ELSEWHERE[kind]
-        return UnavailableGate(
-            kind,
-            name,
-            required,
-            f"{kind} gates are not available yet in this installation "
-            f"(modelyard.gates.{module}.{class_name} is missing)",
-        )
-    return _Named(cls(**options), name, required)
+    gate: Gate = _CLASSES[kind](**options, name=name, required=required)
+    return gate
 
 
 def _check_entry(
@@ -287,7 +227,7 @@ def gate_config(settings: Settings, model: str) -> GateConfig:
 
 
 def _spec(gate: Any) -> Any:
-    inner = gate.gate if isinstance(gate, _Named) else gate
+    inner = gate
     fields = {
         k: v
         for k, v in vars(inner).items()
