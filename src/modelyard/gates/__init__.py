@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from modelyard.gates.parity import ParityGate
     from modelyard.gates.records import GateReport, latest_evaluation, list_evaluations
     from modelyard.gates.runner import run_gates
+    from modelyard.gates.sequential import SequentialTest, combine_decisions
     from modelyard.gates.signature import SignatureGate
     from modelyard.gates.slices import SliceGate
     from modelyard.gates.statistics import (
@@ -59,6 +60,7 @@ _LAZY = {
     "SignatureGate": "modelyard.gates.signature",
     "ChampionGate": "modelyard.gates.champion",
     "SliceGate": "modelyard.gates.slices",
+    **dict.fromkeys(["SequentialTest", "combine_decisions"], "modelyard.gates.sequential"),
     **dict.fromkeys(
         ["BehaviourGate", "DirectionalTest", "InvarianceTest", "MinimumFunctionalityTest"],
         "modelyard.gates.behaviour",
@@ -88,6 +90,8 @@ __all__ = [
     "SignatureGate",
     "ChampionGate",
     "SliceGate",
+    "SequentialTest",
+    "combine_decisions",
     "BehaviourGate",
     "DirectionalTest",
     "InvarianceTest",
