@@ -263,3 +263,30 @@ def test_a_package_without_a_profile_fails_the_data_gate(
     )
     result = core_run(core_settings, core_reg, "np/1", train, DataGate(min_rows=1))
     assert not result.passed and "profile" in result.summary
+
+
+def test_data_gate_missing_rate_growth_against_the_champion(
+    core_settings: Settings, core_reg: ModelRegistry
+) -> None:
+    before, after = core_rows(1_000, 15), core_rows(1_000, 16)
+    before.loc[before.sample(frac=0.02, random_state=1).index, "x2"] = np.nan
+    after.loc[after.sample(frac=0.15, random_state=2).index, "x2"] = np.nan
+    for rows in (before, after):
+        core_reg.log_model(core_hgb(rows), name="m", training_frame=rows[["x1", "x2"]])
+    evaluation = core_rows(200, 17)
+    growth = float(after["x2"].isna().mean() - before["x2"].isna().mean())
+    # no champion yet: nothing to grow from
+    alone = core_run(core_settings, core_reg, "m/2", evaluation, DataGate(max_missing_increase=0))
+    assert alone.passed and alone.numbers["champion_rows"] is None
+    core_reg.set_alias("m/1", "production")
+    ok = core_run(
+        core_settings, core_reg, "m/2", evaluation, DataGate(max_missing_increase=growth + EPS)
+    )
+    assert ok.passed, ok.summary
+    assert ok.numbers["champion_rows"] == len(before)
+    bad = core_run(
+        core_settings, core_reg, "m/2", evaluation, DataGate(max_missing_increase=growth - EPS)
+    )
+    assert not bad.passed
+    assert [(d["check"], d["column"]) for d in bad.details] == [("max_missing_increase", "x2")]
+    assert bad.details[0]["got"] == pytest.approx(after["x2"].isna().mean())

@@ -52,7 +52,13 @@ CHECK_KEYS: dict[str, tuple[str, ...]] = {
     "parity": ("atol", "rtol"),
     "signature": ("strict_values",),
     "behaviour": ("module", "max_rows"),
-    "data": ("min_rows", "max_missing", "ranges", "label_balance_tolerance"),
+    "data": (
+        "min_rows",
+        "max_missing",
+        "ranges",
+        "label_balance_tolerance",
+        "max_missing_increase",
+    ),
 }
 
 #: the class of each kind; each takes its config keys plus ``name=`` and ``required=``

@@ -9,7 +9,11 @@ training data itself. It checks:
 - ``ranges``: ``{column: [low, high]}``, every training value of the column within;
 - ``label_balance_tolerance``: the positive rate the candidate predicts on its own
   training rows (the mean of its positive-class probability: the profile keeps the
-  model's outputs, not the labels) against the champion's, on its own training rows.
+  model's outputs, not the labels) against the champion's, on its own training rows;
+- ``max_missing_increase``: how much any column's missing rate may grow over the
+  champion's training set (a column the champion had and the candidate lacks fails).
+
+With no champion, the checks against it pass (the first version sets the reference).
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ class DataGate:
         max_missing: float | None = None,
         ranges: Mapping[str, Any] | None = None,
         label_balance_tolerance: float | None = None,
+        max_missing_increase: float | None = None,
         name: str | None = None,
         required: bool = True,
     ) -> None:
@@ -74,6 +79,11 @@ class DataGate:
             None
             if label_balance_tolerance is None
             else _number(label_balance_tolerance, "label_balance_tolerance", low=0.0)
+        )
+        self.max_missing_increase = (
+            None
+            if max_missing_increase is None
+            else _number(max_missing_increase, "max_missing_increase", low=0.0)
         )
         if ranges is not None and not isinstance(ranges, Mapping):
             raise InvalidInputError(
@@ -159,9 +169,14 @@ class DataGate:
                 )
         rate = _positive_rate(ctx.candidate_model, profile)
         numbers["positive_rate"] = rate
+        reference = self._champion_profile(ctx, problems)
+        numbers["champion_rows"] = None if reference is None else reference.n_rows
         if self.label_balance_tolerance is not None:
             numbers["label_balance_tolerance"] = self.label_balance_tolerance
-            problems.extend(self._balance(ctx, rate, numbers))
+            problems.extend(self._balance(ctx, rate, reference, numbers))
+        if self.max_missing_increase is not None and reference is not None:
+            numbers["max_missing_increase"] = self.max_missing_increase
+            problems.extend(self._missing_growth(profile, reference))
         passed = not problems
         checks = sorted({p["check"] for p in problems})
         summary = (
@@ -172,18 +187,30 @@ class DataGate:
         )
         return self._result(passed, summary, numbers, problems)
 
+    def _champion_profile(
+        self, ctx: GateContext, problems: list[dict[str, Any]]
+    ) -> ReferenceProfile | None:
+        wanted = self.label_balance_tolerance is not None or self.max_missing_increase is not None
+        if ctx.champion_model is None or not wanted:
+            return None
+        try:
+            return read_profile(ctx.artifact_store(), ctx.champion_model.manifest)  # type: ignore[no-any-return]
+        except ModelyardError as exc:
+            problems.append({"check": "champion_profile", "got": f"none: {exc}"})
+            return None
+
     def _balance(
-        self, ctx: GateContext, rate: float | None, numbers: dict[str, Any]
+        self,
+        ctx: GateContext,
+        rate: float | None,
+        reference: ReferenceProfile | None,
+        numbers: dict[str, Any],
     ) -> list[dict[str, Any]]:
         if rate is None:
             return [{"check": "label_balance", "got": "the candidate is not a binary classifier"}]
-        if ctx.champion_model is None:
-            numbers["champion_positive_rate"] = None
-            return []  # nothing to compare with: the first version sets the reference
-        try:
-            reference = read_profile(ctx.artifact_store(), ctx.champion_model.manifest)
-        except ModelyardError as exc:
-            return [{"check": "label_balance", "got": f"the champion has no profile: {exc}"}]
+        numbers["champion_positive_rate"] = None
+        if ctx.champion_model is None or reference is None:
+            return []  # no champion (the first version sets the reference), or no profile
         champion_rate = _positive_rate(ctx.champion_model, reference)
         numbers["champion_positive_rate"] = champion_rate
         if champion_rate is None:
@@ -198,6 +225,28 @@ class DataGate:
                 }
             ]
         return []
+
+    def _missing_growth(
+        self, profile: ReferenceProfile, reference: ReferenceProfile
+    ) -> list[dict[str, Any]]:
+        assert self.max_missing_increase is not None
+        found: list[dict[str, Any]] = []
+        for column, before in sorted(reference.columns.items()):
+            now = profile.columns.get(column)
+            if now is None:
+                found.append({"check": "max_missing_increase", "column": column, "got": "gone"})
+                continue
+            growth = now.missing_rate - before.missing_rate
+            if growth > self.max_missing_increase:
+                found.append(
+                    {
+                        "check": "max_missing_increase",
+                        "column": column,
+                        "expected": f"<= {before.missing_rate:.4g} + {self.max_missing_increase}",
+                        "got": now.missing_rate,
+                    }
+                )
+        return found
 
 
 def _describe(problem: Mapping[str, Any]) -> str:
