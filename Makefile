@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test check bench-tracking bench-models bench-features bench-serving bench-monitoring bench-pipelines bench-gates clean
+.PHONY: install demo test check bench-tracking bench-models bench-features bench-serving bench-monitoring bench-pipelines bench-gates bench-canary clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,9 @@ bench-pipelines: install
 
 bench-gates: install
 	$(BIN)/python benchmarks/gates/run.py
+
+bench-canary: install
+	$(BIN)/python benchmarks/canary/run.py
 
 clean:
 	rm -rf $(VENV) modelyard-demo .pytest_cache .mypy_cache .ruff_cache
