@@ -253,6 +253,44 @@ def test_bad_outcomes_and_states_name_the_field():
         test.decide(horizon=0)
 
 
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_any_corrupted_state_loads_or_is_invalid_input(data):
+    """Every key of a saved state replaced by any JSON value: it loads or names the field."""
+    test = SequentialTest(tau2=0.01, min_samples=2)
+    test.update([1.0, 0.0, 1.0], [0.0, 0.0, 1.0])
+    state = test.to_dict()
+    key = data.draw(st.sampled_from([*state, "candidate.n", "candidate.mean", "primary.m2"]))
+    value = data.draw(_JSON)
+    if "." in key:
+        arm, field = key.split(".")
+        state[arm] = {**state[arm], field: value}
+    else:
+        state[key] = value
+    try:
+        loaded = SequentialTest.from_dict(state)
+    except InvalidInputError as exc:
+        assert "state" in str(exc) or key in str(exc)
+        return
+    loaded.update([1.0, 0.0], [0.0, 1.0])  # a state that loads is usable
+    assert loaded.decide(horizon=1) in (
+        "continue",
+        "promote",
+        "rollback",
+        "timeout_promote",
+        "timeout_rollback",
+    )
+
+
 def test_combine_decisions():
     assert combine_decisions(["promote", "promote"]) == "promote"
     assert combine_decisions(["promote", "continue"]) == "continue"

@@ -155,6 +155,12 @@ def _outcomes(name: str, values: ArrayLike) -> NDArray[np.float64]:
     return array
 
 
+def _count(loc: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInputError(f"expected an integer >= 0, got {value!r}", loc=loc)
+    return value
+
+
 class SequentialTest:
     """A two-sample mSPRT on the difference of per-row outcome means (candidate - primary).
 
@@ -345,11 +351,27 @@ class SequentialTest:
             )
             for name in ("candidate", "primary"):
                 arm = state[name]
-                setattr(test, f"_{name}", _Arm(int(arm["n"]), float(arm["mean"]), float(arm["m2"])))
-            test.looks = int(state["looks"])
+                loaded = _Arm(
+                    _count(f"state.{name}.n", arm["n"]), float(arm["mean"]), float(arm["m2"])
+                )
+                if not (math.isfinite(loaded.mean) and math.isfinite(loaded.m2) and loaded.m2 >= 0):
+                    raise InvalidInputError(
+                        f"expected a finite mean and m2 >= 0, got {arm['mean']!r}, {arm['m2']!r}",
+                        loc=f"state.{name}",
+                    )
+                setattr(test, f"_{name}", loaded)
+            test.looks = _count("state.looks", state["looks"])
             test._p_value = float(state["p_value"])
+            if not 0 <= test._p_value <= 1:
+                raise InvalidInputError(
+                    f"expected a number in [0, 1], got {state['p_value']!r}", loc="state.p_value"
+                )
             test._lower = -math.inf if state["lower"] is None else float(state["lower"])
             test._upper = math.inf if state["upper"] is None else float(state["upper"])
+            if math.isnan(test._lower) or math.isnan(test._upper):
+                raise InvalidInputError(
+                    "expected numbers or null, got NaN", loc="state.lower/upper"
+                )
             decision = state["decision"]
             if decision not in (None, "promote", "rollback"):
                 raise InvalidInputError(
@@ -358,14 +380,14 @@ class SequentialTest:
                 )
             test._decision = decision
             at = state["decided_at"]
-            test._decided_at = None if at is None else int(at)
+            test._decided_at = None if at is None else _count("state.decided_at", at)
         except KeyError as exc:
             raise InvalidInputError(
                 f"expected key {exc.args[0]!r}, it is missing", loc="state"
             ) from None
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, InvalidInputError):
-                raise
+        except InvalidInputError:
+            raise
+        except (TypeError, ValueError, OverflowError) as exc:
             raise InvalidInputError(
                 f"expected a saved SequentialTest state, got {exc}", loc="state"
             ) from None
