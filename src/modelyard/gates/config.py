@@ -46,7 +46,7 @@ COMMON_KEYS = ("type", "name", "required")
 #: the keys each kind of check accepts (besides type, name, required)
 CHECK_KEYS: dict[str, tuple[str, ...]] = {
     "metric": ("metric", "min", "max"),
-    "champion": ("metric", "margin", "alpha", "n_boot", "seed"),
+    "champion": ("metric", "margin", "alpha", "n_boot", "seed", "interval"),
     "slices": ("by", "buckets", "metric", "min_rows", "max_drop", "worst"),
     "latency": ("batch_sizes", "p50_ms", "p99_ms", "repeats", "warmup"),
     "parity": ("atol", "rtol"),
