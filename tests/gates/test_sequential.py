@@ -135,6 +135,24 @@ def test_type_one_error_under_continuous_monitoring_and_the_naive_rule_inflates(
     assert naive > 3 * 0.05, naive  # peeking a fixed-alpha test 50 times: far above alpha
 
 
+def test_type_one_error_on_skewed_latencies_and_log_losses():
+    """The plug-in normal mSPRT on heavy-tailed per-row outcomes (gamma latency, log loss)."""
+    rng = np.random.default_rng(15)
+    runs, looks, batch = 300, 30, 100
+    decided = 0
+    for run in range(runs):
+        latency = run % 2 == 0
+        test = SequentialTest(tau2=2.0**2 if latency else 0.05**2, higher_is_better=False)
+        for _ in range(looks):
+            if latency:  # milliseconds, shape 2: mean 20, sd 14
+                c, p = rng.gamma(2.0, 10.0, batch), rng.gamma(2.0, 10.0, batch)
+            else:  # per-row log loss of a calibrated model at base rate 0.3
+                c, p = (-np.log(np.where(rng.random(batch) < 0.3, 0.3, 0.7)) for _ in range(2))
+            test.update(c, p)
+        decided += test.decide(horizon=10**9) != "continue"
+    assert decided / runs <= seq_bound(0.05, runs), decided / runs
+
+
 def test_power_for_a_true_difference():
     msprt, naive = seq_simulate(0.20, 0.25, runs=200, looks=50, batch=100, seed=14)
     assert msprt > 0.8, msprt
