@@ -472,12 +472,12 @@ features:
 """
 
 
-def init_project(directory: Path, *, name: str | None = None) -> Path:
+def init_project(directory: str | os.PathLike[str], *, name: str | None = None) -> Path:
     """Create ``modelyard.yaml`` and ``.modelyard/`` in ``directory``; return the yaml path.
 
     An existing ``modelyard.yaml`` is left as it is.
     """
-    directory = directory.resolve()
+    directory = Path(directory).resolve()
     if directory.exists() and not directory.is_dir():
         raise InvalidInputError(
             f"Expected a folder for the project, got the file {directory}", loc="directory"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -79,3 +82,40 @@ def test_local_workers_share_the_cores_out_unless_the_user_sized_the_pools(
     monkeypatch.setenv("OMP_NUM_THREADS", str(cores))
     run = run_pipeline(thread_flow, settings=settings, executor=ProcessExecutor(2), cache=False)
     assert run.load("openmp_threads") == openmp_threads.fn()
+
+
+_PRELOAD_PROBE = """
+import sys
+from sklearn.linear_model import LogisticRegression
+from modelyard.config import init_project, load_settings
+from modelyard.pipelines import pipeline, run_pipeline, step
+
+@step
+def fit_model() -> LogisticRegression:
+    return LogisticRegression().fit([[0.0], [1.0]], [0, 1])
+
+@pipeline
+def preload_flow() -> None:
+    fit_model()
+
+init_project(sys.argv[1])
+assert "skops.io" not in sys.modules
+run_pipeline(preload_flow, settings=load_settings(sys.argv[1]), executor=sys.argv[2])
+print("skops.io" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(("engine", "preloaded"), [("local", "True"), ("inline", "True")])
+def test_the_parent_imports_skops_once_before_the_pool_forks(
+    tmp_path: Path, engine: str, preloaded: str
+) -> None:
+    # a worker that stores a scikit-learn model needs skops, whose import lists every
+    # estimator (seconds); imported in the parent first, the forked workers share it
+    result = subprocess.run(
+        [sys.executable, "-c", _PRELOAD_PROBE, str(tmp_path / "p"), engine],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == preloaded

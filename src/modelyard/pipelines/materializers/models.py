@@ -180,6 +180,16 @@ class ModelMaterializer:
     def accepts(self, value: Any) -> bool:
         return _flavor_of_type(type(value)) is not None
 
+    def preload(self, tp: Any) -> None:
+        """Import what saving or loading a ``tp`` needs, before a pool forks its workers.
+
+        skops lists scikit-learn's estimators when imported, which imports every module
+        scikit-learn has (torch's array API shim included when torch is installed):
+        seconds that each forked worker would otherwise pay again.
+        """
+        if _flavor_of_type(tp) == "sklearn":
+            import skops.io  # noqa: F401
+
     def save(self, value: Any, folder: Path) -> Mapping[str, Any]:
         flavor = get_flavor(str(_flavor_of_type(type(value))))
         saved = flavor.save(value, folder, [])
