@@ -262,7 +262,9 @@ def test_a_long_inline_step_is_not_taken_for_a_dead_run(settings: Settings) -> N
         stop.set()
         watcher.join()
     assert run.status == "completed"
-    assert seen and set(seen) == {"running"}, seen  # beats every 0.5 s, reaped after 2 s
+    # beats every 0.5 s, reaped after 2 s: never seen failed or killed (the watcher may
+    # also see the run completed, between its end and the stop)
+    assert "running" in seen and set(seen) <= {"running", "completed"}, seen
     assert _records(quick).pipeline_run(run.run_id).status == "completed"
 
 
