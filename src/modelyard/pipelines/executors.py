@@ -424,9 +424,14 @@ class ProcessExecutor:
             )
         self.max_workers = max_workers or min(4, os.cpu_count() or 1)
         self._pool: ProcessPoolExecutor | None = None
+        #: called once right before the workers fork (a run that executes no step, all
+        #: cached, never forks and never calls it): imports the workers would all need
+        self.before_fork: Callable[[], None] | None = None
 
     def submit(self, task: StepTask) -> Future[StepOutcome]:
         if self._pool is None:
+            if self.before_fork is not None:
+                self.before_fork()
             self._pool = ProcessPoolExecutor(
                 self.max_workers,
                 mp_context=multiprocessing.get_context("fork"),

@@ -776,7 +776,7 @@ def run_pipeline(
     )
     if isinstance(chosen, ProcessExecutor):
         _check_shared(settings)
-        _preload(graph)
+        chosen.before_fork = lambda: _preload(graph)
     experiment_name = experiment or pipeline.name
     run_id = uuid.uuid4().hex
     env = _environment(settings.project_dir)
