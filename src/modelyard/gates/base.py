@@ -141,3 +141,23 @@ class Gate(Protocol):
     required: bool
 
     def evaluate(self, ctx: GateContext) -> GateResult: ...
+
+
+def result_of(
+    gate: Gate,
+    passed: bool,
+    summary: str,
+    numbers: Mapping[str, Any],
+    details: tuple[Mapping[str, Any], ...] = (),
+) -> GateResult:
+    """The result of ``gate`` (its name, kind and required flag) with no interval."""
+    return GateResult(
+        gate=gate.name,
+        kind=gate.kind,
+        passed=passed,
+        required=gate.required,
+        summary=summary,
+        numbers=numbers,
+        ci=None,
+        details=details,
+    )

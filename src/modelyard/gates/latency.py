@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from modelyard.errors import InvalidInputError, ModelyardError
-from modelyard.gates.base import GateContext, GateResult
+from modelyard.gates.base import GateContext, GateResult, result_of
 from modelyard.gates.candidate_runtime import features, serving_runtime, signature_of
 from modelyard.models.optimize import call_times_ns, one_thread
 from modelyard.models.runtimes import Inputs, build_inputs
@@ -93,16 +93,7 @@ class LatencyGate:
         numbers: Mapping[str, Any],
         details: tuple[Mapping[str, Any], ...] = (),
     ) -> GateResult:
-        return GateResult(
-            gate=self.name,
-            kind=self.kind,
-            passed=passed,
-            required=self.required,
-            summary=summary,
-            numbers=numbers,
-            ci=None,
-            details=details,
-        )
+        return result_of(self, passed, summary, numbers, details)
 
     def _budgets(self) -> dict[str, float | None]:
         return {"p50_ms_budget": self.p50_ms, "p99_ms_budget": self.p99_ms}

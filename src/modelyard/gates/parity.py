@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from modelyard.errors import InvalidInputError, ModelyardError
-from modelyard.gates.base import GateContext, GateResult
+from modelyard.gates.base import GateContext, GateResult, result_of
 from modelyard.gates.candidate_runtime import features, serving_runtime, signature_of
 from modelyard.models.optimize import one_thread
 from modelyard.models.runtimes import NativeRuntime, build_inputs
@@ -72,15 +72,8 @@ class ParityGate:
         numbers: Mapping[str, Any],
         details: tuple[Mapping[str, Any], ...] = (),
     ) -> GateResult:
-        return GateResult(
-            gate=self.name,
-            kind=self.kind,
-            passed=passed,
-            required=self.required,
-            summary=summary,
-            numbers={"atol": self.atol, "rtol": self.rtol, **numbers},
-            ci=None,
-            details=details,
+        return result_of(
+            self, passed, summary, {"atol": self.atol, "rtol": self.rtol, **numbers}, details
         )
 
     def evaluate(self, ctx: GateContext) -> GateResult:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from modelyard.gates.base import GateContext, GateResult
+from modelyard.gates.base import GateContext, GateResult, result_of
 from modelyard.models.signature import Change, changes
 
 __all__ = ["SignatureGate", "is_breaking"]
@@ -55,16 +55,7 @@ class SignatureGate:
         numbers: Mapping[str, Any],
         details: tuple[Mapping[str, Any], ...] = (),
     ) -> GateResult:
-        return GateResult(
-            gate=self.name,
-            kind=self.kind,
-            passed=passed,
-            required=self.required,
-            summary=summary,
-            numbers=numbers,
-            ci=None,
-            details=details,
-        )
+        return result_of(self, passed, summary, numbers, details)
 
     def evaluate(self, ctx: GateContext) -> GateResult:
         mine = ctx.candidate_model.manifest.signature
