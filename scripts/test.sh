@@ -15,5 +15,7 @@ MODELYARD_TEST_PG_URL=$(scripts/postgres.sh start "$services/pg")
 export MODELYARD_TEST_PG_URL
 MODELYARD_TEST_REDIS_URL=$(scripts/redis.sh start "$services/redis")
 export MODELYARD_TEST_REDIS_URL
+MODELYARD_TEST_CHROMIUM=$(scripts/chromium.sh)
+export MODELYARD_TEST_CHROMIUM
 export MODELYARD_TEST_REQUIRE_SERVICES=1
 "$py" -m pytest "$@"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -42,6 +43,12 @@ __all__ = [
     "ServingSettings",
     "ServingRuntime",
     "TrafficSettings",
+    "AgentModelSettings",
+    "AgentSettings",
+    "AlertAction",
+    "CanarySettings",
+    "RetrainAction",
+    "duration_seconds",
     "find_project",
     "init_project",
     "load_settings",
@@ -282,6 +289,46 @@ Signal = Literal[
 DRIFT_SIGNALS = ("prediction_drift", "feature_drift")
 
 
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def duration_seconds(key: str, text: str) -> int:
+    """``"90d"``, ``"6h"``, ``"5m"``, ``"1w"``, ``"30s"`` in seconds; InvalidInputError else.
+
+    >>> duration_seconds("window", "90d")
+    7776000
+    """
+    match = _DURATION.match(text) if isinstance(text, str) else None
+    if match is None or int(match.group(1)) == 0:
+        raise InvalidInputError(
+            f"Expected {key} as a number and a unit s, m, h, d or w (like 90d), got {text!r}"
+        )
+    return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+class RetrainAction(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Retrain when the incident opens: run ``pipeline`` on the ``window`` that ends now.
+
+    The pipeline is called with ``params`` plus ``window_start`` and ``window_end`` (ISO
+    8601 UTC strings) when it declares those parameters.
+    """
+
+    pipeline: str
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+    #: the training window's length, ending at the time the action starts
+    window: str = "90d"
+
+    def __post_init__(self) -> None:
+        duration_seconds("window", self.window)
+
+
+class AlertAction(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """What ``modelyard agent`` does when an alert's incident opens."""
+
+    retrain: RetrainAction | None = None
+
+
 class AlertRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """An alert: a signal breaching in ``k`` of the last ``m`` windows opens an incident.
 
@@ -302,6 +349,8 @@ class AlertRule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     webhook_env: str | None = None
     command: str | None = None
     command_timeout_s: float = 3600.0
+    #: run by ``modelyard agent`` when the incident opens (see ``AlertAction``)
+    action: AlertAction | None = None
 
     def __repr__(self) -> str:
         return _masked_repr(self, webhook=_webhook_shown)
@@ -349,6 +398,84 @@ class MonitoringSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True
             raise InvalidInputError(f"Expected unique alert names, got {names}")
 
 
+class CanarySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """How the agent's canary is judged online (see ``modelyard.gates.sequential``).
+
+    The canary's share of traffic is ``serving.traffic.MODEL.canary_weight``; the alias
+    named here must be that policy's ``canary`` alias.
+    """
+
+    #: the alias the candidate is put on while it is the canary
+    alias: str = "canary"
+    #: the per-row outcome standing for the model's primary metric: ``log_loss`` or
+    #: ``error_rate`` for a classifier, ``squared_error`` or ``absolute_error`` for a
+    #: regressor; None: log_loss for a classifier, squared_error for a regressor
+    metric: str | None = None
+    #: family-wise error rate over the metric, the error rate and latency tests
+    alpha: float = 0.05
+    #: the loss of the primary metric accepted as non-inferior (its own scale)
+    margin: float = 0.0
+    #: mixture scale of the primary metric's test (its own scale); None: a default per metric
+    tau: float | None = None
+    #: also test the error rate and the latency
+    error_rate: bool = True
+    latency: bool = True
+    #: a look counts once each arm has this many labelled rows
+    min_samples: int = 200
+    #: rows per arm after which the canary times out to a decision
+    horizon: int = 20_000
+    #: ... or this long after it started
+    max_duration: str = "14d"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha < 1:
+            raise InvalidInputError(f"Expected canary.alpha in (0, 1), got {self.alpha!r}")
+        if not (self.margin >= 0 and math.isfinite(self.margin)):
+            raise InvalidInputError(f"Expected canary.margin >= 0, got {self.margin!r}")
+        if self.tau is not None:
+            _positive("canary.tau", self.tau)
+        if self.min_samples < 2:
+            raise InvalidInputError(f"Expected canary.min_samples >= 2, got {self.min_samples!r}")
+        _positive("canary.horizon", self.horizon)
+        duration_seconds("canary.max_duration", self.max_duration)
+
+
+class AgentModelSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The continuous-training policy of one model (``agent.models.NAME``)."""
+
+    #: ``auto``: a candidate that passes its gates becomes the canary; ``manual``: the
+    #: agent stops before the canary until ``modelyard models approve REF``
+    approve: Literal["auto", "manual"] = "auto"
+    #: no new retrain of this model within this long of the last one
+    cooldown: str = "7d"
+    #: the gates compare candidate and champion on this many last days of labelled traffic
+    gate_window: str = "14d"
+    #: the alias the candidate must win against and is promoted to
+    against: str = "production"
+    canary: CanarySettings = msgspec.field(default_factory=CanarySettings)
+
+    def __post_init__(self) -> None:
+        duration_seconds("cooldown", self.cooldown)
+        duration_seconds("gate_window", self.gate_window)
+
+
+class AgentSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``modelyard agent``: what it watches and how often."""
+
+    #: time between passes of ``modelyard agent`` without ``--once``
+    interval: str = "5m"
+    #: the models the agent monitors and acts for; empty: every model with a
+    #: ``production`` alias, each with the default policy
+    models: dict[str, AgentModelSettings] = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        duration_seconds("interval", self.interval)
+
+    def model(self, name: str) -> AgentModelSettings:
+        """The policy of ``name``: its own entry, else the defaults."""
+        return self.models.get(name) or AgentModelSettings()
+
+
 class _FileConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The shape of ``modelyard.yaml``; every key is optional."""
 
@@ -363,6 +490,7 @@ class _FileConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     pipelines: PipelinesSettings = msgspec.field(default_factory=PipelinesSettings)
     #: promotion gates per model name, validated by ``modelyard.gates.config`` when used
     gates: dict[str, Any] = msgspec.field(default_factory=dict)
+    agent: AgentSettings = msgspec.field(default_factory=AgentSettings)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -380,6 +508,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     pipelines: PipelinesSettings = msgspec.field(default_factory=PipelinesSettings)
     #: promotion gates per model name, validated by ``modelyard.gates.config`` when used
     gates: dict[str, Any] = msgspec.field(default_factory=dict)
+    agent: AgentSettings = msgspec.field(default_factory=AgentSettings)
 
     def __repr__(self) -> str:
         return _masked_repr(self, db_url=redact_url, artifacts=redact_url)
@@ -523,7 +652,9 @@ def _read_file(path: Path) -> _FileConfig:
             "models.{trusted_types, trust_code}, features.{modules, online_store}, "
             "serving.{log_dir, durable_log, max_body_bytes, max_rows, value_checks, "
             "watch_interval_s, api_keys, batching, traffic}, "
-            "pipelines.{modules, executor, max_workers}, gates.MODEL.{label, metric, eval, checks}"
+            "pipelines.{modules, executor, max_workers}, "
+            "gates.MODEL.{label, metric, eval, checks}, "
+            "agent.{interval, models.MODEL.{approve, cooldown, gate_window, against, canary}}"
         ) from exc
 
 
@@ -567,4 +698,5 @@ def load_settings(
         monitoring=file.monitoring,
         pipelines=file.pipelines,
         gates=file.gates,
+        agent=file.agent,
     )

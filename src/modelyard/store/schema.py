@@ -33,6 +33,9 @@ __all__ = [
     "registry_audit",
     "experiments",
     "feature_definitions",
+    "agent_actions",
+    "agent_events",
+    "agent_leases",
     "gate_evaluations",
     "gate_results",
     "latest_metrics",
@@ -53,7 +56,7 @@ __all__ = [
 ]
 
 #: the newest Alembic revision; a store at this revision needs no migration
-HEAD_REVISION = "0007_gates"
+HEAD_REVISION = "0008_agent"
 
 metadata = MetaData(
     naming_convention={
@@ -405,4 +408,65 @@ gate_results = Table(
     Column("ci_low", Float, nullable=True),
     Column("ci_high", Float, nullable=True),
     Column("details", Text, nullable=False),  # JSON list of objects
+)
+
+
+# -- continuous training (0008) ---------------------------------------------------------
+# One action per incident that asked for it (a retrain), advanced stage by stage by
+# ``modelyard agent``; times in microseconds: ``*_us`` on the agent's clock (``--as-of``
+# when replaying), ``recorded_us`` on the wall clock. ``in_flight`` holds the model's
+# name while the action is not finished and NULL after: its unique constraint keeps at
+# most one candidate in flight per model, whatever process asks.
+
+agent_actions = Table(
+    "agent_actions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("model", String(255), nullable=False),
+    Column("kind", String(32), nullable=False),  # "retrain"
+    Column("state", String(32), nullable=False),
+    Column("in_flight", String(255), nullable=True, unique=True),
+    Column("incident_id", _BigId, nullable=True),
+    Column("incident_opened_us", BigInteger, nullable=True),
+    Column("rule", String(128), nullable=True),
+    Column("champion_version", Integer, nullable=True),
+    Column("candidate_version", Integer, nullable=True),
+    Column("pipeline", String(255), nullable=True),
+    Column("params", Text, nullable=False),  # JSON object
+    Column("window_start_us", BigInteger, nullable=True),
+    Column("window_end_us", BigInteger, nullable=True),
+    Column("pipeline_run_id", String(32), nullable=True),
+    Column("gate_evaluation_id", String(32), nullable=True),
+    Column("canary_started_us", BigInteger, nullable=True),
+    Column("decision", String(32), nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("detail", Text, nullable=False),  # JSON object (the canary's test state, ...)
+    Column("created_us", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+    Column("recorded_us", BigInteger, nullable=False),
+    Column("created_by", String(255), nullable=False),
+    UniqueConstraint("incident_id", "incident_opened_us"),
+    Index(None, "model", "created_us"),
+)
+
+agent_events = Table(
+    "agent_events",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("action_id", String(32), ForeignKey("agent_actions.id"), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("key", String(64), nullable=False),  # "" or what makes it unique (a look's number)
+    Column("time_us", BigInteger, nullable=False),
+    Column("recorded_us", BigInteger, nullable=False),
+    Column("detail", Text, nullable=False),  # JSON object
+    UniqueConstraint("action_id", "kind", "key"),
+)
+
+agent_leases = Table(
+    "agent_leases",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("holder", String(255), nullable=False),  # host:pid:token
+    Column("acquired_us", BigInteger, nullable=False),
+    Column("expires_us", BigInteger, nullable=False),
 )
