@@ -12,7 +12,14 @@ from modelyard.cli.context import settings_from
 from modelyard.cli.output import console, fmt_time, print_json
 from modelyard.pipelines.lineage import LineageNode, lineage_of
 
-_STYLE = {"model": "bold magenta", "pipeline": "bold", "step": "bold cyan", "run": "bold"}
+_STYLE = {
+    "model": "bold magenta",
+    "pipeline": "bold",
+    "step": "bold cyan",
+    "run": "bold",
+    "action": "bold green",
+    "incident": "bold red",
+}
 
 
 def _details(node: LineageNode) -> list[str]:
@@ -39,6 +46,16 @@ def _details(node: LineageNode) -> list[str]:
             lines.append(f"error: {' '.join(str(d['error']).split())}")
     elif node.kind == "model":
         lines.append(f"package {d.get('package_id', '-')[:16]}, by {d.get('created_by', '-')}")
+    elif node.kind == "action":
+        if d.get("gate_evaluation_id"):
+            lines.append(f"gates: evaluation {d['gate_evaluation_id'][:12]}")
+        if d.get("looks"):
+            lines.append(f"canary: {d['looks']} look(s)")
+        if d.get("reason"):
+            lines.append(f"reason: {' '.join(str(d['reason']).split())}")
+        lines.append("events: " + ", ".join(e["kind"] for e in d.get("events", [])))
+    elif node.kind == "incident" and d.get("values") is not None:
+        lines.append(f"values: {d['values']}")
     return lines
 
 

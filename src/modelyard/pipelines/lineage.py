@@ -14,7 +14,14 @@ digest (64 hex characters or a unique prefix of 8+). The result is a tree of
 :class:`LineageNode`; a node reached twice (a diamond in the graph) is shown once in full
 and then as a reference (``seen``), so the tree stays as large as the graph.
 
-Read-only SQL over the pipeline tables, the tracking tables and the registry.
+A version that ``modelyard agent`` trained (the candidate of an agent action) also shows
+the action (its pipeline run, gates, canary and decision) and, upstream of it, the alert
+incident that caused it (rule, cause, when it opened, the values that breached); so does
+the pipeline run the action started.
+
+Read-only SQL over the pipeline tables, the tracking tables, the registry and the agent's
+``agent_actions``/``agent_events`` (read here through ``store.schema``: the pipelines layer
+sits below ``modelyard.agent``).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import Connection, func, select, union
@@ -33,9 +41,12 @@ from modelyard.pipelines.cache import changed_parts
 from modelyard.registry.refs import LATEST, ModelRef
 from modelyard.store.database import Database, open_database
 from modelyard.store.schema import (
+    agent_actions,
+    agent_events,
     model_aliases,
     model_packages,
     model_versions,
+    monitor_incidents,
     params,
     pipeline_inputs,
     pipeline_outputs,
@@ -65,7 +76,7 @@ __all__ = [
 #: the run tag holding a step's cache-key parts as JSON (written by the runner)
 CACHE_PARTS_TAG = "modelyard.cache_parts"
 
-NodeKind = Literal["model", "pipeline", "step", "run", "data"]
+NodeKind = Literal["model", "pipeline", "step", "run", "data", "action", "incident"]
 Direction = Literal["backward", "forward"]
 
 _HEX = re.compile(r"^[0-9a-f]+$")
@@ -76,9 +87,11 @@ _MIN_DIGEST_PREFIX = 8
 
 @dataclass
 class LineageNode:
-    """One thing in a lineage tree: a model version, a run, a step run or a digest.
+    """One thing in a lineage tree: a model version, a run, a step run, a digest, an agent
+    action or an alert incident.
 
-    ``id`` is the version ref (``churn/3``), the run id or the digest; ``label`` one line
+    ``id`` is the version ref (``churn/3``), the run id, the digest, the action id or the
+    incident id; ``label`` one line
     for the tree; ``details`` what is known about it (JSON-able); ``seen`` true when the
     node was already shown in full higher up the tree (its children are not repeated).
     """
@@ -241,6 +254,21 @@ def _matching_digests(conn: Connection, prefix: str) -> list[_Resolved]:
 
 
 # -- walking the records --------------------------------------------------------------------
+
+
+def _json(raw: Any) -> Any:
+    """A JSON column decoded; a value that is not JSON is shown as recorded."""
+    try:
+        return json.loads(raw)
+    except (TypeError, ValueError):
+        return raw
+
+
+def _iso(us: int | None) -> str:
+    """Microseconds since the epoch as ``2013-05-20T00:00:00Z``; ``-`` for None."""
+    if us is None:
+        return "-"
+    return datetime.fromtimestamp(us / 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _short(value: str | None, n: int = 12) -> str:
@@ -426,6 +454,12 @@ class _Walker:
             node, row = self._model_node(resolved.value)
             if row.run_id is not None:
                 node.children.append(self._run_back(row.run_id))
+            node.children.extend(
+                self._actions_back(
+                    (agent_actions.c.model == row.name)
+                    & (agent_actions.c.candidate_version == row.version)
+                )
+            )
             return node
         if resolved.kind == "run":
             return self._run_back(resolved.value)
@@ -439,8 +473,114 @@ class _Walker:
             node.children.extend(self._step_inputs_back(run_id, node.details.get("cached_from")))
         elif node.kind == "pipeline":
             node.children.extend(self._run_back(s) for s in self._steps_sinks_first(run_id))
+            node.children.extend(self._actions_back(agent_actions.c.pipeline_run_id == run_id))
         node.children.extend(self._datasets_back(run_id))
         return node
+
+    # -- the agent's actions and the incidents that caused them ----------------------
+
+    def _actions_back(self, where: Any) -> list[LineageNode]:
+        """The agent actions matching ``where``, each with the incident that caused it."""
+        rows = self.conn.execute(
+            select(agent_actions)
+            .where(where)
+            .order_by(agent_actions.c.created_us, agent_actions.c.id)
+        ).all()
+        nodes = []
+        for row in rows:
+            node = self._action_node(row)
+            if not self._first_time("action", row.id):
+                nodes.append(self._seen(node))
+                continue
+            if row.incident_id is not None:
+                node.children.append(self._incident_node(row))
+            nodes.append(node)
+        return nodes
+
+    def _action_node(self, row: Any) -> LineageNode:
+        events = self.conn.execute(
+            select(agent_events)
+            .where(agent_events.c.action_id == row.id)
+            .order_by(agent_events.c.time_us, agent_events.c.id)
+        ).all()
+        looks = [e for e in events if e.kind == "look"]
+        shown = [
+            {"kind": e.kind, "key": e.key, "time_us": e.time_us, "detail": _json(e.detail)}
+            for e in events
+            if e.kind != "look"
+        ]
+        details: dict[str, Any] = {
+            "action_id": row.id,
+            "model": row.model,
+            "kind": row.kind,
+            "state": row.state,
+            "rule": row.rule,
+            "incident_id": row.incident_id,
+            "incident_opened_us": row.incident_opened_us,
+            "champion_version": row.champion_version,
+            "candidate_version": row.candidate_version,
+            "pipeline": row.pipeline,
+            "pipeline_run_id": row.pipeline_run_id,
+            "params": _json(row.params),
+            "window_start_us": row.window_start_us,
+            "window_end_us": row.window_end_us,
+            "gate_evaluation_id": row.gate_evaluation_id,
+            "canary_started_us": row.canary_started_us,
+            "decision": row.decision,
+            "reason": row.reason,
+            "created_us": row.created_us,
+            "updated_us": row.updated_us,
+            "created_by": row.created_by,
+            "events": shown,
+            "looks": len(looks),
+            "last_look": _json(looks[-1].detail) if looks else None,
+        }
+        parts = [f"agent action {row.id[:8]} {row.kind} ({row.state})"]
+        if row.pipeline is not None:
+            ran = f" run {row.pipeline_run_id[:8]}" if row.pipeline_run_id else ""
+            parts.append(f"pipeline {row.pipeline}{ran}")
+        if row.champion_version is not None:
+            parts.append(f"against {row.model}/{row.champion_version}")
+        if row.decision is not None:
+            parts.append(f"decision {row.decision}")
+        return LineageNode(kind="action", id=row.id, label=", ".join(parts), details=details)
+
+    def _incident_node(self, action: Any) -> LineageNode:
+        """The incident that caused ``action``, as it opened then and as it stands now."""
+        incident_id = int(action.incident_id)
+        row = self.conn.execute(
+            select(monitor_incidents).where(monitor_incidents.c.id == incident_id)
+        ).first()
+        opened = action.incident_opened_us
+        if row is None:  # an incident deleted since: the action's own record remains
+            return LineageNode(
+                kind="incident",
+                id=str(incident_id),
+                label=f"incident {incident_id} of rule {action.rule} (not recorded)",
+                details={"incident_id": incident_id, "rule": action.rule, "opened_us": opened},
+            )
+        detail = _json(row.detail)
+        details = {
+            "incident_id": incident_id,
+            "model": row.model,
+            "version": row.version,
+            "rule": row.rule,
+            "cause": row.cause,
+            "state": row.state,
+            "opened_us": opened if opened is not None else row.opened_at,
+            "last_opened_us": row.opened_at,
+            "updated_us": row.updated_at,
+            "detail": detail,
+            "values": detail.get("values") if isinstance(detail, dict) else None,
+        }
+        when = _iso(details["opened_us"])
+        return LineageNode(
+            kind="incident",
+            id=str(incident_id),
+            label=f"incident {incident_id}: rule {row.rule}, cause {row.cause} on "
+            f"{row.model}/{row.version}, opened {when} ({row.state} now)",
+            details=details,
+        )
 
     def _steps_sinks_first(self, pipeline_run_id: str) -> list[str]:
         """The step runs of a pipeline run: those no other step of it consumed first."""
