@@ -55,6 +55,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("modelyard.cli.serve", "serve"),
     "gc": ("modelyard.cli.gc", "gc"),
     "gate": ("modelyard.cli.gate", "gate"),
+    "ui": ("modelyard.cli.ui", "ui"),
 }
 #: the root's options that take a value (so the value is not taken for a command)
 _VALUED_OPTIONS = frozenset({"--project", "-p"})
@@ -212,6 +213,9 @@ def demo(
         summary["monitoring"] = monitor_demo(
             Path(summary["project"]), validation_auc=summary["best"]["auc"], quiet=as_json
         )
+        from modelyard.demo.closed_loop import closed_loop_demo
+
+        summary["closed_loop"] = closed_loop_demo(Path(summary["project"]), quiet=as_json)
     if as_json:
         print_json(summary)
 

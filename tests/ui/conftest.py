@@ -1,0 +1,203 @@
+"""Fixtures for the web UI's tests: Debian's Chromium under Playwright, live servers.
+
+``browser`` is one headless Chromium per session (``MODELYARD_TEST_CHROMIUM``, else
+``/usr/bin/chromium``; missing, the browser tests skip with the reason, or fail when
+``MODELYARD_TEST_REQUIRE_SERVICES=1``). ``ui_server(settings, read_only=False,
+env=None)`` starts ``create_app`` under a real uvicorn on a free 127.0.0.1 port in a
+thread and returns its base URL; ``env`` is the environment its API keys are read from.
+``page`` is a fresh browser page that records console errors, page errors and failed
+requests (a 4xx/5xx answer included) and fails the test at teardown if there was any.
+``project`` is a module-scoped SQLite project with two experiments and a few runs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import uvicorn
+from playwright.sync_api import Browser, Page, sync_playwright
+from starlette.exceptions import StarletteDeprecationWarning
+
+from modelyard.config import Settings, init_project, load_settings
+from modelyard.serving.auth import ApiKeys
+from modelyard.tracking.client import TrackingClient
+from modelyard.ui.app import create_app
+
+with warnings.catch_warnings():
+    # Starlette asks for the httpx2 fork; httpx (installed) still works. Import TestClient
+    # from here: ``from tests.ui.conftest import TestClient``
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from starlette.testclient import TestClient
+
+__all__ = ["ADMIN_ENV", "ADMIN_KEY", "TestClient", "UiServer", "make_project"]
+
+REQUIRE = os.environ.get("MODELYARD_TEST_REQUIRE_SERVICES") == "1"
+#: the admin key the tests' servers accept (``env-1`` in the audit trail)
+ADMIN_KEY = "ui-test-admin-key"
+ADMIN_ENV = {"MODELYARD_API_KEYS": f"{ADMIN_KEY}:predict+admin,predict-only-key:predict"}
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    path = os.environ.get("MODELYARD_TEST_CHROMIUM") or "/usr/bin/chromium"
+    if not Path(path).is_file():
+        reason = f"no Chromium at {path} (apt-get install chromium, or MODELYARD_TEST_CHROMIUM)"
+        if REQUIRE:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
+
+
+@pytest.fixture(scope="session")
+def browser(chromium_path: str) -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+class LiveUi:
+    """``create_app`` under a real uvicorn server in a background thread."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        config = uvicorn.Config(app, log_level="warning", lifespan="on", loop="asyncio")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
+
+    def start(self) -> LiveUi:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the UI server on {self.url} did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        self.sock.close()
+
+
+UiServer = Callable[..., str]
+
+
+def start_ui(
+    settings: Settings, *, read_only: bool = False, env: Mapping[str, str] | None = None
+) -> LiveUi:
+    keys = ApiKeys.from_settings(settings.serving.api_keys, env if env is not None else ADMIN_ENV)
+    return LiveUi(create_app(settings, read_only=read_only, api_keys=keys)).start()
+
+
+@pytest.fixture
+def ui_server() -> Iterator[UiServer]:
+    """``ui_server(settings, read_only=False, env=None) -> base URL``; stopped at the end.
+
+    ``env`` defaults to ``ADMIN_ENV`` (``ADMIN_KEY`` has the admin scope).
+    """
+    started: list[LiveUi] = []
+
+    def start(
+        settings: Settings, read_only: bool = False, env: Mapping[str, str] | None = None
+    ) -> str:
+        server = start_ui(settings, read_only=read_only, env=env)
+        started.append(server)
+        return server.url
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A fresh page; the test fails at teardown on any console error or failed request."""
+    context = browser.new_context()
+    opened = context.new_page()
+    problems: list[str] = []
+    opened.on(
+        "console",
+        lambda msg: (
+            problems.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None
+        ),
+    )
+    opened.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    opened.on(
+        "requestfailed",
+        lambda req: problems.append(f"request failed: {req.method} {req.url} {req.failure}"),
+    )
+    opened.on(
+        "response",
+        lambda resp: (
+            problems.append(f"HTTP {resp.status}: {resp.request.method} {resp.url}")
+            if resp.status >= 400
+            else None
+        ),
+    )
+    opened.set_default_timeout(10_000)
+    try:
+        yield opened
+    finally:
+        context.close()
+    assert not problems, "the page had errors:\n" + "\n".join(problems)
+
+
+def make_project(root: Path, db_url: str | None = None) -> Settings:
+    """A project with experiments ``churn`` (three finished runs with curves, a child run,
+    a failed run) and ``forecast`` (one run)."""
+    init_project(root)
+    settings = load_settings(root, environ={})
+    if db_url is not None:
+        settings = msgspec.structs.replace(settings, db_url=db_url)
+    client = TrackingClient(settings)
+    try:
+        for i, (lr, depth) in enumerate([(0.1, 3), (0.05, 5), (0.1, 8)]):
+            with client.start_run(experiment="churn", name=f"hgb-{i}") as run:
+                run.log_params({"lr": lr, "depth": depth, "model": "hgb"})
+                run.set_tags({"team": "risk" if i < 2 else "growth"})
+                for step in range(20):
+                    run.log_metric("loss", 1.0 / (step + 1 + i), step=step)
+                run.log_metric("auc", 0.7 + 0.05 * i)
+        with client.start_run(experiment="forecast", name="arima") as run:
+            run.log_param("order", "(1, 1, 1)")
+            run.log_metric("mape", 0.12)
+        client.flush()
+    finally:
+        client.close()
+    return settings
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """A module-scoped SQLite project with a few runs (see ``make_project``)."""
+    return make_project(tmp_path_factory.mktemp("ui") / "project")
