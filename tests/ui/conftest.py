@@ -22,12 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pandas as pd
 import pytest
 import uvicorn
 from playwright.sync_api import Browser, Page, sync_playwright
+from sklearn.linear_model import LogisticRegression
 from starlette.exceptions import StarletteDeprecationWarning
 
 from modelyard.config import Settings, init_project, load_settings
+from modelyard.registry.client import ModelRegistry
 from modelyard.serving.auth import ApiKeys
 from modelyard.tracking.client import TrackingClient
 from modelyard.ui.app import create_app
@@ -172,13 +175,36 @@ def page(browser: Browser) -> Iterator[Page]:
     assert not problems, "the page had errors:\n" + "\n".join(problems)
 
 
+#: a 1x1 PNG
+PNG_1X1 = bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489"
+    "0000000d49444154789c63f8cfc0f01f0005000201a5f4c5b20000000049454e44ae426082"
+)
+
+
+def _artifact_folder(root: Path) -> Path:
+    folder = root / "artifacts-src"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "notes.txt").write_text("trained on the march data\n")
+    (folder / "config.json").write_text('{"lr": 0.1, "layers": [64, 32]}')
+    (folder / "head.csv").write_text("a,b\n1,x\n2,y\n3,z\n")
+    pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]}).to_parquet(folder / "table.parquet")
+    (folder / "plot.png").write_bytes(PNG_1X1)
+    (folder / "report.html").write_text("<html><body><h1>report</h1></body></html>")
+    return folder
+
+
 def make_project(root: Path, db_url: str | None = None) -> Settings:
-    """A project with experiments ``churn`` (three finished runs with curves, a child run,
-    a failed run) and ``forecast`` (one run)."""
+    """A project with experiments ``churn`` (three finished runs with a ``loss`` curve and
+    ``auc``, inputs, artifacts of every previewed kind on the first, a pipeline-like
+    parent with a step child that printed logs) and ``forecast`` (one run)."""
     init_project(root)
     settings = load_settings(root, environ={})
     if db_url is not None:
         settings = msgspec.structs.replace(settings, db_url=db_url)
+    train = pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": [0, 1, 0]})
+    other = pd.DataFrame({"x": [1.0, 2.0, 4.0], "y": [0, 1, 1]})
+    folder = _artifact_folder(root)
     client = TrackingClient(settings)
     try:
         for i, (lr, depth) in enumerate([(0.1, 3), (0.05, 5), (0.1, 8)]):
@@ -188,12 +214,29 @@ def make_project(root: Path, db_url: str | None = None) -> Settings:
                 for step in range(20):
                     run.log_metric("loss", 1.0 / (step + 1 + i), step=step)
                 run.log_metric("auc", 0.7 + 0.05 * i)
+                client.log_input(run.id, train if i < 2 else other, "train")
+                if i == 0:
+                    client.log_artifacts(run.id, folder)
+        with client.start_run(experiment="churn", name="pipeline") as parent:
+            with client.start_run(
+                experiment="churn", name="train-step", parent_run_id=parent.id
+            ) as step_run:
+                step_run.log_metric("fit_s", 1.5)
+                (root / "logs.txt").write_text("fitting...\ndone\n")
+                client.log_artifact(step_run.id, root / "logs.txt")
+                step_id = step_run.id
         with client.start_run(experiment="forecast", name="arima") as run:
             run.log_param("order", "(1, 1, 1)")
             run.log_metric("mape", 0.12)
         client.flush()
     finally:
         client.close()
+    registry = ModelRegistry(settings)
+    try:
+        model = LogisticRegression().fit(train[["x"]], train["y"])
+        registry.log_model(model, name="churn", training_frame=train[["x"]], run_id=step_id)
+    finally:
+        registry.close()
     return settings
 
 

@@ -9,6 +9,7 @@ from jinja2 import Environment
 
 from modelyard.config import Settings
 from modelyard.serving.auth import ApiKeys
+from modelyard.store.artifacts import ArtifactStore
 from modelyard.store.database import Database, open_database
 
 __all__ = ["UiContext"]
@@ -30,6 +31,7 @@ class UiContext:
     #: ``(label, path)`` of the top navigation
     nav: list[tuple[str, str]] = field(default_factory=list)
     _db: Database | None = None
+    _artifacts: ArtifactStore | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -40,6 +42,13 @@ class UiContext:
                 if self._db is None:
                     self._db = open_database(self.settings.db_url)
         return self._db
+
+    @property
+    def artifacts(self) -> ArtifactStore:
+        """The artifact store (local folder or object store), opened on first use."""
+        if self._artifacts is None:
+            self._artifacts = ArtifactStore(self.settings.artifacts)
+        return self._artifacts
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,78 @@
+// The runs pages: selecting runs to compare, and metric charts (one per metric, a curve
+// per run, by step or by time since each run started) drawn from the page's JSON block.
+
+const PALETTE = [
+  "#2458d6", "#d6452a", "#1a7f37", "#9a6700", "#8250df",
+  "#0a7e8c", "#c2185b", "#5d4037", "#455a64", "#7cb342",
+];
+
+function setUpSelection() {
+  const button = document.getElementById("compare-button");
+  if (!button) return;
+  const boxes = () => Array.from(document.querySelectorAll("input.select-run"));
+  const count = document.getElementById("selected-count");
+  const update = () => {
+    const n = boxes().filter((b) => b.checked).length;
+    button.disabled = n < 1;
+    count.textContent = n ? `${n} selected` : "select runs to compare";
+  };
+  document.addEventListener("change", (event) => {
+    if (event.target.id === "select-all") {
+      for (const box of boxes()) box.checked = event.target.checked;
+    }
+    if (event.target.id === "select-all" || event.target.classList.contains("select-run")) update();
+  });
+  update();
+}
+
+function traces(series, xAxis) {
+  return series.map((s, i) => {
+    const x = xAxis === "time" ? s.time.map((t) => (t - s.time[0]) / 1000) : s.step;
+    return {
+      x,
+      y: s.value,
+      name: s.name,
+      mode: s.step.length > 1 ? "lines" : "markers",
+      type: "scatter", // SVG: scattergl compiles shaders with new Function, which the CSP refuses
+      line: { color: PALETTE[i % PALETTE.length], width: 1.5 },
+      marker: { color: PALETTE[i % PALETTE.length] },
+      connectgaps: false,
+    };
+  });
+}
+
+function drawCharts() {
+  const block = document.getElementById("curves-data");
+  const holder = document.getElementById("charts");
+  if (!block || !holder || typeof Plotly === "undefined") return;
+  const curves = JSON.parse(block.textContent);
+  const select = document.getElementById("x-axis");
+  const draw = () => {
+    const xAxis = select ? select.value : "step";
+    for (const [key, series] of Object.entries(curves)) {
+      const id = `chart-${key.replace(/[^A-Za-z0-9_-]/g, "_")}`;
+      let div = document.getElementById(id);
+      if (!div) {
+        div = document.createElement("div");
+        div.id = id;
+        div.className = "chart panel";
+        div.dataset.metric = key;
+        holder.appendChild(div);
+      }
+      Plotly.react(div, traces(series, xAxis), {
+        title: { text: key, font: { size: 14 } },
+        margin: { l: 50, r: 10, t: 36, b: 40 },
+        xaxis: { title: { text: xAxis === "time" ? "seconds since start" : "step" } },
+        showlegend: series.length > 1,
+        legend: { orientation: "h" },
+        height: 320,
+      }, { displaylogo: false, responsive: true });
+    }
+    holder.dataset.drawn = "true";
+  };
+  if (select) select.addEventListener("change", draw);
+  draw();
+}
+
+setUpSelection();
+drawCharts();
