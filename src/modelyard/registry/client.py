@@ -256,13 +256,27 @@ class ModelRegistry:
     # -- changes -------------------------------------------------------------------
 
     def set_alias(
-        self, ref: str | ModelRef, alias: str, *, reason: str | None = None
+        self,
+        ref: str | ModelRef,
+        alias: str,
+        *,
+        reason: str | None = None,
+        actor: str | None = None,
     ) -> int | None:
-        """Point ``alias`` at the version ``ref`` names; return the previous holder."""
+        """Point ``alias`` at the version ``ref`` names; return the previous holder.
+
+        ``actor`` is who the audit trail names (default: ``MODELYARD_ACTOR`` or the
+        user); the web UI passes ``ui:KEYNAME``.
+        """
         check_alias(alias)
         version = self.get_version(ref)
         return self._store.set_alias(
-            version.name, alias, version.version, actor=_actor(), reason=reason, now=_now_ms()
+            version.name,
+            alias,
+            version.version,
+            actor=actor or _actor(),
+            reason=reason,
+            now=_now_ms(),
         )
 
     def promote(
@@ -289,8 +303,10 @@ class ModelRegistry:
         *,
         force: bool = False,
         reason: str | None = None,
+        actor: str | None = None,
     ) -> Promotion:
-        """``promote``, answering what it did and on which evidence."""
+        """``promote``, answering what it did and on which evidence (``actor`` as in
+        ``set_alias``)."""
         # imported here, not above: gates.runner imports this module (a cycle), and a
         # process that only loads models (a server) need not import the gates
         from modelyard.registry.promotion import promote
@@ -304,7 +320,7 @@ class ModelRegistry:
             alias,
             force=force,
             reason=reason,
-            actor=_actor(),
+            actor=actor or _actor(),
             now=_now_ms(),
         )
         moved = self._store.resolve(ModelRef(version.name, version=version.version))
@@ -332,16 +348,22 @@ class ModelRegistry:
     def remove_alias(self, name: str, alias: str, *, reason: str | None = None) -> int:
         return self._store.remove_alias(name, alias, actor=_actor(), reason=reason, now=_now_ms())
 
-    def rollback(self, name: str, alias: str, *, reason: str | None = None) -> ModelVersion:
+    def rollback(
+        self, name: str, alias: str, *, reason: str | None = None, actor: str | None = None
+    ) -> ModelVersion:
         """Point ``alias`` back at the version that held it before its last move."""
         check_alias(alias)
-        previous = self._store.rollback(name, alias, actor=_actor(), reason=reason, now=_now_ms())
+        previous = self._store.rollback(
+            name, alias, actor=actor or _actor(), reason=reason, now=_now_ms()
+        )
         return self._store.resolve(ModelRef(name, version=previous))
 
-    def archive(self, ref: str | ModelRef, *, reason: str | None = None) -> ModelVersion:
+    def archive(
+        self, ref: str | ModelRef, *, reason: str | None = None, actor: str | None = None
+    ) -> ModelVersion:
         version = self.get_version(ref)
         self._store.archive(
-            version.name, version.version, actor=_actor(), reason=reason, now=_now_ms()
+            version.name, version.version, actor=actor or _actor(), reason=reason, now=_now_ms()
         )
         return self._store.resolve(ModelRef(version.name, version=version.version))
 
