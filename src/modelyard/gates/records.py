@@ -28,6 +28,7 @@ __all__ = [
     "jsonable",
     "latest_evaluation",
     "list_evaluations",
+    "load_evaluation",
     "new_evaluation_id",
     "save_report",
 ]
@@ -210,6 +211,15 @@ def latest_evaluation(db: Database, model: str, version: int, against: str) -> G
             )
             .order_by(gate_evaluations.c.created_at.desc(), gate_evaluations.c.id.desc())
             .limit(1)
+        ).first()
+        return None if row is None else _report(conn, row)
+
+
+def load_evaluation(db: Database, evaluation_id: str) -> GateReport | None:
+    """The evaluation stored with ``evaluation_id`` (with every result), or None."""
+    with db.read() as conn:
+        row = conn.execute(
+            select(gate_evaluations).where(gate_evaluations.c.id == evaluation_id)
         ).first()
         return None if row is None else _report(conn, row)
 

@@ -15,17 +15,19 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from sqlalchemy import exc as sa_exc
 
 from modelyard.config import Settings
 from modelyard.errors import InvalidInputError, NotFoundError
 from modelyard.gates.base import Gate, GateContext, GateResult
 from modelyard.gates.config import gate_config, gates_digest
-from modelyard.gates.records import GateReport, save_report
+from modelyard.gates.records import GateReport, load_evaluation, save_report
 from modelyard.registry.client import ModelRegistry
 from modelyard.registry.entities import ModelVersion
 from modelyard.registry.refs import ModelRef, check_alias
@@ -108,6 +110,34 @@ def _champion(registry: ModelRegistry, name: str, against: str) -> ModelVersion 
         return None  # the model exists (the candidate resolved): nobody holds the alias
 
 
+_EVALUATION_ID = re.compile(r"[0-9A-Za-z_-]{1,32}")
+
+
+def _check_evaluation_id(evaluation_id: object) -> str:
+    if not isinstance(evaluation_id, str) or not _EVALUATION_ID.fullmatch(evaluation_id):
+        raise InvalidInputError(
+            "Expected an evaluation id of 1 to 32 letters, digits, '_' or '-', got "
+            f"{evaluation_id!r}"[:200],
+            loc="evaluation_id",
+        )
+    return evaluation_id
+
+
+def _stored_as_asked(report: GateReport, candidate: ModelVersion, against: str) -> GateReport:
+    """The stored evaluation, when it is one of ``candidate`` against ``against``."""
+    if (report.model, report.version, report.against) != (
+        candidate.name,
+        candidate.version,
+        against,
+    ):
+        raise InvalidInputError(
+            f"Expected evaluation {report.id} to be of {candidate.ref} against {against!r}, "
+            f"got one of {report.ref} against {report.against!r}",
+            loc="evaluation_id",
+        )
+    return report
+
+
 def run_gates(
     settings: Settings,
     ref: str | ModelRef,
@@ -119,17 +149,27 @@ def run_gates(
     registry: ModelRegistry | None = None,
     store: bool = True,
     trust: bool = False,
+    evaluation_id: str | None = None,
 ) -> GateReport:
     """Run ``ref``'s gates against the holder of ``against``; store and return the report.
 
     ``gates`` defaults to the model's ``gates:`` entry in ``modelyard.yaml`` (whose
     ``label`` and ``eval`` are the defaults of ``label`` and ``eval``).
+    ``evaluation_id`` is the id the report is stored under (a caller that must not run
+    the gates twice allocates it first, with ``new_evaluation_id``): when an evaluation
+    with that id is stored already, it is returned as it is and nothing runs.
     """
     check_alias(against)
+    if evaluation_id is not None:
+        _check_evaluation_id(evaluation_id)
     own = registry is None
     reg = registry or ModelRegistry(settings)
     try:
         candidate = reg.get_version(ref)
+        if evaluation_id is not None:
+            stored = load_evaluation(reg.db, evaluation_id)
+            if stored is not None:
+                return _stored_as_asked(stored, candidate, against)
         base: Path | None = None
         if gates is None:
             declared = gate_config(settings, candidate.name)
@@ -204,8 +244,17 @@ def run_gates(
             results=tuple(_evaluate(gate, ctx) for gate in chosen),
             created_by=_actor(),
         )
+        if evaluation_id is not None:
+            report = dataclasses.replace(report, id=evaluation_id)
         if store:
-            save_report(reg.db, report)
+            try:
+                save_report(reg.db, report)
+            except sa_exc.IntegrityError:
+                # another process stored this id meanwhile: its report is the one
+                stored = None if evaluation_id is None else load_evaluation(reg.db, evaluation_id)
+                if stored is None:
+                    raise
+                return _stored_as_asked(stored, candidate, against)
         return report
     finally:
         if own:

@@ -720,6 +720,36 @@ def _preload(graph: Graph) -> None:
                     preload(spec.type)
 
 
+#: tags the runner writes itself on a pipeline's run
+_RUNNER_TAGS = ("modelyard.pipeline", "modelyard.executor", "modelyard.resumed_from")
+
+
+def _check_tags(tags: Mapping[str, str] | None) -> dict[str, str]:
+    """The caller's tags for the pipeline's run: text keys (<= 250) and values, none of ours."""
+    if tags is None:
+        return {}
+    if not isinstance(tags, Mapping):
+        raise InvalidInputError(
+            f"Expected a mapping of text to text, got {type(tags).__name__}", loc="tags"
+        )
+    for key, value in tags.items():
+        if not isinstance(key, str) or not key or len(key) > 250:
+            raise InvalidInputError(
+                f"Expected a tag name of 1 to 250 characters, got {key!r}"[:300], loc="tags"
+            )
+        if key in _RUNNER_TAGS:
+            raise InvalidInputError(
+                f"Expected a tag other than the runner's own ({', '.join(_RUNNER_TAGS)}), "
+                f"got {key!r}",
+                loc=f"tags.{key}",
+            )
+        if not isinstance(value, str):
+            raise InvalidInputError(
+                f"Expected a text value, got {type(value).__name__}", loc=f"tags.{key}"
+            )
+    return dict(tags)
+
+
 def run_pipeline(
     pipeline: Pipeline,
     params: Mapping[str, Any] | None = None,
@@ -732,6 +762,7 @@ def run_pipeline(
     max_workers: int | None = None,
     experiment: str | None = None,
     on_event: Callable[[StepEvent], None] | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> PipelineRun:
     """Run ``pipeline`` with ``params``; the finished :class:`PipelineRun`.
 
@@ -740,8 +771,11 @@ def run_pipeline(
     finished steps whose key is unchanged. ``executor`` is ``"local"`` (a process pool of
     ``max_workers``), ``"inline"`` or an :class:`Executor`; by default the project's
     ``pipelines.executor``. ``on_event`` is called with each :class:`StepEvent`.
+    ``tags`` are recorded on the pipeline's run beside the runner's own (a caller finds
+    its runs by them: ``modelyard agent`` tags each run of an action with its id).
     Raises :class:`StepFailedError` (after everything is recorded) when a step failed.
     """
+    extra_tags = _check_tags(tags)
     if settings is None:
         settings = load_settings(project)
     client = client_for(settings)
@@ -782,7 +816,7 @@ def run_pipeline(
     env = _environment(settings.project_dir)
     experiment_id = client.create_experiment(experiment_name).id
     started = now_ms()
-    tags = {"modelyard.pipeline": pipeline.name, "modelyard.executor": chosen.name}
+    tags = {**extra_tags, "modelyard.pipeline": pipeline.name, "modelyard.executor": chosen.name}
     if resumed_from is not None:
         tags["modelyard.resumed_from"] = resumed_from
     records.start_pipeline(
