@@ -114,7 +114,7 @@ finite = st.floats(-1e6, 1e6, allow_nan=False)
 maybe = st.one_of(st.none(), finite, st.just(math.nan))
 
 
-@hsettings(max_examples=150, deadline=None)
+@hsettings(max_examples=100, deadline=None)
 @given(
     low=maybe,
     high=maybe,
@@ -266,8 +266,6 @@ def test_models_pages_render_with_charts_and_no_errors(
     expect(page.locator(".chart.forest .main-svg").first).to_be_visible()
     expect(page.locator(".profile-chart[data-group=columns][data-drawn=true]")).to_have_count(2)
     expect(page.locator("#signature-table")).to_contain_text("plan")
-    page.goto(f"{base}/models/toy/1")
-    expect(page.locator("h1")).to_contain_text("toy/1")
 
 
 def test_an_alias_move_made_in_the_ui_appears_in_models_history(

@@ -80,7 +80,7 @@ def lineage_graph(settings: Settings, db: Database, ref: str) -> dict[str, Any]:
                 sub=_sub(node),
                 title=_title(node),
             )
-            details[k] = {"kind": node.kind, "id": node.id, "label": node.label, **node.details}
+            details[k] = {**node.details, "node": node.kind, "id": node.id, "label": node.label}
         for child in node.children:
             edges.append((key(child), k))  # upstream -> downstream: left to right
             visit(child)
@@ -91,7 +91,7 @@ def lineage_graph(settings: Settings, db: Database, ref: str) -> dict[str, Any]:
     graph = layout(ordered, edges)
     kinds: dict[str, int] = {}
     for n in details.values():
-        kinds[n["kind"]] = kinds.get(n["kind"], 0) + 1
+        kinds[n["node"]] = kinds.get(n["node"], 0) + 1
     return {
         "ref": ref,
         "root": key(found.root),
