@@ -44,7 +44,8 @@ class GraphNode:
 
 
 def layers_of(ids: Sequence[str], edges: Sequence[tuple[str, str]]) -> dict[str, int]:
-    """Each node's layer: the longest path to it from a node with no incoming edge.
+    """Each node's layer: the longest path to it from a node with no incoming edge; a
+    node with no incoming edge goes one layer before its earliest consumer.
 
     Edges naming unknown nodes are ignored; nodes on a cycle (never expected: lineage
     and step graphs are acyclic) go one layer after everything else, so nothing is lost.
@@ -72,6 +73,13 @@ def layers_of(ids: Sequence[str], edges: Sequence[tuple[str, str]]) -> dict[str,
         for i in ids:
             if i not in done:
                 layer[i] = last
+        return layer
+    # a source feeding only later layers sits just before its first consumer, so its
+    # edge does not run behind the boxes between (an agent action beside its version)
+    fed = {b for targets in out.values() for b in targets}
+    for i in ids:
+        if i not in fed and out[i]:
+            layer[i] = max(layer[i], min(layer[b] for b in out[i]) - 1)
     return layer
 
 

@@ -9,7 +9,7 @@
   plot row per gate that has an interval) and its reference profile's distributions.
 
 Everything is read through the registry client and the stores below it; the agent's
-``agent_actions`` are read from ``store.schema`` (one query per page).
+actions through ``agent.records.ActionStore`` (one query per page).
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ import itertools
 import math
 from typing import Any
 
-from sqlalchemy import select
-
+from modelyard.agent.records import ActionStore
 from modelyard.errors import InvalidInputError, ModelyardError
 from modelyard.gates.records import GateReport, jsonable, list_evaluations
 from modelyard.models.package import read_profile
@@ -28,7 +27,6 @@ from modelyard.registry.client import ModelRegistry
 from modelyard.registry.entities import AuditEntry
 from modelyard.registry.refs import ModelRef
 from modelyard.store.database import Database
-from modelyard.store.schema import agent_actions
 
 __all__ = [
     "MAX_PROFILE_COLUMNS",
@@ -41,6 +39,8 @@ __all__ = [
     "version_detail",
 ]
 
+#: the newest agent actions of a model a page reads
+MAX_AGENT_ACTIONS = 1000
 #: columns of a reference profile drawn on a version page (most important first)
 MAX_PROFILE_COLUMNS = 40
 
@@ -65,32 +65,28 @@ def agent_actions_of(
     db: Database, model: str, *, version: int | None = None
 ) -> list[dict[str, Any]]:
     """The agent's actions on ``model`` (those whose champion or candidate is ``version``
-    when given), oldest first; times in ms."""
-    t = agent_actions.c
-    query = select(agent_actions).where(t.model == model)
-    with db.read() as conn:
-        rows = conn.execute(query.order_by(t.created_us, t.id)).all()
+    when given), oldest first; times in ms. Read through ``agent.records.ActionStore``."""
     found = []
-    for r in rows:
-        if version is not None and version not in (r.champion_version, r.candidate_version):
+    for a in reversed(ActionStore(db).list(model, limit=MAX_AGENT_ACTIONS)):
+        if version is not None and version not in (a.champion_version, a.candidate_version):
             continue
         found.append(
             {
-                "id": r.id,
-                "kind": r.kind,
-                "state": r.state,
-                "rule": r.rule,
-                "incident_id": r.incident_id,
-                "champion_version": r.champion_version,
-                "candidate_version": r.candidate_version,
-                "pipeline": r.pipeline,
-                "pipeline_run_id": r.pipeline_run_id,
-                "gate_evaluation_id": r.gate_evaluation_id,
-                "decision": r.decision,
-                "reason": r.reason,
-                "created_by": r.created_by,
-                "at": r.created_us // 1000,
-                "updated_at": r.updated_us // 1000,
+                "id": a.id,
+                "kind": a.kind,
+                "state": a.state,
+                "rule": a.rule,
+                "incident_id": a.incident_id,
+                "champion_version": a.champion_version,
+                "candidate_version": a.candidate_version,
+                "pipeline": a.pipeline,
+                "pipeline_run_id": a.pipeline_run_id,
+                "gate_evaluation_id": a.gate_evaluation_id,
+                "decision": a.decision,
+                "reason": a.reason,
+                "created_by": a.created_by,
+                "at": a.created_us // 1000,
+                "updated_at": a.updated_us // 1000,
             }
         )
     return found
