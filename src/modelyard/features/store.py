@@ -419,6 +419,10 @@ class FeatureStore:
         snap.record("view", name)  # the NotFoundError naming the known views
         return snap.views[name]
 
+    def list_services(self) -> list[FeatureService]:
+        """The applied services, by name."""
+        return list(self._snapshot().services.values())
+
     def get_service(self, name: str) -> FeatureService:
         snap = self._snapshot()
         snap.record("service", name)

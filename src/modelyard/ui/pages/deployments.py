@@ -1,8 +1,71 @@
-"""The deployments pages (placeholder: its owner replaces it)."""
+"""The deployments pages: what is served, from the prediction log and the traffic policy.
+
+``/deployments`` lists every model with logged requests or a traffic policy (and the
+registered models with a ``production`` alias but no logged traffic). ``/deployments/
+NAME`` shows its policy (which alias, which version, what weight), the observed traffic
+split, the request rate and latency percentiles over time per version. ``?last=24h``
+keeps the last day before the newest request; a bad value is shown, never a 500.
+
+Errors are not persisted anywhere (the server's metrics are in memory), so the pages
+say that instead of showing an error rate.
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 
-routes: list[BaseRoute] = []
-NAV: tuple[str, str] | None = None
+from modelyard.errors import InvalidInputError, NotFoundError
+from modelyard.registry.client import ModelRegistry
+from modelyard.ui.deployment_data import deployment_detail, deployments_index, parse_last
+from modelyard.ui.render import context_of, render
+
+__all__ = ["NAV", "routes"]
+
+#: the ranges offered above the charts
+RANGES = (("all", "whole log"), ("1h", "last hour"), ("24h", "last day"), ("7d", "last week"))
+
+
+def _registry(request: Request) -> ModelRegistry:
+    ui = context_of(request)
+    return ModelRegistry(ui.settings, db=ui.db)
+
+
+def index_page(request: Request) -> Response:
+    ui = context_of(request)
+    data = deployments_index(ui.settings, _registry(request).list_models())
+    return render(request, "deployments/index.html", **data)
+
+
+def model_page(request: Request) -> Response:
+    ui = context_of(request)
+    name = str(request.path_params["name"])
+    raw = request.query_params.get("last")
+    problem = None
+    try:
+        last_s = parse_last(raw)
+    except InvalidInputError as exc:
+        last_s, problem = None, exc.message
+    models = {m.name: m for m in _registry(request).list_models()}
+    data = deployment_detail(ui.settings, name, models.get(name), last_s)
+    if data is None:
+        raise NotFoundError(
+            f"No deployment {name!r}: no logged requests, no traffic policy and no "
+            "registered model of that name"
+        )
+    return render(
+        request,
+        "deployments/model.html",
+        problem=problem,
+        last=raw if problem is None else None,
+        ranges=RANGES,
+        **data,
+    )
+
+
+routes: list[BaseRoute] = [
+    Route("/deployments", index_page, name="deployments"),
+    Route("/deployments/{name:path}", model_page, name="deployment"),
+]
+NAV: tuple[str, str] | None = ("Deployments", "/deployments")

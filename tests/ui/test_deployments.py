@@ -1,0 +1,129 @@
+"""The deployments pages: policy, traffic split, request rate and latency from the log.
+
+The oracle is the list of requests the fixture wrote to the prediction log: bucketed
+and summarised with NumPy (``percentile`` with linear interpolation is DuckDB's
+``quantile_cont``), it must match every number the page computes.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from playwright.sync_api import Page
+
+from modelyard.registry.client import ModelRegistry
+from modelyard.ui.app import create_app
+from modelyard.ui.deployment_data import (
+    BUCKET_WIDTHS_S,
+    MAX_BUCKETS,
+    bucket_width,
+    deployment_detail,
+)
+from tests.ui.conftest import TestClient, UiServer
+from tests.ui.ops_project import OpsProject, shared_ops_project
+
+
+@pytest.fixture(scope="module")
+def ops(tmp_path_factory: pytest.TempPathFactory) -> OpsProject:
+    return shared_ops_project(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def http(ops: OpsProject) -> Iterator[TestClient]:
+    with TestClient(create_app(ops.settings)) as client:
+        yield client
+
+
+def _detail(ops: OpsProject, last_s: int | None) -> dict:
+    registry = ModelRegistry(ops.settings)
+    try:
+        model = {m.name: m for m in registry.list_models()}["churn"]
+        detail = deployment_detail(ops.settings, "churn", model, last_s)
+    finally:
+        registry.close()
+    assert detail is not None
+    return detail
+
+
+@pytest.mark.parametrize("last_s", [None, 86400, 3 * 3600])
+def test_series_match_the_logged_requests(ops: OpsProject, last_s: int | None) -> None:
+    detail = _detail(ops, last_s)
+    newest = max(r[2] for r in ops.requests)
+    first = min(r[2] for r in ops.requests)
+    since = first if last_s is None else max(first, newest - last_s * 1_000_000)
+    width = detail["bucket_s"]
+    assert width == bucket_width((newest - since) / 1e6)
+    width_us = width * 1_000_000
+    origin = since - since % width_us
+    expected: dict[tuple[int, str], dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for version, route, us, latency, _rows in ops.requests:
+        if us >= since:
+            bucket = origin + (us - origin) // width_us * width_us
+            expected[(version, route)][
+                datetime.fromtimestamp(bucket / 1e6, UTC).isoformat()
+            ].append(latency)
+    got = {(s["version"], s["route"]): s for s in detail["series"]}
+    assert set(got) == set(expected) == {(1, "primary"), (2, "canary")}
+    for key, buckets in expected.items():
+        series = got[key]
+        assert series["time"] == sorted(buckets)
+        assert series["requests"] == [len(buckets[t]) for t in series["time"]]
+        assert series["rate"] == [len(buckets[t]) / width for t in series["time"]]
+        for q, name in ((50, "p50_ms"), (95, "p95_ms"), (99, "p99_ms")):
+            oracle = [float(np.percentile(buckets[t], q)) / 1000 for t in series["time"]]
+            assert series[name] == pytest.approx(oracle, rel=1e-9)
+    total = sum(len(b) for s in expected.values() for b in s.values())
+    shares = {(s["version"], s["route"]): s["share"] for s in detail["split"]}
+    for key, buckets in expected.items():
+        assert shares[key] == pytest.approx(sum(len(b) for b in buckets.values()) / total)
+
+
+def test_policy_resolves_aliases_to_versions(ops: OpsProject) -> None:
+    policy = _detail(ops, None)["policy"]
+    assert policy["configured"] and policy["registered"]
+    assert policy["primary"] == {"alias": "production", "version": 1, "weight": 0.75}
+    assert policy["canary"] == {"alias": "canary", "version": 2, "weight": 0.25}
+    assert policy["shadow"] is None
+
+
+def test_bucket_width_keeps_the_bucket_count_bounded() -> None:
+    for span in [0, 1, 59, 3600, 86400 * 3, 86400 * 365, 86400 * 365 * 30]:
+        width = bucket_width(span)
+        assert width in BUCKET_WIDTHS_S
+        smaller = [w for w in BUCKET_WIDTHS_S if w < width]
+        assert span / width < MAX_BUCKETS or width == BUCKET_WIDTHS_S[-1]
+        assert all(span / w >= MAX_BUCKETS for w in smaller)
+
+
+def test_page_says_errors_are_not_persisted_and_invents_no_rate(http: TestClient) -> None:
+    page = http.get("/deployments/churn")
+    assert page.status_code == 200
+    assert "Error rate: not available" in page.text and "/metrics" in page.text
+    assert "error rate:" not in page.text.lower().replace("error rate: not available", "")
+    index = http.get("/deployments")
+    assert index.status_code == 200 and "Error rate: not available" in index.text
+    assert 'href="/deployments/churn"' in index.text
+
+
+def test_bad_range_is_shown_and_unknown_model_is_404(http: TestClient) -> None:
+    bad = http.get("/deployments/churn", params={"last": "soon"})
+    assert bad.status_code == 200 and 'id="range-problem"' in bad.text
+    assert "Expected last as a number and a unit" in bad.text
+    assert http.get("/deployments/nope").status_code == 404
+
+
+def test_deployment_pages_in_a_browser(ops: OpsProject, ui_server: UiServer, page: Page) -> None:
+    url = ui_server(ops.settings)
+    page.goto(url + "/deployments")
+    page.click("#deployments a:text('churn')")
+    page.wait_for_url("**/deployments/churn")
+    for chart in ("rate", "latency", "split"):
+        page.wait_for_selector(f"#chart-{chart}[data-drawn='true']")
+        assert page.locator(f"#chart-{chart} .main-svg").count() > 0
+    page.click("a:text('last day')")
+    page.wait_for_url("**/deployments/churn?last=24h")
+    page.wait_for_selector("#chart-rate[data-drawn='true']")
