@@ -3,7 +3,8 @@
 After the replay (``demo.replay``) the prediction log holds March to July 2013 as
 served, with the labels that arrived. This adds two alert rules to the demo project's
 ``modelyard.yaml`` (prediction drift in 2 of the last 3 weeks; AUC below the validation
-AUC minus 0.05 in 3 of the last 6 weeks), both posting to a webhook that the demo
+AUC minus 0.05 in 3 of the last 6 weeks, with a retrain ``action`` that ``modelyard
+agent`` runs: ``demo.closed_loop``), both posting to a webhook that the demo
 listens on for the moment (a real HTTP receiver on 127.0.0.1) and appending the
 incident to ``.modelyard/alerts.jsonl`` (the rules' ``command``); runs ``Monitor.run``
 over weekly windows, prints what it found and writes the HTML report.
@@ -34,6 +35,13 @@ __all__ = ["monitor_demo"]
 
 MODEL = "flights-delay"
 WEBHOOK_ENV = "MODELYARD_DEMO_WEBHOOK"
+#: the auc-drop rule's action: retrain on the 90 days ending when the agent acts, four
+#: tuning trials, registered without moving ``production`` (the agent's canary decides)
+RETRAIN = {
+    "pipeline": "flights_delay",
+    "params": {"promote": False, "n_trials": 4},
+    "window": "90d",
+}
 #: the alerts' command: a stand-in for "retrain", written into the demo project
 HOOK = '''"""Run by modelyard when an alert opens an incident (monitoring.alerts in modelyard.yaml).
 
@@ -72,6 +80,9 @@ def _rules(project: Path, auc_floor: float) -> str:
         "      m: 6\n"
         f"      webhook_env: {WEBHOOK_ENV}\n"
         f"      command: {json.dumps(command)}\n"
+        # `modelyard agent` (the demo's closed loop) retrains when this incident opens
+        "      action:\n"
+        f"        retrain: {json.dumps(RETRAIN)}\n"
     )
 
 

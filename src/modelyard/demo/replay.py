@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -232,8 +232,16 @@ def replay_flights(
     days: Sequence[date],
     console: Console | None = None,
     api_key: str | None = None,
+    on_day: Callable[[date], bool | None] | None = None,
+    chunk_rows: int | None = None,
 ) -> ReplaySummary:
-    """Send the flights of ``days`` to the server on ``port``; post their labels daily."""
+    """Send the flights of ``days`` to the server on ``port``; post their labels daily.
+
+    Each three hours' flights go as one request, or as requests of at most
+    ``chunk_rows`` flights (more requests: a canary's share of them is steadier).
+    ``on_day(day)`` runs once each day's labels are in; the replay stops when it returns
+    True (the demo's agent runs its pass there).
+    """
     console = console or Console(quiet=True)
     flights = flight_entities(months=sorted({d.month for d in days}))
     local_day = flights["event_timestamp"].dt.tz_convert(NEW_YORK).dt.date
@@ -255,25 +263,12 @@ def replay_flights(
                     features.materialize_incremental(begin + timedelta(microseconds=1))
                     stamp = todays["event_timestamp"]
                     batch = todays[(stamp >= begin) & (stamp < end)]
-                    if batch.empty:
-                        continue
-                    body = {
-                        "entities": _records(batch),
-                        "parameters": {"as_of": begin.isoformat()},
-                    }
-                    sent = time.perf_counter()
-                    status, answer, headers = client.post(path, body)
-                    summary.latencies_ms.append((time.perf_counter() - sent) * 1000)
-                    summary.requests += 1
-                    if status != 200:
-                        summary.errors[status] += 1
-                        console.print(f"  {day} {begin:%H:%M}Z: {status} {answer.get('error')}")
-                        continue
-                    summary.rows += len(batch)
-                    summary.versions[str(answer["model_version"])] += len(batch)
-                    truth = batch[TARGET].astype(int).tolist()
-                    summary.positives += sum(truth)
-                    labels.append({"request_id": headers["x-request-id"], "label": truth})
+                    size = chunk_rows or max(1, len(batch))
+                    for first in range(0, len(batch), size):
+                        chunk = batch.iloc[first : first + size]
+                        label = _predict(client, path, chunk, begin, summary, console)
+                        if label is not None:
+                            labels.append(label)
                 if labels:  # the day's flights have landed: their labels arrive
                     status, answer, _ = client.post("/v1/feedback", {"feedback": labels})
                     if status != 200:
@@ -281,6 +276,10 @@ def replay_flights(
                     summary.feedback += int(answer["accepted"])
                 summary.days.append(day.isoformat())
                 progress.advance(task)
+                if on_day is not None:
+                    client.close()  # the pass may outlast the server's keep-alive
+                    if on_day(day):
+                        break
     except OSError as exc:
         raise ServerError(f"The server on port {port} stopped answering: {exc}") from exc
     finally:
@@ -288,8 +287,34 @@ def replay_flights(
     return summary
 
 
-def enable_replay(project: Path) -> None:
-    """Let the project's server accept ``as_of`` (``serving.replay: true``)."""
+def _predict(
+    client: Client,
+    path: str,
+    batch: pd.DataFrame,
+    begin: datetime,
+    summary: ReplaySummary,
+    console: Console,
+) -> dict[str, Any] | None:
+    """One predict request for ``batch`` served at ``begin``; its feedback entry."""
+    body = {"entities": _records(batch), "parameters": {"as_of": begin.isoformat()}}
+    sent = time.perf_counter()
+    status, answer, headers = client.post(path, body)
+    summary.latencies_ms.append((time.perf_counter() - sent) * 1000)
+    summary.requests += 1
+    if status != 200:
+        summary.errors[status] += 1
+        console.print(f"  {begin:%Y-%m-%d %H:%M}Z: {status} {answer.get('error')}")
+        return None
+    summary.rows += len(batch)
+    summary.versions[str(answer["model_version"])] += len(batch)
+    truth = batch[TARGET].astype(int).tolist()
+    summary.positives += sum(truth)
+    return {"request_id": headers["x-request-id"], "label": truth}
+
+
+def enable_replay(project: Path, traffic: str = "") -> None:
+    """Let the project's server accept ``as_of`` (``serving.replay: true``); ``traffic``:
+    the ``serving.traffic`` lines to write with it."""
     path = project / "modelyard.yaml"
     text = path.read_text(encoding="utf-8")
     if "\nserving:" in text:
@@ -300,6 +325,6 @@ def enable_replay(project: Path) -> None:
         return
     path.write_text(
         text.rstrip("\n") + "\nserving:\n  # the demo replays 2013: online freshness is "
-        "checked at the replayed time\n  replay: true\n",
+        "checked at the replayed time\n  replay: true\n" + traffic,
         encoding="utf-8",
     )

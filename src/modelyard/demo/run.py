@@ -42,7 +42,7 @@ from modelyard.registry.client import ModelRegistry
 from modelyard.store import predlog
 from modelyard.tracking.client import TrackingClient
 
-__all__ = ["PIPELINE", "run_demo", "write_pipelines"]
+__all__ = ["LOOP_YAML", "PIPELINE", "TRAFFIC_YAML", "enable_loop", "run_demo", "write_pipelines"]
 
 PIPELINE = "flights_delay"
 MODEL_NAME = "flights-delay"
@@ -51,6 +51,37 @@ REPLAY_START, REPLAY_END = date(2013, 3, 1), date(2013, 7, 31)
 #: what the third run changes: more tuning trials than the pipeline's default
 CHANGE = {"n_trials": 8}
 _STYLE = {"completed": "green", "cached": "cyan", "failed": "red", "skipped": "dim"}
+#: ``serving.traffic``: a 30% canary share, which the agent's canary alias takes
+TRAFFIC_YAML = f"""\
+  traffic:
+    {MODEL_NAME}:
+      primary: production
+      canary: canary
+      canary_weight: 0.3
+"""
+#: the agent's policy and the model's gates (``demo.closed_loop``). The canary gets about
+#: 280 labelled flights a day, too few for its sequential test to decide in days unless
+#: the versions differ a lot: it times out after 5 days (``max_duration``) or 1,500 rows
+#: an arm (``horizon``) to the decision its estimates favour
+LOOP_YAML = f"""\
+agent:
+  models:
+    {MODEL_NAME}:
+      cooldown: 7d
+      gate_window: 14d
+      canary:
+        alias: canary
+        min_samples: 200
+        horizon: 1500
+        max_duration: 5d
+gates:
+  {MODEL_NAME}:
+    label: delayed
+    metric: auc
+    checks:
+      - {{type: champion, margin: 0.02}}
+      - {{type: signature}}
+"""
 
 
 def write_pipelines(project_dir: Path) -> tuple[Path, bool]:
@@ -64,6 +95,15 @@ def write_pipelines(project_dir: Path) -> tuple[Path, bool]:
         path.write_text(text, encoding="utf-8")
         return path, True
     return path, path.read_text(encoding="utf-8") == text
+
+
+def enable_loop(project: Path) -> None:
+    """The agent's policy and the model's gates in the project's ``modelyard.yaml``
+    (``demo.closed_loop``), unless it has an ``agent`` section already."""
+    path = project / "modelyard.yaml"
+    text = path.read_text(encoding="utf-8")
+    if "\nagent:" not in text:
+        path.write_text(text.rstrip("\n") + "\n" + LOOP_YAML, encoding="utf-8")
 
 
 def _seconds(value: float | None) -> str:
@@ -235,7 +275,8 @@ def run_demo(
     """
     console = Console(quiet=quiet)
     init_project(directory, name="modelyard-demo")
-    enable_replay(directory)
+    enable_replay(directory, TRAFFIC_YAML)
+    enable_loop(directory)
     settings = load_settings(directory)
     console.print(f"[bold]modelyard demo[/] in {settings.project_dir}")
     console.print("Writing the feature sources (hourly weather, arrivals by landing time)...")
