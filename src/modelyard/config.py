@@ -420,6 +420,10 @@ class CanarySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
     #: also test the error rate and the latency
     error_rate: bool = True
     latency: bool = True
+    #: the error rate's accepted loss when it is not the primary metric (0.02: two points)
+    error_rate_margin: float = 0.02
+    #: the latency's accepted loss, relative (0.1: a geometric mean 10% slower)
+    latency_margin: float = 0.1
     #: a look counts once each arm has this many labelled rows
     min_samples: int = 200
     #: rows per arm after which the canary times out to a decision
@@ -434,6 +438,12 @@ class CanarySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
             raise InvalidInputError(f"Expected canary.margin >= 0, got {self.margin!r}")
         if self.tau is not None:
             _positive("canary.tau", self.tau)
+        for key, value in (
+            ("error_rate_margin", self.error_rate_margin),
+            ("latency_margin", self.latency_margin),
+        ):
+            if not (value >= 0 and math.isfinite(value)):
+                raise InvalidInputError(f"Expected canary.{key} >= 0, got {value!r}")
         if self.min_samples < 2:
             raise InvalidInputError(f"Expected canary.min_samples >= 2, got {self.min_samples!r}")
         _positive("canary.horizon", self.horizon)

@@ -164,7 +164,8 @@ def _count(loc: str, value: Any) -> int:
 class SequentialTest:
     """A two-sample mSPRT on the difference of per-row outcome means (candidate - primary).
 
-    Feed each look's matured outcomes with :meth:`update`; read :attr:`p_value`,
+    Feed each look's newly matured outcomes with :meth:`update` (or every matured row so far
+    with :meth:`observe`, when labels mature in any order); read :attr:`p_value`,
     :attr:`confidence_sequence` and :meth:`decide`. :meth:`to_dict` / :meth:`from_dict`
     persist the state (JSON-able) between looks.
     """
@@ -212,6 +213,32 @@ class SequentialTest:
         p = _outcomes("primary", primary)
         self._candidate.add(c)
         self._primary.add(p)
+        self._retest()
+
+    def observe(self, candidate: ArrayLike, primary: ArrayLike) -> None:
+        """Replace each arm's totals with those of ``candidate`` and ``primary`` (every row
+        seen so far, not only the new ones) and re-test.
+
+        For outcomes whose labels mature in any order: a row served early may be labelled
+        after one served later, so a look cannot hand over "the rows since the last look";
+        it reads every labelled row so far, a superset of what the previous look saw. The
+        totals are recomputed from those rows; the running p-value minimum and the running
+        intersection of the confidence sequence (and a promote/rollback reached) are kept.
+        The guarantee holds when the order in which labels arrive does not depend on the
+        outcomes; each look is then a look at the same sequence of rows, taken in the
+        order of their labels. Observing the rows of :meth:`update` cumulatively gives the
+        state :meth:`update` gives.
+        """
+        c = _outcomes("candidate", candidate)
+        p = _outcomes("primary", primary)
+        self._candidate = _Arm()
+        self._primary = _Arm()
+        self._candidate.add(c)
+        self._primary.add(p)
+        self._retest()
+
+    def _retest(self) -> None:
+        """Count one look and fold the arms' totals into the running p-value and bounds."""
         self.looks += 1
         var = self.variance
         if var is None:

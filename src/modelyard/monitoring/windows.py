@@ -112,19 +112,29 @@ def read_log(
     labels: bool = False,
     features: bool = False,
     routes: Sequence[str] = ("primary", "canary"),
+    columns: Sequence[str] = (),
 ) -> pa.Table:
     """The logged rows of ``model`` v``version``, oldest first.
 
-    Columns: ``time`` (timestamp, UTC), ``request_id``, ``input.<name>`` for each of
-    ``inputs`` the log holds (every one for None), ``output.<name>`` likewise, every
-    ``feature.<view:feature>`` with ``features``, and ``label`` (string) with ``labels``.
+    Columns: ``time`` (timestamp, UTC), ``request_id``, each of ``columns`` (more of the
+    log's own: ``record_id``, ``row``, ``latency_us``, ``route``), ``input.<name>`` for
+    each of ``inputs`` the log holds (every one for None), ``output.<name>`` likewise,
+    every ``feature.<view:feature>`` with ``features``, and ``label`` (string) with
+    ``labels``.
     """
     con = predlog.connect(log_dir)
     try:
         present = {row[0] for row in con.execute("DESCRIBE predictions").fetchall()}
         if inputs is None:
             inputs = sorted(c[6:] for c in present if c.startswith("input."))
-        wanted = [f"input.{n}" for n in inputs] + [f"output.{n}" for n in outputs]
+        own = ("record_id", "row", "latency_us", "route")
+        unknown = [c for c in columns if c not in own]
+        if unknown:
+            raise InvalidInputError(
+                f"expected columns among {', '.join(own)}, got {', '.join(unknown)}",
+                loc="columns",
+            )
+        wanted = [*columns] + [f"input.{n}" for n in inputs] + [f"output.{n}" for n in outputs]
         if features:
             wanted += sorted(c for c in present if c.startswith("feature."))
         selected = ", ".join(f'p."{c}"' for c in wanted if c in present)

@@ -420,8 +420,20 @@ class SQLRegistryStore:
         )
 
     def remove_alias(
-        self, name: str, alias: str, *, actor: str, reason: str | None, now: int
+        self,
+        name: str,
+        alias: str,
+        *,
+        actor: str,
+        reason: str | None,
+        now: int,
+        expected: int | None = None,
     ) -> int:
+        """Remove ``alias``; return the version it held.
+
+        With ``expected``, only while the alias holds that version (checked under the
+        model's lock): ConflictError naming the holder otherwise, nothing written.
+        """
         with self.db.write() as conn:
             self._lock_model(conn, name, now, create=False)
             current = conn.execute(
@@ -431,6 +443,10 @@ class SQLRegistryStore:
             ).scalar()
             if current is None:
                 raise NotFoundError(f"Model {name!r} has no alias {alias!r}")
+            if expected is not None and int(current) != expected:
+                raise ConflictError(
+                    f"Alias {alias!r} of {name!r} holds v{current}, not v{expected}: left as it is"
+                )
             conn.execute(
                 delete(model_aliases).where(
                     model_aliases.c.name == name, model_aliases.c.alias == alias
