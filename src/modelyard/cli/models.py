@@ -1,4 +1,5 @@
-"""``modelyard models list|show|register|alias|promote|unalias|rollback|archive|history``."""
+"""``modelyard models list|show|register|alias|promote|approve|unalias|rollback|archive``
+and ``models history`` (alias moves, gate evaluations and the agent's events)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from modelyard.agent.records import ActionStore
+from modelyard.cli.agent_events import agent_rows
 from modelyard.cli.context import settings_from
-from modelyard.cli.output import console, fmt_time, fmt_value, print_json
+from modelyard.cli.output import console, fmt_time, fmt_value, parse_time, print_json
 from modelyard.registry.client import ModelRegistry
 from modelyard.registry.refs import ModelRef
+from modelyard.store.database import open_database
 
 if TYPE_CHECKING:
     from modelyard.registry.promotion import Evidence
@@ -241,6 +245,38 @@ def promote(
     )
 
 
+@app.command("approve")
+def approve(
+    ctx: typer.Context,
+    ref: Annotated[str, typer.Argument(help="The candidate waiting for approval: name/3.")],
+    reason: ReasonOpt = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="The agent's clock, ISO with a zone (when replaying)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Let the agent go on with candidate REF (agent.models.NAME.approve: manual): it
+    becomes the canary now.
+
+    Refused, exit 2, when no agent action of REF awaits approval (its state is named).
+    """
+    # imported here, not at the top: the agent's loop pulls in monitoring, gates and
+    # pipelines, which no other models command needs (they start in a fraction of that)
+    from modelyard.agent.loop import approve as approve_action
+
+    action = approve_action(
+        settings_from(ctx), ref, reason=reason, now=parse_time(as_of, "--as-of")
+    )
+    if as_json:
+        print_json(action.to_dict())
+        return
+    console.print(
+        f"Approved {escape(action.model)}/{action.candidate_version}: action "
+        f"{action.id[:12]} is {action.state} (modelyard agent show {action.id[:12]})"
+    )
+
+
 @app.command("unalias")
 def remove_alias(
     ctx: typer.Context,
@@ -315,17 +351,22 @@ def history(
                 "evaluation_id": report.id,
             }
         )
+    db = open_database(settings_from(ctx).db_url)
+    ctx.find_root().call_on_close(db.close)
+    rows.extend(agent_rows(ActionStore(db), name))
     rows.sort(key=lambda row: (row["at"], row["action"] != "gate"))
     if as_json:
         print_json(rows)
         return
     table = Table(title=f"history of {escape(name)}", title_justify="left")
     for col in ("when", "who", "action", "alias", "from", "to", "reason"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col == "action")
     for row in rows:
         action = row["action"]
         if action == "gate":
             action = "[green]gate passed[/]" if row["passed"] else "[red]gate failed[/]"
+        elif action.startswith("agent "):
+            action = f"[cyan]{escape(action)}[/]"
         table.add_row(
             fmt_time(row["at"]),
             escape(row["actor"]),
