@@ -3,7 +3,9 @@ results of its loop: the training pipeline run three times (from scratch, all ca
 with one parameter changed: only what it touches runs again), the model it registered
 linked to its pipeline and data, the served model, and monitoring that finds the later
 months' drift, opens incidents through a live webhook and a command, sees no
-training/serving skew and the realised AUC falling."""
+training/serving skew and the realised AUC falling; then the agent closes the loop: the
+auc-drop alert's retrain, the gates, a canary on replayed days and its decision, and
+the weekly table of realised vs counterfactual AUC (recomputed here from the raw log)."""
 
 from __future__ import annotations
 
@@ -17,13 +19,17 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
+from modelyard.agent.records import ActionStore
 from modelyard.config import load_settings
 from modelyard.demo.flights import FEATURES, TARGET, flight_entities
 from modelyard.features.store import FeatureStore
 from modelyard.pipelines import load_pipelines
 from modelyard.pipelines.lineage import lineage_of
 from modelyard.registry.client import ModelRegistry
+from modelyard.store import predlog
+from modelyard.store.database import open_database
 from modelyard.tracking.client import TrackingClient
 from modelyard.tracking.digest import digest_frame, digest_path
 from modelyard.tracking.entities import RunStatus
@@ -234,3 +240,115 @@ def test_demo_monitoring_fires_alerts_sees_no_skew_and_the_auc_drop(
     skew = found["skew"]
     assert skew["rows"] > 0 and skew["features"] and skew["ok"] is True
     assert all(f["checked"] > 0 and f["mismatches"] == 0 for f in skew["features"].values())
+
+
+def _offline_weeks(settings: Any, original: int) -> dict[str, dict[str, Any]]:
+    """The weekly table's oracle: the raw log and feedback joined here in pandas (not
+    through monitoring's reader), the original version scored offline on those rows."""
+    con = predlog.connect(settings.prediction_log_dir)
+    try:
+        rows = con.execute(
+            "SELECT * FROM predictions WHERE model = 'flights-delay'"
+            " AND route IN ('primary', 'canary')"
+        ).df()
+        feedback = con.execute('SELECT record_id, "row", label FROM feedback').df()
+    finally:
+        con.close()
+    assert feedback["row"].isna().all()  # the replay labels whole requests
+    assert not feedback["record_id"].duplicated().any()
+    labels = dict(zip(feedback["record_id"], feedback["label"].map(json.loads), strict=True))
+    rows = rows[rows["record_id"].isin(labels.keys())].reset_index(drop=True)
+    rows["label"] = [int(labels[r][i]) for r, i in zip(rows["record_id"], rows["row"], strict=True)]
+    frame = rows[[f"input.{n}" for n in FEATURES]].rename(columns=lambda c: c[6:])
+    with ModelRegistry(settings) as registry:
+        rows["offline"] = registry.load(f"flights-delay/{original}").scores(frame)[:, 1]
+    stamp = rows["time"].dt.tz_convert("UTC")
+    monday = (stamp - pd.to_timedelta(stamp.dt.weekday, unit="D")).dt.strftime("%Y-%m-%d")
+    weeks = {}
+    for week, group in rows.groupby(monday):
+        both = group["label"].nunique() == 2
+        weeks[week] = {
+            "rows": len(group),
+            "versions": {str(v): int(n) for v, n in group["version"].value_counts().items()},
+            "realised": roc_auc_score(group["label"], group["output.proba_1"]) if both else None,
+            "offline": roc_auc_score(group["label"], group["offline"]) if both else None,
+        }
+    return weeks
+
+
+def test_demo_closes_the_loop_the_agent_retrains_gates_runs_a_canary_and_decides(
+    demo: tuple[Path, dict[str, Any]],
+) -> None:
+    project, summary = demo
+    loop = summary["closed_loop"]
+    settings = load_settings(project, environ={})
+    original, action = loop["original_version"], loop["action"]
+    # the auc-drop incident's action went all the way to a terminal state
+    assert action is not None, loop["passes"]
+    assert action["rule"] == "auc-drop" and action["champion_version"] == original
+    assert action["state"] in ("promoted", "rolled_back", "rejected"), action
+    candidate = action["candidate_version"]
+    assert candidate is not None and candidate != original
+
+    db = open_database(settings.db_url)
+    try:
+        events = {e.kind: e for e in ActionStore(db).events(action["id"])}
+    finally:
+        db.close()
+    # the retrain trained on the 90 days ending at the first pass, without moving production
+    assert action["window_end_us"] - action["window_start_us"] == 90 * 86_400 * 1_000_000
+    with TrackingClient(settings) as client:
+        params = client.get_run(action["pipeline_run_id"]).params
+    assert params["promote"] in ("False", "false"), params
+    assert params["window_start"] and params["window_end"]
+    gates = events["gates"].detail
+    assert {r["gate"] for r in gates["results"]} == {"champion:auc", "signature"}
+    assert all(r["summary"] for r in gates["results"])  # the numbers the demo shows
+    if action["state"] != "rejected":
+        assert "canary_started" in events and "look" in events and "decision" in events
+        assert loop["replayed"]["days"], loop  # the canary was judged on replayed days
+
+    cli = [sys.executable, "-m", "modelyard.cli.app", "--project", str(project)]
+    shown = subprocess.run(
+        [*cli, "models", "history", "flights-delay", "--json"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    history = json.loads(shown.stdout)
+    moves = [
+        h
+        for h in history
+        if h["action"] == "alias" and h["alias"] == "production" and h["version_to"] == candidate
+    ]
+    with ModelRegistry(settings) as registry:
+        production = registry.get_version("flights-delay@production").version
+    assert production == loop["production_version"]
+    if action["state"] == "promoted":
+        assert production == candidate
+        # why it went to production: the agent's action, named in the alias move
+        assert len(moves) == 1 and action["id"][:12] in moves[0]["reason"], moves
+    else:
+        assert production == original and moves == []
+    assert any(action["id"][:12] in str(h.get("reason")) for h in history)
+
+    # the weekly table: realised from the log, the counterfactual recomputed offline
+    weekly = loop["weekly"]
+    assert weekly["original"] == original
+    oracle = _offline_weeks(settings, original)
+    assert [w["week"] for w in weekly["weeks"]] == sorted(oracle)
+    for week in weekly["weeks"]:
+        want = oracle[week["week"]]
+        assert week["rows"] == want["rows"] and week["versions"] == want["versions"], week
+        for key, other in (("realised_auc", "realised"), ("counterfactual_auc", "offline")):
+            if want[other] is None:
+                assert week[key] is None
+            else:
+                assert week[key] == pytest.approx(want[other], abs=1e-9), (week, key)
+        if set(week["versions"]) == {str(original)}:  # the original served: the same AUC
+            assert week["difference"] == pytest.approx(0.0, abs=2e-3)
+    served = {v for w in weekly["weeks"] for v in w["versions"]}
+    assert (str(candidate) in served) == (action["state"] != "rejected")
+    verdict = weekly["summary"]["verdict"]
+    assert ("gained" in verdict) == (weekly["summary"].get("difference", 0) > 0), verdict

@@ -218,9 +218,6 @@ def demo(
         from modelyard.demo.closed_loop import closed_loop_demo
 
         summary["closed_loop"] = closed_loop_demo(Path(summary["project"]), quiet=as_json)
-        from modelyard.demo.closed_loop import closed_loop_demo
-
-        summary["closed_loop"] = closed_loop_demo(Path(summary["project"]), quiet=as_json)
     if as_json:
         print_json(summary)
 
