@@ -7,15 +7,21 @@ and summarised with NumPy (``percentile`` with linear interpolation is DuckDB's
 
 from __future__ import annotations
 
+import tempfile
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from playwright.sync_api import Page
 
 from modelyard.registry.client import ModelRegistry
+from modelyard.store.predlog import PredictionLog, PredictionRecord
 from modelyard.ui.app import create_app
 from modelyard.ui.deployment_data import (
     BUCKET_WIDTHS_S,
@@ -127,3 +133,56 @@ def test_deployment_pages_in_a_browser(ops: OpsProject, ui_server: UiServer, pag
     page.click("a:text('last day')")
     page.wait_for_url("**/deployments/churn?last=24h")
     page.wait_for_selector("#chart-rate[data-drawn='true']")
+
+
+_REQUEST = st.tuples(
+    st.sampled_from([(1, "primary"), (2, "canary"), (2, "shadow"), (3, "primary")]),
+    st.integers(0, 3 * 86400 * 1_000_000),  # time after T0, µs
+    st.integers(1, 2_000_000),  # latency, µs
+    st.integers(1, 4),  # rows: a request counts once whatever its rows
+)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(requests=st.lists(_REQUEST, min_size=1, max_size=30), last=st.sampled_from([None, 3600]))
+def test_generated_logs_summarise_like_numpy(
+    ops: OpsProject, requests: list[tuple[tuple[int, str], int, int, int]], last: int | None
+) -> None:
+    """Generated: any mix of versions, routes, times, latencies and row counts."""
+    root = Path(tempfile.mkdtemp())
+    local = msgspec.structs.replace(ops.settings, project_dir=root)
+    t0 = 1_700_000_000_000_000
+    with PredictionLog(root / local.serving.log_dir, durable=False) as log:
+        for i, ((version, route), offset, latency, rows) in enumerate(requests):
+            log.append_blocking(
+                PredictionRecord(
+                    request_id=f"r{i}", record_id=f"r{i}", time_us=t0 + offset, model="m",
+                    version=version, rows=rows, inputs={"x": [1.0] * rows},
+                    outputs={"y": [0.0] * rows}, latency_us=latency, route=route,
+                )
+            )  # fmt: skip
+    detail = deployment_detail(local, "m", None, last)
+    assert detail is not None
+    newest = t0 + max(r[1] for r in requests)
+    first = t0 + min(r[1] for r in requests)
+    since = first if last is None else max(first, newest - last * 1_000_000)
+    width_us = detail["bucket_s"] * 1_000_000
+    origin = since - since % width_us
+    expected: dict[str, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for (version, route), offset, latency, _rows in requests:
+        if t0 + offset >= since:
+            bucket = origin + (t0 + offset - origin) // width_us * width_us
+            expected[f"v{version} {route}"][bucket].append(latency)
+    got = {s["label"]: s for s in detail["series"]}
+    assert set(got) == set(expected)
+    for label, buckets in expected.items():
+        times = sorted(buckets)
+        assert got[label]["requests"] == [len(buckets[t]) for t in times]
+        assert got[label]["p99_ms"] == pytest.approx(
+            [float(np.percentile(buckets[t], 99)) / 1000 for t in times], rel=1e-9
+        )
+    answered = {k: v for k, v in expected.items() if not k.endswith("shadow")}
+    total = sum(len(b) for s in answered.values() for b in s.values())
+    for row in detail["split"]:
+        share = sum(len(b) for b in answered[row["label"]].values()) / total
+        assert row["share"] == pytest.approx(share)

@@ -9,10 +9,12 @@ import msgspec
 import pytest
 from playwright.sync_api import Page
 
+from modelyard.features.definitions import Entity, Feature, FeatureView, FileSource
 from modelyard.features.store import FeatureStore
 from modelyard.store.database import open_database
+from modelyard.store.schema import materializations
 from modelyard.ui.app import create_app
-from modelyard.ui.feature_data import features_index, freshness
+from modelyard.ui.feature_data import features_index, freshness, materialization_history
 from tests.ui.conftest import TestClient, UiServer
 from tests.ui.ops_project import OpsProject, shared_ops_project
 
@@ -106,3 +108,32 @@ def test_features_pages_in_a_browser(ops: OpsProject, ui_server: UiServer, page:
     page.click("text=Check skew now")
     page.wait_for_selector("#skew")
     assert "entities checked" in page.inner_text("#skew")
+
+
+def test_freshness_reads_the_newest_run_of_each_view_on_every_backend(db_url: str) -> None:
+    """One grouped query: the newest materialization per view, on SQLite and PostgreSQL."""
+    db = open_database(db_url)
+    try:
+        runs = [("a", 1, 10, 5), ("b", 2, 20, 6), ("a", 3, 30, 7), ("a", 4, 25, 8)]
+        with db.write() as conn:
+            for view, at, end_ms, rows in runs:
+                conn.execute(
+                    materializations.insert().values(
+                        view=view, start=None, end=end_ms * 1000, watermark=None, rows=rows, at=at
+                    )
+                )
+        source = FileSource("x.parquet", timestamp_field="ts")
+        entity = Entity("e", ["k"])
+        views = [
+            FeatureView(name, entities=[entity], source=source, features=[Feature("f")], ttl=ttl)
+            for name, ttl in (("a", None), ("b", 1), ("c", None))
+        ]
+        found = freshness(db, views, now_ms=2020)
+        # the newest run of "a" is the last one recorded, whose end is not the largest
+        assert (found["a"]["end_ms"], found["a"]["rows"], found["a"]["expired"]) == (25, 8, False)
+        assert found["b"]["behind_s"] == 2.0 and found["b"]["expired"] is True
+        assert found["c"] is None
+        history, total = materialization_history(db, "a", limit=2)
+        assert total == 3 and [h["rows"] for h in history] == [8, 7]
+    finally:
+        db.close()

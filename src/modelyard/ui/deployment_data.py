@@ -52,7 +52,7 @@ _ROUTE_ORDER = {"primary": 0, "canary": 1, "shadow": 2}
 
 def log_root(settings: Settings) -> Path:
     """The prediction log's folder (``serving.log_dir``, relative to the project)."""
-    return settings.project_dir / settings.serving.log_dir
+    return settings.prediction_log_dir
 
 
 def parse_last(text: str | None) -> int | None:
