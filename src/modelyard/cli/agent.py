@@ -3,7 +3,7 @@
 The agent runs monitoring windows, alert rules, retrain actions and canary decisions on
 a schedule (see ``docs/continuous-training.md``). ``--once`` runs one pass (for cron);
 without it, a pass every ``--interval`` until SIGINT or SIGTERM, which stop it after the
-stage in progress (the lease is released; a second signal aborts at once, which is safe
+pass in progress (the lease is released; a second signal aborts at once, which is safe
 too: every stage is crash-safe).
 
 Exit codes: 0 the pass is done (also when another agent holds the lease: the pass is
@@ -134,7 +134,7 @@ def _running_from(start: datetime) -> Callable[[], datetime]:
 
 
 def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:
-    """SIGINT and SIGTERM set ``stop`` (the loop ends after the current stage); a second
+    """SIGINT and SIGTERM set ``stop`` (the loop ends after the pass in progress); a second
     one aborts at once. Returns the function that restores the previous handlers."""
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
@@ -143,7 +143,7 @@ def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:
             raise KeyboardInterrupt
         stop.set()
         err_console.print(
-            f"{signal.Signals(signum).name}: stopping after the current stage "
+            f"{signal.Signals(signum).name}: stopping after the pass in progress "
             "(send it again to abort now)"
         )
 
@@ -236,7 +236,7 @@ def agent(
         if not as_json:
             err_console.print(
                 f"agent: a pass every {fmt_value(every)} s; SIGINT or SIGTERM stops it "
-                "after the current stage"
+                "after the pass in progress"
             )
         run_forever(settings, interval_s=float(every), stop=stop, now=clock, on_report=on_report)
     finally:
