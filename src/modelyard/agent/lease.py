@@ -48,7 +48,8 @@ class AgentLease:
         self.name = name
         self.ttl_us = int(ttl_s * 1e6)
         self.host = socket.gethostname()
-        self.holder = f"{self.host}:{os.getpid()}:{os.urandom(6).hex()}"
+        self._pid = os.getpid()
+        self.holder = f"{self.host}:{self._pid}:{os.urandom(6).hex()}"
         #: who held the lease when ``acquire`` last failed (``host:pid:token``)
         self.holder_seen: str | None = None
 
@@ -109,7 +110,7 @@ class AgentLease:
 
     def _current_holder(self) -> str:
         """The holder string, renewed after a fork (the child is another process)."""
-        pid = self.holder.rsplit(":", 2)[1]
-        if int(pid) != os.getpid():
-            return f"{self.host}:{os.getpid()}:{os.urandom(6).hex()}"
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            return f"{self.host}:{self._pid}:{os.urandom(6).hex()}"
         return self.holder
