@@ -16,8 +16,10 @@ import shutil
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
+import pandas as pd
 import pytest
 from sqlalchemy import insert
 
@@ -25,6 +27,7 @@ from modelyard.config import CONFIG_FILE, Settings, init_project, load_settings
 from modelyard.errors import StepFailedError
 from modelyard.gates.base import GateResult
 from modelyard.gates.records import GateReport, save_report
+from modelyard.models.flavors.custom import PythonModel
 from modelyard.pipelines import load_pipelines, run_pipeline
 from modelyard.pipelines.studies import close_study_storages, open_study_storage
 from modelyard.registry.client import ModelRegistry
@@ -34,6 +37,7 @@ from modelyard.store.schema import agent_actions
 
 FLOW = """
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -92,6 +96,26 @@ def flights(data: Path = Path("flights.csv"), c: float = 1.0, test_month: int = 
 STUDY = "toy-search"
 
 
+class Threshold(PythonModel):
+    """A model that needs no library: ``x`` above a cut is class 1."""
+
+    classes_ = (0, 1)
+
+    def __init__(self, cut: float) -> None:
+        self.cut = cut
+
+    def predict(self, frame: Any) -> Any:
+        return (frame["x"].to_numpy() > self.cut).astype(int)
+
+
+def log_two_versions(settings: Settings) -> None:
+    """``toy/1`` and ``toy/2`` logged without a pipeline (any metadata store)."""
+    frame = pd.DataFrame({"x": [0.1, 0.5, 0.9, 0.3], "plan": ["a", "b", "a", "a"]})
+    with ModelRegistry(settings) as registry:
+        registry.log_model(Threshold(0.5), name="toy", training_frame=frame)
+        registry.log_model(Threshold(0.4), name="toy", training_frame=frame)
+
+
 def _write_data(path: Path, rows: int = 120) -> None:
     rng = random.Random(0)
     lines = ["month,x,plan,y"]
@@ -102,7 +126,7 @@ def _write_data(path: Path, rows: int = 120) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def _gate_report() -> GateReport:
+def gate_report() -> GateReport:
     metric = GateResult(
         gate="metric:auc",
         kind="metric",
@@ -168,13 +192,20 @@ def build(root: Path) -> Settings:
     run_pipeline(flights, {"c": 2.0}, settings=settings, executor="inline")
     with pytest.raises(StepFailedError):
         run_pipeline(flights, {"c": -1.0}, settings=settings, executor="inline")
+    add_records(settings)
+    _study(settings)
+    return settings
+
+
+def add_records(settings: Settings) -> None:
+    """On a project with ``toy/1`` and ``toy/2``: production at 1, a gate evaluation of 2,
+    a drift window with an alarm and an open incident on 1, an agent retrain 1 -> 2."""
     registry = ModelRegistry(settings)
     try:
         registry.set_alias("toy/1", "production", reason="first model", actor="tester")
-        save_report(registry.db, _gate_report())
+        save_report(registry.db, gate_report())
     finally:
         registry.close()
-    _study(settings)
     db = open_database(settings.db_url)
     try:
         now_us = time.time_ns() // 1000
@@ -192,7 +223,7 @@ def build(root: Path) -> Settings:
                     id="a" * 32,
                     model="toy",
                     kind="retrain",
-                    state="done",
+                    state="promoted",
                     in_flight=None,
                     incident_id=None,
                     incident_opened_us=None,
@@ -217,7 +248,6 @@ def build(root: Path) -> Settings:
             )
     finally:
         db.close()
-    return settings
 
 
 _BUILT: dict[str, Settings] = {}

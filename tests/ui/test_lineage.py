@@ -11,8 +11,10 @@ from modelyard.serving.auth import ApiKeys
 from modelyard.store.database import open_database
 from modelyard.ui.app import create_app
 from modelyard.ui.lineage_data import lineage_graph, version_after
+from modelyard.ui.model_data import model_detail, version_detail
+from modelyard.ui.pipeline_data import pipelines_index
 from tests.ui.conftest import ADMIN_ENV, TestClient, UiServer
-from tests.ui.model_project import shared_project
+from tests.ui.model_project import add_records, log_two_versions, shared_project
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +67,12 @@ def test_after_a_version_deployments_windows_incidents_and_the_retrain(
     assert second["windows"] == [] and second["incidents"] == [] and second["aliases"] == []
 
 
+def _app(settings: Settings) -> TestClient:
+    return TestClient(create_app(settings, api_keys=ApiKeys.from_settings((), ADMIN_ENV)))
+
+
 def test_refs_redirect_404_and_422(shared: Settings) -> None:
-    keys = ApiKeys.from_settings((), ADMIN_ENV)
-    with TestClient(create_app(shared, api_keys=keys)) as client:
+    with _app(shared) as client:
         moved = client.get("/lineage?ref=toy@production", follow_redirects=False)
         assert moved.status_code == 302 and moved.headers["location"] == "/lineage/toy/1"
         assert client.get("/lineage?ref=nothing-here").status_code == 404
@@ -95,3 +100,33 @@ def test_lineage_pages_render_with_no_errors(
     page.locator("#retrains a", has_text="toy/2").click()
     expect(page).to_have_url(f"{base}/lineage/toy/2")
     expect(page.locator("#retrains")).to_contain_text("to replace")
+
+
+def test_the_pages_data_on_both_metadata_stores(settings: Settings) -> None:
+    """Every query of the three pages on SQLite and PostgreSQL (``settings`` runs on each)."""
+    log_two_versions(settings)
+    add_records(settings)
+    with ModelRegistry(settings) as registry:
+        db = registry.db
+        detail = model_detail(registry, "toy")
+        assert [i["what"] for i in detail["timeline"]][:3] == [
+            "agent retrain (promoted)",
+            "gates passed",
+            "moved alias",
+        ]
+        version = version_detail(registry, "toy", 2)
+        assert version["evidence"][0]["state"] == "passed" and version["evaluations"] == 1
+        assert {c["name"] for c in version["profile"]["columns"]} == {"x", "plan"}
+        after = version_after(registry, db, "toy", 1)
+        assert [(w["kind"], w["windows"], w["alarms"]) for w in after["windows"]] == [
+            ("drift", 1, 1)
+        ]
+        assert after["incidents"][0]["state"] == "open"
+        assert after["replaced_by"][0]["candidate_version"] == 2
+        graph = lineage_graph(settings, db, "toy@production")
+        assert graph["root"] == "model:toy/1"
+        index = pipelines_index(db, settings)
+        assert index["runs"] == [] and index["pipelines"] == [] and index["studies"] == []
+    with _app(settings) as client:
+        for path in ("/models", "/models/toy", "/models/toy/2", "/lineage/toy/1", "/pipelines"):
+            assert client.get(path).status_code == 200, path

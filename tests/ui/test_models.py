@@ -11,22 +11,26 @@ import math
 import os
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from playwright.sync_api import Page, expect
+from sqlalchemy import event
 
 from modelyard.config import Settings
 from modelyard.gates.base import GateResult
-from modelyard.gates.records import GateReport
+from modelyard.gates.records import GateReport, list_evaluations, save_report
 from modelyard.registry.client import ModelRegistry
 from modelyard.serving.auth import ApiKeys
+from modelyard.store.database import Database, open_database
 from modelyard.ui.app import create_app
-from modelyard.ui.model_data import evaluation_view, model_detail, version_detail
+from modelyard.ui.model_data import evaluation_view, gate_items, model_detail, version_detail
 from tests.ui.conftest import ADMIN_ENV, ADMIN_KEY, TestClient, UiServer
-from tests.ui.model_project import project_copy, shared_project
+from tests.ui.model_project import gate_report, project_copy, shared_project
 
 CLI = [sys.executable, "-m", "modelyard"]
 
@@ -139,6 +143,65 @@ def test_forest_rows_never_invent_a_point_or_an_interval(
     recorded = numbers.get("diff", numbers.get("value"))
     assert forest["estimate"] == (recorded if isinstance(recorded, int | float) else None)
     json.dumps(row, allow_nan=True)  # what the page embeds is JSON
+
+
+@pytest.fixture(scope="module")
+def memory_db() -> Iterator[Database]:
+    db = open_database("sqlite://")
+    yield db
+    db.close()
+
+
+@hsettings(max_examples=40, deadline=None)
+@given(shapes=st.lists(st.lists(st.tuples(st.booleans(), st.booleans()), max_size=4), max_size=5))
+def test_timeline_gate_items_match_the_evaluations_the_cli_reads(
+    memory_db: Database, shapes: list[list[tuple[bool, bool]]]
+) -> None:
+    db = memory_db
+    name, other = f"m{uuid.uuid4().hex[:8]}", f"o{uuid.uuid4().hex[:8]}"
+    for i, results in enumerate(shapes):
+        for model in (name, other):  # another model's evaluations stay out
+            gates = tuple(
+                GateResult(f"g{j}", "metric", passed, required, f"s{j} {i}", {}, None)
+                for j, (passed, required) in enumerate(results)
+            )
+            save_report(db, GateReport(model, 1 + i % 2, "production", None, "e", "c", gates))
+    items = gate_items(db, name)
+    expected = list_evaluations(db, name)  # what `modelyard models history` shows
+    assert [(i["evaluation_id"], i["passed"], i["reason"]) for i in items] == [
+        (
+            r.id,
+            r.passed,
+            "passed"
+            if r.passed
+            else "failed: " + "; ".join(f"{x.gate}: {x.summary}" for x in r.failed_required),
+        )
+        for r in expected
+    ]
+
+
+def test_model_page_reads_are_a_fixed_number_of_queries(own: Settings) -> None:
+    """The model page's timeline reads the gate evaluations in two queries, not one per
+    evaluation (a model gated a thousand times stays one page load)."""
+    db = open_database(own.db_url)
+    statements: list[str] = []
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    try:
+        with ModelRegistry(own, db=db) as registry:
+            for _ in range(5):
+                save_report(db, gate_report())
+            event.listen(db.engine, "before_cursor_execute", count)
+            items = gate_items(db, "toy")
+            event.remove(db.engine, "before_cursor_execute", count)
+            assert len(items) == 6
+            selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+            assert len(selects) == 2
+            assert len(model_detail(registry, "toy")["timeline"]) == 10
+    finally:
+        db.close()
 
 
 def test_registry_records_the_actor_it_is_given(own: Settings) -> None:

@@ -18,20 +18,24 @@ import itertools
 import math
 from typing import Any
 
+from sqlalchemy import func, select
+
 from modelyard.agent.records import ActionStore
 from modelyard.errors import InvalidInputError, ModelyardError
-from modelyard.gates.records import GateReport, jsonable, list_evaluations
+from modelyard.gates.records import GateReport, jsonable
 from modelyard.models.package import read_profile
 from modelyard.models.profile import CategoricalProfile, NumericProfile, ReferenceProfile
 from modelyard.registry.client import ModelRegistry
 from modelyard.registry.entities import AuditEntry
 from modelyard.registry.refs import ModelRef
 from modelyard.store.database import Database
+from modelyard.store.schema import gate_evaluations, gate_results
 
 __all__ = [
     "MAX_PROFILE_COLUMNS",
     "agent_actions_of",
     "evaluation_view",
+    "gate_items",
     "model_detail",
     "models_index",
     "profile_view",
@@ -107,22 +111,46 @@ def _audit_item(e: AuditEntry) -> dict[str, Any]:
     }
 
 
-def _gate_item(report: GateReport) -> dict[str, Any]:
-    failed = [f"{r.gate}: {r.summary}" for r in report.failed_required]
-    return {
-        "kind": "gate",
-        "action": "gate",
-        "what": "gates passed" if report.passed else "gates failed",
-        "passed": report.passed,
-        "alias": report.against,
-        "version_from": report.champion_version,
-        "version_to": report.version,
-        "actor": report.created_by,
-        "reason": "passed" if report.passed else "failed: " + "; ".join(failed),
-        "at": report.created_at,
-        "id": f"gate-{report.id}",
-        "evaluation_id": report.id,
-    }
+def gate_items(db: Database, name: str, *, limit: int = 1000) -> list[dict[str, Any]]:
+    """Every gate evaluation of ``name`` as a timeline item (the failed required gates'
+    summaries as its reason), in two queries whatever the number of evaluations."""
+    e, r = gate_evaluations.c, gate_results.c
+    with db.read() as conn:
+        rows = conn.execute(
+            select(gate_evaluations)
+            .where(e.model == name)
+            .order_by(e.created_at, e.id)
+            .limit(limit)
+        ).all()
+        failed: dict[str, list[str]] = {}
+        for row in conn.execute(
+            select(r.evaluation_id, r.gate, r.summary)
+            .join(gate_evaluations, e.id == r.evaluation_id)
+            .where(e.model == name, r.required.is_(True), r.passed.is_(False))
+            .order_by(r.evaluation_id, r.position)
+        ):
+            failed.setdefault(row.evaluation_id, []).append(f"{row.gate}: {row.summary}")
+    items = []
+    for row in rows:
+        lines = failed.get(row.id, [])
+        passed = bool(row.passed) and not lines
+        items.append(
+            {
+                "kind": "gate",
+                "action": "gate",
+                "what": "gates passed" if passed else "gates failed",
+                "passed": passed,
+                "alias": row.against,
+                "version_from": row.champion_version,
+                "version_to": row.version,
+                "actor": row.created_by,
+                "reason": "passed" if passed else "failed: " + "; ".join(lines),
+                "at": row.created_at,
+                "id": f"gate-{row.id}",
+                "evaluation_id": row.id,
+            }
+        )
+    return items
 
 
 def _agent_item(a: dict[str, Any]) -> dict[str, Any]:
@@ -150,17 +178,14 @@ def _agent_item(a: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def timeline(
-    registry: ModelRegistry, name: str, *, evaluations: list[GateReport] | None = None
-) -> list[dict[str, Any]]:
+def timeline(registry: ModelRegistry, name: str) -> list[dict[str, Any]]:
     """Registry changes, gate evaluations and agent actions of ``name``, newest first.
 
     Ties in time keep the order the CLI's ``models history`` uses (a gate evaluation
     before the move it allowed).
     """
     items = [_audit_item(e) for e in registry.history(name)]
-    reports = registry.evaluations(name) if evaluations is None else evaluations
-    items += [_gate_item(r) for r in reports]
+    items += gate_items(registry.db, name)
     items += [_agent_item(a) for a in agent_actions_of(registry.db, name)]
     order = {"gate": 0, "registry": 1, "agent": 2}
     ranked = sorted(enumerate(items), key=lambda p: (p[1]["at"], order[p[1]["kind"]], p[0]))
@@ -281,7 +306,12 @@ def version_detail(registry: ModelRegistry, name: str, version: int) -> dict[str
     found = registry.get_version(ModelRef(name, version=version))
     manifest = registry.manifest(ModelRef(name, version=version))
     evidence = registry.evidence(found)
-    reports = list_evaluations(registry.db, name, version=version)
+    with registry.db.read() as conn:
+        evaluations = conn.execute(
+            select(func.count())
+            .select_from(gate_evaluations)
+            .where(gate_evaluations.c.model == name, gate_evaluations.c.version == version)
+        ).scalar()
     profile: dict[str, Any] | None = None
     profile_note: str | None = None
     try:
@@ -352,7 +382,7 @@ def version_detail(registry: ModelRegistry, name: str, version: int) -> dict[str
             }
             for e in evidence
         ],
-        "evaluations": len(reports),
+        "evaluations": int(evaluations or 0),
         "profile": profile,
         "profile_note": profile_note,
         "agent_actions": agent_actions_of(registry.db, name, version=version),
