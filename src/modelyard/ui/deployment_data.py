@@ -70,7 +70,7 @@ def bucket_width(span_s: float) -> int:
     """The smallest width in ``BUCKET_WIDTHS_S`` that cuts ``span_s`` into at most MAX_BUCKETS.
 
     >>> bucket_width(0), bucket_width(3600), bucket_width(86400 * 30)
-    (1, 60, 86400)
+    (1, 300, 86400)
     """
     for width in BUCKET_WIDTHS_S:
         if span_s / width < MAX_BUCKETS:
@@ -178,6 +178,18 @@ SELECT version, route, (t - $origin) // $width AS bucket, count(*) AS requests,
 FROM req WHERE t >= $since
 GROUP BY ALL ORDER BY bucket, version, route
 """
+
+
+def _span(seconds: int) -> str:
+    """``seconds`` in its largest whole unit.
+
+    >>> _span(21600), _span(90), _span(86400 * 7)
+    ('6 h', '90 s', '7 d')
+    """
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
 
 
 def _label(version: int, route: str) -> str:
@@ -290,7 +302,7 @@ def _figures(
             for s in series
         ],
         "layout": {**_LAYOUT, "yaxis": {"title": {"text": "requests / s"}, "rangemode": "tozero"},
-                   "title": {"text": f"Request rate ({width} s buckets)"}},
+                   "title": {"text": f"Request rate ({_span(width)} buckets)"}},
     }  # fmt: skip
     latency_traces = []
     for s in series:
@@ -317,6 +329,6 @@ def _figures(
         "layout": {**_LAYOUT, "barmode": "stack",
                    "yaxis": {"title": {"text": "share of requests"}, "tickformat": ".0%",
                              "range": [0, 1]},
-                   "title": {"text": "Traffic split (answered requests; shadow copies apart)"}},
+                   "title": {"text": "Traffic split (answered requests)"}},
     }  # fmt: skip
     return {"rate": rate, "latency": latency, "split": split}
