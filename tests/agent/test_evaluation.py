@@ -154,10 +154,10 @@ def write_log(settings: Settings, frame: pd.DataFrame, inputs: list[str], *, ent
             )
 
 
-def build(root: Path, *, entity: bool, yaml_extra: str = "") -> Traffic:
+def build(root: Path, *, entity: bool) -> Traffic:
     """v1 (production) and v2 of ``toy``; 30 days of logged traffic of v1 around NOW."""
     init_project(root)
-    (root / CONFIG_FILE).write_text(f"db_url: sqlite:///{root / 'meta.db'}\n{yaml_extra}")
+    (root / CONFIG_FILE).write_text(f"db_url: sqlite:///{root / 'meta.db'}\n")
     settings = load_settings(root, environ={})
     train = rows(1, 400)
     champion_cols = ["age", "spend"]
@@ -280,12 +280,16 @@ def test_evaluation_id_checks(plain: Traffic) -> None:
     assert naive.value.loc == "now"
 
 
-def test_declared_gates_are_used_and_their_evidence_is_fresh(tmp_path: Path) -> None:
+def test_declared_gates_are_used_and_their_evidence_is_fresh(plain: Traffic) -> None:
     gates = (
         "gates:\n  toy:\n    label: outcome\n    checks:\n"
         "      - {type: champion, metric: auc, margin: 0.5}\n"
     )
-    traffic = build(tmp_path / "d", entity=False, yaml_extra=gates)
+    config = plain.settings.project_dir / CONFIG_FILE
+    config.write_text(config.read_text() + gates)
+    traffic = dataclasses.replace(
+        plain, settings=load_settings(plain.settings.project_dir, environ={})
+    )
     report = gate_candidate(traffic.settings, make_action(), now=NOW)
     assert [r.gate for r in report.results] == ["champion:auc"]
     assert report.config_digest == gate_config(traffic.settings, "toy").digest
@@ -317,7 +321,7 @@ def test_feature_service_model_gets_its_looked_up_features(tmp_path: Path) -> No
 _cell = st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False))
 
 
-@hyp_settings(max_examples=150, deadline=None)
+@hyp_settings(max_examples=80, deadline=None)
 @given(
     n=st.integers(1, 6),
     data=st.data(),
@@ -357,3 +361,20 @@ def test_logged_inputs_fills_each_row_as_the_server_would(
             want = own
         value = got["x"].iloc[row]
         assert (pd.isna(value) and pd.isna(want)) or value == want
+
+
+def test_a_candidate_that_drops_an_input_is_compared_on_the_champions_inputs(
+    plain: Traffic,
+) -> None:
+    """v3 takes only age: the champion still scores the rows with age and spend."""
+    train = rows(1, 400)
+    smaller = LogisticRegression().fit(train[["age"]], train.y)
+    with ModelRegistry(plain.settings) as registry:
+        registry.log_model(smaller, name="toy", training_frame=train[["age"]])
+    report = gate_candidate(plain.settings, make_action(candidate_version=3), now=NOW)
+    numbers = champion_numbers(report)
+    window = plain.window
+    want = roc_auc_score(window.y, smaller.predict_proba(window[["age"]])[:, 1])
+    old = roc_auc_score(window.y, plain.champion.predict_proba(window[["age", "spend"]])[:, 1])
+    assert numbers["candidate"] == pytest.approx(want, abs=1e-9)
+    assert numbers["champion"] == pytest.approx(old, abs=1e-9)

@@ -23,6 +23,7 @@ the run that made the champion) is an error: there is nothing new to gate.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -48,6 +49,8 @@ __all__ = [
     "retrain_params",
     "run_retrain",
 ]
+
+log = logging.getLogger(__name__)
 
 #: the tag on each pipeline run of an action: its id
 ACTION_TAG = "modelyard.agent.action"
@@ -270,6 +273,21 @@ def _archive_orphans(
     return archived
 
 
+def _tidy_after_crash(settings: Settings, action: Action, against: str) -> None:
+    """The pipeline raised (not a step: the store, a bug): leave production and no orphan.
+
+    Best effort: when the store itself is what failed, the next call of the action
+    (or a later look at its runs) finds the same versions by the action's tag.
+    """
+    try:
+        with ModelRegistry(settings) as registry:
+            ours = _registered(registry.db, action.model, _steps_of_action(registry.db, action.id))
+            _restore(registry, action, against, ours)
+            _archive_orphans(registry, action, ours, {action.champion_version})
+    except Exception:  # the caller's error is the one to report
+        log.exception("agent: action %s: tidying after the failed retrain failed", action.id)
+
+
 def _one_line(text: str) -> str:
     return (text.strip().splitlines() or [""])[0][:500]
 
@@ -305,6 +323,9 @@ def run_retrain(
         ).run_id
     except StepFailedError as exc:
         run_id, error = exc.run_id, _one_line(str(exc))
+    except Exception:
+        _tidy_after_crash(settings, action, against)
+        raise
     registry = ModelRegistry(settings)
     try:
         db = registry.db
