@@ -137,6 +137,20 @@ def test_one_in_flight_per_model_and_one_action_per_incident_opening(db: Databas
     assert [a.id for a in store.list("churn", states=["failed"])] == [first.id]
 
 
+def test_expected_columns_join_the_compare_and_set(lite: Database) -> None:
+    store = ActionStore(lite)
+    action = store.create(model="churn", kind="retrain", state="canary", now_us=1)
+    assert action is not None
+    started = store.advance(
+        action, "canary", now_us=2, canary_started_us=2, expect={"canary_started_us": None}
+    )
+    with pytest.raises(ConflictError, match=r"changed meanwhile \(canary_started_us\)"):
+        store.advance(
+            action, "canary", now_us=3, canary_started_us=3, expect={"canary_started_us": None}
+        )
+    assert store.get(action.id) == started
+
+
 def test_events_are_written_once(lite: Database) -> None:
     db = lite
     store = ActionStore(db)
@@ -267,6 +281,12 @@ def test_an_expired_lease_is_taken_over(lite: Database) -> None:
     threading.Event().wait(0.01)
     assert fresh.acquire()
     assert not old.renew()
+    fresh.release()
+    # a live process of this host keeps its lease past the TTL (a long retrain)
+    slow = AgentLease(db, ttl_s=0.001)
+    assert slow.acquire()
+    threading.Event().wait(0.01)
+    assert not AgentLease(db, ttl_s=60).acquire()
 
 
 def test_the_lease_of_a_dead_process_of_this_host_is_taken_over(lite: Database) -> None:

@@ -1,8 +1,10 @@
 """One agent at a time: a lease row in ``agent_leases``.
 
 A pass of ``modelyard agent`` holds the lease ``agent`` while it works. ``acquire``
-takes the lease when it is free, expired, already ours, or held by a process of this
-host that no longer runs (killed: its lease is taken over at once, not after the TTL).
+takes the lease when it is free, already ours, held by a process of this host that no
+longer runs (killed: its lease is taken over at once, not after the TTL), or held by
+another host past its expiry (a live process of this host keeps it past the TTL: a long
+retrain is still working).
 The holder is ``host:pid:token``; every step is one transaction on the metadata store,
 so two agents on two hosts sharing a PostgreSQL store exclude each other too. Times are
 the wall clock (never the agent's ``--as-of`` clock).
@@ -54,10 +56,16 @@ class AgentLease:
         self.holder_seen: str | None = None
 
     def _free(self, holder: str, expires_us: int, now: int) -> bool:
-        if holder == self.holder or expires_us <= now:
+        """Ours, or another host's expired lease, or a process of this host that died.
+
+        A live process of this host keeps its lease past the TTL (a long retrain).
+        """
+        if holder == self.holder:
             return True
         host, pid_text, _ = [*holder.rsplit(":", 2), "", ""][:3]
-        return host == self.host and pid_text.isdigit() and not pid_alive(int(pid_text))
+        if host == self.host and pid_text.isdigit():
+            return not pid_alive(int(pid_text))
+        return expires_us <= now
 
     def acquire(self) -> bool:
         """Take (or keep) the lease; False when another live agent holds it."""

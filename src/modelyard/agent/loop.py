@@ -578,6 +578,7 @@ def _start_canary(
             {"alias": policy.canary.alias, "weight": weight, "version": action.candidate_version},
         ),
         canary_started_us=now_us,
+        expect={"canary_started_us": None},  # `models approve` and a pass may race here
     )
     say(
         f"{action.model}: action {action.id}: canary started: "

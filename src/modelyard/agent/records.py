@@ -343,16 +343,18 @@ class ActionStore:
         now_us: int,
         event: EventSpec | None = None,
         events: Sequence[EventSpec] = (),
+        expect: dict[str, Any] | None = None,
         **fields: Any,
     ) -> Action:
         """Move ``action`` to ``to_state`` if it is still in ``action.state``.
 
         Writes ``fields`` (columns of ``agent_actions``; ``detail`` and ``params`` as
         dicts) and the events in the same transaction. ConflictError when the state moved
-        meanwhile (another process advanced it): nothing is written.
+        meanwhile (another process advanced it): nothing is written. ``expect`` adds
+        columns that must still hold these values (None: NULL) for the move to happen.
         """
         _check_state(to_state)
-        unknown = sorted(set(fields) - _FIELDS)
+        unknown = sorted((set(fields) | set(expect or {})) - _FIELDS)
         if unknown:
             raise InvalidInputError(
                 f"Expected fields of an action ({', '.join(sorted(_FIELDS))}), got {unknown}",
@@ -371,16 +373,21 @@ class ActionStore:
         for kind, _, _ in all_events:
             _check_kind(kind)
         t = agent_actions.c
+        conditions = [t.id == action.id, t.state == action.state]
+        for name, value in (expect or {}).items():
+            column = getattr(t, name)
+            conditions.append(column.is_(None) if value is None else column == value)
         with self.db.write() as conn:
-            done = conn.execute(
-                update(agent_actions)
-                .where(and_(t.id == action.id, t.state == action.state))
-                .values(**values)
-            )
+            done = conn.execute(update(agent_actions).where(and_(*conditions)).values(**values))
             if done.rowcount != 1:
                 row = conn.execute(select(t.state).where(t.id == action.id)).first()
                 if row is None:
                     raise NotFoundError(f"No agent action with id {action.id!r}")
+                if row[0] == action.state:
+                    raise ConflictError(
+                        f"Action {action.id} of {action.model} changed meanwhile "
+                        f"({', '.join(sorted(expect or {}))}): another process moved it"
+                    )
                 raise ConflictError(
                     f"Action {action.id} of {action.model} is {row[0]}, not {action.state}: "
                     "another process moved it"
