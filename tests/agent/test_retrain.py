@@ -235,7 +235,7 @@ def generated_project(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return make_project(root / "p", f"sqlite:///{root / 'meta.db'}")
 
 
-@hyp_settings(max_examples=25, deadline=None)
+@hyp_settings(max_examples=15, deadline=None)
 @given(
     start=st.integers(min_value=0, max_value=4_102_444_800_000_000),
     length=st.integers(min_value=1, max_value=10**13),

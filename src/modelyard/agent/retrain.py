@@ -264,8 +264,8 @@ def _archive_orphans(
             try:
                 registry.archive(
                     ModelRef(action.model, version=version),
-                    reason=f"agent: action {action.id}: registered by a killed or failed run "
-                    "of its retrain, not its candidate",
+                    reason=f"agent: action {action.id}: registered by its retrain but not "
+                    "its candidate (a killed or failed run, or another step of the pipeline)",
                 )
             except ConflictError:
                 continue  # it holds an alias someone set: left as it is, visible in history
