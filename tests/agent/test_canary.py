@@ -641,3 +641,48 @@ def test_a_live_server_routes_canary_traffic_the_look_reads(project: Project) ->
     assert got["log_loss"][0].size == answered["2"]  # the canary arm: v2's answers
     assert got["log_loss"][1].size == answered["1"]
     assert got["latency_ms"][0].size == answered["2"]
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=12,
+)
+GOOD = {
+    "looks": 1,
+    "metrics": ["log_loss", "latency_ms"],
+    "tests": {
+        "log_loss": SequentialTest(tau2=0.01, higher_is_better=False).to_dict(),
+        "latency_ms": None,
+    },
+}
+
+
+@hsettings(max_examples=150, deadline=None)
+@given(st.sampled_from(["", "looks", "metrics", "tests", "tests.log_loss"]), JSON)
+def test_a_corrupted_saved_state_is_read_or_refused_naming_the_key(key: str, value: Any) -> None:
+    state: Any = msgspec.json.decode(msgspec.json.encode(GOOD))
+    if key == "":
+        state = value
+    elif key == "tests.log_loss":
+        state["tests"]["log_loss"] = value
+    else:
+        state[key] = value
+    try:
+        saved = canary._saved_state(state)
+    except InvalidInputError as exc:
+        assert exc.loc is not None and exc.loc.startswith("detail.canary"), exc.loc
+        return
+    assert saved.looks >= 0
+    assert set(saved.tests) <= set(saved.metrics or ())
+
+
+def test_a_look_refuses_a_corrupted_state_in_one_line(project: Project) -> None:
+    bad = make_action(detail={"canary": {**GOOD, "looks": "three"}})
+    with pytest.raises(InvalidInputError) as refused:
+        look(project.settings, bad, now=at(10))
+    assert refused.value.loc == "detail.canary.looks"
+    other_task = make_action(detail={"canary": {"looks": 1, "metrics": ["squared_error"]}})
+    with pytest.raises(InvalidInputError) as refused:
+        look(project.settings, other_task, now=at(10))
+    assert refused.value.loc == "detail.canary.metrics"

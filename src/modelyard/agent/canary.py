@@ -306,6 +306,13 @@ def _arm(
         outputs = [f"proba_{c}" for c in classes]
     else:
         outputs = [manifest.outputs[0].name if manifest.outputs else "prediction"]
+    own = CLASSIFIER_METRICS if manifest.task == "classification" else REGRESSOR_METRICS
+    wrong = [n for n in names if n != LATENCY and n not in own]
+    if wrong:
+        raise InvalidInputError(
+            f"expected metrics of a {manifest.task} model ({', '.join(own)}), got {wrong[0]!r}",
+            loc="detail.canary.metrics",
+        )
     empty = np.zeros(0, dtype=np.float64)
     if not log_dir.is_dir():
         return _Arm(dict.fromkeys(names, empty), 0)
@@ -377,18 +384,17 @@ def _number(value: Any) -> float:
         return math.nan
 
 
-def _arms(settings: Settings, action: Action, now: datetime) -> tuple[list[str], _Arm, _Arm]:
+def _arms(
+    settings: Settings, action: Action, now: datetime, names: list[str] | None
+) -> tuple[list[str], _Arm, _Arm]:
+    """The metrics tested (``names``, or the plan before the first look) and both arms."""
     candidate, champion = _versions(action)
     started = datetime.fromtimestamp(_started(action) / 1e6, UTC)
     registry = ModelRegistry(settings)
     try:
-        manifest = registry.manifest(ModelRef(action.model, version=candidate))
-        saved = action.detail.get("canary")
-        names = (
-            list(saved["metrics"])
-            if isinstance(saved, Mapping) and isinstance(saved.get("metrics"), list)
-            else _plan(settings, action.model, manifest)
-        )
+        if names is None:
+            manifest = registry.manifest(ModelRef(action.model, version=candidate))
+            names = _plan(settings, action.model, manifest)
         log_dir = settings.project_dir / settings.serving.log_dir
         args = (names, started, now)
         arm_c = _arm(log_dir, registry, action.model, candidate, "canary", *args)
@@ -406,7 +412,9 @@ def canary_outcomes(
     Rows logged since the canary started, before ``now``, in time order; every metric but
     ``latency_ms`` holds only rows whose label arrived (see the module docstring).
     """
-    names, arm_c, arm_p = _arms(settings, action, now)
+    names, arm_c, arm_p = _arms(
+        settings, action, now, _saved_state(action.detail.get("canary")).metrics
+    )
     return {name: (arm_c.outcomes[name], arm_p.outcomes[name]) for name in names}
 
 
@@ -508,17 +516,54 @@ def _summary(
     return out
 
 
-def _saved_tests(saved: Mapping[str, Any]) -> dict[str, SequentialTest]:
-    tests = saved.get("tests", {})
-    if not isinstance(tests, Mapping):
+@dataclass(frozen=True)
+class _Saved:
+    """The previous looks' state, checked: ``action.detail["canary"]``."""
+
+    looks: int
+    metrics: list[str] | None  # None before the first look
+    tests: dict[str, SequentialTest]
+
+
+_KNOWN = frozenset((*CLASSIFIER_METRICS, *REGRESSOR_METRICS, LATENCY))
+
+
+def _saved_state(saved: Any) -> _Saved:
+    """Read the state a look left; anything malformed is InvalidInputError naming the key."""
+    where = "detail.canary"
+    if saved is None:
+        return _Saved(0, None, {})
+    if not isinstance(saved, Mapping):
+        raise InvalidInputError(f"expected a mapping, got {type(saved).__name__}", loc=where)
+    looks = saved.get("looks", 0)
+    if isinstance(looks, bool) or not isinstance(looks, int) or looks < 0:
+        raise InvalidInputError(f"expected an integer >= 0, got {looks!r}", loc=f"{where}.looks")
+    metrics = saved.get("metrics")
+    if metrics is not None and (
+        not isinstance(metrics, list)
+        or not metrics
+        or not all(isinstance(m, str) and m in _KNOWN for m in metrics)
+        or len(set(metrics)) != len(metrics)
+    ):
         raise InvalidInputError(
-            f"expected a mapping, got {type(tests).__name__}", loc="detail.canary.tests"
+            f"expected a list of distinct metrics among {', '.join(sorted(_KNOWN))}, "
+            f"got {metrics!r}",
+            loc=f"{where}.metrics",
         )
-    return {
-        str(name): SequentialTest.from_dict(state)
-        for name, state in tests.items()
-        if state is not None
-    }
+    raw = saved.get("tests", {})
+    if not isinstance(raw, Mapping):
+        raise InvalidInputError(
+            f"expected a mapping, got {type(raw).__name__}", loc=f"{where}.tests"
+        )
+    tests = {}
+    for name, state in raw.items():
+        if state is None or name not in (metrics or ()):
+            continue
+        try:
+            tests[name] = SequentialTest.from_dict(state)
+        except InvalidInputError as exc:
+            raise InvalidInputError(str(exc), loc=f"{where}.tests.{name}") from None
+    return _Saved(looks, None if metrics is None else list(metrics), tests)
 
 
 def look(settings: Settings, action: Action, *, now: datetime) -> CanaryLook:
@@ -531,13 +576,9 @@ def look(settings: Settings, action: Action, *, now: datetime) -> CanaryLook:
     cfg = _canary(settings, action.model)
     started_us = _started(action)
     now_us = utc_us(now)
-    saved = action.detail.get("canary") or {}
-    if not isinstance(saved, Mapping):
-        raise InvalidInputError(
-            f"expected a mapping, got {type(saved).__name__}", loc="detail.canary"
-        )
-    names, arm_c, arm_p = _arms(settings, action, now)
-    tests = _saved_tests(saved)
+    saved = _saved_state(action.detail.get("canary"))
+    names, arm_c, arm_p = _arms(settings, action, now, saved.metrics)
+    tests = dict(saved.tests)
     decisions: dict[str, str] = {}
     for name in names:
         c, p = arm_c.outcomes[name], arm_p.outcomes[name]
@@ -570,7 +611,7 @@ def look(settings: Settings, action: Action, *, now: datetime) -> CanaryLook:
         for name in names
     }
     metrics[primary]["ignored_labels"] = {"candidate": arm_c.ignored, "primary": arm_p.ignored}
-    number = int(saved.get("looks", 0)) + 1
+    number = saved.looks + 1
     state = {
         "version": _STATE_VERSION,
         "looks": number,
