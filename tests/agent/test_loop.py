@@ -229,3 +229,21 @@ def test_a_second_agent_skips_its_pass_naming_the_holder(ct_project: CTProject) 
     with ct_project.registry() as registry:
         assert monitored_models(default, registry) == [MODEL]
     assert report.to_dict()["skipped_lease"] is True
+
+
+def test_the_loop_outlives_a_store_that_is_down(ct_project: CTProject) -> None:
+    down = msgspec.structs.replace(
+        ct_project.settings, db_url="postgresql+psycopg://nobody@127.0.0.1:1/none"
+    )
+    reports: list[PassReport] = []
+    stop = threading.Event()
+
+    def seen(report: PassReport) -> None:
+        reports.append(report)
+        if len(reports) == 2:
+            stop.set()
+
+    run_forever(down, interval_s=0.01, stop=stop, now=lambda: at(7), on_report=seen)
+    assert [r.failed for r in reports] == [True, True]
+    [line] = reports[0].events
+    assert line.startswith("pass failed: Metadata store") and "127.0.0.1:1" in line

@@ -638,9 +638,19 @@ def run_forever(
     now: Callable[[], datetime] | None = None,
     on_report: Callable[[PassReport], None] | None = None,
 ) -> None:
-    """Passes every ``interval_s`` seconds until ``stop`` is set (a pass is never cut)."""
+    """Passes every ``interval_s`` seconds until ``stop`` is set (a pass is never cut).
+
+    A pass the metadata store failed (StorageError: the database is down) is reported
+    as failed and the next pass comes on time; bad configuration (InvalidInputError)
+    stops the loop.
+    """
     while not stop.is_set():
-        report = run_pass(settings, now=None if now is None else now())
+        when = None if now is None else now()
+        try:
+            report = run_pass(settings, now=when)
+        except StorageError as exc:
+            report = PassReport(_us(when or datetime.now(UTC)), failed=True)
+            report.events.append(f"pass failed: {exc}; the next in {interval_s:g} s")
         if on_report is not None:
             on_report(report)
         stop.wait(interval_s)
