@@ -32,6 +32,8 @@ __all__ = ["SQLRegistryStore"]
 
 ACTIVE = "active"
 ARCHIVED = "archived"
+#: the audit actions that point an alias at a version (what a rollback undoes)
+ALIAS_MOVES = ("alias", "promote", "promote_forced", "rollback")
 
 
 class SQLRegistryStore:
@@ -481,7 +483,7 @@ class SQLRegistryStore:
                 .where(
                     registry_audit.c.name == name,
                     registry_audit.c.alias == alias,
-                    registry_audit.c.action.in_(["alias", "rollback"]),
+                    registry_audit.c.action.in_(ALIAS_MOVES),
                 )
                 .order_by(registry_audit.c.id.desc())
                 .limit(1)
