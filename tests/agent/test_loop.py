@@ -161,9 +161,11 @@ def test_manual_approval_stops_before_the_canary_until_approved(ct_project: CTPr
     assert done.state == "promoted" and ct_project.aliases() == {"production": 2}
 
 
+@pytest.mark.parametrize("error", [RuntimeError, ConflictError])
 def test_an_unexpected_error_fails_the_action_removes_the_canary_and_the_pass_goes_on(
-    ct_project: CTProject, monkeypatch: pytest.MonkeyPatch
+    ct_project: CTProject, monkeypatch: pytest.MonkeyPatch, error: type[Exception]
 ) -> None:
+    """Any error of a stage (a ConflictError too, unless another process moved the action)."""
     ct_project.configure(
         agent={"models": {"zeta": {}}},
         serving={"traffic": {"zeta": {"canary": "canary", "canary_weight": 0.1}}},
@@ -173,13 +175,13 @@ def test_an_unexpected_error_fails_the_action_removes_the_canary_and_the_pass_go
     ct_project.serve(7, "b")
 
     def broken(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("the disk is on fire")
+        raise error("the disk is on fire")
 
     monkeypatch.setattr(canary_module, "look", broken)
     report = run(ct_project, 8)
     [failed] = report.actions
     assert failed.state == "failed" and report.failed
-    assert "RuntimeError: the disk is on fire" in (failed.reason or "")
+    assert f"{error.__name__}: the disk is on fire" in (failed.reason or "")
     assert ct_project.aliases() == {"production": 1}  # the canary no longer serves
     assert [i.cause for i in agent_incidents(ct_project)] == [f"error:{action.id}"]
     # the next model got its pass

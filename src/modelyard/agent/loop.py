@@ -285,7 +285,11 @@ class _Pass:
                 if action.state == before:
                     break  # the canary started or made its look: one per pass
         except ConflictError as exc:
-            self.say(f"{action.model}: action {action.id}: {exc}")
+            fresh = self.store.get(action.id)
+            if (fresh.state, fresh.canary_started_us) != (action.state, action.canary_started_us):
+                self.say(f"{action.model}: action {action.id}: {exc}")  # another process
+            else:  # a conflict of the stage's own (the registry refused a move)
+                self.fail_unexpected(action, policy, exc)
         except Exception as exc:  # one model's failure must not stop the pass
             self.fail_unexpected(action, policy, exc)
 
