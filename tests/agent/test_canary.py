@@ -28,7 +28,7 @@ import pytest
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LinearRegression, LogisticRegression
 
 from modelyard.agent import canary
 from modelyard.agent.canary import (
@@ -686,3 +686,72 @@ def test_a_look_refuses_a_corrupted_state_in_one_line(project: Project) -> None:
     with pytest.raises(InvalidInputError) as refused:
         look(project.settings, other_task, now=at(10))
     assert refused.value.loc == "detail.canary.metrics"
+
+
+def test_a_regressor_is_judged_on_its_squared_error_with_a_scale_from_the_primary(
+    project: Project,
+) -> None:
+    rng = np.random.default_rng(11)
+    frame = pd.DataFrame({"x1": rng.normal(size=400), "x2": rng.normal(size=400)})
+    target = 3 * frame["x1"] - frame["x2"] + rng.normal(scale=0.5, size=400)
+    fits = {
+        "good": LinearRegression().fit(frame, target),
+        "bad": LinearRegression().fit(frame[["x1"]].assign(x2=0.0), target),
+    }
+    versions = {
+        key: project.registry.log_model(model, name="r", training_frame=frame).version
+        for key, model in fits.items()
+    }
+    settings = configure(project.settings, min_samples=50)
+    settings = msgspec.structs.replace(
+        settings,
+        agent=AgentSettings(
+            models={"r": AgentModelSettings(canary=settings.agent.model(NAME).canary)}
+        ),
+    )
+    action = make_action(
+        model="r", champion_version=versions["good"], candidate_version=versions["bad"]
+    )
+    requests = 600
+    drawn = {}
+    for route, key in (("canary", "bad"), ("primary", "good")):
+        x = pd.DataFrame({"x1": rng.normal(size=requests), "x2": rng.normal(size=requests)})
+        y = 3 * x["x1"] - x["x2"] + rng.normal(scale=0.5, size=requests)
+        predicted = fits[key].predict(x if key == "good" else x.assign(x2=0.0))
+        drawn[route] = (key, x, y.tolist(), predicted.tolist())
+    truth: dict[str, list[float]] = {"canary": [], "primary": []}
+    log = PredictionLog(project.log_dir, durable=False)
+    try:
+        for i in range(requests):
+            for route, (key, x, y, predicted) in drawn.items():
+                record_id = uuid.uuid4().hex
+                log.append_blocking(
+                    PredictionRecord(
+                        request_id=record_id,
+                        record_id=record_id,
+                        time_us=T0_US + 1 + i * 1_000_000,
+                        model="r",
+                        version=versions[key],
+                        rows=1,
+                        inputs={c: [float(x[c].iloc[i])] for c in FEATURES},
+                        outputs={"prediction": [predicted[i]]},
+                        latency_us=1500,
+                        route=route,
+                    )
+                )
+                log.append_feedback_blocking(
+                    FeedbackRecord(
+                        request_id=record_id, record_id=record_id, label=y[i], time_us=T0_US + 2
+                    )
+                )
+                truth[route].append((predicted[i] - y[i]) ** 2)
+    finally:
+        log.close()
+    got = canary_outcomes(settings, action, now=at(900))
+    assert list(got) == ["squared_error", "latency_ms"]  # no error rate for a regressor
+    np.testing.assert_allclose(got["squared_error"][0], truth["canary"])
+    np.testing.assert_allclose(got["squared_error"][1], truth["primary"])
+    result = look(settings, action, now=at(900))
+    summary = result.metrics["squared_error"]
+    assert summary["tau"] == pytest.approx(0.1 * np.mean(truth["primary"]))
+    assert summary["lower"] > 0 and result.decision == "rollback"
