@@ -7,7 +7,8 @@ split, the request rate and latency percentiles over time per version. ``?last=2
 keeps the last day before the newest request; a bad value is shown, never a 500.
 
 Errors are not persisted anywhere (the server's metrics are in memory), so the pages
-say that instead of showing an error rate.
+say that instead of showing an error rate. DuckDB and the log reader are imported on the
+first request, not when the app starts.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from starlette.routing import BaseRoute, Route
 
 from modelyard.errors import InvalidInputError, NotFoundError
 from modelyard.registry.client import ModelRegistry
-from modelyard.ui.deployment_data import deployment_detail, deployments_index, parse_last
 from modelyard.ui.render import context_of, render
 
 __all__ = ["NAV", "routes"]
@@ -33,12 +33,16 @@ def _registry(request: Request) -> ModelRegistry:
 
 
 def index_page(request: Request) -> Response:
+    from modelyard.ui.deployment_data import deployments_index
+
     ui = context_of(request)
     data = deployments_index(ui.settings, _registry(request).list_models())
     return render(request, "deployments/index.html", **data)
 
 
 def model_page(request: Request) -> Response:
+    from modelyard.ui.deployment_data import deployment_detail, parse_last
+
     ui = context_of(request)
     name = str(request.path_params["name"])
     raw = request.query_params.get("last")

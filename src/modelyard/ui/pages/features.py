@@ -4,6 +4,9 @@
 materialization of each), the services, the sources and the entities. ``/features/views/
 NAME`` shows one view: its definition, its materialization history, the services that use
 it, and (``?skew=1``) a skew check run now, since skew checks are not stored.
+
+The feature layer (DuckDB, pandas) is imported on the first request, not when the app
+starts (``modelyard ui`` opens in under a second).
 """
 
 from __future__ import annotations
@@ -11,14 +14,16 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from modelyard.features.store import FeatureStore
-from modelyard.ui.feature_data import features_index, skew_check, view_detail
 from modelyard.ui.render import context_of, render
+
+if TYPE_CHECKING:
+    from modelyard.features.store import FeatureStore
 
 __all__ = ["NAV", "routes"]
 
@@ -29,6 +34,8 @@ MAX_SKEW_SAMPLE = 10_000
 
 @contextmanager
 def _store(request: Request) -> Iterator[FeatureStore]:
+    from modelyard.features.store import FeatureStore
+
     ui = context_of(request)
     store = FeatureStore(ui.settings, db=ui.db)
     try:
@@ -58,12 +65,16 @@ def _sample(request: Request) -> tuple[int, str | None]:
 
 
 def index_page(request: Request) -> Response:
+    from modelyard.ui.feature_data import features_index
+
     with _store(request) as store:
         data = features_index(store, context_of(request).db, _now_ms())
     return render(request, "features/index.html", **data)
 
 
 def view_page(request: Request) -> Response:
+    from modelyard.ui.feature_data import skew_check, view_detail
+
     name = str(request.path_params["name"])
     sample, problem = _sample(request)
     with _store(request) as store:

@@ -10,6 +10,9 @@ project's state folder and shows it.
 Actions (admin key, CSRF; the actor is ``ui:KEYNAME``): acknowledge an incident (kept in
 the incident's detail), approve a candidate awaiting approval so it becomes the canary
 (``modelyard.agent.loop.approve``).
+
+Monitoring, the agent and plotly are imported on the first request that needs them, not
+when the app starts.
 """
 
 from __future__ import annotations
@@ -23,16 +26,11 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from modelyard.agent.loop import approve
-from modelyard.agent.records import ActionStore
 from modelyard.config import STATE_DIR, duration_seconds
 from modelyard.errors import InvalidInputError, NotFoundError
-from modelyard.monitoring.html import write_report
-from modelyard.monitoring.monitor import Monitor
 from modelyard.registry.client import ModelRegistry
 from modelyard.registry.refs import check_model_name
 from modelyard.store.monitor_results import MonitorResults
-from modelyard.ui.monitoring_data import monitoring_index, version_detail
 from modelyard.ui.render import context_of, render
 from modelyard.ui.security import actor, require_action
 
@@ -57,6 +55,8 @@ def _name(request: Request) -> str:
 
 
 def index_page(request: Request) -> Response:
+    from modelyard.ui.monitoring_data import monitoring_index
+
     ui = context_of(request)
     registry = ModelRegistry(ui.settings, db=ui.db)
     data = monitoring_index(_results(request), registry.list_models())
@@ -83,6 +83,9 @@ def _length(request: Request) -> tuple[int | None, str | None]:
 
 
 def version_page(request: Request) -> Response:
+    from modelyard.agent.records import ActionStore
+    from modelyard.ui.monitoring_data import version_detail
+
     ui = context_of(request)
     name = _name(request)
     version = int(request.path_params["version"])
@@ -103,6 +106,9 @@ def _report_path(request: Request, name: str, version: int) -> Any:
 
 
 def report_page(request: Request) -> Response:
+    from modelyard.monitoring.html import write_report
+    from modelyard.monitoring.monitor import Monitor
+
     ui = context_of(request)
     name = _name(request)
     version = int(request.path_params["version"])
@@ -156,6 +162,8 @@ async def acknowledge_action(request: Request) -> Response:
 
 
 async def approve_action(request: Request) -> Response:
+    from modelyard.agent.loop import approve
+
     who = actor(require_action(request))
     body = await _body(request)
     model = body.get("model")
