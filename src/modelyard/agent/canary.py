@@ -18,8 +18,8 @@ Per row, once its feedback label arrived:
   ``absolute_error``;
 - ``error_rate`` for a classifier (``canary.error_rate``), unless it is the primary metric.
   A regressor has no error rate and gets no second accuracy test: its primary metric is
-  the accuracy test (an absolute-error test beside a squared-error one would need a margin
-  on the target's scale and would rarely add a verdict the first does not give);
+  the accuracy test (an absolute-error test beside a squared-error one would need its own
+  margin on the target's scale, and each added test lowers every test's alpha);
 - ``latency_ms`` (``canary.latency``): one value per request record, labelled or not
   (a latency needs no label), tested on its logarithm, so the margin is relative.
 
@@ -35,21 +35,19 @@ rows after them. The tests' state (totals, running p-value and bounds, a sticky 
 is kept in ``action.detail["canary"]`` between looks; a look re-run from the same state
 (after a crash) gives the same look, over the same or more rows.
 
-Per-test settings, fixed when the test is created (the first look at which it can count):
+Per-test settings (tau: the mixture scale, the test is most powerful for differences of
+about tau; margin: the accepted loss), fixed when the test is created, at the first look at
+which it can count; the list of metrics is fixed at the first look:
 
-=================  ===============================  ========================================
-metric             tau (mixture scale)              margin (accepted loss)
-=================  ===============================  ========================================
-log_loss           ``canary.tau`` or 0.02           ``canary.margin``
-error_rate         ``canary.tau`` or 0.02 (primary) ``canary.margin`` (primary), else
-                   0.02 (guard)                     ``canary.error_rate_margin`` (0.02)
-squared_error,     ``canary.tau`` or 10% of the     ``canary.margin``
-absolute_error     primary arm's mean at creation
-latency_ms (log)   0.1 (about 10%)                  log(1 + ``canary.latency_margin``) (10%)
-=================  ===============================  ========================================
-
-A test is created once the primary arm has ``min_samples`` rows (a regressor's default tau
-is then read off the primary arm alone, never off the candidate's rows).
+- ``log_loss``: tau ``canary.tau`` or 0.02; margin ``canary.margin``;
+- ``error_rate`` as the primary metric: tau ``canary.tau`` or 0.02; margin ``canary.margin``;
+  beside another primary metric: tau 0.02, margin ``canary.error_rate_margin`` (0.02, two
+  points of error rate);
+- ``squared_error``, ``absolute_error``: tau ``canary.tau`` or 10% of the primary arm's mean
+  error, read once the primary arm has ``min_samples`` rows (never off the candidate's rows);
+  margin ``canary.margin``;
+- ``latency_ms``, on log(ms): tau 0.1 (about 10%); margin ``log(1 + canary.latency_margin)``
+  (0.1: a geometric mean 10% slower is accepted).
 
 Timeout. The canary stops at ``canary.horizon`` labelled rows per arm, or
 ``canary.max_duration`` after it started, whichever comes first. A test that reached no
