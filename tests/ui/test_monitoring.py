@@ -7,18 +7,22 @@ windows read back through ``MonitorResults``.
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from playwright.sync_api import Page
 
 from modelyard.agent.records import ActionStore
 from modelyard.registry.client import ModelRegistry
 from modelyard.serving.auth import ApiKeys
 from modelyard.store.database import open_database
-from modelyard.store.monitor_results import MonitorResults
+from modelyard.store.monitor_results import MonitorResults, WindowResult
 from modelyard.ui.app import create_app
-from modelyard.ui.monitoring_data import RATIO_CAP, ratio, version_detail
+from modelyard.ui.monitoring_data import RATIO_CAP, heatmap_figure, ratio, version_detail
 from modelyard.ui.pages.monitoring import REPORT_POLICY
 from tests.ui.conftest import ADMIN_ENV, ADMIN_KEY, TestClient, UiServer
 from tests.ui.ops_project import DAYS, OpsProject, shared_ops_project
@@ -212,3 +216,69 @@ def test_full_report_in_a_browser(ops: OpsProject, ui_server: UiServer, page: Pa
     page.goto(url + "/monitoring/churn/1/report?domain=0", timeout=60_000)
     page.wait_for_selector(".plotly-graph-div .main-svg", timeout=30_000)
     assert "Monitoring report: churn v1" in page.title()
+
+
+_NUMBER = st.one_of(
+    st.none(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-5, 5),
+    st.booleans(),
+    st.text(max_size=3),
+)
+_COLUMN = st.one_of(
+    st.none(),
+    st.fixed_dictionaries(
+        {"effect": _NUMBER, "threshold": _NUMBER, "drifted": st.booleans()},
+        optional={"p_adjusted": _NUMBER},
+    ),
+)
+_SUMMARY = st.fixed_dictionaries(
+    {},
+    optional={
+        "columns": st.one_of(
+            st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), _COLUMN, max_size=4),
+            st.lists(st.integers(), max_size=2),
+        ),
+        "ranked": st.one_of(st.lists(st.sampled_from(["a", "c", "zz"]), max_size=3), st.none()),
+        "outputs": st.dictionaries(st.sampled_from(["proba_1"]), _COLUMN, max_size=1),
+    },
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(summaries=st.lists(_SUMMARY, min_size=1, max_size=5))
+def test_any_stored_summary_gives_a_finite_heatmap(summaries: list[dict]) -> None:
+    """Generated: summaries of any shape (older versions, missing or odd values) draw a
+    heatmap whose cells are effect / threshold or empty, and whose JSON has no NaN."""
+    windows = [
+        WindowResult("m", 1, "drift", i * 10, i * 10 + 10, 5, False, s)
+        for i, s in enumerate(summaries)
+    ]
+    figure = heatmap_figure(windows)
+    names = {n for s in summaries if isinstance(s.get("columns"), dict) for n in s["columns"]}
+    if not names:
+        assert figure is None
+        return
+    assert figure is not None
+    (trace,) = figure["data"]
+    assert set(trace["y"]) == names and len(trace["z"]) == len(trace["y"])
+    for row, name in zip(trace["z"], trace["y"], strict=True):
+        assert len(row) == len(windows)
+        for cell, summary in zip(row, summaries, strict=True):
+            columns = summary.get("columns")
+            column = columns.get(name) if isinstance(columns, dict) else None
+            effect = column.get("effect") if isinstance(column, dict) else None
+            threshold = column.get("threshold") if isinstance(column, dict) else None
+            numbers = all(
+                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                for v in (effect, threshold)
+            )
+            if numbers and threshold > 0:
+                assert cell == pytest.approx(effect / threshold, nan_ok=False)
+            else:
+                assert cell is None
+    json.loads(json.dumps(figure), parse_constant=_refuse)
+
+
+def _refuse(name: str) -> None:
+    raise AssertionError(f"{name} in the figure's JSON: the browser's JSON.parse refuses it")
