@@ -155,36 +155,49 @@ def save_report(db: Database, report: GateReport) -> GateReport:
     return report
 
 
-def _results(conn: Any, evaluation_id: str) -> tuple[GateResult, ...]:
-    rows = conn.execute(
-        select(gate_results)
-        .where(gate_results.c.evaluation_id == evaluation_id)
-        .order_by(gate_results.c.position)
-    ).all()
-    results = []
-    for r in rows:
-        ci = None
-        if r.ci_low is not None or r.ci_high is not None:
-            ci = (
-                math.nan if r.ci_low is None else float(r.ci_low),
-                math.nan if r.ci_high is None else float(r.ci_high),
-            )
-        results.append(
-            GateResult(
-                gate=r.gate,
-                kind=r.kind,
-                passed=bool(r.passed),
-                required=bool(r.required),
-                summary=r.summary,
-                numbers=json.loads(r.numbers),
-                ci=ci,
-                details=tuple(json.loads(r.details)),
-            )
+def _result(r: Any) -> GateResult:
+    ci = None
+    if r.ci_low is not None or r.ci_high is not None:
+        ci = (
+            math.nan if r.ci_low is None else float(r.ci_low),
+            math.nan if r.ci_high is None else float(r.ci_high),
         )
-    return tuple(results)
+    return GateResult(
+        gate=r.gate,
+        kind=r.kind,
+        passed=bool(r.passed),
+        required=bool(r.required),
+        summary=r.summary,
+        numbers=json.loads(r.numbers),
+        ci=ci,
+        details=tuple(json.loads(r.details)),
+    )
 
 
-def _report(conn: Any, row: Any) -> GateReport:
+def _results(conn: Any, evaluation_id: str) -> tuple[GateResult, ...]:
+    return _results_of(conn, [evaluation_id]).get(evaluation_id, ())
+
+
+#: evaluation ids per query when results are read in batches
+_BATCH = 500
+
+
+def _results_of(conn: Any, ids: list[str]) -> dict[str, tuple[GateResult, ...]]:
+    """The results of each evaluation in ``ids``, in the order the gates ran (one query
+    per ``_BATCH`` evaluations, not one per evaluation)."""
+    found: dict[str, list[GateResult]] = {}
+    for start in range(0, len(ids), _BATCH):
+        rows = conn.execute(
+            select(gate_results)
+            .where(gate_results.c.evaluation_id.in_(ids[start : start + _BATCH]))
+            .order_by(gate_results.c.evaluation_id, gate_results.c.position)
+        ).all()
+        for r in rows:
+            found.setdefault(r.evaluation_id, []).append(_result(r))
+    return {k: tuple(v) for k, v in found.items()}
+
+
+def _report(conn: Any, row: Any, results: tuple[GateResult, ...] | None = None) -> GateReport:
     return GateReport(
         model=row.model,
         version=row.version,
@@ -192,7 +205,7 @@ def _report(conn: Any, row: Any) -> GateReport:
         champion_version=row.champion_version,
         eval_digest=row.eval_digest,
         config_digest=row.config_digest,
-        results=_results(conn, row.id),
+        results=_results(conn, row.id) if results is None else results,
         id=row.id,
         created_at=row.created_at,
         created_by=row.created_by,
@@ -227,10 +240,13 @@ def load_evaluation(db: Database, evaluation_id: str) -> GateReport | None:
 def list_evaluations(
     db: Database, model: str, *, version: int | None = None, limit: int = 1000
 ) -> list[GateReport]:
-    """Evaluations of ``model`` (one version, or all), oldest first."""
+    """Evaluations of ``model`` (one version, or all), oldest first; their results are
+    read in batches, so a model gated a thousand times costs a few queries, not one each."""
     query = select(gate_evaluations).where(gate_evaluations.c.model == model)
     if version is not None:
         query = query.where(gate_evaluations.c.version == version)
     query = query.order_by(gate_evaluations.c.created_at, gate_evaluations.c.id).limit(limit)
     with db.read() as conn:
-        return [_report(conn, row) for row in conn.execute(query).all()]
+        rows = conn.execute(query).all()
+        results = _results_of(conn, [row.id for row in rows])
+        return [_report(conn, row, results.get(row.id, ())) for row in rows]
