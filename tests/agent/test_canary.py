@@ -396,6 +396,9 @@ def test_a_worse_canary_is_rolled_back_and_production_stays(project: Project) ->
     assert done.outcome == "rolled_back"
     held = aliases(project)
     assert held["production"] == 1 and "canary" not in held
+    moves = len(project.registry.history(NAME))
+    again = finish_canary(project.settings, action, "rollback", registry=project.registry)
+    assert again == "rolled_back" and len(project.registry.history(NAME)) == moves
 
 
 def test_timeout_at_the_horizon_and_after_max_duration(project: Project) -> None:
