@@ -249,3 +249,17 @@ def test_the_loop_outlives_a_store_that_is_down(ct_project: CTProject) -> None:
     assert [r.failed for r in reports] == [True, True]
     [line] = reports[0].events
     assert line.startswith("pass failed: Metadata store") and "127.0.0.1:1" in line
+
+
+def test_a_pass_judges_closed_windows_only(ct_project: CTProject) -> None:
+    """A pass in the middle of a window stores no partial window (nor alerts on one)."""
+    rule = {k: v for k, v in alert().items() if k != "action"}
+    ct_project.configure(monitoring={"alerts": [rule]})
+    for day in (6.5, 6.75, 7):
+        run(ct_project, day)
+        with stores(ct_project) as (_, results):
+            windows = results.windows(MODEL, 1, "drift")
+        day_us = 86_400_000_000
+        assert all(w.end_us - w.start_us == day_us for w in windows)
+        assert windows[-1].end_us == int(at(int(day)).timestamp() * 1e6)
+        assert len(windows) == int(day)

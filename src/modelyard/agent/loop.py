@@ -2,8 +2,9 @@
 
 A pass (``run_pass``) takes the agent lease, then for each monitored model:
 
-1. runs monitoring on the champion (``MODEL@against``) up to ``now``: windows, alert
-   rules and their notifications;
+1. runs monitoring on the champion (``MODEL@against``): the windows closed by ``now``
+   (the last few computed again, for labels that arrived late), alert rules and their
+   notifications;
 2. creates one action per opening of an open incident of the champion whose rule has
    ``action.retrain``: ``pending``, or ``skipped`` with the reason when another action
    of the model is in flight or the last retrain is within the cool-down;
@@ -51,6 +52,7 @@ from modelyard.config import AgentModelSettings, AlertRule, Settings, duration_s
 from modelyard.errors import ConflictError, InvalidInputError, ModelyardError, StorageError
 from modelyard.gates.records import new_evaluation_id
 from modelyard.monitoring.monitor import Monitor
+from modelyard.monitoring.windows import ORIGIN, parse_window, utc_us
 from modelyard.pipelines.project import load_pipelines
 from modelyard.pipelines.runner import StepEvent
 from modelyard.registry.client import ModelRegistry
@@ -61,6 +63,8 @@ __all__ = ["PassReport", "approve", "monitored_models", "run_forever", "run_pass
 
 #: the rule name of the incidents the agent opens for its own failures
 AGENT_RULE = "agent"
+#: windows computed again by each pass beyond the rules' ``m`` (labels arrive late)
+RECOMPUTE = 7
 
 
 @dataclass
@@ -189,7 +193,9 @@ class _Pass:
         """Monitoring of the champion up to now; its version (None: nothing to monitor)."""
         try:
             with Monitor(self.settings, db=self.db) as monitor:
-                run = monitor.run(f"{name}@{policy.against}", until=self.now)
+                ref = f"{name}@{policy.against}"
+                since, until = self.monitor_range(name, monitor.registry.get_version(ref).version)
+                run = monitor.run(ref, since=since, until=until)
         except ModelyardError as exc:
             self.say(f"{name}: monitoring skipped: {exc}")
             return None
@@ -205,6 +211,27 @@ class _Pass:
                     f"{event.windows} windows)"
                 )
         return run.model.version
+
+    def monitor_range(self, name: str, version: int) -> tuple[datetime | None, datetime]:
+        """The windows a pass (re)computes: complete ones only, from the last stored.
+
+        ``until`` is the start of the window ``now`` falls in: a window is judged once it
+        has closed, never on its first minutes (a 5 minute interval would otherwise
+        store a new partial window each pass and alert on a few rows). The last
+        ``max(m) + RECOMPUTE`` windows are computed again so late labels count; before
+        them, the windows stored by earlier passes stand.
+        """
+        length = int(parse_window(self.settings.monitoring.window).total_seconds() * 1e6)
+        origin = utc_us(ORIGIN)
+        until_us = origin + (self.now_us - origin) // length * length
+        until = datetime.fromtimestamp(until_us / 1e6, UTC)
+        latest = self.results.latest(name, version, "drift")
+        if latest is None:
+            return None, until
+        back = max([r.m for r in self.settings.monitoring.alerts] + [1]) + RECOMPUTE
+        since_us = min(latest.end_us, until_us - back * length)
+        since_us = origin + (since_us - origin) // length * length
+        return datetime.fromtimestamp(since_us / 1e6, UTC), until
 
     def create_actions(self, name: str, champion: int, policy: AgentModelSettings) -> None:
         rules = {r.name: r for r in retrain_rules(self.settings)}
