@@ -179,6 +179,19 @@ def test_bad_window_is_shown_and_unknown_version_is_404(http: TestClient) -> Non
     assert bad.status_code == 200 and 'id="window-problem"' in bad.text
     assert http.get("/monitoring/churn/9").status_code == 404
     assert http.get("/monitoring/nobody").status_code == 404
+    # beyond what the store's integer columns hold: nothing, not an overflow's 500
+    huge = "9" * 25
+    assert http.get(f"/monitoring/churn/{huge}").status_code == 404
+    assert http.get(f"/monitoring/churn/{2**31}/report").status_code == 404
+    headers = {**_csrf(http), "Authorization": f"Bearer {ADMIN_KEY}"}
+    answer = http.post(
+        f"/actions/monitoring/incidents/{huge}/acknowledge", json={}, headers=headers
+    )
+    assert answer.status_code == 404 and answer.json()["error"]["type"] == "not_found"
+    answer = http.post(
+        "/actions/monitoring/approve", json={"model": "churn", "version": 2**31}, headers=headers
+    )
+    assert answer.status_code == 422
 
 
 def test_full_report_is_written_into_the_state_dir(ops: OpsProject, http: TestClient) -> None:

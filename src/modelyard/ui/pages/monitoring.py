@@ -44,6 +44,19 @@ REPORT_POLICY = (
 )
 
 
+#: the largest id a metadata store holds (a version is an INTEGER, an incident a BIGINT)
+MAX_VERSION = 2**31 - 1
+MAX_ID = 2**63 - 1
+
+
+def _number(request: Request, key: str, largest: int, what: str) -> int:
+    """A path's whole number; one too large for the store names nothing (404, not a 500)."""
+    value = int(request.path_params[key])
+    if value > largest:
+        raise NotFoundError(f"No {what} {value}")
+    return value
+
+
 def _results(request: Request) -> MonitorResults:
     return MonitorResults(context_of(request).db)
 
@@ -88,7 +101,7 @@ def version_page(request: Request) -> Response:
 
     ui = context_of(request)
     name = _name(request)
-    version = int(request.path_params["version"])
+    version = _number(request, "version", MAX_VERSION, f"version of {name}")
     length, problem = _length(request)
     data = version_detail(_results(request), ActionStore(ui.db), name, version, length)
     if not data["lengths"] and not data["open"] and not data["resolved"]:
@@ -111,7 +124,7 @@ def report_page(request: Request) -> Response:
 
     ui = context_of(request)
     name = _name(request)
-    version = int(request.path_params["version"])
+    version = _number(request, "version", MAX_VERSION, f"version of {name}")
     length, problem = _length(request)
     if problem is not None:
         raise InvalidInputError(problem, loc="window")
@@ -153,7 +166,7 @@ def _note(body: dict[str, Any], key: str) -> str:
 
 async def acknowledge_action(request: Request) -> Response:
     who = actor(require_action(request))
-    incident_id = int(request.path_params["incident"])
+    incident_id = _number(request, "incident", MAX_ID, "incident")
     note = _note(await _body(request), "note")
     incident = await run_in_threadpool(_results(request).acknowledge, incident_id, who, note)
     return JSONResponse(
@@ -171,9 +184,10 @@ async def approve_action(request: Request) -> Response:
         raise InvalidInputError(f"Expected model as text, got {model!r}"[:200], loc="model")
     check_model_name(model)
     version = body.get("version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= MAX_VERSION:
         raise InvalidInputError(
-            f"Expected version as a whole number >= 1, got {version!r}"[:200], loc="version"
+            f"Expected version as a whole number from 1 to {MAX_VERSION}, got {version!r}"[:200],
+            loc="version",
         )
     reason = _note(body, "reason") or None
     settings = context_of(request).settings
