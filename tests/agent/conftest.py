@@ -7,8 +7,9 @@ and ``-x``: v1's AUC falls far below the alert's 0.7), each row labelled through
 feedback, written with the real ``PredictionLog`` writer as the server writes it;
 ``data.csv`` holds the same labelled rows, the training data of the project's pipeline
 ``retrain_churn`` (``load`` the window's rows -> ``fit_register`` a LogisticRegression
-as a new version of ``churn``, never moving ``production``; ``fail=true`` makes the fit
-raise). modelyard.yaml declares the alert ``auc-low`` (``auc`` below 0.7) with
+as a new version of ``churn``; ``fail=true`` makes the fit raise, ``promote=true``
+moves ``production`` to it as a pipeline written for manual runs would).
+modelyard.yaml declares the alert ``auc-low`` (``auc`` below 0.7) with
 ``action.retrain {pipeline: retrain_churn, window: 3d}``, ``agent.models.churn``
 (cool-down 1d, gate window 2d, canary with ``min_samples`` 50, no latency test), the
 traffic policy ``churn {canary: canary, canary_weight: 0.5}`` and the gates of
@@ -61,7 +62,7 @@ PIPELINES = textwrap.dedent(
     from sklearn.linear_model import LogisticRegression
 
     from modelyard.pipelines import pipeline, step
-    from modelyard.registry.fluent import log_model
+    from modelyard.registry.fluent import get_registry, log_model
 
     HERE = Path(__file__).parent
 
@@ -79,18 +80,24 @@ PIPELINES = textwrap.dedent(
 
 
     @step
-    def fit_register(frame: pd.DataFrame, fail: bool = False) -> int:
+    def fit_register(frame: pd.DataFrame, fail: bool = False, promote: bool = False) -> int:
         if fail:
             raise ValueError("the training data is broken")
         model = LogisticRegression().fit(frame[["x", "z"]], frame["label"])
-        return log_model(model, name="churn", training_frame=frame[["x", "z"]]).version
+        logged = log_model(model, name="churn", training_frame=frame[["x", "z"]])
+        if promote:  # a pipeline written for manual runs moves production itself
+            get_registry().set_alias(str(logged.ref), "production", reason="pipeline")
+        return logged.version
 
 
     @pipeline
     def retrain_churn(
-        window_start: str | None = None, window_end: str | None = None, fail: bool = False
+        window_start: str | None = None,
+        window_end: str | None = None,
+        fail: bool = False,
+        promote: bool = False,
     ) -> None:
-        fit_register(load(window_start, window_end), fail=fail)
+        fit_register(load(window_start, window_end), fail=fail, promote=promote)
     '''
 )
 

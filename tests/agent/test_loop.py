@@ -122,8 +122,10 @@ def test_a_failed_retrain_opens_an_incident_then_the_cool_down_skips(
 def test_a_candidate_failing_its_gates_is_rejected_and_production_untouched(
     ct_project: CTProject,
 ) -> None:
+    """The pipeline even moves production itself: the agent moves it back, then rejects."""
     ct_project.configure(
-        gates={MODEL: {"checks": [{"type": "metric", "metric": "auc", "min": 0.999}]}}
+        gates={MODEL: {"checks": [{"type": "metric", "metric": "auc", "min": 0.999}]}},
+        monitoring={"alerts": [alert(params={"promote": True})]},
     )
     report = run(ct_project, 7)
     [action] = report.actions
@@ -133,7 +135,18 @@ def test_a_candidate_failing_its_gates_is_rejected_and_production_untouched(
     assert ct_project.aliases() == {"production": 1}
     [incident] = agent_incidents(ct_project)
     assert incident.cause == f"gates:{action.id}"
-    assert kinds(ct_project, action)[-2:] == ["gates", "incident_opened"]
+    assert kinds(ct_project, action) == [
+        "created",
+        "retrain_started",
+        "production_restored",
+        "retrain_completed",
+        "candidate",
+        "gates",
+        "incident_opened",
+    ]
+    with ct_project.registry() as registry:
+        moves = [(h.alias, h.version_to) for h in registry.history(MODEL) if h.alias]
+    assert moves == [("production", 1), ("production", 2), ("production", 1)]
 
 
 def test_manual_approval_stops_before_the_canary_until_approved(ct_project: CTProject) -> None:

@@ -697,7 +697,8 @@ def approve(
 ) -> Action:
     """Approve the candidate ``ref`` whose action awaits approval: it becomes the canary.
 
-    ConflictError when no action of that version awaits approval (naming its state).
+    ConflictError when no action of that version awaits approval (naming its state);
+    InvalidInputError when the model's traffic policy sends the canary nothing.
     """
     when_us = _us(now or datetime.now(UTC))
     db = open_database(settings.db_url)
@@ -705,6 +706,7 @@ def approve(
     try:
         store = ActionStore(db)
         version = registry.get_version(ref)
+        canary.check_traffic(settings, version.name)
         actions = store.for_version(version.name, version.version)
         waiting = [a for a in actions if a.state == "awaiting_approval"]
         if not waiting:
