@@ -263,7 +263,7 @@ def _offline_weeks(settings: Any, original: int) -> dict[str, dict[str, Any]]:
     with ModelRegistry(settings) as registry:
         rows["offline"] = registry.load(f"flights-delay/{original}").scores(frame)[:, 1]
     stamp = rows["time"].dt.tz_convert("UTC")
-    monday = (stamp - pd.to_timedelta(stamp.dt.weekday, unit="D")).dt.strftime("%Y-%m-%d")
+    monday = (stamp - pd.to_timedelta(stamp.dt.day_of_week, unit="D")).dt.strftime("%Y-%m-%d")
     weeks = {}
     for week, group in rows.groupby(monday):
         both = group["label"].nunique() == 2
