@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test check bench-tracking bench-models bench-features bench-serving bench-monitoring bench-pipelines bench-gates bench-canary clean
+.PHONY: install demo test check bench-tracking bench-models bench-features bench-serving bench-monitoring bench-pipelines bench-gates bench-canary bench-ui screenshots clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,14 @@ bench-gates: install
 
 bench-canary: install
 	$(BIN)/python benchmarks/canary/run.py
+
+bench-ui: install
+	$(BIN)/python benchmarks/ui/run.py
+
+# PNGs of the web UI's main pages of $(PROJECT) into docs/screenshots/ (run `make demo` first)
+PROJECT ?= modelyard-demo
+screenshots: install
+	$(BIN)/python scripts/screenshots.py --project $(PROJECT) --out docs/screenshots
 
 clean:
 	rm -rf $(VENV) modelyard-demo .pytest_cache .mypy_cache .ruff_cache

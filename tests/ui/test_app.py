@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Page
 
 from modelyard.config import Settings
+from modelyard.pipelines.records import LOGS_ARTIFACT
 from modelyard.ui.app import create_app
+from modelyard.ui.pages import runs as runs_pages
 from tests.ui.conftest import TestClient, UiServer
 
 
@@ -46,3 +54,69 @@ def test_home_loads_in_a_browser(project: Settings, ui_server: UiServer, page: P
     url = ui_server(project)
     page.goto(url + "/")
     assert page.title().startswith("Experiments")
+
+
+def test_the_runs_page_knows_where_step_logs_are() -> None:
+    assert runs_pages.LOGS_ARTIFACT == LOGS_ARTIFACT
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_modelyard_ui_serves_the_project_and_opens_without_the_heavy_pages(
+    project: Settings,
+) -> None:
+    port = _free_port()
+    command = [sys.executable, "-m", "modelyard", "ui", "--project", str(project.project_dir)]
+    start = time.perf_counter()
+    process = subprocess.Popen([*command, "--port", str(port)], stderr=subprocess.DEVNULL)
+    try:
+        while True:
+            assert process.poll() is None, f"modelyard ui exited with {process.returncode}"
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/experiments", timeout=5)
+                break
+            except httpx.TransportError:
+                time.sleep(0.02)
+        opened = time.perf_counter() - start
+        assert answer.status_code == 200 and "churn" in answer.text
+        print(f"modelyard ui answered its first 200 after {opened:.2f} s")
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+    # what makes that fast: the app imports none of the heavy libraries the other pages use
+    probe = (
+        "import sys, modelyard.ui.app; "
+        "print(sorted(m for m in ('scipy', 'sklearn', 'plotly', 'optuna') if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], check=False, capture_output=True, text=True
+    )
+    assert loaded.stdout.strip() == "[]", loaded.stdout + loaded.stderr
+
+
+def test_modelyard_ui_refuses_a_bad_port_and_warns_off_localhost(project: Settings) -> None:
+    base = [sys.executable, "-m", "modelyard", "ui", "--project", str(project.project_dir)]
+    bad = subprocess.run([*base, "--port", "70000"], check=False, capture_output=True, text=True)
+    assert bad.returncode == 2 and "port" in bad.stderr and "Traceback" not in bad.stderr
+    env = {k: v for k, v in os.environ.items() if k != "MODELYARD_API_KEYS"}
+    port = _free_port()
+    process = subprocess.Popen(
+        [*base, "--host", "0.0.0.0", "--port", str(port)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert process.stderr is not None
+        first = process.stderr.readline()
+        assert first.startswith("warning: listening on 0.0.0.0 with no API key"), first
+    finally:
+        process.terminate()
+        process.communicate(timeout=20)
+    assert Path(project.project_dir).is_dir()

@@ -38,7 +38,7 @@ def _app(settings: Settings, *, read_only: bool = False) -> Starlette:
         read_only=read_only,
         api_keys=ApiKeys.from_settings((), ADMIN_ENV),
     )
-    app.router.routes.append(Route(PROBE, _probe, methods=["POST"]))
+    app.router.routes.insert(0, Route(PROBE, _probe, methods=["POST"]))
     return app
 
 
@@ -61,11 +61,17 @@ def _token(client: TestClient) -> str:
     return str(token)
 
 
+def _routes(app: Any) -> list[Route]:
+    """Every route of the app, those of the lazily loaded pages (its router's default) too."""
+    found = [r for r in app.routes if isinstance(r, Route)]
+    return found + [r for r in app.router.default.routes if isinstance(r, Route)]
+
+
 def _action_paths(app: Any) -> list[str]:
     """Every POST route of the app, path parameters filled with plausible values."""
     paths = []
-    for route in app.routes:
-        if isinstance(route, Route) and "POST" in (route.methods or ()):
+    for route in _routes(app):
+        if "POST" in (route.methods or ()):
             path = re.sub(r"\{[^}:]+:int\}", "1", route.path)
             paths.append(re.sub(r"\{[^}]+\}", "x", path))
     return paths
@@ -75,8 +81,8 @@ def test_every_state_changing_route_is_a_post_under_actions(http: TestClient) ->
     paths = _action_paths(http.app)
     assert PROBE in paths
     assert all(p.startswith("/actions/") for p in paths), paths
-    for route in http.app.routes:  # type: ignore[attr-defined]
-        if isinstance(route, Route) and route.path.startswith("/actions/"):
+    for route in _routes(http.app):
+        if route.path.startswith("/actions/"):
             assert route.methods == {"POST"}, route.path
 
 
@@ -117,6 +123,12 @@ def test_the_key_and_token_together_pass_and_name_the_actor(http: TestClient) ->
     answer = http.post(PROBE, headers={CSRF_HEADER: token, "Authorization": f"Bearer {ADMIN_KEY}"})
     assert answer.status_code == 200
     assert answer.json()["actor"] == "ui:env-1"
+
+
+def test_the_lazily_loaded_pages_are_all_mounted(http: TestClient) -> None:
+    paths = {route.path for route in _routes(http.app)}
+    for _, href in http.app.state.ui.nav:  # type: ignore[attr-defined]
+        assert href in paths, href
 
 
 def test_a_get_on_an_action_is_refused(http: TestClient) -> None:

@@ -12,23 +12,27 @@ import importlib.util
 import logging
 import os
 import secrets
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from modelyard.config import Settings
 from modelyard.errors import ModelyardError
 from modelyard.serving.auth import ApiKeys
 from modelyard.ui.context import UiContext
-from modelyard.ui.pages import PAGES, nav_items
+from modelyard.ui.pages import PAGE_NAMES, load_page, nav_items
+from modelyard.ui.pages import runs as runs_pages
 from modelyard.ui.render import json_error, make_environment, render
 from modelyard.ui.security import SecurityHeaders
 
@@ -86,6 +90,43 @@ async def _home(request: Request) -> Response:
     return RedirectResponse("/experiments", status_code=302)
 
 
+#: seconds after start-up the other pages begin importing in the background
+_WARM_AFTER_S = 0.5
+
+
+class LazyPages:
+    """The routes of page modules imported on first use (or by the warm-up thread).
+
+    It is the app router's default: a request no eager route matches waits for the
+    import (off the event loop) and goes to their router; a path none of them has is
+    the app's 404. ``request.url_for`` does not see these routes: link by path.
+    """
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self._router: Router | None = None
+        self._lock = threading.Lock()
+
+    def load(self) -> Router:
+        with self._lock:
+            if self._router is None:
+                routes: list[BaseRoute] = []
+                for name in self.names:
+                    routes.extend(load_page(name).routes)
+                self._router = Router(routes=routes)
+            return self._router
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        return self.load().routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        router = self._router
+        if router is None:
+            router = await run_in_threadpool(self.load)
+        await router(scope, receive, send)
+
+
 def create_app(
     settings: Settings, *, read_only: bool = False, api_keys: ApiKeys | None = None
 ) -> Starlette:
@@ -107,18 +148,22 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         ui.db  # noqa: B018 - opened (and migrated) before the first request
+        # the other pages import in the background, after the first answers are out
+        warm = threading.Timer(_WARM_AFTER_S, later.load)
+        warm.daemon = True
+        warm.start()
         try:
             yield
         finally:
             ui.close()
 
+    later = LazyPages([n for n in PAGE_NAMES if n != "runs"])
     routes: list[BaseRoute] = [
         Route("/", _home, name="home"),
         Route("/static/vendor/plotly.min.js", _plotly, name="plotly"),
         Mount("/static", StaticFiles(packages=[("modelyard.ui", "static")]), name="static"),
+        *runs_pages.routes,
     ]
-    for page in PAGES:
-        routes.extend(page.routes)
     app = Starlette(
         routes=routes,
         middleware=[Middleware(SecurityHeaders)],
@@ -129,5 +174,8 @@ def create_app(
         },
         lifespan=lifespan,
     )
+    # what no route above matches goes to the other pages (imported on first use), and
+    # what none of them matches is the 404 page; a known path with the wrong method is 405
+    app.router.default = later
     app.state.ui = ui
     return app

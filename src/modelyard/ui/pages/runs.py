@@ -26,7 +26,6 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from modelyard.errors import NotFoundError
-from modelyard.pipelines.records import LOGS_ARTIFACT
 from modelyard.tracking.entities import Run
 from modelyard.tracking.store import SQLTrackingStore
 from modelyard.ui.previews import MAX_PREVIEW_BYTES, content_type_of, kind_of, preview_bytes
@@ -47,6 +46,9 @@ from modelyard.ui.run_data import (
 
 __all__ = ["NAV", "routes"]
 
+#: the artifact a pipeline step's printed output is kept in: ``pipelines.records.LOGS_ARTIFACT``
+#: (not imported: the runs page must open without the pipelines' imports)
+LOGS_ARTIFACT = "logs.txt"
 #: artifacts previewed inline on a run page (the rest are listed with a link)
 MAX_PREVIEWS = 12
 #: the sandbox a raw artifact is served in: no script, no form, no same-origin access
