@@ -208,6 +208,9 @@ def test_bad_configuration_is_refused_up_front_naming_the_key(ct_project: CTProj
         run(ct_project, 7)
     assert "monitoring.alerts[0].action.retrain.pipeline" in str(caught.value)
     assert "retrain_churn" in str(caught.value)
+    ct_project.configure(monitoring={"alerts": [{**alert(), "name": "agent"}]})
+    with pytest.raises(InvalidInputError, match=r"monitoring.alerts\[0\].name"):
+        run(ct_project, 7)
     ct_project.configure(
         monitoring={"alerts": [alert()]},
         serving={"traffic": {MODEL: {"canary": "beta"}}},

@@ -120,9 +120,17 @@ def retrain_rules(settings: Settings) -> list[AlertRule]:
 def validate(settings: Settings, models: list[str]) -> None:
     """InvalidInputError naming the key when the agent could not act as configured.
 
-    Each retrain rule's pipeline must exist, and each model it acts for must have a
-    traffic policy whose canary is ``agent.models.MODEL.canary.alias``.
+    No alert may be named ``agent`` (the agent's own incidents carry that rule); each
+    retrain rule's pipeline must exist, and each model it acts for must have a traffic
+    policy whose canary is ``agent.models.MODEL.canary.alias``.
     """
+    for i, rule in enumerate(settings.monitoring.alerts):
+        if rule.name == AGENT_RULE:
+            raise InvalidInputError(
+                f"Expected an alert name other than {AGENT_RULE!r} (the agent's own "
+                f"incidents carry it), got {rule.name!r}",
+                loc=f"monitoring.alerts[{i}].name",
+            )
     rules = retrain_rules(settings)
     if not rules:
         return
