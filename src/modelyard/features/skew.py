@@ -60,7 +60,7 @@ class SkewReport:
 
 def _plain(value: Any) -> Any:
     """A value as a comparable Python object; every kind of missing value is None."""
-    if value is None or value is pd.NaT:
+    if value is None or value is pd.NaT or value is pd.NA:
         return None
     if isinstance(value, pd.Timestamp):
         return value.to_pydatetime()
