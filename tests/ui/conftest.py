@@ -194,10 +194,11 @@ def _artifact_folder(root: Path) -> Path:
     return folder
 
 
-def make_project(root: Path, db_url: str | None = None) -> Settings:
+def make_project(root: Path, db_url: str | None = None, *, model: bool = True) -> Settings:
     """A project with experiments ``churn`` (three finished runs with a ``loss`` curve and
     ``auc``, inputs, artifacts of every previewed kind on the first, a pipeline-like
-    parent with a step child that printed logs) and ``forecast`` (one run)."""
+    parent with a step child that printed logs and, with ``model``, registered version 1
+    of ``churn``) and ``forecast`` (one run)."""
     init_project(root)
     settings = load_settings(root, environ={})
     if db_url is not None:
@@ -231,6 +232,8 @@ def make_project(root: Path, db_url: str | None = None) -> Settings:
         client.flush()
     finally:
         client.close()
+    if not model:
+        return settings
     registry = ModelRegistry(settings)
     try:
         model = LogisticRegression().fit(train[["x"]], train["y"])

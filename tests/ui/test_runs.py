@@ -17,7 +17,7 @@ from modelyard.errors import FilterSyntaxError
 from modelyard.tracking.client import TrackingClient
 from modelyard.tracking.filters import parse_filter
 from modelyard.ui.app import create_app
-from tests.ui.conftest import TestClient, UiServer
+from tests.ui.conftest import TestClient, UiServer, make_project
 
 ROW = re.compile(r'<tr data-run="([0-9a-f]+)">')
 
@@ -267,3 +267,27 @@ def test_runs_pages_load_filter_and_compare_in_a_browser(
     page.goto(f"{url}/runs/{_by_name(all_runs, 'hgb-0').id}")
     page.wait_for_selector("#chart-loss .scatterlayer .trace")
     assert page.frame_locator("iframe.preview").locator("h1").inner_text() == "report"
+
+
+def test_the_runs_pages_work_on_postgresql(pg_database: str, tmp_path: Any) -> None:
+    settings = make_project(tmp_path / "pg", db_url=pg_database, model=False)
+    client = TrackingClient(settings)
+    try:
+        expected = client.search_runs(
+            filter="metrics.auc > 0.72", order_by=["metrics.auc DESC"], max_results=100
+        )
+        everything = client.search_runs(max_results=100)
+    finally:
+        client.close()
+    with TestClient(create_app(settings)) as http:
+        answer = http.get(
+            "/runs", params={"filter": "metrics.auc > 0.72", "order": "metrics.auc DESC"}
+        )
+        assert answer.status_code == 200
+        assert _rows(answer.text) == [r.id for r in expected]
+        bad = http.get("/runs", params={"filter": "metrics.auc >> 1"})
+        assert bad.status_code == 400 and "<mark>" in bad.text
+        ids = [r.id for r in everything if r.name.startswith("hgb-")]
+        assert http.get("/runs/compare", params={"run": ids}).status_code == 200
+        for run in everything:
+            assert http.get(f"/runs/{run.id}").status_code == 200, run.name
