@@ -48,8 +48,11 @@ def _ms(us: int | None) -> int | None:
     return None if us is None else us // 1000
 
 
-def _label(us: int) -> str:
-    return datetime.fromtimestamp(us / 1e6, UTC).strftime("%Y-%m-%d %H:%M")
+def _labels(windows: Sequence[WindowResult]) -> list[str]:
+    """Each window's start (UTC): the day alone when every window starts at midnight."""
+    daily = all(w.start_us % 86_400_000_000 == 0 for w in windows)
+    shape = "%Y-%m-%d" if daily else "%Y-%m-%d %H:%M"
+    return [datetime.fromtimestamp(w.start_us / 1e6, UTC).strftime(shape) for w in windows]
 
 
 def _number(value: Any) -> float | None:
@@ -170,7 +173,7 @@ def heatmap_figure(windows: Sequence[WindowResult]) -> dict[str, Any] | None:
     first = [str(n) for n in ranked if n in found] if isinstance(ranked, list) else []
     names = first + [n for n in found if n not in first]
     shown = names[:MAX_HEATMAP_ROWS]
-    labels = [_label(w.start_us) for w in windows]
+    labels = _labels(windows)
     cells = [[_mapping(_mapping(s.get("columns")).get(n)) for s in summaries] for n in shown]
     heatmap = {
         "type": "heatmap",
@@ -202,7 +205,7 @@ def _prediction_figure(windows: Sequence[WindowResult]) -> dict[str, Any] | None
                 names.append(name)
     if not names:
         return None
-    labels = [_label(w.start_us) for w in windows]
+    labels = _labels(windows)
     traces = [
         {
             "type": "scatter",
@@ -223,7 +226,7 @@ def _prediction_figure(windows: Sequence[WindowResult]) -> dict[str, Any] | None
 
 
 def _metric_figure(metric: str, windows: Sequence[WindowResult]) -> dict[str, Any]:
-    labels = [_label(w.start_us) for w in windows]
+    labels = _labels(windows)
     realised = [
         _mapping(_mapping(w.summary.get("metrics")).get(metric)) if w.summary.get("matured") else {}
         for w in windows
@@ -251,7 +254,7 @@ def _metric_figure(metric: str, windows: Sequence[WindowResult]) -> dict[str, An
 
 
 def _coverage_figure(windows: Sequence[WindowResult]) -> dict[str, Any]:
-    labels = [_label(w.start_us) for w in windows]
+    labels = _labels(windows)
     bars = {
         "type": "bar",
         "x": labels,
