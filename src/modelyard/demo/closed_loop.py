@@ -218,8 +218,9 @@ def print_weekly(console: Console, table: WeeklyTable) -> None:
         title=f"{MODEL}: realised AUC of what served vs v{table.original} offline (counterfactual)",
         title_justify="left",
     )
-    for col in ("week", "flights", "served by", "realised", "counterfactual", "difference"):
-        out.add_column(col, justify="left" if col in ("week", "served by") else "right")
+    for col in ("week", "flights", "served by", "realised", "counterfactual", "diff"):
+        left = col in ("week", "served by")
+        out.add_column(col, justify="left" if left else "right", no_wrap=col != "served by")
     for w in table.weeks:
         versions = ", ".join(f"v{v} {n:,}" for v, n in w["versions"].items())
         out.add_row(
@@ -249,7 +250,8 @@ def print_weekly(console: Console, table: WeeklyTable) -> None:
 def _num(value: float | None, *, signed: bool = False) -> str:
     if value is None:
         return "-"
-    return f"{value:+.3f}" if signed else f"{value:.3f}"
+    shown = round(value, 3) or 0.0  # no "-0.000"
+    return f"{shown:+.3f}" if signed else f"{shown:.3f}"
 
 
 # -- the loop -------------------------------------------------------------------------------
@@ -408,6 +410,14 @@ def closed_loop_demo(project: Path, *, quiet: bool = False) -> dict[str, Any]:
     with ModelRegistry(settings) as registry:
         production = registry.get_version(f"{MODEL}@production").version
         table = weekly_table(settings, registry, original, since=canary_from)
+    if action is not None:
+        console.print(
+            f"Action {action.id[:12]}: {action.state}"
+            + (f" ({escape(action.reason)})" if action.reason else "")
+            + f"; production is {MODEL}/{production}.",
+            soft_wrap=True,
+            highlight=False,
+        )
     print_weekly(console, table)
     if action is not None:
         console.print(
