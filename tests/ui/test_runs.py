@@ -254,6 +254,7 @@ def test_runs_pages_load_filter_and_compare_in_a_browser(
     # select both and compare: both curves drawn
     page.check("#select-all")
     page.click("#compare-button")
+    page.locator("#chart-loss").scroll_into_view_if_needed()
     page.wait_for_selector("#chart-loss .scatterlayer .trace")
     assert page.locator("#chart-loss .scatterlayer .trace").count() == 2
     page.select_option("#x-axis", "time")
@@ -265,6 +266,7 @@ def test_runs_pages_load_filter_and_compare_in_a_browser(
         page.goto(f"{url}/runs/{run.id}")
         page.wait_for_load_state("load")
     page.goto(f"{url}/runs/{_by_name(all_runs, 'hgb-0').id}")
+    page.locator("#chart-loss").scroll_into_view_if_needed()
     page.wait_for_selector("#chart-loss .scatterlayer .trace")
     assert page.frame_locator("iframe.preview").locator("h1").inner_text() == "report"
 

@@ -29,7 +29,7 @@ from modelyard.errors import NotFoundError
 from modelyard.tracking.entities import Run
 from modelyard.tracking.store import SQLTrackingStore
 from modelyard.ui.previews import MAX_PREVIEW_BYTES, content_type_of, kind_of, preview_bytes
-from modelyard.ui.render import context_of, render
+from modelyard.ui.render import context_of, fmt_value, render
 from modelyard.ui.run_data import (
     ATTRIBUTE_COLUMNS,
     RunsQuery,
@@ -105,7 +105,7 @@ def runs_table(request: Request) -> Response:
         {
             "run": run,
             "duration": _duration_s(run),
-            "cells": [cell(run, c) for c in page.shown],
+            "cells": [fmt_value(cell(run, c)) for c in page.shown],
         }
         for run in page.runs
     ]
@@ -154,7 +154,7 @@ def runs_table(request: Request) -> Response:
         choices=choices,
         chosen=chosen,
         error=error,
-        all_experiments=[e.name for e in experiment_summaries(ui.db)],
+        show_experiment=len(query.experiments) != 1,
     )
 
 

@@ -41,37 +41,59 @@ function traces(series, xAxis) {
   });
 }
 
+function layoutOf(key, xAxis, runs) {
+  return {
+    title: { text: key, font: { size: 14 } },
+    margin: { l: 50, r: 10, t: 36, b: 40 },
+    xaxis: { title: { text: xAxis === "time" ? "seconds since start" : "step" } },
+    showlegend: runs > 1,
+    legend: { orientation: "h" },
+    height: 320,
+  };
+}
+
+// One chart per metric. Charts are drawn when they come near the viewport (20 metrics x
+// 10 runs x 1,000 points would otherwise hold the page for seconds); the holder gets
+// data-first-drawn once the first screen is drawn and data-drawn once all are.
 function drawCharts() {
   const block = document.getElementById("curves-data");
   const holder = document.getElementById("charts");
   if (!block || !holder || typeof Plotly === "undefined") return;
   const curves = JSON.parse(block.textContent);
   const select = document.getElementById("x-axis");
-  const draw = () => {
-    const xAxis = select ? select.value : "step";
-    for (const [key, series] of Object.entries(curves)) {
-      const id = `chart-${key.replace(/[^A-Za-z0-9_-]/g, "_")}`;
-      let div = document.getElementById(id);
-      if (!div) {
-        div = document.createElement("div");
-        div.id = id;
-        div.className = "chart panel";
-        div.dataset.metric = key;
-        holder.appendChild(div);
-      }
-      Plotly.react(div, traces(series, xAxis), {
-        title: { text: key, font: { size: 14 } },
-        margin: { l: 50, r: 10, t: 36, b: 40 },
-        xaxis: { title: { text: xAxis === "time" ? "seconds since start" : "step" } },
-        showlegend: series.length > 1,
-        legend: { orientation: "h" },
-        height: 320,
-      }, { displaylogo: false, responsive: true });
-    }
-    holder.dataset.drawn = "true";
+  const xAxis = () => (select ? select.value : "step");
+  const pending = new Set();
+  const draw = (div) => {
+    const series = curves[div.dataset.metric];
+    Plotly.react(div, traces(series, xAxis()), layoutOf(div.dataset.metric, xAxis(), series.length),
+      { displaylogo: false, responsive: true });
+    div.dataset.drawn = "true";
+    pending.delete(div);
+    if (pending.size === 0) holder.dataset.drawn = "true";
   };
-  if (select) select.addEventListener("change", draw);
-  draw();
+  const observer = new IntersectionObserver((entries) => {
+    for (const entry of entries) {
+      if (entry.isIntersecting && !entry.target.dataset.drawn) {
+        draw(entry.target);
+        observer.unobserve(entry.target);
+      }
+    }
+    holder.dataset.firstDrawn = "true";
+  }, { rootMargin: "200px" });
+  for (const key of Object.keys(curves)) {
+    const div = document.createElement("div");
+    div.id = `chart-${key.replace(/[^A-Za-z0-9_-]/g, "_")}`;
+    div.className = "chart panel";
+    div.dataset.metric = key;
+    holder.appendChild(div);
+    pending.add(div);
+    observer.observe(div);
+  }
+  if (select) {
+    select.addEventListener("change", () => {
+      for (const div of holder.querySelectorAll(".chart[data-drawn]")) draw(div);
+    });
+  }
 }
 
 setUpSelection();
