@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelyard.config import init_project, load_settings
+from modelyard.demo.closed_loop import loop_verdict
 from modelyard.demo.flights import flight_entities
 from modelyard.demo.project_pipelines import window_months
 from modelyard.demo.run import CHANGE, PIPELINE, write_pipelines
@@ -143,3 +144,22 @@ def test_the_flights_step_keeps_exactly_the_window(tmp_path: Path) -> None:
     wanted = everything[(stamp >= pd.Timestamp(start)) & (stamp < pd.Timestamp(end))]
     pd.testing.assert_frame_equal(got, wanted.reset_index(drop=True))
     assert step(months=(1,)).equals(flight_entities((1,)))  # no window: the months
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    diff=st.floats(-0.2, 0.2),
+    half=st.floats(0.0, 0.1),
+    others=st.integers(0, 5000),
+)
+def test_the_closed_loop_verdict_says_gained_or_lost_and_whether_it_is_real(
+    diff: float, half: float, others: int
+) -> None:
+    summary = {"difference": diff, "low": diff - half, "high": diff + half}
+    verdict = loop_verdict({**summary, "other_versions_rows": others})
+    if others == 0:  # only the original answered: there is nothing to compare
+        assert verdict.endswith("realised equals counterfactual")
+        return
+    assert ("gained" in verdict) == (diff > 0) and ("lost" in verdict) == (diff < 0)
+    real = diff - half > 0 or diff + half < 0
+    assert ("excludes 0" in verdict) == real and ("includes 0" in verdict) == (not real)

@@ -52,6 +52,7 @@ __all__ = [
     "LOOP_DAYS",
     "closed_loop_demo",
     "day_end",
+    "loop_verdict",
     "served_rows",
     "weekly_table",
 ]
@@ -193,13 +194,15 @@ def weekly_table(
             high=compared.high,
             p_value=compared.p_value,
         )
-        summary["verdict"] = _verdict(summary)
+        summary["verdict"] = loop_verdict(summary)
     else:
         summary["verdict"] = "no labelled rows since the loop began: nothing to compare"
     return WeeklyTable(original, weeks, summary)
 
 
-def _verdict(s: dict[str, Any]) -> str:
+def loop_verdict(s: dict[str, Any]) -> str:
+    """The summary's words: gained or lost, and whether DeLong's 95% interval says it is
+    real (``difference``, ``low``, ``high``, ``other_versions_rows`` of the summary)."""
     if s["other_versions_rows"] == 0:
         return "the original version answered every row since then: realised equals counterfactual"
     diff, low, high = s["difference"], s["low"], s["high"]
