@@ -173,13 +173,28 @@ def test_compare_diffs_params_and_inputs(http: TestClient, all_runs: list[Any]) 
     assert "same data" in same.split('id="input-diff"')[1]
 
 
-def test_compare_embeds_every_curve(http: TestClient, all_runs: list[Any]) -> None:
+def test_compare_charts_every_metric_from_its_history(
+    http: TestClient, all_runs: list[Any], project: Settings
+) -> None:
     runs = [_by_name(all_runs, f"hgb-{i}") for i in range(2)]
     answer = http.get("/runs/compare", params={"run": ",".join(r.id for r in runs)})
-    block = answer.text.split('id="curves-data">')[1].split("</script>")[0]
-    curves = json.loads(block)
-    assert [c["run"] for c in curves["loss"]] == [r.id for r in runs]
-    assert curves["loss"][1]["value"][:2] == [1 / 2, 1 / 3]
+    block = answer.text.split('id="curves-spec">')[1].split("</script>")[0]
+    spec = json.loads(block)
+    assert spec["keys"] == ["auc", "loss"] and spec["runs"] == [r.id for r in runs]
+    curves = http.get(spec["source"], params={"run": spec["runs"], "key": "loss"}).json()
+    assert [c["run"] for c in curves["series"]] == [r.id for r in runs]
+    client = TrackingClient(project)
+    try:
+        for run, series in zip(runs, curves["series"], strict=True):
+            history = client.get_metric_history(run.id, "loss")
+            assert series["value"] == [m.value for m in history]
+            assert series["step"] == [m.step for m in history]
+    finally:
+        client.close()
+    missing = http.get(spec["source"], params={"run": runs[0].id})
+    assert missing.status_code == 422 and missing.json()["error"]["type"]
+    unknown = http.get(spec["source"], params={"run": "0" * 32, "key": "loss"})
+    assert unknown.status_code == 404 and unknown.json()["error"]["type"] == "not_found"
 
 
 def test_compare_of_an_unknown_run_is_404(http: TestClient) -> None:

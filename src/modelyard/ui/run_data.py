@@ -41,6 +41,7 @@ __all__ = [
     "RunsQuery",
     "compare_runs",
     "experiment_summaries",
+    "metric_curves",
     "metric_histories",
     "produced_versions",
     "runs_page",
@@ -323,8 +324,8 @@ class Compare:
     metrics: list[tuple[str, list[float | None], bool]]
     #: ``(name, context, digests per run, same)``
     inputs: list[tuple[str, str, list[str | None], bool]]
-    #: for the charts: ``{key: [{run, name, step, time, value}, ...]}``
-    curves: dict[str, list[dict[str, Any]]]
+    #: the metrics charted (each chart reads its curves from ``metric_curves`` when shown)
+    chart_keys: list[str]
 
 
 def _diff_rows(runs_: Sequence[Run], attribute: str) -> list[tuple[str, list[Any], bool]]:
@@ -352,7 +353,7 @@ def _input_rows(
 
 
 def compare_runs(db: Database, run_ids: Sequence[str]) -> Compare:
-    """Params diff, metrics, inputs and every metric's curves of these runs."""
+    """Params diff, metrics, inputs and the metrics to chart of these runs."""
     ids = list(dict.fromkeys(run_ids))
     if not 1 <= len(ids) <= MAX_COMPARE:
         raise InvalidInputError(
@@ -361,15 +362,26 @@ def compare_runs(db: Database, run_ids: Sequence[str]) -> Compare:
     chosen = runs_by_id(db, ids)
     with db.read() as conn:
         inputs = inputs_of(conn, ids)
-        histories = metric_histories(conn, ids)
-    curves: dict[str, list[dict[str, Any]]] = {}
-    for run in chosen:
-        for key, series in sorted(histories[run.id].items()):
-            curves.setdefault(key, []).append({"run": run.id, "name": run.name, **series})
     return Compare(
         runs=chosen,
         params=_diff_rows(chosen, "params"),
         metrics=_diff_rows(chosen, "metrics"),
         inputs=_input_rows(chosen, inputs),
-        curves=dict(sorted(curves.items())),
+        chart_keys=sorted({k for r in chosen for k in r.metrics}),
     )
+
+
+def metric_curves(db: Database, run_ids: Sequence[str], key: str) -> list[dict[str, Any]]:
+    """One metric's history for each of these runs that has it, in the order given:
+    ``[{"run", "name", "step", "time", "value"}, ...]`` (one query for the points)."""
+    ids = list(dict.fromkeys(run_ids))
+    if not 1 <= len(ids) <= MAX_COMPARE:
+        raise InvalidInputError(f"Expected 1 to {MAX_COMPARE} runs, got {len(ids)}", loc="run")
+    chosen = runs_by_id(db, ids)
+    with db.read() as conn:
+        histories = metric_histories(conn, ids, [key])
+    return [
+        {"run": run.id, "name": run.name, **histories[run.id][key]}
+        for run in chosen
+        if key in histories[run.id]
+    ]

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from modelyard.errors import NotFoundError
+from modelyard.errors import InvalidInputError, NotFoundError
 from modelyard.tracking.entities import Run
 from modelyard.tracking.store import SQLTrackingStore
 from modelyard.ui.previews import MAX_PREVIEW_BYTES, content_type_of, kind_of, preview_bytes
@@ -38,6 +38,7 @@ from modelyard.ui.run_data import (
     compare_runs,
     experiment_summaries,
     inputs_of,
+    metric_curves,
     metric_histories,
     produced_versions,
     runs_page,
@@ -202,8 +203,22 @@ def compare_page(request: Request) -> Response:
     ui = context_of(request)
     ids = [i for item in request.query_params.getlist("run") for i in item.split(",") if i]
     data = compare_runs(ui.db, ids)
-    colors = {run.id: i for i, run in enumerate(data.runs)}
-    return render(request, "runs/compare.html", data=data, colors=colors)
+    spec = {
+        "keys": data.chart_keys,
+        "runs": [run.id for run in data.runs],
+        "source": "/api/runs/metric-history",
+    }
+    return render(request, "runs/compare.html", data=data, spec=spec)
+
+
+def metric_history_api(request: Request) -> Response:
+    """``/api/runs/metric-history?run=ID&run=ID&key=KEY``: one chart's curves."""
+    ui = context_of(request)
+    ids = [i for item in request.query_params.getlist("run") for i in item.split(",") if i]
+    key = request.query_params.get("key")
+    if not key:
+        raise InvalidInputError("Expected the metric's key as key=...", loc="key")
+    return JSONResponse({"key": key, "series": metric_curves(ui.db, ids, key)})
 
 
 def run_page(request: Request) -> Response:
@@ -281,5 +296,6 @@ routes: list[BaseRoute] = [
     Route("/runs/{run_id}", run_page, name="run"),
     Route("/runs/{run_id}/artifacts/{path:path}", artifact_raw, name="artifact"),
     Route("/api/runs", runs_api, name="api_runs"),
+    Route("/api/runs/metric-history", metric_history_api, name="api_metric_history"),
 ]
 NAV: tuple[str, str] | None = ("Runs", "/experiments")

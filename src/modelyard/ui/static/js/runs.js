@@ -55,32 +55,44 @@ function layoutOf(key, xAxis, runs) {
 // One chart per metric. Charts are drawn when they come near the viewport (20 metrics x
 // 10 runs x 1,000 points would otherwise hold the page for seconds); the holder gets
 // data-first-drawn once the first screen is drawn and data-drawn once all are.
+// The curves come embedded (#curves-data: {key: [series, ...]}, the run page) or are
+// fetched per chart when it is shown (#curves-spec: {keys, runs, source}, the compare).
 function drawCharts() {
   const block = document.getElementById("curves-data");
+  const specBlock = document.getElementById("curves-spec");
   const holder = document.getElementById("charts");
-  if (!block || !holder || typeof Plotly === "undefined") return;
-  const curves = JSON.parse(block.textContent);
+  if ((!block && !specBlock) || !holder || typeof Plotly === "undefined") return;
+  const curves = block ? JSON.parse(block.textContent) : {};
+  const spec = specBlock ? JSON.parse(specBlock.textContent) : null;
+  const keys = spec ? spec.keys : Object.keys(curves);
+  const load = async (key) => {
+    if (!(key in curves)) {
+      const query = new URLSearchParams(spec.runs.map((id) => ["run", id]));
+      query.append("key", key);
+      const response = await fetch(`${spec.source}?${query}`, { credentials: "same-origin" });
+      if (!response.ok) throw new Error(`${key}: HTTP ${response.status}`);
+      curves[key] = (await response.json()).series;
+    }
+    return curves[key];
+  };
   const select = document.getElementById("x-axis");
   const xAxis = () => (select ? select.value : "step");
   const pending = new Set();
-  const draw = (div) => {
-    const series = curves[div.dataset.metric];
+  const draw = async (div) => {
+    const series = await load(div.dataset.metric);
     Plotly.react(div, traces(series, xAxis()), layoutOf(div.dataset.metric, xAxis(), series.length),
       { displaylogo: false, responsive: true });
     div.dataset.drawn = "true";
     pending.delete(div);
     if (pending.size === 0) holder.dataset.drawn = "true";
   };
-  const observer = new IntersectionObserver((entries) => {
-    for (const entry of entries) {
-      if (entry.isIntersecting && !entry.target.dataset.drawn) {
-        draw(entry.target);
-        observer.unobserve(entry.target);
-      }
-    }
+  const observer = new IntersectionObserver(async (entries) => {
+    const shown = entries.filter((e) => e.isIntersecting && !e.target.dataset.drawn);
+    for (const entry of shown) observer.unobserve(entry.target);
+    await Promise.all(shown.map((entry) => draw(entry.target)));
     holder.dataset.firstDrawn = "true";
   }, { rootMargin: "200px" });
-  for (const key of Object.keys(curves)) {
+  for (const key of keys) {
     const div = document.createElement("div");
     div.id = `chart-${key.replace(/[^A-Za-z0-9_-]/g, "_")}`;
     div.className = "chart panel";
