@@ -26,9 +26,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sklearn.linear_model import LogisticRegression
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
+from modelyard.cli.agent_events import event_summary
 from modelyard.cli.app import main
 from modelyard.config import init_project, load_settings
 from modelyard.registry import ModelRegistry
@@ -203,7 +206,12 @@ def active_versions(root: Path) -> list[int]:
 
 
 def python_m(root: Path, *args: str, crash_at: str | None = None) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
+    # PYTHONUNBUFFERED off, as a service manager runs it: the agent flushes each pass
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("MODELYARD_") and k != "PYTHONUNBUFFERED"
+    }
     if crash_at is not None:
         env["MODELYARD_AGENT_CRASH_AT"] = crash_at
     return subprocess.Popen(
@@ -255,6 +263,52 @@ def test_a_pass_on_an_empty_project_is_done_exit_0(cli: Any, tmp_path: Path) -> 
     assert (report["models"], report["actions"], report["failed"]) == ([], [], False)
     assert cli(tmp_path, "agent", "status", "--json").json() == []
     assert "No agent actions" in cli(tmp_path, "agent", "status").out
+
+
+def test_a_pass_while_another_agent_holds_the_lease_is_skipped_exit_0(
+    cli: Any, tmp_path: Path
+) -> None:
+    init_project(tmp_path)
+    holder = "elsewhere.example:4242:feedc0ffee00"
+    db = open_database(load_settings(tmp_path, environ={}).db_url)
+    try:
+        far = int(time.time() * 1e6) + 3_600_000_000
+        with db.write() as conn:
+            conn.execute(
+                insert(agent_leases).values(
+                    name="agent", holder=holder, acquired_us=0, expires_us=far
+                )
+            )
+        shown = cli(tmp_path, "agent", "--once")
+        assert shown.code == 0 and holder in shown.out and "skipped" in shown.out
+        quiet = cli(tmp_path, "agent", "--once", "--quiet")
+        assert quiet.code == 0 and holder in quiet.err and quiet.out == ""
+        report = cli(tmp_path, "agent", "--once", "--json").json()
+        assert report["skipped_lease"] is True and holder in report["events"][0]
+        with db.read() as conn:  # still the other agent's
+            assert conn.execute(select(agent_leases.c.holder)).scalars().all() == [holder]
+    finally:
+        db.close()
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+def test_an_event_detail_cannot_break_the_line_or_drive_the_terminal() -> None:
+    line = event_summary({"a\nb": "x\x1b[2J", "metrics": {"m\n": {"decision": "p\nq"}}})
+    assert line == "a b=x\\x1b[2J; m p q"
+
+
+@given(st.dictionaries(st.text(), _JSON, max_size=6))
+def test_any_event_detail_is_summarised_on_one_line(detail: dict[str, Any]) -> None:
+    """Generated: whatever JSON an event's detail holds (a look's metrics malformed
+    included), its summary is one line and never raises."""
+    line = event_summary(detail)
+    assert isinstance(line, str) and line.isprintable()
 
 
 # -- the loop as a user drives it ------------------------------------------------------------
@@ -357,22 +411,23 @@ def test_an_agent_killed_mid_pass_is_rerun_to_the_same_end(cli: Any, project: Pa
 def test_sigterm_stops_the_running_agent_and_releases_the_lease(
     clean_env: None, tmp_path: Path
 ) -> None:
+    """``modelyard agent`` without --once: SIGTERM while it waits for the next pass stops
+    it, exit 0, the lease released, no traceback."""
     init_project(tmp_path)
-    agent = python_m(tmp_path, "agent", "--interval", "1h", "--json")
-    settings = load_settings(tmp_path, environ={})
-    db = open_database(settings.db_url)
-    try:
+    with python_m(tmp_path, "agent", "--interval", "1h", "--json") as agent:
         assert agent.stdout is not None
-        first = agent.stdout.readline()  # the first pass's report starts: it is waiting
+        first = agent.stdout.readline()  # the first pass's report: it waits for the next
         assert first.startswith("{"), agent.stderr.read() if agent.stderr else ""
-        time.sleep(0.3)
         agent.send_signal(signal.SIGTERM)
-        _out, err = agent.communicate(timeout=60)
+        agent.wait(timeout=60)
+        assert agent.stderr is not None
+        rest, err = agent.stdout.read(), agent.stderr.read()
         assert agent.returncode == 0, err
         assert "SIGTERM: stopping" in err and "Traceback" not in err
+        assert json.loads(first + rest)["skipped_lease"] is False  # one pass, then stopped
+    db = open_database(load_settings(tmp_path, environ={}).db_url)
+    try:
         with db.read() as conn:
             assert conn.execute(select(agent_leases)).all() == []
     finally:
-        if agent.poll() is None:
-            agent.kill()
         db.close()

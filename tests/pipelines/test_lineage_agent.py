@@ -194,7 +194,7 @@ def test_an_action_without_an_incident_or_whose_incident_is_gone(
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     candidates=st.lists(st.sampled_from([1, 2, None]), min_size=0, max_size=5),

@@ -14,6 +14,7 @@ input or configuration.
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from modelyard.agent.loop import PassReport, run_forever, run_pass
 from modelyard.agent.records import Action, ActionEvent, ActionStore
 from modelyard.cli.agent_events import event_summary, utc
 from modelyard.cli.context import settings_from
+from modelyard.cli.failures import printable_line
 from modelyard.cli.output import console, err_console, fmt_value, parse_time, print_json
 from modelyard.config import duration_seconds
 from modelyard.errors import InvalidInputError, NotFoundError
@@ -58,7 +60,7 @@ def _age(recorded_us: int) -> str:
 
 
 def _print_event(line: str) -> None:
-    console.print(Text(line), soft_wrap=True)
+    console.print(Text(printable_line(line)), soft_wrap=True)
 
 
 def _actions_table(title: str, actions: list[Action], store: ActionStore | None) -> None:
@@ -95,7 +97,7 @@ def _actions_table(title: str, actions: list[Action], store: ActionStore | None)
             )
         row = [cells[col] for col in columns]
         if store is None:
-            row.append(escape(" ".join((action.reason or "").split())))
+            row.append(escape(printable_line(action.reason or "")))
         table.add_row(*row)
     console.print(table)
 
@@ -216,18 +218,19 @@ def agent(
         else:
             if quiet:  # the lease line still says why nothing happened
                 for line in report.events if report.skipped_lease else []:
-                    err_console.print(Text(line), soft_wrap=True)
+                    err_console.print(Text(printable_line(line)), soft_wrap=True)
             _print_report(report, quiet=quiet)
         raise typer.Exit(1 if report.failed else 0)
 
     def on_report(report: PassReport) -> None:
         if as_json:
             print_json(report.to_dict())
-            return
-        if not quiet:
-            for line in report.events:
-                _print_event(line)
-        _print_report(report, quiet=quiet)
+        else:
+            if not quiet:
+                for line in report.events:
+                    _print_event(line)
+            _print_report(report, quiet=quiet)
+        sys.stdout.flush()  # a pipe (| jq, a log shipper) sees each pass as it ends
 
     clock = None if start is None else _running_from(start)
     stop = threading.Event()
@@ -332,7 +335,7 @@ def show(
         ("gate evaluation", action.gate_evaluation_id or "-"),
         ("canary started", utc(action.canary_started_us)),
         ("decision", action.decision or "-"),
-        ("reason", action.reason or "-"),
+        ("reason", printable_line(action.reason or "-")),
         ("created", f"{utc(action.created_us)} by {action.created_by}"),
     ):
         info.add_row(key, escape(str(value)))

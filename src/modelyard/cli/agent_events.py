@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from modelyard.agent.records import Action, ActionStore
+from modelyard.cli.failures import printable_line
 from modelyard.cli.output import fmt_value
 
 __all__ = ["agent_rows", "event_summary", "utc"]
@@ -61,7 +62,9 @@ def event_summary(detail: dict[str, Any]) -> str:
             shown.append(f"{name} {m.get('decision', '-')}{diff}{bounds}")
         if shown:
             text = "; ".join([text, *shown]) if text else "; ".join(shown)
-    return text
+    # one line whatever the detail holds (keys and values come from pipelines and users):
+    # control characters escaped, credentials masked
+    return printable_line(text)
 
 
 def _reason(action: Action, kind: str, detail: dict[str, Any]) -> str:
