@@ -332,15 +332,7 @@ class _Agent:
             self._show_gates(self.action)
         return report
 
-    def _say(self, line: Any) -> None:
-        if not isinstance(line, str):  # a pipeline step's event, passed on by the retrain
-            status = getattr(line, "status", "")
-            if status == "running":
-                return
-            seconds = getattr(line, "duration_s", None)
-            line = f"  step {getattr(line, 'step', line)} {status}" + (
-                "" if seconds is None else f" {seconds:.1f} s"
-            )
+    def _say(self, line: str) -> None:
         self.console.print(f"    {escape(line)}", soft_wrap=True, highlight=False)
 
     def _show_gates(self, action: Action) -> None:
