@@ -39,8 +39,7 @@ from modelyard.store.database import Database, open_database
 
 __all__ = ["app"]
 
-app = typer.Typer(
-    help="Continuous training: alerts -> retrain -> gates -> canary -> decision.",
+app = typer.Typer(  # its help is the callback's docstring (with the exit codes)
     invoke_without_command=True,
     no_args_is_help=False,
 )
@@ -182,11 +181,14 @@ def agent(
         bool, typer.Option("--quiet", "-q", help="Print no event lines, only the actions.")
     ] = False,
 ) -> None:
-    """Run monitoring windows, alert rules, retrain actions and canary decisions: one pass
-    with --once, else a pass every --interval until SIGINT or SIGTERM.
+    """Continuous training: alerts -> retrain -> gates -> canary -> decision.
 
-    Exit codes: 0 the pass is done, 1 an action failed or was rejected in this pass,
-    2 bad input or configuration.
+    Runs monitoring windows, alert rules, retrain actions and canary decisions: one pass
+    with --once (for cron), else a pass every --interval until SIGINT or SIGTERM, which
+    stop it after the pass in progress. See docs/continuous-training.md.
+
+    Exit codes: 0 the pass is done (also when another agent holds the lease), 1 an action
+    failed or was rejected in this pass, 2 bad input or configuration.
     """
     if ctx.invoked_subcommand is not None:
         given = [
