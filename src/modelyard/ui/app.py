@@ -83,7 +83,10 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 
 async def _plotly(request: Request) -> Response:
-    return FileResponse(PLOTLY_JS, media_type="text/javascript")
+    # the installed plotly's file: the same for the life of the process
+    return FileResponse(
+        PLOTLY_JS, media_type="text/javascript", headers={"cache-control": "public, max-age=86400"}
+    )
 
 
 async def _home(request: Request) -> Response:

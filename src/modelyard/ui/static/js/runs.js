@@ -91,7 +91,7 @@ function drawCharts() {
     for (const entry of shown) observer.unobserve(entry.target);
     await Promise.all(shown.map((entry) => draw(entry.target)));
     holder.dataset.firstDrawn = "true";
-  }, { rootMargin: "200px" });
+  }, { rootMargin: "0px" });
   for (const key of keys) {
     const div = document.createElement("div");
     div.id = `chart-${key.replace(/[^A-Za-z0-9_-]/g, "_")}`;
