@@ -39,6 +39,7 @@ microseconds in every ``*_us`` field.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -692,7 +693,11 @@ def run_forever(
             report.events.append(f"pass failed: {exc}; the next in {interval_s:g} s")
         if on_report is not None:
             on_report(report)
-        stop.wait(interval_s)
+        # in slices: a signal handler setting ``stop`` is seen within a second, whatever
+        # the interval (a long Event.wait is not always woken under every runner)
+        deadline = time.monotonic() + interval_s
+        while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            stop.wait(min(left, 1.0))
 
 
 def approve(
