@@ -428,6 +428,28 @@ def test_timeout_at_the_horizon_and_after_max_duration(project: Project) -> None
     assert late.state["timeout"] == "1h since the canary started"
 
 
+def test_a_guard_with_too_few_requests_abstains_at_the_timeout(project: Project) -> None:
+    # big requests: 400 labelled rows per arm but only 20 requests, below min_samples for
+    # latency (one value per request); the same model on both arms, so log loss is within
+    # its margin. Before, the starved latency test vetoed: timeout_rollback whatever the rows.
+    settings = configure(project.settings, horizon=300, margin=0.05, error_rate_margin=0.5)
+    action = make_action(champion_version=1, candidate_version=3)
+    items = write_traffic(project, {"canary": 3, "primary": 1}, requests=20, rows=20)
+    result = look(settings, action, now=at(1000))
+    assert result.n_candidate == result.n_primary == 400
+    assert result.metrics["latency_ms"]["decision"] == "inconclusive"
+    got = oracle([it for it in items if it.route == "canary"])["log_loss"].mean()
+    base = oracle([it for it in items if it.route == "primary"])["log_loss"].mean()
+    want = "timeout_promote" if got - base <= 0.05 else "timeout_rollback"
+    assert result.metrics["log_loss"]["decision"] == want
+    assert result.decision == want
+    # the primary metric never abstains: starved of rows, it keeps the primary
+    starved = configure(project.settings, horizon=300, min_samples=1000, max_duration="1h")
+    late = look(starved, action, now=at(3600))
+    assert late.metrics["log_loss"]["decision"] == "timeout_rollback"
+    assert late.decision == "timeout_rollback"
+
+
 def test_a_look_rerun_from_the_same_state_is_the_same_look(project: Project) -> None:
     action = make_action()
     write_traffic(project, {"canary": 2, "primary": 1}, requests=150)

@@ -52,9 +52,12 @@ which it can count; the list of metrics is fixed at the first look:
 Timeout. The canary stops at ``canary.horizon`` labelled rows per arm, or
 ``canary.max_duration`` after it started, whichever comes first. A test that reached no
 decision then decides on its estimate: ``timeout_promote`` when the estimated loss of the
-candidate is within the test's margin (``gain >= -margin``), else ``timeout_rollback``; a
-test with fewer than ``min_samples`` rows per arm rolls back (too little evidence to replace
-the primary). A timeout carries no error guarantee; it is reported as such.
+candidate is within the test's margin (``gain >= -margin``), else ``timeout_rollback``. The
+primary metric's test with fewer than ``min_samples`` rows per arm rolls back (too little
+evidence to replace the primary); a guard's (error rate, latency: latency counts requests,
+not rows, so it may have far fewer) is ``inconclusive`` and does not vote, so a canary is
+never rolled back only because a guard saw too few requests to say anything. A timeout
+carries no error guarantee; it is reported as such.
 """
 
 from __future__ import annotations
@@ -111,6 +114,8 @@ LATENCY_TAU = 0.1
 LATENCY = "latency_ms"
 _STATE_VERSION = 1
 _PROMOTE = ("promote", "timeout_promote")
+#: a guard's decision at a timeout when it saw fewer than ``min_samples`` per arm: no vote
+INCONCLUSIVE = "inconclusive"
 _ROLLBACK = ("rollback", "timeout_rollback")
 _NEVER = sys.maxsize  # a horizon no test reaches: decide() then answers its sticky decision
 
@@ -459,15 +464,15 @@ def _log_latency(values: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.log(np.maximum(values, 1e-3))
 
 
-def _timeout(test: SequentialTest | None) -> str:
+def _timeout(test: SequentialTest | None, *, guard: bool) -> str:
     """A test's decision when the canary times out (see the module docstring)."""
     if test is None:
-        return "timeout_rollback"
+        return INCONCLUSIVE if guard else "timeout_rollback"
     sticky = test.decide(_NEVER)
     if sticky != "continue":
         return sticky
     if min(test.n_candidate, test.n_primary) < test.min_samples:
-        return "timeout_rollback"
+        return INCONCLUSIVE if guard else "timeout_rollback"
     gain = -test.diff  # every canary test is "lower is better"
     return "timeout_promote" if gain >= -test.margin else "timeout_rollback"
 
@@ -602,8 +607,8 @@ def look(settings: Settings, action: Action, *, now: datetime) -> CanaryLook:
         elif elapsed_s >= duration_seconds("canary.max_duration", cfg.max_duration):
             timeout = f"{cfg.max_duration} since the canary started"
         if timeout is not None:
-            decisions = {name: _timeout(tests.get(name)) for name in names}
-            decision = combine_decisions(decisions.values())
+            decisions = {name: _timeout(tests.get(name), guard=name != primary) for name in names}
+            decision = combine_decisions(d for d in decisions.values() if d != INCONCLUSIVE)
     metrics = {
         name: _summary(name, tests.get(name), decisions[name], *_pair(arm_c, arm_p, name))
         for name in names
