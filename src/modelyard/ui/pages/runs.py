@@ -21,6 +21,7 @@ import math
 from typing import Any
 from urllib.parse import urlencode
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -218,7 +219,8 @@ def metric_history_api(request: Request) -> Response:
     key = request.query_params.get("key")
     if not key:
         raise InvalidInputError("Expected the metric's key as key=...", loc="key")
-    return JSONResponse({"key": key, "series": metric_curves(ui.db, ids, key)})
+    body = msgspec.json.encode({"key": key, "series": metric_curves(ui.db, ids, key)})
+    return Response(body, media_type="application/json")
 
 
 def run_page(request: Request) -> Response:
