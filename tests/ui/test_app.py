@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import httpx
 import pytest
@@ -61,8 +63,6 @@ def test_the_runs_page_knows_where_step_logs_are() -> None:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -120,3 +120,23 @@ def test_modelyard_ui_refuses_a_bad_port_and_warns_off_localhost(project: Settin
         process.terminate()
         process.communicate(timeout=20)
     assert Path(project.project_dir).is_dir()
+
+
+def test_every_template_and_static_file_is_package_data() -> None:
+    root = Path(__file__).resolve().parents[2]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["modelyard"]
+    package = root / "src" / "modelyard"
+    files = [
+        p.relative_to(package).as_posix()
+        for folder in ("ui/templates", "ui/static")
+        for p in (package / folder).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    ]
+    assert files
+    for name in files:
+        path = PurePosixPath(name)
+        assert any(
+            len(PurePosixPath(p).parts) == len(path.parts) and path.match(p) for p in patterns
+        ), f"{name} is not in [tool.setuptools.package-data]: the wheel would miss it"
