@@ -166,6 +166,8 @@ def test_a_read_only_ui_renders_no_action(read_only_http: TestClient, http: Test
         assert "data-action" not in html, path
         assert "actions.js" not in html and "key-dialog" not in html, path
     assert "actions.js" in http.get("/experiments").text
+    # the same pages in write mode do have actions (the project has a model, churn v1)
+    assert any("data-action" in http.get(path).text for path in _pages(http))
 
 
 def test_pages_run_no_inline_script_and_carry_the_csp(http: TestClient) -> None:
