@@ -77,6 +77,7 @@ def test_refs_redirect_404_and_422(shared: Settings) -> None:
         assert moved.status_code == 302 and moved.headers["location"] == "/lineage/toy/1"
         assert client.get("/lineage?ref=nothing-here").status_code == 404
         assert client.get("/lineage/toy/7").status_code == 404
+        assert client.get("/lineage/toy/99999999999999999999999").status_code == 404
         assert client.get("/lineage/nope/1").status_code == 404
         assert client.get("/lineage?ref=abcdef").status_code == 404
         runs = client.get("/pipelines").text

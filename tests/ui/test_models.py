@@ -309,6 +309,10 @@ def test_unknown_models_and_versions_are_404_pages(shared: Settings) -> None:
         assert "Did you mean &#39;toy&#39;?" in client.get("/models/tyo").text
         assert client.get("/models/toy/9").status_code == 404
         assert client.get("/actions/models/toy/alias").status_code == 405
+        # too large for the store's INTEGER column: a 404 naming it, not an OverflowError 500
+        huge = client.get("/models/toy/99999999999999999999999")
+        assert huge.status_code == 404 and "No version of toy" in huge.text
+        assert client.get(f"/models/toy/{2**31}").status_code == 404
 
 
 # -- in the browser --------------------------------------------------------------------

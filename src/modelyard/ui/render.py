@@ -18,6 +18,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 
+from modelyard.errors import NotFoundError
 from modelyard.ui.context import UiContext
 from modelyard.ui.security import CSRF_COOKIE, new_csrf_token, valid_csrf_token
 
@@ -127,3 +128,16 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
 def json_error(status: int, type: str, message: str) -> JSONResponse:
     """The JSON error shape every ``/api/*`` and ``/actions/*`` answer uses."""
     return JSONResponse({"error": {"type": type, "message": message}}, status_code=status)
+
+
+#: the largest id a metadata store holds (a version is an INTEGER, an incident a BIGINT)
+MAX_VERSION = 2**31 - 1
+MAX_ID = 2**63 - 1
+
+
+def path_number(request: Request, key: str, largest: int, what: str) -> int:
+    """A path's whole number; one too large for the store names nothing (404, not a 500)."""
+    value = int(request.path_params[key])
+    if value > largest:
+        raise NotFoundError(f"No {what} {value}")
+    return value

@@ -10,7 +10,7 @@ from starlette.routing import BaseRoute, Route
 from modelyard.registry.client import ModelRegistry
 from modelyard.registry.refs import check_model_name
 from modelyard.ui.lineage_data import lineage_graph, version_after
-from modelyard.ui.render import context_of, render
+from modelyard.ui.render import MAX_VERSION, context_of, path_number, render
 
 __all__ = ["NAV", "routes"]
 
@@ -35,7 +35,7 @@ def version_page(request: Request) -> Response:
     ui = context_of(request)
     name = str(request.path_params["name"])
     check_model_name(name)
-    version = int(request.path_params["version"])
+    version = path_number(request, "version", MAX_VERSION, f"version of {name}")
     registry = ModelRegistry(ui.settings, db=ui.db)
     after = version_after(registry, ui.db, name, version)  # NotFoundError: a 404 page
     data = lineage_graph(ui.settings, ui.db, f"{name}/{version}")

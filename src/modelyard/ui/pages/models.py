@@ -20,7 +20,7 @@ from modelyard.errors import InvalidInputError
 from modelyard.registry.client import ModelRegistry
 from modelyard.registry.refs import ModelRef, check_model_name
 from modelyard.ui.model_data import model_detail, models_index, version_detail
-from modelyard.ui.render import context_of, render
+from modelyard.ui.render import MAX_VERSION, context_of, path_number, render
 from modelyard.ui.security import actor, require_action
 
 __all__ = ["NAV", "routes"]
@@ -51,7 +51,7 @@ def model_page(request: Request) -> Response:
 
 def version_page(request: Request) -> Response:
     name = _name(request)
-    version = int(request.path_params["version"])
+    version = path_number(request, "version", MAX_VERSION, f"version of {name}")
     detail = version_detail(_registry(request), name, version)
     charts = {"evidence": detail["evidence"], "profile": detail["profile"]}
     return render(
@@ -154,7 +154,7 @@ async def archive(request: Request) -> Response:
     """``{"reason"}``: archive the version (refused while it holds an alias)."""
     who = actor(require_action(request))
     name = _name(request)
-    version = int(request.path_params["version"])
+    version = path_number(request, "version", MAX_VERSION, f"version of {name}")
     body = await _body(request)
     reason = _text(body, "reason", required=False)
     registry = _registry(request)

@@ -31,7 +31,7 @@ from modelyard.errors import InvalidInputError, NotFoundError
 from modelyard.registry.client import ModelRegistry
 from modelyard.registry.refs import check_model_name
 from modelyard.store.monitor_results import MonitorResults
-from modelyard.ui.render import context_of, render
+from modelyard.ui.render import MAX_ID, MAX_VERSION, context_of, path_number, render
 from modelyard.ui.security import actor, require_action
 
 __all__ = ["NAV", "REPORT_POLICY", "routes"]
@@ -44,17 +44,7 @@ REPORT_POLICY = (
 )
 
 
-#: the largest id a metadata store holds (a version is an INTEGER, an incident a BIGINT)
-MAX_VERSION = 2**31 - 1
-MAX_ID = 2**63 - 1
-
-
-def _number(request: Request, key: str, largest: int, what: str) -> int:
-    """A path's whole number; one too large for the store names nothing (404, not a 500)."""
-    value = int(request.path_params[key])
-    if value > largest:
-        raise NotFoundError(f"No {what} {value}")
-    return value
+_number = path_number
 
 
 def _results(request: Request) -> MonitorResults:
