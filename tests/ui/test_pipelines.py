@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from playwright.sync_api import Page, expect
 
-from modelyard.config import Settings
+from modelyard.config import Settings, init_project, load_settings
 from modelyard.serving.auth import ApiKeys
 from modelyard.store.database import open_database
 from modelyard.ui.app import create_app
@@ -147,6 +149,20 @@ def test_bad_ids_and_query_strings_are_pages_not_500s(shared: Settings) -> None:
         assert missing.status_code == 404
         assert f"Did you mean &#39;{STUDY}&#39;?" in missing.text
         assert client.get("/pipelines?pipeline=nope").status_code == 200
+
+
+def test_looking_at_a_project_that_never_tuned_writes_nothing(tmp_path: Path) -> None:
+    # opening the study storage creates its SQLite file: a page (read-only above all)
+    # must not write into the project just by being looked at
+    init_project(tmp_path / "p", name="p")
+    settings = load_settings(tmp_path / "p")
+    before = sorted(q.name for q in (tmp_path / "p").rglob("*"))
+    with TestClient(create_app(settings, read_only=True)) as client:
+        assert client.get("/pipelines").status_code == 200
+        assert client.get("/pipelines/studies/anything").status_code == 404
+    after = sorted(q.name for q in (tmp_path / "p").rglob("*"))
+    assert not [n for n in after if n.endswith(".optuna.db")]
+    assert [n for n in after if n not in before and not n.startswith("modelyard.db")] == []
 
 
 # -- in the browser --------------------------------------------------------------------

@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, make_url, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from modelyard.config import Settings
-from modelyard.errors import ModelyardError
+from modelyard.errors import ModelyardError, NotFoundError
 from modelyard.pipelines.lineage import recorded_pipelines, rerun_reasons, run_summaries
 from modelyard.pipelines.records import PipelineRecords, PipelineRunRow
-from modelyard.pipelines.studies import open_study_storage
+from modelyard.pipelines.studies import open_study_storage, study_location
 from modelyard.pipelines.study_info import study_details, study_summaries
 from modelyard.store.database import Database
 from modelyard.store.schema import pipeline_inputs, pipeline_runs
@@ -86,7 +87,11 @@ def pipelines_index(
         }
     names = recorded_pipelines(db)
     try:
-        studies = study_summaries(open_study_storage(settings.db_url))
+        studies = (
+            []
+            if _no_study_file(settings.db_url)
+            else study_summaries(open_study_storage(settings.db_url))
+        )
         studies_note = None
     except (ModelyardError, SQLAlchemyError, OSError) as exc:  # unreadable: say so, show the rest
         studies, studies_note = [], f"The tuning studies could not be read: {exc}"
@@ -223,8 +228,25 @@ def study_history(trials: list[dict[str, Any]], direction: str) -> dict[str, Any
     return {"numbers": numbers, "values": values, "best": best}
 
 
+def _no_study_file(db_url: str) -> bool:
+    """True when the SQLite file of the studies does not exist yet: nothing was tuned.
+
+    Opening the storage would create it, and a page (a ``--read-only`` UI above all) must
+    not write into the project just by being looked at.
+    """
+    parsed = make_url(study_location(db_url))
+    path = parsed.database or ""
+    return (
+        parsed.get_backend_name() == "sqlite"
+        and path not in ("", ":memory:")
+        and not (Path(path).exists())
+    )
+
+
 def study_detail(settings: Settings, name: str) -> dict[str, Any]:
     """A study's details (NotFoundError naming similar studies when unknown)."""
+    if _no_study_file(settings.db_url):
+        raise NotFoundError(f"No tuning study {name!r}: nothing was tuned in this project")
     details = study_details(open_study_storage(settings.db_url), name)
     details["history"] = study_history(details["trial_list"], details["direction"])
     details["param_names"] = sorted({k for t in details["trial_list"] for k in t["params"]})
