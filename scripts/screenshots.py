@@ -22,6 +22,7 @@ from pathlib import Path
 
 import uvicorn
 from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from modelyard.config import load_settings
 from modelyard.errors import ModelyardError
@@ -40,7 +41,10 @@ CHROMIUM_ARGS = [
 
 def _shot(page: Page, url: str, out: Path, name: str) -> None:
     page.goto(url)
-    page.wait_for_load_state("networkidle")
+    try:
+        page.wait_for_load_state("networkidle", timeout=10_000)
+    except PlaywrightTimeoutError:  # a chart page that keeps drawing: take it as it is
+        print(f"{url}: still busy after 10 s; taken as it is")
     page.wait_for_timeout(300)  # plotly's transitions
     path = out / f"{name}.png"
     page.screenshot(path=str(path), full_page=False)
