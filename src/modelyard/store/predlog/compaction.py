@@ -3,7 +3,8 @@
 A segment is compacted once no writer holds its lock (its writer rotated past it,
 closed, or died). Each segment's records are split by (model, version, UTC day) and
 written to ``predictions/model=<m>/version=<v>/day=<d>/<segment stem>.parquet``
-(feedback: ``feedback/day=<d>/<segment stem>.parquet``): to a temporary file, fsync'ed,
+(feedback: ``feedback/day=<d>/<segment stem>.parquet``, error records:
+``errors/day=<d>/<segment stem>.parquet``): to a temporary file, fsync'ed,
 renamed into place; only then is the segment deleted. A crash at any point loses
 nothing, and running compaction again rewrites the same file names instead of adding
 duplicates. Torn tails are left out. Partitions that gathered many small files then
@@ -23,6 +24,8 @@ from typing import Any, TypeVar
 from modelyard.errors import StorageError
 from modelyard.store.predlog.files import write_parquet
 from modelyard.store.predlog.layout import (
+    ERROR_SEGMENTS,
+    ERRORS,
     FEEDBACK,
     FEEDBACK_SEGMENTS,
     SEGMENTS,
@@ -33,9 +36,9 @@ from modelyard.store.predlog.layout import (
     utc_day,
 )
 from modelyard.store.predlog.merging import merge_small_files
-from modelyard.store.predlog.records import decode_feedback, decode_prediction
+from modelyard.store.predlog.records import decode_error, decode_feedback, decode_prediction
 from modelyard.store.predlog.segments import claim, fsync_dir, list_segments, remove_abandoned
-from modelyard.store.predlog.tables import feedback_table, predictions_table
+from modelyard.store.predlog.tables import errors_table, feedback_table, predictions_table
 
 __all__ = ["CompactionResult", "compact", "write_parquet"]
 
@@ -48,7 +51,7 @@ class CompactionResult:
     """What one ``compact`` run did."""
 
     segments: int = 0  # segments compacted and removed
-    records: int = 0  # prediction and feedback records moved to Parquet
+    records: int = 0  # prediction, feedback and error records moved to Parquet
     files: tuple[Path, ...] = ()  # Parquet files written
     skipped_live: int = 0  # segments still held by a live writer
     torn: int = 0  # segments whose torn tail was left out
@@ -75,6 +78,7 @@ def compact(
         _compact_dir(base, base / SEGMENTS, decode_prediction, _prediction_parts),
         _compact_dir(base, base / FEEDBACK_SEGMENTS, decode_feedback, _feedback_parts),
         _compact_dir(base, base / UNMATCHED_SEGMENTS, decode_feedback, _unmatched_parts),
+        _compact_dir(base, base / ERROR_SEGMENTS, decode_error, _error_parts),
     ]
     try:
         merged = merge_small_files(base) if merge else 0
@@ -121,6 +125,18 @@ def _feedback_parts(
 
 def _unmatched_parts(root: Path, stem: str, records: Sequence[Any]) -> list[Path]:
     return _feedback_parts(root, stem, records, UNMATCHED)
+
+
+def _error_parts(root: Path, stem: str, records: Sequence[Any]) -> list[Path]:
+    parts: dict[str, list[Any]] = {}
+    for record in records:
+        parts.setdefault(utc_day(record.time_us), []).append(record)
+    written = []
+    for day, group in parts.items():
+        path = feedback_dir(root, day, ERRORS) / f"{stem}.parquet"
+        write_parquet(errors_table(group), path)
+        written.append(path)
+    return written
 
 
 def _compact_dir(

@@ -8,6 +8,8 @@
     <root>/feedback/day=<YYYY-MM-DD>/<segment stem>.parquet
     <root>/unmatched-feedback-segments/<time>-<pid>-<random>.seg  labels for unknown ids
     <root>/unmatched-feedback/day=<YYYY-MM-DD>/<segment stem>.parquet
+    <root>/error-segments/<time>-<pid>-<random>.seg     failed requests, framed
+    <root>/errors/day=<YYYY-MM-DD>/<segment stem>.parquet
 
 Model names are percent-encoded in the ``model=`` folder (``a/b`` -> ``a%2Fb``), so any
 name is a safe path part; the Parquet files hold the name itself in their ``model`` column.
@@ -28,6 +30,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 __all__ = [
+    "ERRORS",
+    "ERROR_SEGMENTS",
     "FEEDBACK",
     "FEEDBACK_SEGMENTS",
     "PREDICTIONS",
@@ -48,6 +52,9 @@ FEEDBACK = "feedback"
 #: labels sent for ids no prediction record had: kept, never joined
 UNMATCHED_SEGMENTS = "unmatched-feedback-segments"
 UNMATCHED = "unmatched-feedback"
+#: prediction requests answered with a 4xx/5xx status (``ErrorRecord``)
+ERROR_SEGMENTS = "error-segments"
+ERRORS = "errors"
 
 #: a folder name stays well below the 255-byte limit of common filesystems
 _MAX_PART = 180

@@ -30,9 +30,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from modelyard.store.predlog.files import write_parquet
-from modelyard.store.predlog.layout import FEEDBACK, PREDICTIONS, UNMATCHED
+from modelyard.store.predlog.layout import ERRORS, FEEDBACK, PREDICTIONS, UNMATCHED
 from modelyard.store.predlog.segments import fsync_dir
 from modelyard.store.predlog.tables import (
+    ERROR_SCHEMA,
     FEEDBACK_SCHEMA,
     PREDICTION_SCHEMA,
     concat,
@@ -50,18 +51,18 @@ SMALL_BYTES = 32 * 2**20
 GRACE_S = 120.0
 
 
-def _partitions(root: Path) -> list[tuple[Path, bool]]:
-    folders = [(d, True) for d in (root / PREDICTIONS).glob("model=*/version=*/day=*")]
-    for name in (FEEDBACK, UNMATCHED):
-        folders += [(d, False) for d in (root / name).glob("day=*")]
+def _partitions(root: Path) -> list[tuple[Path, str]]:
+    folders = [(d, PREDICTIONS) for d in (root / PREDICTIONS).glob("model=*/version=*/day=*")]
+    for name in (FEEDBACK, UNMATCHED, ERRORS):
+        folders += [(d, name) for d in (root / name).glob("day=*")]
     return sorted(folders)
 
 
 def merge_small_files(root: str | os.PathLike[str], *, grace_s: float = GRACE_S) -> int:
     """Merge the small files of every partition under ``root``; return the files merged."""
     merged = 0
-    for folder, predictions in _partitions(Path(root)):
-        merged += _merge_folder(folder, predictions, grace_s)
+    for folder, kind in _partitions(Path(root)):
+        merged += _merge_folder(folder, kind, grace_s)
     return merged
 
 
@@ -99,7 +100,7 @@ def _finish_pending(folder: Path, grace_s: float) -> set[str]:
     return waiting
 
 
-def _merge_folder(folder: Path, predictions: bool, grace_s: float) -> int:
+def _merge_folder(folder: Path, kind: str, grace_s: float) -> int:
     with _locked(folder) as held:
         if not held:
             return 0
@@ -115,9 +116,11 @@ def _merge_folder(folder: Path, predictions: bool, grace_s: float) -> int:
         digest = hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
         target = folder / f"merged-{digest}.parquet"
         tables = [pq.read_table(p, partitioning=None) for p in small]
-        if predictions:
+        if kind == PREDICTIONS:
             table = fill_record_ids(concat(tables, PREDICTION_SCHEMA))
             table = deduplicate(table, ["record_id", "row", "route"])
+        elif kind == ERRORS:
+            table = deduplicate(concat(tables, ERROR_SCHEMA), ["record_id"])
         else:
             table = deduplicate(
                 fill_record_ids(concat(tables, FEEDBACK_SCHEMA)), FEEDBACK_SCHEMA.names

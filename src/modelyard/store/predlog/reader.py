@@ -22,6 +22,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from modelyard.store.predlog.layout import (
+    ERROR_SEGMENTS,
+    ERRORS,
     FEEDBACK,
     FEEDBACK_SEGMENTS,
     PREDICTIONS,
@@ -32,26 +34,32 @@ from modelyard.store.predlog.layout import (
     utc_day,
 )
 from modelyard.store.predlog.records import (
+    ErrorRecord,
     FeedbackRecord,
     PredictionRecord,
+    decode_error,
     decode_feedback,
     decode_prediction,
 )
 from modelyard.store.predlog.segments import list_segments, read_segment
 from modelyard.store.predlog.tables import (
+    ERROR_SCHEMA,
     FEEDBACK_SCHEMA,
     PREDICTION_SCHEMA,
     TIME,
     concat,
     deduplicate,
+    errors_table,
     feedback_table,
     fill_record_ids,
     predictions_table,
 )
 
 __all__ = [
+    "live_errors",
     "live_feedback",
     "live_predictions",
+    "read_errors",
     "read_folder",
     "read_feedback",
     "read_predictions",
@@ -80,6 +88,16 @@ def live_feedback(root: Path, segments: str = FEEDBACK_SEGMENTS) -> pa.Table:
         if scan is not None:
             records += (decode_feedback(p, str(path)) for p in scan.frames)
     return feedback_table(records)
+
+
+def live_errors(root: Path) -> pa.Table:
+    """The error records still in segments, as one table."""
+    records: list[ErrorRecord] = []
+    for path in list_segments(root / ERROR_SEGMENTS):
+        scan = read_segment(path)
+        if scan is not None:
+            records += (decode_error(p, str(path)) for p in scan.frames)
+    return errors_table(records)
 
 
 def _subdirs(directory: Path, prefix: str, wanted: str | None = None) -> list[Path]:
@@ -228,4 +246,23 @@ def _read_feedback(base: Path, segments: str, folder: str) -> pa.Table:
         tables += read_folder(day_dir)
     table = fill_record_ids(concat([*tables, live], FEEDBACK_SCHEMA))
     table = deduplicate(table, FEEDBACK_SCHEMA.names)
+    return table.take(pc.sort_indices(table, [("time", "ascending")]))
+
+
+def read_errors(root: str | os.PathLike[str]) -> pa.Table:
+    """Every logged failed request, one per ``record_id``, ordered by time.
+
+    Columns: see ``tables.ERROR_SCHEMA`` (``version`` and ``route`` null when the request
+    failed before a version was chosen).
+
+    >>> import tempfile
+    >>> read_errors(tempfile.mkdtemp()).column_names[:4]
+    ['record_id', 'request_id', 'time', 'model']
+    """
+    base = Path(root)
+    live = live_errors(base)
+    tables: list[pa.Table] = []
+    for day_dir in _subdirs(base / ERRORS, "day="):
+        tables += read_folder(day_dir)
+    table = deduplicate(concat([*tables, live], ERROR_SCHEMA), ["record_id"])
     return table.take(pc.sort_indices(table, [("time", "ascending")]))

@@ -1,4 +1,5 @@
-"""What the prediction log holds: one record per prediction request, one per label.
+"""What the prediction log holds: one record per prediction request, one per label,
+one per failed request (``ErrorRecord``: what failed and how, never the request's body).
 
 Records are checked and encoded to msgpack by the caller of ``append``, so the writer
 thread only does I/O.
@@ -25,11 +26,15 @@ from modelyard.errors import InvalidInputError, Problem, StorageError
 
 __all__ = [
     "MAX_CLIENT_ID",
+    "MAX_NAME",
     "ROUTES",
+    "ErrorRecord",
     "FeedbackRecord",
     "PredictionRecord",
+    "decode_error",
     "decode_feedback",
     "decode_prediction",
+    "encode_error",
     "encode_feedback",
     "encode_prediction",
 ]
@@ -37,6 +42,8 @@ __all__ = [
 ROUTES = ("primary", "canary", "shadow")
 #: the longest client request id kept (v2 ``id``, ``X-Request-ID``); longer ones are refused
 MAX_CLIENT_ID = 256
+#: the longest model name, protocol or error type an error record keeps
+MAX_NAME = 256
 
 
 class PredictionRecord(msgspec.Struct, kw_only=True, frozen=True):
@@ -89,6 +96,28 @@ class FeedbackRecord(msgspec.Struct, kw_only=True, frozen=True):
     record_id: str = ""
 
 
+class ErrorRecord(msgspec.Struct, kw_only=True, frozen=True):
+    """One prediction request the server answered with a 4xx or 5xx status.
+
+    ``version`` and ``route`` are None when the request failed before a version was
+    chosen (unknown model, malformed body, ...). ``error`` is the answer's error type
+    (``invalid_input``, ``payload_too_large``, ``model_error``...). ``record_id`` is the
+    server's unique id of the request, ``request_id`` the client's (or the record id).
+    Nothing of the request's body is kept: a failed request may hold anything.
+    """
+
+    record_id: str
+    request_id: str
+    time_us: int  # UTC microseconds since the epoch when the request arrived
+    model: str
+    protocol: str  # "v1" | "v2" | "mlflow"
+    status: int  # the HTTP status answered, 400-599
+    error: str
+    latency_us: int
+    version: int | None = None
+    route: str | None = None  # "primary" | "canary", None before a version was chosen
+
+
 def _numpy_scalar(value: Any) -> Any:
     # numpy scalars (np.float64, np.int64, np.bool_) carry .item(); anything else is refused
     item = getattr(value, "item", None)
@@ -100,6 +129,7 @@ def _numpy_scalar(value: Any) -> Any:
 _encoder = msgspec.msgpack.Encoder(enc_hook=_numpy_scalar)
 _prediction_decoder = msgspec.msgpack.Decoder(PredictionRecord)
 _feedback_decoder = msgspec.msgpack.Decoder(FeedbackRecord)
+_error_decoder = msgspec.msgpack.Decoder(ErrorRecord)
 
 
 def _check_columns(
@@ -166,6 +196,37 @@ def encode_feedback(record: FeedbackRecord) -> bytes:
     return _encode(record)
 
 
+def check_error(record: ErrorRecord) -> None:
+    """Raise InvalidInputError naming the field when ``record`` cannot be logged."""
+    problems: list[Problem] = []
+    for field, limit in (("record_id", MAX_CLIENT_ID), ("request_id", MAX_CLIENT_ID)):
+        value = getattr(record, field)
+        if not value or len(value) > limit:
+            wanted = f"a string of 1 to {limit} characters"
+            problems.append(Problem(f"$.{field}", wanted, f"{len(value)} characters"))
+    for field in ("model", "protocol", "error"):
+        value = getattr(record, field)
+        if not value or len(value) > MAX_NAME:
+            wanted = f"a string of 1 to {MAX_NAME} characters"
+            problems.append(Problem(f"$.{field}", wanted, f"{len(value)} characters"))
+    if not 400 <= record.status <= 599:
+        problems.append(Problem("$.status", "an HTTP error status 400-599", str(record.status)))
+    for field in ("time_us", "latency_us", "version"):
+        number = getattr(record, field)
+        if number is not None and not 0 <= number < 2**63:
+            problems.append(Problem(f"$.{field}", "an integer from 0 to 2**63 - 1", str(number)))
+    if record.route is not None and record.route not in ROUTES:
+        problems.append(Problem("$.route", " or ".join(ROUTES) + " or null", repr(record.route)))
+    if problems:
+        _refuse(problems)
+
+
+def encode_error(record: ErrorRecord) -> bytes:
+    """``record`` checked and encoded as msgpack."""
+    check_error(record)
+    return _encode(record)
+
+
 def _decode(decoder: msgspec.msgpack.Decoder[Any], payload: bytes, where: str) -> Any:
     try:
         return decoder.decode(payload)
@@ -185,4 +246,10 @@ def decode_prediction(payload: bytes, where: str = "?") -> PredictionRecord:
 def decode_feedback(payload: bytes, where: str = "?") -> FeedbackRecord:
     """The FeedbackRecord in one frame's payload."""
     record: FeedbackRecord = _decode(_feedback_decoder, payload, where)
+    return record
+
+
+def decode_error(payload: bytes, where: str = "?") -> ErrorRecord:
+    """The ErrorRecord in one frame's payload."""
+    record: ErrorRecord = _decode(_error_decoder, payload, where)
     return record

@@ -9,7 +9,10 @@ floats) or string; a column holding other mixes (say str and int) is a string co
 with the non-strings written as JSON, and a column with no value at all has Arrow's
 null type. A feedback table has ``record_id`` (the record labelled), ``request_id`` (the
 id the label was sent for), ``row`` (int32, null = all rows),
-``label`` (the label as JSON text, since labels may be of any type) and ``time``.
+``label`` (the label as JSON text, since labels may be of any type) and ``time``. An
+error table has one row per failed request: ``record_id``, ``request_id``, ``time``,
+``model``, ``version`` (null: failed before a version was chosen), ``route`` (null
+likewise), ``protocol``, ``status`` (int32), ``error`` (the error type), ``latency_us``.
 
 >>> from modelyard.store.predlog.records import PredictionRecord
 >>> table = predictions_table([PredictionRecord(
@@ -28,13 +31,15 @@ import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from modelyard.store.predlog.records import FeedbackRecord, PredictionRecord
+from modelyard.store.predlog.records import ErrorRecord, FeedbackRecord, PredictionRecord
 
 __all__ = [
+    "ERROR_SCHEMA",
     "FEEDBACK_SCHEMA",
     "PREDICTION_SCHEMA",
     "concat",
     "deduplicate",
+    "errors_table",
     "feedback_table",
     "fill_record_ids",
     "predictions_table",
@@ -61,6 +66,20 @@ FEEDBACK_SCHEMA = pa.schema(
         ("row", pa.int32()),
         ("label", pa.string()),
         ("time", TIME),
+    ]
+)
+ERROR_SCHEMA = pa.schema(
+    [
+        ("record_id", pa.string()),
+        ("request_id", pa.string()),
+        ("time", TIME),
+        ("model", pa.string()),
+        ("version", pa.int64()),
+        ("route", pa.string()),
+        ("protocol", pa.string()),
+        ("status", pa.int32()),
+        ("error", pa.string()),
+        ("latency_us", pa.int64()),
     ]
 )
 _PREFIXES = (("inputs", "input."), ("features", "feature."), ("outputs", "output."))
@@ -135,6 +154,26 @@ def feedback_table(records: Iterable[FeedbackRecord]) -> pa.Table:
             "time": [r.time_us for r in records],
         },
         schema=FEEDBACK_SCHEMA,
+    )
+
+
+def errors_table(records: Iterable[ErrorRecord]) -> pa.Table:
+    """One row per error record."""
+    records = list(records)
+    return pa.table(
+        {
+            "record_id": [r.record_id for r in records],
+            "request_id": [r.request_id for r in records],
+            "time": [r.time_us for r in records],
+            "model": [r.model for r in records],
+            "version": [r.version for r in records],
+            "route": [r.route for r in records],
+            "protocol": [r.protocol for r in records],
+            "status": [r.status for r in records],
+            "error": [r.error for r in records],
+            "latency_us": [r.latency_us for r in records],
+        },
+        schema=ERROR_SCHEMA,
     )
 
 

@@ -1,10 +1,11 @@
-"""DuckDB over the log: views ``predictions`` and ``feedback`` for monitoring queries.
+"""DuckDB over the log: views ``predictions``, ``feedback`` and ``errors`` for monitoring.
 
 The views read the Parquet tree in place (``read_parquet`` with hive partitioning, so
 each row also has the partition's ``day``), plus the records still in segments as of
 ``connect`` (call it again to see newer ones), one row per (record_id, row, route).
 ``record_id`` is the server's unique id of a prediction (``request_id`` in records older
 than it); join labels on it. ``unmatched_feedback`` holds labels for ids no prediction had.
+``errors`` holds one row per request answered with a 4xx/5xx status (``ErrorRecord``).
 """
 
 from __future__ import annotations
@@ -16,8 +17,14 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from modelyard.store.predlog.layout import FEEDBACK, PREDICTIONS, UNMATCHED, UNMATCHED_SEGMENTS
-from modelyard.store.predlog.reader import live_feedback, live_predictions
+from modelyard.store.predlog.layout import (
+    ERRORS,
+    FEEDBACK,
+    PREDICTIONS,
+    UNMATCHED,
+    UNMATCHED_SEGMENTS,
+)
+from modelyard.store.predlog.reader import live_errors, live_feedback, live_predictions
 
 __all__ = ["connect"]
 
@@ -38,7 +45,7 @@ def _source(con: duckdb.DuckDBPyConnection, folder: Path, live: pa.Table, name: 
 
 
 def connect(root: str | os.PathLike[str]) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with views ``predictions`` and ``feedback``.
+    """An in-memory DuckDB connection with views ``predictions``, ``feedback``, ``errors``.
 
     >>> import tempfile
     >>> con = connect(tempfile.mkdtemp())
@@ -62,4 +69,6 @@ def connect(root: str | os.PathLike[str]) -> duckdb.DuckDBPyConnection:
     )
     con.execute(f"CREATE VIEW feedback AS SELECT DISTINCT {filled} FROM ({feedback})")
     con.execute(f"CREATE VIEW unmatched_feedback AS SELECT DISTINCT * FROM ({unmatched})")
+    errors = _source(con, base / ERRORS, live_errors(base), "live_errors")
+    con.execute(f"CREATE VIEW errors AS SELECT DISTINCT ON (record_id) * FROM ({errors})")
     return con

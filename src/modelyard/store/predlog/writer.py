@@ -29,11 +29,18 @@ from types import TracebackType
 
 from modelyard.errors import InvalidInputError, StorageError
 from modelyard.store.predlog.frames import MAGIC, frame
-from modelyard.store.predlog.layout import FEEDBACK_SEGMENTS, SEGMENTS, UNMATCHED_SEGMENTS
+from modelyard.store.predlog.layout import (
+    ERROR_SEGMENTS,
+    FEEDBACK_SEGMENTS,
+    SEGMENTS,
+    UNMATCHED_SEGMENTS,
+)
 from modelyard.store.predlog.lookup import RecentRecords, RecordRef
 from modelyard.store.predlog.records import (
+    ErrorRecord,
     FeedbackRecord,
     PredictionRecord,
+    encode_error,
     encode_feedback,
     encode_prediction,
 )
@@ -43,8 +50,8 @@ __all__ = ["LogStats", "PredictionLog"]
 
 _log = logging.getLogger(__name__)
 
-_PREDICTION, _FEEDBACK, _UNMATCHED, _BARRIER, _ROTATE = 0, 1, 2, 3, 4
-_RECORDS = (_PREDICTION, _FEEDBACK, _UNMATCHED)
+_PREDICTION, _FEEDBACK, _UNMATCHED, _BARRIER, _ROTATE, _ERROR = 0, 1, 2, 3, 4, 5
+_RECORDS = (_PREDICTION, _FEEDBACK, _UNMATCHED, _ERROR)
 #: a log is idle (an append may commit inline) once no commit ended for this long
 _IDLE_S = 150e-6
 
@@ -75,6 +82,7 @@ class LogStats:
     pending_bytes: int  # queued, not yet committed
     peak_pending_bytes: int
     errors: int  # groups that failed
+    error_records: int = 0  # records of failed requests committed (``append_error``)
 
 
 def _settle(futures: list[asyncio.Future[None]], error: StorageError | None) -> None:
@@ -147,6 +155,7 @@ class PredictionLog:
             _PREDICTION: self.root / SEGMENTS,
             _FEEDBACK: self.root / FEEDBACK_SEGMENTS,
             _UNMATCHED: self.root / UNMATCHED_SEGMENTS,
+            _ERROR: self.root / ERROR_SEGMENTS,
         }
         self._segments: dict[int, SegmentFile | None] = dict.fromkeys(_RECORDS)
         self._cond = threading.Condition()
@@ -156,7 +165,14 @@ class PredictionLog:
         self._busy = False  # a group is being committed (by the thread or inline)
         self._idle_since = 0.0  # time.monotonic() when the last commit ended
         self._peak = 0
-        self._counts = {"records": 0, "feedback": 0, "commits": 0, "fsyncs": 0, "bytes": 0}
+        self._counts = {
+            "records": 0,
+            "feedback": 0,
+            "error_records": 0,
+            "commits": 0,
+            "fsyncs": 0,
+            "bytes": 0,
+        }
         self._errors = 0
         self._closed = False
         self._pid = os.getpid()
@@ -204,6 +220,14 @@ class PredictionLog:
     async def append_unmatched_feedback(self, record: FeedbackRecord) -> None:
         """Keep a label whose id matched no prediction record, apart from the joined ones."""
         await self._submit_async(_UNMATCHED, frame(encode_feedback(record)))
+
+    async def append_error(self, record: ErrorRecord) -> None:
+        """Log a request the server answered with an error status, as ``append`` does."""
+        await self._submit_async(_ERROR, frame(encode_error(record)))
+
+    def append_error_blocking(self, record: ErrorRecord) -> None:
+        """``append_error`` for synchronous callers."""
+        self._submit_blocking(_ERROR, frame(encode_error(record)))
 
     def flush(self) -> None:
         """Block until every record queued before this call is written and fsync'ed."""
@@ -460,6 +484,7 @@ class PredictionLog:
         self._counts["commits"] += 1
         self._counts["records"] += sum(e.kind == _PREDICTION for e in batch)
         self._counts["feedback"] += sum(e.kind in (_FEEDBACK, _UNMATCHED) for e in batch)
+        self._counts["error_records"] += sum(e.kind == _ERROR for e in batch)
         self._counts["bytes"] += sum(len(e.data) for e in batch)
 
     def _finish(self, batch: list[_Entry], error: StorageError | None) -> None:
