@@ -69,6 +69,7 @@ from modelyard.serving.signatures import adapt
 from modelyard.serving.state import ServerState
 from modelyard.store.predlog import (
     MAX_CLIENT_ID,
+    ErrorRecord,
     FeedbackRecord,
     PredictionRecord,
     find_records,
@@ -368,6 +369,39 @@ class Server:
             route=route,
         )
 
+    async def _log_error(
+        self,
+        exc: ModelyardError | None,
+        protocol: Protocol,
+        model: str,
+        served: tuple[int, str] | None,
+        ids: tuple[str, str],
+        arrived_us: int,
+        start: float,
+    ) -> None:
+        """Log a request answered with an error status (``exc``; None: an unexpected one).
+
+        ``served`` is the (version, route) chosen, None when the request failed before;
+        ``ids`` the record id and the client's request id. Only what failed and how is
+        kept, never the body. A failure to log never changes the answer: it is logged.
+        """
+        record = ErrorRecord(
+            record_id=ids[0],
+            request_id=ids[1],
+            time_us=arrived_us,
+            model=model,
+            protocol=protocol,
+            status=ModelError.status if exc is None else exc.status,
+            error=ModelError.type if exc is None else exc.type,
+            latency_us=int((time.perf_counter() - start) * 1e6),
+            version=None if served is None else served[0],
+            route=None if served is None else served[1],
+        )
+        try:
+            await self.state.log.append_error(record)
+        except Exception:  # deliberate: the error answer stands whatever the log does
+            logger.warning("request %s: could not log its error answer", ids[1], exc_info=True)
+
     async def _serve(
         self,
         request: Request,
@@ -384,6 +418,7 @@ class Server:
         metrics = self.state.metrics
         model_label = name if name in self.state.deployments else UNKNOWN_MODEL
         version_label = ""
+        chosen: tuple[int, str] | None = None  # (version, route) once a version is chosen
         try:
             request_id = (
                 _client_id(request.headers.get("x-request-id"), "X-Request-ID") or record_id
@@ -392,6 +427,7 @@ class Server:
             deployment, pinned = self._served(name, version)
             if pinned is not None:
                 version_label = str(pinned.model.version)
+                chosen = (pinned.model.version, "primary")
             body = await _body(request, self.limits.max_body_bytes, self.limits.body_timeout_s)
             t0 = time.perf_counter()
             # a pinned version reads the body with its own signature; otherwise the
@@ -406,6 +442,7 @@ class Server:
             else:
                 slot, served = deployment.choose(sticky)
             version_label = str(served.model.version)
+            chosen = (served.model.version, slot)
             t1 = time.perf_counter()
             features = None
             as_of = self._as_of(decoded)
@@ -455,7 +492,13 @@ class Server:
                 logger.error("request %s to %s failed: %s", request_id, name, exc, exc_info=exc)
             metrics.errors.labels(model_label, exc.type).inc()
             metrics.requests.labels(model_label, version_label, protocol, str(exc.status)).inc()
+            ids = (record_id, request_id)
+            await self._log_error(exc, protocol, model_label, chosen, ids, arrived_us, start)
             return _error(exc, protocol, request_id)
+        except Exception:  # answered by ``_crash`` as a 500: logged here first, re-raised
+            ids = (record_id, request_id)
+            await self._log_error(None, protocol, model_label, chosen, ids, arrived_us, start)
+            raise
         latency = metrics.latency
         latency.labels(model_label, version_label, "decode").observe(t1 - t0)
         latency.labels(model_label, version_label, "lookup").observe(t2 - t1)
@@ -591,6 +634,10 @@ class Server:
                     f"Several models are served ({known}); say which with ?model=NAME",
                     loc="model",
                 )
+                record_id = uuid.uuid4().hex
+                ids = (record_id, record_id)
+                now_us, start = time.time_ns() // 1000, time.perf_counter()
+                await self._log_error(error, "mlflow", UNKNOWN_MODEL, None, ids, now_us, start)
                 return _error(error, "mlflow", None)
             name = next(iter(self.state.deployments))
 
