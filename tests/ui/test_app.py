@@ -17,7 +17,8 @@ from playwright.sync_api import Page
 
 from modelyard.config import Settings
 from modelyard.pipelines.records import LOGS_ARTIFACT
-from modelyard.ui.app import create_app
+from modelyard.tracking.client import TrackingClient
+from modelyard.ui.app import PLOTLY_JS, PLOTLY_URL, PLOTLY_VERSION, create_app
 from modelyard.ui.pages import runs as runs_pages
 from tests.ui.conftest import TestClient, UiServer
 
@@ -50,6 +51,38 @@ def test_every_answer_has_the_content_security_policy(http: TestClient) -> None:
 def test_plotly_is_served_from_the_package(http: TestClient) -> None:
     answer = http.get("/static/vendor/plotly.min.js")
     assert answer.status_code == 200 and len(answer.content) > 1_000_000
+
+
+def test_plotly_is_served_compressed_with_an_etag_and_a_versioned_url(
+    http: TestClient, project: Settings
+) -> None:
+    raw = PLOTLY_JS.read_bytes()
+    packed = http.get("/static/vendor/plotly.min.js", headers={"accept-encoding": "gzip"})
+    assert packed.headers["content-encoding"] == "gzip"
+    assert int(packed.headers["content-length"]) < len(raw) / 2
+    assert packed.content == raw  # decoded by the client: the same file
+    plain = http.get("/static/vendor/plotly.min.js", headers={"accept-encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.content == raw
+    etag = packed.headers["etag"]
+    assert plain.headers["etag"] == etag and "no-cache" in packed.headers["cache-control"]
+    again = http.get("/static/vendor/plotly.min.js", headers={"if-none-match": etag})
+    assert again.status_code == 304 and again.content == b""
+    other = http.get("/static/vendor/plotly.min.js", headers={"if-none-match": '"stale"'})
+    assert other.status_code == 200 and other.content == raw
+    # the pages load the versioned URL, which a browser may keep for a year
+    html = http.get("/runs/compare", params={"run": _any_run_id(project)}).text
+    assert f'src="{PLOTLY_URL}"' in html and PLOTLY_VERSION in PLOTLY_URL
+    versioned = http.get(PLOTLY_URL)
+    assert versioned.content == raw and "immutable" in versioned.headers["cache-control"]
+    assert http.get("/static/vendor/plotly-0.0.0.min.js").status_code == 404
+
+
+def _any_run_id(project: Settings) -> str:
+    client = TrackingClient(project)
+    try:
+        return client.search_runs(max_results=1)[0].id
+    finally:
+        client.close()
 
 
 def test_home_loads_in_a_browser(project: Settings, ui_server: UiServer, page: Page) -> None:
@@ -92,7 +125,8 @@ def test_modelyard_ui_serves_the_project_and_opens_without_the_heavy_pages(
     # what makes that fast: the app imports none of the heavy libraries the other pages use
     probe = (
         "import sys, modelyard.ui.app; "
-        "print(sorted(m for m in ('scipy', 'sklearn', 'plotly', 'optuna') if m in sys.modules))"
+        "heavy = ('scipy', 'sklearn', 'plotly', 'optuna', 'pyarrow', 'numpy', 'pandas'); "
+        "print(sorted(m for m in heavy if m in sys.modules))"
     )
     loaded = subprocess.run(
         [sys.executable, "-c", probe], check=False, capture_output=True, text=True

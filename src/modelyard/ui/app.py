@@ -8,11 +8,15 @@ query string is never a 500.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import importlib.metadata
 import importlib.util
 import logging
 import os
 import secrets
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,10 +26,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelyard.config import Settings
 from modelyard.errors import ModelyardError
@@ -82,19 +86,105 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return _error(request, 500, "internal", "Internal error: see the server's log")
 
 
+def _plotly_version() -> str:
+    try:
+        return importlib.metadata.version("plotly")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - plotly is a dependency
+        return "unknown"
+
+
+PLOTLY_VERSION = _plotly_version()
+#: the URL a page loads plotly.js from: versioned, so a browser may keep it for a year
+PLOTLY_URL = f"/static/vendor/plotly-{PLOTLY_VERSION}.min.js"
+_PLOTLY_IMMUTABLE = "public, max-age=31536000, immutable"
+#: the unversioned URL is revalidated each time (its ETag makes that a 304)
+_PLOTLY_REVALIDATE = "public, no-cache"
+
+
+class PlotlyFile:
+    """plotly.min.js (4.6 MB) read and gzip-compressed once (1.4 MB), with its ETag.
+
+    Prepared by the warm-up thread (or the first request that needs it, off the loop).
+    A request whose ``If-None-Match`` holds the ETag gets a 304 with no body.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._prepared: tuple[bytes, bytes, str] | None = None
+
+    def prepare(self) -> tuple[bytes, bytes, str]:
+        """``(raw, gzipped, etag)``."""
+        with self._lock:
+            if self._prepared is None:
+                raw = self.path.read_bytes()
+                etag = f'"{hashlib.sha256(raw).hexdigest()[:32]}"'
+                self._prepared = (raw, gzip.compress(raw, compresslevel=6, mtime=0), etag)
+            return self._prepared
+
+    async def answer(self, request: Request, cache_control: str) -> Response:
+        prepared = self._prepared
+        if prepared is None:
+            prepared = await run_in_threadpool(self.prepare)
+        raw, packed, etag = prepared
+        headers = {"cache-control": cache_control, "etag": etag, "vary": "accept-encoding"}
+        if etag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
+            return Response(status_code=304, headers=headers)
+        accepted = request.headers.get("accept-encoding", "")
+        if "gzip" in {e.split(";")[0].strip().lower() for e in accepted.split(",")}:
+            headers["content-encoding"] = "gzip"
+            return Response(packed, media_type="text/javascript", headers=headers)
+        return Response(raw, media_type="text/javascript", headers=headers)
+
+
 async def _plotly(request: Request) -> Response:
-    # the installed plotly's file: the same for the life of the process
-    return FileResponse(
-        PLOTLY_JS, media_type="text/javascript", headers={"cache-control": "public, max-age=86400"}
-    )
+    plotly: PlotlyFile = request.app.state.plotly
+    return await plotly.answer(request, _PLOTLY_REVALIDATE)
+
+
+async def _plotly_versioned(request: Request) -> Response:
+    if request.path_params["version"] != PLOTLY_VERSION:
+        raise HTTPException(404)
+    plotly: PlotlyFile = request.app.state.plotly
+    return await plotly.answer(request, _PLOTLY_IMMUTABLE)
 
 
 async def _home(request: Request) -> Response:
     return RedirectResponse("/experiments", status_code=302)
 
 
-#: seconds after start-up the other pages begin importing in the background
+#: seconds after the first answer is out that the other pages begin importing in the
+#: background (and plotly.js is compressed); at the latest ``_WARM_LATEST_S`` after start
 _WARM_AFTER_S = 0.5
+_WARM_LATEST_S = 5.0
+
+
+class FirstAnswer:
+    """ASGI middleware: sets ``event`` once the first HTTP answer has been sent whole."""
+
+    def __init__(self, app: ASGIApp, event: threading.Event) -> None:
+        self.app = app
+        self.event = event
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.event.is_set():
+            await self.app(scope, receive, send)
+            return
+
+        async def sending(message: Message) -> None:
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                self.event.set()
+
+        await self.app(scope, receive, sending)
+
+
+def _warm_up(answered: threading.Event, later: LazyPages, plotly: PlotlyFile) -> None:
+    """Waits for the first answer (start-up is not slowed), then does the deferred work."""
+    answered.wait(_WARM_LATEST_S)
+    time.sleep(_WARM_AFTER_S)
+    later.load()
+    plotly.prepare()
 
 
 class LazyPages:
@@ -139,21 +229,24 @@ def create_app(
     ``MODELYARD_API_KEYS``); actions need one with the ``admin`` scope.
     """
     keys = api_keys or ApiKeys.from_settings(settings.serving.api_keys, os.environ)
+    jinja = make_environment()
+    jinja.globals["plotly_js"] = PLOTLY_URL  # pages load plotly.js from here
     ui = UiContext(
         settings=settings,
         read_only=read_only,
         api_keys=keys,
         csrf_secret=secrets.token_bytes(32),
-        jinja=make_environment(),
+        jinja=jinja,
         nav=nav_items(),
     )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         ui.db  # noqa: B018 - opened (and migrated) before the first request
-        # the other pages import in the background, after the first answers are out
-        warm = threading.Timer(_WARM_AFTER_S, later.load)
-        warm.daemon = True
+        # the other pages import in the background, after the first answer is out
+        warm = threading.Thread(
+            target=_warm_up, args=(answered, later, plotly), name="ui-warm-up", daemon=True
+        )
         warm.start()
         try:
             yield
@@ -161,15 +254,18 @@ def create_app(
             ui.close()
 
     later = LazyPages([n for n in PAGE_NAMES if n != "runs"])
+    plotly = PlotlyFile(PLOTLY_JS)
+    answered = threading.Event()
     routes: list[BaseRoute] = [
         Route("/", _home, name="home"),
         Route("/static/vendor/plotly.min.js", _plotly, name="plotly"),
+        Route("/static/vendor/plotly-{version}.min.js", _plotly_versioned, name="plotly_versioned"),
         Mount("/static", StaticFiles(packages=[("modelyard.ui", "static")]), name="static"),
         *runs_pages.routes,
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(SecurityHeaders)],
+        middleware=[Middleware(SecurityHeaders), Middleware(FirstAnswer, event=answered)],
         exception_handlers={
             HTTPException: _http_error,
             ModelyardError: _modelyard_error,
@@ -181,4 +277,5 @@ def create_app(
     # what none of them matches is the 404 page; a known path with the wrong method is 405
     app.router.default = later
     app.state.ui = ui
+    app.state.plotly = plotly
     return app

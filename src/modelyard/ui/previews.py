@@ -18,9 +18,6 @@ import mimetypes
 import posixpath
 from dataclasses import dataclass, field
 
-import pyarrow.csv as pa_csv
-import pyarrow.parquet as pq
-
 __all__ = [
     "HEAD_ROWS",
     "MAX_PREVIEW_BYTES",
@@ -102,6 +99,11 @@ def _table_cells(table: object) -> tuple[list[str], list[list[str]]]:
 
 def preview_bytes(path: str, data: bytes) -> Preview:
     """The preview of the artifact at ``path`` holding ``data``."""
+    # pyarrow (and numpy under it) is imported on the first table preview, not with the
+    # runs pages: it is a quarter of a second of ``modelyard ui``'s start-up otherwise
+    import pyarrow.csv as pa_csv
+    import pyarrow.parquet as pq
+
     kind = kind_of(path) or "none"
     try:
         if kind == "text":

@@ -90,6 +90,7 @@ function drawCharts() {
     const shown = entries.filter((e) => e.isIntersecting && !e.target.dataset.drawn);
     for (const entry of shown) observer.unobserve(entry.target);
     await Promise.all(shown.map((entry) => draw(entry.target)));
+    if (!holder.dataset.firstDrawn) performance.mark("charts-first-drawn");
     holder.dataset.firstDrawn = "true";
   }, { rootMargin: "0px" });
   for (const key of keys) {
