@@ -35,7 +35,7 @@ from modelyard.monitoring.monitor import Monitor
 from modelyard.registry.client import ModelRegistry
 from modelyard.store.database import open_database
 from modelyard.store.monitor_results import MonitorResults
-from modelyard.store.predlog import FeedbackRecord, PredictionLog, PredictionRecord
+from modelyard.store.predlog import ErrorRecord, FeedbackRecord, PredictionLog, PredictionRecord
 
 __all__ = ["DAY0", "DAYS", "OpsProject", "Score", "make_ops_project", "shared_ops_project"]
 
@@ -83,6 +83,8 @@ class OpsProject:
     resolved_incident: int
     action_id: str
     awaiting_id: str
+    #: (version, route, time_us) of every logged error answer (None, None: no version chosen)
+    errors: list[tuple[int | None, str | None, int]] = dataclasses.field(default_factory=list)
 
 
 def _frame(rng: np.random.Generator, rows: int, shift: float = 0.0) -> pd.DataFrame:
@@ -136,6 +138,7 @@ def make_ops_project(root: Path, db_url: str | None = None) -> OpsProject:
         registry.close()
 
     requests: list[tuple[int, str, int, int, int]] = []
+    errors: list[tuple[int | None, str | None, int]] = []
     with PredictionLog(root / settings.serving.log_dir, durable=False) as log:
         for day in range(DAYS):
             shift = 2.0 if day == DAYS - 1 else 0.0
@@ -165,6 +168,29 @@ def make_ops_project(root: Path, db_url: str | None = None) -> OpsProject:
                     )
                 )
                 requests.append((version, route, us, latency, ROWS_PER_REQUEST))
+                # error answers beside them: some after a version was chosen, some before
+                for chosen, status, kind, late_us in (
+                    (r % 5 == 2, 500, "model", 1_000_000),
+                    (r % 9 == 4, 422, "invalid_input", 2_000_000),
+                ):
+                    if not chosen:
+                        continue
+                    picked = (version, route) if status == 500 else (None, None)
+                    log.append_error_blocking(
+                        ErrorRecord(
+                            record_id=f"e{late_us}-{request_id}",
+                            request_id=f"e-{request_id}",
+                            time_us=us + late_us,
+                            model="churn",
+                            protocol="v1",
+                            status=status,
+                            error=kind,
+                            latency_us=latency,
+                            version=picked[0],
+                            route=picked[1],
+                        )
+                    )
+                    errors.append((*picked, us + late_us))  # fmt: skip
                 labels = [int(v) for v in rng.integers(0, 2, size=ROWS_PER_REQUEST)]
                 log.append_feedback_blocking(
                     FeedbackRecord(request_id=request_id, label=labels, time_us=us + 60_000_000)
@@ -211,7 +237,9 @@ def make_ops_project(root: Path, db_url: str | None = None) -> OpsProject:
         )
     finally:
         db.close()
-    return OpsProject(settings, requests, opened.id, resolved.id, action.id, awaiting.id)
+    return OpsProject(
+        settings, requests, opened.id, resolved.id, action.id, awaiting.id, errors=errors
+    )
 
 
 _BUILT: dict[str, OpsProject] = {}

@@ -6,9 +6,12 @@ the primary, the canary or the shadow answered it, ``latency_us`` is the request
 in the server. From it: requests per version and route, the request rate, the traffic
 split and latency percentiles over time.
 
-Errors are not in the log: the server counts failed requests only in its in-memory
-Prometheus metrics (``/metrics``), so no error rate can be computed here, and the pages
-say so (``ERRORS_NOT_PERSISTED``) instead of showing a number.
+The log's ``errors`` view holds one row per request the server answered with a 4xx/5xx
+status (``ErrorRecord``: status, error type, the version and route once chosen). The
+error rate of a version and route is ``errors / (answered + errors)`` over the same
+buckets; requests that failed before a version was chosen (unknown model, a body that
+does not decode) have no version: they are counted per model, apart
+(``UNVERSIONED_NOTE``). Shadow copies are never answers, so never errors either.
 
 Times in the dicts are milliseconds since the epoch; latencies are milliseconds.
 """
@@ -28,8 +31,9 @@ from modelyard.store.predlog import connect
 
 __all__ = [
     "BUCKET_WIDTHS_S",
-    "ERRORS_NOT_PERSISTED",
+    "ERRORS_NOTE",
     "MAX_BUCKETS",
+    "UNVERSIONED_NOTE",
     "bucket_width",
     "deployment_detail",
     "deployments_index",
@@ -40,12 +44,14 @@ __all__ = [
 #: the widths a time bucket may have (seconds): the smallest that keeps MAX_BUCKETS
 BUCKET_WIDTHS_S = (1, 5, 15, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400, 28 * 86400)
 MAX_BUCKETS = 60
-ERRORS_NOT_PERSISTED = (
-    "Error rate: not available. The model server counts failed requests (by model, "
-    "status and error type) only in memory, in its Prometheus metrics at /metrics "
-    "(modelyard_errors, modelyard_requests by status); nothing about them is persisted, "
-    "and the prediction log holds only the requests that were answered. So this page "
-    "shows no error rate rather than a made-up one."
+ERRORS_NOTE = (
+    "Error rate = errors / (answered + errors) per version and route: the server logs "
+    "every request it answers with a 4xx or 5xx status beside the prediction log "
+    "(status and error type, never the body)."
+)
+UNVERSIONED_NOTE = (
+    "failed before a version was chosen (unknown model, a body that does not decode, "
+    "a refused key): counted for the model, in no version's rate."
 )
 _ROUTE_ORDER = {"primary": 0, "canary": 1, "shadow": 2}
 
@@ -130,25 +136,65 @@ def _totals(con: duckdb.DuckDBPyConnection, model: str | None = None) -> list[di
     return sorted(out, key=lambda t: (t["model"], t["version"], _ROUTE_ORDER.get(t["route"], 9)))
 
 
+_ERROR_TOTALS = """
+SELECT model, CAST(version AS BIGINT) AS version, route, count(*) AS errors,
+       epoch_us(min(time)) AS first_us, epoch_us(max(time)) AS last_us
+FROM errors GROUP BY ALL
+"""
+
+
+def _error_totals(con: duckdb.DuckDBPyConnection, model: str | None = None) -> list[dict[str, Any]]:
+    """Errors per model, version and route (version and route None: before one was chosen)."""
+    query = _ERROR_TOTALS
+    if model is not None:
+        query = query.replace("GROUP BY", "WHERE model = $m GROUP BY")
+    rows = con.execute(query, {} if model is None else {"m": model}).fetchall()
+    return [
+        {
+            "model": r[0],
+            "version": None if r[1] is None else int(r[1]),
+            "route": r[2],
+            "errors": int(r[3]),
+            "first_ms": int(r[4]) // 1000,
+            "last_ms": int(r[5]) // 1000,
+        }
+        for r in rows
+    ]
+
+
+def _rate(errors: int, answered: int) -> float:
+    """``errors / (answered + errors)``; NaN when there was no request at all."""
+    return errors / (answered + errors) if answered + errors else math.nan
+
+
 def deployments_index(settings: Settings, models: list[RegisteredModel]) -> dict[str, Any]:
-    """Every model with logged requests or a traffic policy, with totals per version."""
+    """Every model with logged requests, errors or a traffic policy, with totals per version."""
     registered = {m.name: m for m in models}
     con = connect(log_root(settings))
     try:
         totals = _totals(con)
+        errors = _error_totals(con)
     finally:
         con.close()
-    names = sorted({t["model"] for t in totals} | set(settings.serving.traffic))
+    names = sorted(
+        {t["model"] for t in totals} | {e["model"] for e in errors} | set(settings.serving.traffic)
+    )
     out = []
     for name in names:
         mine = [t for t in totals if t["model"] == name]
+        failed = [e for e in errors if e["model"] == name]
+        answered = sum(t["requests"] for t in mine if t["route"] != "shadow")
+        error_count = sum(e["errors"] for e in failed)
         out.append(
             {
                 "name": name,
                 "policy": _policy(name, settings, registered.get(name)),
                 "versions": mine,
                 "requests": sum(t["requests"] for t in mine),
-                "last_ms": max((t["last_ms"] for t in mine), default=None),
+                "errors": error_count,
+                "unversioned_errors": sum(e["errors"] for e in failed if e["version"] is None),
+                "error_rate": _rate(error_count, answered),
+                "last_ms": max((t["last_ms"] for t in mine + failed), default=None),
             }
         )
     # models with the primary alias but nothing logged: deployable, no traffic seen
@@ -161,7 +207,7 @@ def deployments_index(settings: Settings, models: list[RegisteredModel]) -> dict
         "models": out,
         "idle": idle,
         "log_dir": str(settings.serving.log_dir),
-        "errors_note": ERRORS_NOT_PERSISTED,
+        "errors_note": ERRORS_NOTE,
     }
 
 
@@ -177,6 +223,17 @@ SELECT version, route, (t - $origin) // $width AS bucket, count(*) AS requests,
        quantile_cont(latency_us, 0.99)
 FROM req WHERE t >= $since
 GROUP BY ALL ORDER BY bucket, version, route
+"""
+_ERROR_SERIES = """
+SELECT CAST(version AS BIGINT) AS version, route,
+       (epoch_us(time) - $origin) // $width AS bucket, count(*) AS errors
+FROM errors WHERE model = $m AND epoch_us(time) >= $since
+GROUP BY ALL ORDER BY bucket
+"""
+_ERROR_KINDS = """
+SELECT CAST(version AS BIGINT) AS version, route, status, error, count(*) AS errors
+FROM errors WHERE model = $m AND epoch_us(time) >= $since
+GROUP BY ALL ORDER BY errors DESC, status, error, version NULLS FIRST, route
 """
 
 
@@ -207,19 +264,22 @@ def deployment_detail(
     con = connect(log_root(settings))
     try:
         totals = _totals(con, name)
-        if not totals and name not in settings.serving.traffic and model is None:
+        error_totals = _error_totals(con, name)
+        seen = totals + error_totals
+        if not seen and name not in settings.serving.traffic and model is None:
             return None
-        first_us = min((t["first_ms"] for t in totals), default=0) * 1000
-        last_us = max((t["last_ms"] for t in totals), default=0) * 1000
+        first_us = min((t["first_ms"] for t in seen), default=0) * 1000
+        last_us = max((t["last_ms"] for t in seen), default=0) * 1000
         since_us = first_us if last_s is None else max(first_us, last_us - last_s * 1_000_000)
         width = bucket_width((last_us - since_us) / 1e6)
         width_us = width * 1_000_000
         origin = since_us - since_us % width_us
-        rows = (
-            con.execute(
-                _SERIES, {"m": name, "origin": origin, "width": width_us, "since": since_us}
-            ).fetchall()
-            if totals
+        params = {"m": name, "origin": origin, "width": width_us, "since": since_us}
+        rows = con.execute(_SERIES, params).fetchall() if totals else []
+        error_rows = con.execute(_ERROR_SERIES, params).fetchall() if error_totals else []
+        kinds = (
+            con.execute(_ERROR_KINDS, {"m": name, "since": since_us}).fetchall()
+            if error_totals
             else []
         )
     finally:
@@ -262,10 +322,12 @@ def deployment_detail(
         }
         for s in answered
     ]
+    errors = _error_series(answered, error_rows, origin, width_us)
     return {
         "name": name,
         "policy": _policy(name, settings, model),
         "totals": totals,
+        "error_totals": error_totals,
         "split": split,
         "shadow": [
             {"label": s["label"], "requests": sum(s["requests"])}
@@ -274,12 +336,100 @@ def deployment_detail(
         ],
         "series": ordered,
         "bucket_s": width,
-        "since_ms": since_us // 1000 if totals else None,
-        "until_ms": last_us // 1000 if totals else None,
-        "figures": _figures(ordered, answered, width),
-        "errors_note": ERRORS_NOT_PERSISTED,
+        "since_ms": since_us // 1000 if seen else None,
+        "until_ms": last_us // 1000 if seen else None,
+        "figures": {**_figures(ordered, answered, width), **_error_figure(errors, width)},
+        "errors": errors,
+        "error_kinds": [
+            {"version": v, "route": r, "status": int(s), "error": e, "errors": int(n)}
+            for v, r, s, e, n in kinds
+        ],
+        "errors_note": ERRORS_NOTE,
+        "unversioned_note": UNVERSIONED_NOTE,
         "value_checks": settings.serving.value_checks,
     }
+
+
+def _error_series(
+    answered: list[dict[str, Any]], rows: list[tuple[Any, ...]], origin: int, width_us: int
+) -> dict[str, Any]:
+    """Errors and the error rate per version and route over the buckets, and the errors
+    of requests that failed before a version was chosen (counts only, for the model)."""
+    answers: dict[tuple[int, str], dict[str, int]] = {
+        (s["version"], s["route"]): dict(zip(s["time"], s["requests"], strict=True))
+        for s in answered
+    }
+    failed: dict[tuple[int, str], dict[str, int]] = {}
+    unversioned: dict[str, int] = {}
+    for version, route, bucket, count in rows:
+        time = _iso(origin + int(bucket) * width_us)
+        if version is None:
+            unversioned[time] = unversioned.get(time, 0) + int(count)
+        else:
+            key = (int(version), str(route))
+            failed.setdefault(key, {})[time] = int(count)
+    series = []
+    order = sorted({*answers, *failed}, key=lambda k: (k[0], _ROUTE_ORDER.get(k[1], 9)))
+    for version, route in order:
+        ok = answers.get((version, route), {})
+        bad = failed.get((version, route), {})
+        times = sorted({*ok, *bad})  # ISO times in UTC sort in time order
+        counts = [(ok.get(t, 0), bad.get(t, 0)) for t in times]
+        answered_total = sum(a for a, _ in counts)
+        error_total = sum(e for _, e in counts)
+        series.append(
+            {
+                "label": _label(version, route),
+                "version": version,
+                "route": route,
+                "time": times,
+                "answered": [a for a, _ in counts],
+                "errors": [e for _, e in counts],
+                "rate": [_rate(e, a) for a, e in counts],
+                "answered_total": answered_total,
+                "errors_total": error_total,
+                "rate_total": _rate(error_total, answered_total),
+            }
+        )
+    times = sorted(unversioned)
+    return {
+        "series": series,
+        "unversioned": {
+            "time": times,
+            "errors": [unversioned[t] for t in times],
+            "total": sum(unversioned.values()),
+        },
+    }
+
+
+def _error_figure(errors: dict[str, Any], width: int) -> dict[str, Any]:
+    series, unversioned = errors["series"], errors["unversioned"]
+    if not any(s["errors_total"] for s in series) and not unversioned["total"]:
+        return {}
+    data: list[dict[str, Any]] = [
+        {"type": "scatter", "mode": "lines+markers", "name": s["label"], "x": s["time"],
+         "y": s["rate"], "customdata": [[e, a] for e, a in zip(s["errors"], s["answered"],
+                                                                  strict=True)],
+         "hovertemplate": "%{y:.1%} (%{customdata[0]} errors, %{customdata[1]} answered)"}
+        for s in series
+    ]  # fmt: skip
+    layout: dict[str, Any] = {
+        **_LAYOUT,
+        "yaxis": {"title": {"text": "error rate"}, "tickformat": ".1%", "rangemode": "tozero"},
+        "title": {"text": f"Error rate per version ({_span(width)} buckets)"},
+    }
+    if unversioned["total"]:
+        data.append(
+            {"type": "bar", "name": "no version chosen (count)", "x": unversioned["time"],
+             "y": unversioned["errors"], "yaxis": "y2", "opacity": 0.4}
+        )  # fmt: skip
+        layout["yaxis2"] = {
+            "title": {"text": "errors, no version"},
+            "overlaying": "y",
+            "side": "right",
+            "rangemode": "tozero",
+        }
+    return {"errors": {"data": data, "layout": layout}}
 
 
 _LAYOUT: dict[str, Any] = {

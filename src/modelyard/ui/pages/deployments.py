@@ -6,8 +6,9 @@ NAME`` shows its policy (which alias, which version, what weight), the observed 
 split, the request rate and latency percentiles over time per version. ``?last=24h``
 keeps the last day before the newest request; a bad value is shown, never a 500.
 
-Errors are not persisted anywhere (the server's metrics are in memory), so the pages
-say that instead of showing an error rate. DuckDB and the log reader are imported on the
+Error counts and the error rate per version and route come from the log's error
+records (requests answered 4xx/5xx); those that failed before a version was chosen are
+counted per model. DuckDB and the log reader are imported on the
 first request, not when the app starts.
 """
 

@@ -1,5 +1,6 @@
-// The deployment page: request rate, latency percentiles and the traffic split per
-// version, drawn from the figures the server computed from the prediction log.
+// The deployment page: request rate, latency percentiles, the traffic split and the
+// error rate per version, drawn from the figures the server computed from the
+// prediction log and its error records.
 import { drawFigures } from "./figures.js";
 
 drawFigures();
