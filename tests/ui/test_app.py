@@ -71,7 +71,7 @@ def test_plotly_is_served_compressed_with_an_etag_and_a_versioned_url(
     assert other.status_code == 200 and other.content == raw
     # the pages load the versioned URL, which a browser may keep for a year
     html = http.get("/runs/compare", params={"run": _any_run_id(project)}).text
-    assert f'src="{PLOTLY_URL}"' in html and PLOTLY_VERSION in PLOTLY_URL
+    assert f'data-plotly="{PLOTLY_URL}"' in html and PLOTLY_VERSION in PLOTLY_URL
     versioned = http.get(PLOTLY_URL)
     assert versioned.content == raw and "immutable" in versioned.headers["cache-control"]
     assert http.get("/static/vendor/plotly-0.0.0.min.js").status_code == 404

@@ -6,6 +6,30 @@ const PALETTE = [
   "#0a7e8c", "#c2185b", "#5d4037", "#455a64", "#7cb342",
 ];
 
+// plotly.js, once it has run. The compare page names it in #charts[data-plotly] and this
+// module loads it after asking for the first screen's curves, so the two overlap; the run
+// page loads it with a deferred script, which has run by DOMContentLoaded (the document
+// is "interactive" both before and after it: the load event settles that case).
+let plotlyLoading = null;
+function plotlyReady(src) {
+  if (typeof Plotly !== "undefined") return Promise.resolve();
+  if (src) {
+    plotlyLoading ??= new Promise((resolve) => {
+      const script = document.createElement("script");
+      script.src = src;
+      script.onload = () => resolve();
+      script.onerror = () => resolve(); // the chart is left empty; the console says why
+      document.head.appendChild(script);
+    });
+    return plotlyLoading;
+  }
+  if (document.readyState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    document.addEventListener("DOMContentLoaded", () => resolve(), { once: true });
+    window.addEventListener("load", () => resolve(), { once: true });
+  });
+}
+
 function setUpSelection() {
   const button = document.getElementById("compare-button");
   if (!button) return;
@@ -61,25 +85,34 @@ function drawCharts() {
   const block = document.getElementById("curves-data");
   const specBlock = document.getElementById("curves-spec");
   const holder = document.getElementById("charts");
-  if ((!block && !specBlock) || !holder || typeof Plotly === "undefined") return;
+  if ((!block && !specBlock) || !holder) return;
   const curves = block ? JSON.parse(block.textContent) : {};
   const spec = specBlock ? JSON.parse(specBlock.textContent) : null;
   const keys = spec ? spec.keys : Object.keys(curves);
-  const load = async (key) => {
-    if (!(key in curves)) {
-      const query = new URLSearchParams(spec.runs.map((id) => ["run", id]));
-      query.append("key", key);
-      const response = await fetch(`${spec.source}?${query}`, { credentials: "same-origin" });
-      if (!response.ok) throw new Error(`${key}: HTTP ${response.status}`);
-      curves[key] = (await response.json()).series;
-    }
+  const loading = {}; // key -> the promise of its curves (each fetched once)
+  const fetchCurves = async (key) => {
+    const query = new URLSearchParams(spec.runs.map((id) => ["run", id]));
+    query.append("key", key);
+    const response = await fetch(`${spec.source}?${query}`, { credentials: "same-origin" });
+    if (!response.ok) throw new Error(`${key}: HTTP ${response.status}`);
+    curves[key] = (await response.json()).series;
     return curves[key];
+  };
+  const load = (key) => {
+    if (key in curves) return Promise.resolve(curves[key]);
+    if (!(key in loading)) {
+      loading[key] = fetchCurves(key);
+      loading[key].catch(() => delete loading[key]); // a failed fetch is tried again
+    }
+    return loading[key];
   };
   const select = document.getElementById("x-axis");
   const xAxis = () => (select ? select.value : "step");
   const pending = new Set();
   const draw = async (div) => {
-    const series = await load(div.dataset.metric);
+    const series = await load(div.dataset.metric); // fetched while plotly.js is parsed
+    await plotlyReady(holder.dataset.plotly);
+    if (typeof Plotly === "undefined") return;
     Plotly.react(div, traces(series, xAxis()), layoutOf(div.dataset.metric, xAxis(), series.length),
       { displaylogo: false, responsive: true });
     div.dataset.drawn = "true";
@@ -102,6 +135,15 @@ function drawCharts() {
     pending.add(div);
     observer.observe(div);
   }
+  // the first screen's curves are asked for now, not once the observer first reports
+  // (that waits for plotly.js to run); the observer's draw then finds them loading
+  if (spec) {
+    for (const div of holder.children) {
+      if (div.getBoundingClientRect().top >= window.innerHeight) break;
+      load(div.dataset.metric).catch(() => {});
+    }
+  }
+  plotlyReady(holder.dataset.plotly);
   if (select) {
     select.addEventListener("change", () => {
       for (const div of holder.querySelectorAll(".chart[data-drawn]")) draw(div);
