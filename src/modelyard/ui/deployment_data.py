@@ -423,6 +423,7 @@ def _error_figure(errors: dict[str, Any], width: int) -> dict[str, Any]:
             {"type": "bar", "name": "no version chosen (count)", "x": unversioned["time"],
              "y": unversioned["errors"], "yaxis": "y2", "opacity": 0.4}
         )  # fmt: skip
+        layout["margin"] = {**_LAYOUT["margin"], "r": 70}  # room for the second axis
         layout["yaxis2"] = {
             "title": {"text": "errors, no version"},
             "overlaying": "y",
