@@ -134,6 +134,38 @@ def test_modelyard_ui_serves_the_project_and_opens_without_the_heavy_pages(
     assert loaded.stdout.strip() == "[]", loaded.stdout + loaded.stderr
 
 
+_WARM_PROBE = """
+import os, sys, time
+from pathlib import Path
+from starlette.testclient import TestClient
+from modelyard.config import load_settings
+from modelyard.ui.app import create_app
+
+app = create_app(load_settings(Path(sys.argv[1]), environ=os.environ))
+with TestClient(app) as http:
+    time.sleep(1.5)
+    print("before", "modelyard.ui.pages.models" in sys.modules)
+    assert http.get("/experiments").status_code == 200
+    deadline = time.monotonic() + 60
+    while app.router.default._router is None:  # the warm-up thread imports them
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    print("after", any(getattr(r, "path", "") == "/models" for r in app.router.default.routes))
+"""
+
+
+def test_the_other_pages_import_only_after_the_first_answer(project: Settings) -> None:
+    # their imports (seconds of scipy and friends) must not compete with the first page
+    done = subprocess.run(
+        [sys.executable, "-c", _WARM_PROBE, str(project.project_dir)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stdout.split() == ["before", "False", "after", "True"], done.stdout + done.stderr
+
+
 def test_modelyard_ui_refuses_a_bad_port_and_warns_off_localhost(project: Settings) -> None:
     base = [sys.executable, "-m", "modelyard", "ui", "--project", str(project.project_dir)]
     bad = subprocess.run([*base, "--port", "70000"], check=False, capture_output=True, text=True)
