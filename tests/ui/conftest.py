@@ -194,7 +194,9 @@ def _artifact_folder(root: Path) -> Path:
     return folder
 
 
-def make_project(root: Path, db_url: str | None = None, *, model: bool = True) -> Settings:
+def make_project(
+    root: Path, db_url: str | None = None, *, model: bool = True, artifacts: str | None = None
+) -> Settings:
     """A project with experiments ``churn`` (three finished runs with a ``loss`` curve and
     ``auc``, inputs, artifacts of every previewed kind on the first, a pipeline-like
     parent with a step child that printed logs and, with ``model``, registered version 1
@@ -203,6 +205,8 @@ def make_project(root: Path, db_url: str | None = None, *, model: bool = True) -
     settings = load_settings(root, environ={})
     if db_url is not None:
         settings = msgspec.structs.replace(settings, db_url=db_url)
+    if artifacts is not None:  # an fsspec URL: an object store instead of a local folder
+        settings = msgspec.structs.replace(settings, artifacts=artifacts)
     train = pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": [0, 1, 0]})
     other = pd.DataFrame({"x": [1.0, 2.0, 4.0], "y": [0, 1, 1]})
     folder = _artifact_folder(root)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -230,6 +232,23 @@ def test_run_page_shows_child_runs_logs_and_produced_versions(
     step_html = http.get(f"/runs/{step.id}").text
     assert "fitting...\ndone" in step_html
     assert 'href="/models/churn/1"' in step_html
+
+
+def test_run_pages_read_artifacts_from_an_object_store(tmp_path: Path) -> None:
+    # artifacts behind an fsspec URL (memory:// in this process, as s3:// would be):
+    # previews, logs and raw artifacts come through the artifact store, not the disk
+    url = f"memory://ui-artifacts-{uuid.uuid4().hex}/project"
+    settings = make_project(tmp_path / "p", artifacts=url)
+    assert not (tmp_path / "p" / ".modelyard" / "artifacts").exists()
+    with TrackingClient(settings) as tracking:
+        runs = {r.name: r for r in tracking.search_runs(None)}
+    with TestClient(create_app(settings)) as client:
+        html = client.get(f"/runs/{runs['hgb-0'].id}").text
+        assert "trained on the march data" in html
+        assert html.count("first 3 of 3 rows") == 2  # CSV and Parquet heads
+        raw = client.get(f"/runs/{runs['hgb-0'].id}/artifacts/config.json")
+        assert raw.status_code == 200 and raw.json() == {"lr": 0.1, "layers": [64, 32]}
+        assert "fitting...\ndone" in client.get(f"/runs/{runs['train-step'].id}").text
 
 
 def test_raw_artifacts_are_sandboxed(http: TestClient, all_runs: list[Any]) -> None:
