@@ -69,8 +69,12 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium_path: str) -> Iterator[Browser]:
+    # per module, not per session: Playwright's sync API keeps an asyncio loop running
+    # in the main thread while it is open, and any later test calling asyncio.run() (the
+    # serving doctests run after tests/) would fail with "cannot be called from a running
+    # event loop"
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
             executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS
