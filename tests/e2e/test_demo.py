@@ -160,9 +160,11 @@ def test_demo_model_links_to_its_pipeline_and_its_point_in_time_data(
     assert online.status["carrier_delays:carrier_delay_mean_7d"].tolist() == [0, 2]
     assert online.status["weather:temp"].tolist() == [1, 1]
 
-    # lineage, backward from the production model: its step run, the pipeline's steps
-    # before it and the feature sources the training set read
-    tree = lineage_of(settings, "flights-delay@production").root
+    # lineage, backward from the model the pipeline registered (production until the
+    # closed loop's canary, which may promote a retrained version): its step run, the
+    # pipeline's steps before it and the feature sources the training set read
+    trained = summary["model"]["ref"]
+    tree = lineage_of(settings, trained).root
     nodes = list(tree.walk())
     assert [c.id for c in tree.children if c.kind == "step"] == [register_run]
     assert {n.label.split()[1] for n in nodes if n.kind == "step"} == set(STEPS)
@@ -177,10 +179,10 @@ def test_demo_model_links_to_its_pipeline_and_its_point_in_time_data(
 
     # the model is packaged, registered, optimized and serves in its fastest verified runtime
     with ModelRegistry(settings) as registry:
-        version = registry.get_version("flights-delay@production")
+        version = registry.get_version(trained)
         assert version.run_id == register_run
         assert summary["best"]["run_id"] == register_run
-        manifest = registry.manifest("flights-delay@production")
+        manifest = registry.manifest(trained)
         assert manifest.lineage.run_id == register_run
         assert manifest.metrics["auc"] == summary["best"]["auc"]
         serving = next(r for r in manifest.runtimes if r.name == manifest.serving_runtime)
@@ -190,7 +192,7 @@ def test_demo_model_links_to_its_pipeline_and_its_point_in_time_data(
         assert summary["model"]["serving_runtime"] == manifest.serving_runtime
         assert summary["model"]["ref"] == f"flights-delay/{version.version}"
         # the served model gives the native model's scores on the validation rows
-        loaded = registry.load("flights-delay@production")
+        loaded = registry.load(trained)
         valid = frame[cut][FEATURES].head(200)
         proba = loaded.scores(valid)
         assert proba.shape == (200, 2)
@@ -224,7 +226,7 @@ def test_demo_monitoring_fires_alerts_sees_no_skew_and_the_auc_drop(
     assert sorted(json.loads(line)["rule"] for line in hooked) == sorted(a["rule"] for a in opened)
     cli = [sys.executable, "-m", "modelyard.cli.app", "--project", str(project)]
     listed = subprocess.run(
-        [*cli, "monitor", "alerts", "flights-delay", "--json"],
+        [*cli, "monitor", "alerts", summary["model"]["ref"], "--json"],
         check=False,
         capture_output=True,
         text=True,
@@ -320,7 +322,9 @@ def test_demo_closes_the_loop_the_agent_retrains_gates_runs_a_canary_and_decides
     moves = [
         h
         for h in history
-        if h["action"] == "alias" and h["alias"] == "production" and h["version_to"] == candidate
+        if h["action"] in ("alias", "promote")
+        and h["alias"] == "production"
+        and h["version_to"] == candidate
     ]
     with ModelRegistry(settings) as registry:
         production = registry.get_version("flights-delay@production").version
