@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +19,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 
-from modelyard.errors import NotFoundError
+from modelyard.errors import InvalidInputError, NotFoundError
 from modelyard.ui.context import UiContext
 from modelyard.ui.security import CSRF_COOKIE, new_csrf_token, valid_csrf_token
 
@@ -141,3 +142,19 @@ def path_number(request: Request, key: str, largest: int, what: str) -> int:
     if value > largest:
         raise NotFoundError(f"No {what} {value}")
     return value
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    """An action's JSON object body (empty: ``{}``); InvalidInputError at ``body`` else."""
+    raw = await request.body()
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        raise InvalidInputError(
+            "Expected a JSON object as the request body, got text that is not JSON", loc="body"
+        ) from None
+    if not isinstance(body, dict):
+        raise InvalidInputError(
+            f"Expected a JSON object as the request body, got {type(body).__name__}", loc="body"
+        )
+    return body

@@ -8,7 +8,6 @@ command-line change.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -20,7 +19,7 @@ from modelyard.errors import InvalidInputError
 from modelyard.registry.client import ModelRegistry
 from modelyard.registry.refs import ModelRef, check_model_name
 from modelyard.ui.model_data import model_detail, models_index, version_detail
-from modelyard.ui.render import MAX_VERSION, context_of, path_number, render
+from modelyard.ui.render import MAX_VERSION, context_of, json_body, path_number, render
 from modelyard.ui.security import actor, require_action
 
 __all__ = ["NAV", "routes"]
@@ -59,21 +58,6 @@ def version_page(request: Request) -> Response:
     )
 
 
-async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    try:
-        body = json.loads(raw or b"{}")
-    except ValueError:
-        raise InvalidInputError(
-            "Expected a JSON object as the request body, got text that is not JSON", loc="body"
-        ) from None
-    if not isinstance(body, dict):
-        raise InvalidInputError(
-            f"Expected a JSON object as the request body, got {type(body).__name__}", loc="body"
-        )
-    return body
-
-
 def _text(body: dict[str, Any], key: str, *, required: bool) -> str | None:
     value = body.get(key)
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -101,7 +85,7 @@ async def move_alias(request: Request) -> Response:
     passing, fresh gate evidence (refused with 409 and why otherwise)."""
     who = actor(require_action(request))
     name = _name(request)
-    body = await _body(request)
+    body = await json_body(request)
     alias = _text(body, "alias", required=True) or ""
     version = _version(body)
     reason = _text(body, "reason", required=True)
@@ -134,7 +118,7 @@ async def rollback(request: Request) -> Response:
     """``{"alias", "reason"}``: the alias back to the version that held it before."""
     who = actor(require_action(request))
     name = _name(request)
-    body = await _body(request)
+    body = await json_body(request)
     alias = _text(body, "alias", required=True) or ""
     reason = _text(body, "reason", required=False)
     registry = _registry(request)
@@ -155,7 +139,7 @@ async def archive(request: Request) -> Response:
     who = actor(require_action(request))
     name = _name(request)
     version = path_number(request, "version", MAX_VERSION, f"version of {name}")
-    body = await _body(request)
+    body = await json_body(request)
     reason = _text(body, "reason", required=False)
     registry = _registry(request)
     done = await run_in_threadpool(

@@ -17,7 +17,6 @@ when the app starts.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -31,7 +30,7 @@ from modelyard.errors import InvalidInputError, NotFoundError
 from modelyard.registry.client import ModelRegistry
 from modelyard.registry.refs import check_model_name
 from modelyard.store.monitor_results import MonitorResults
-from modelyard.ui.render import MAX_ID, MAX_VERSION, context_of, path_number, render
+from modelyard.ui.render import MAX_ID, MAX_VERSION, context_of, json_body, path_number, render
 from modelyard.ui.security import actor, require_action
 
 __all__ = ["NAV", "REPORT_POLICY", "routes"]
@@ -42,9 +41,6 @@ REPORT_POLICY = (
     "sandbox allow-scripts; default-src 'none'; script-src 'unsafe-inline'; "
     "style-src 'unsafe-inline'; img-src data:"
 )
-
-
-_number = path_number
 
 
 def _results(request: Request) -> MonitorResults:
@@ -91,7 +87,7 @@ def version_page(request: Request) -> Response:
 
     ui = context_of(request)
     name = _name(request)
-    version = _number(request, "version", MAX_VERSION, f"version of {name}")
+    version = path_number(request, "version", MAX_VERSION, f"version of {name}")
     length, problem = _length(request)
     data = version_detail(_results(request), ActionStore(ui.db), name, version, length)
     if not data["lengths"] and not data["open"] and not data["resolved"]:
@@ -114,7 +110,7 @@ def report_page(request: Request) -> Response:
 
     ui = context_of(request)
     name = _name(request)
-    version = _number(request, "version", MAX_VERSION, f"version of {name}")
+    version = path_number(request, "version", MAX_VERSION, f"version of {name}")
     length, problem = _length(request)
     if problem is not None:
         raise InvalidInputError(problem, loc="window")
@@ -130,21 +126,6 @@ def report_page(request: Request) -> Response:
     )
 
 
-async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    try:
-        body = json.loads(raw or b"{}")
-    except ValueError:
-        raise InvalidInputError(
-            "Expected a JSON object as the request body, got text that is not JSON", loc="body"
-        ) from None
-    if not isinstance(body, dict):
-        raise InvalidInputError(
-            f"Expected a JSON object as the request body, got {type(body).__name__}", loc="body"
-        )
-    return body
-
-
 def _note(body: dict[str, Any], key: str) -> str:
     value = body.get(key, "")
     if value is None:
@@ -156,8 +137,8 @@ def _note(body: dict[str, Any], key: str) -> str:
 
 async def acknowledge_action(request: Request) -> Response:
     who = actor(require_action(request))
-    incident_id = _number(request, "incident", MAX_ID, "incident")
-    note = _note(await _body(request), "note")
+    incident_id = path_number(request, "incident", MAX_ID, "incident")
+    note = _note(await json_body(request), "note")
     incident = await run_in_threadpool(_results(request).acknowledge, incident_id, who, note)
     return JSONResponse(
         {"message": f"Incident {incident_id} acknowledged by {who}", "incident": incident.to_dict()}
@@ -168,7 +149,7 @@ async def approve_action(request: Request) -> Response:
     from modelyard.agent.loop import approve
 
     who = actor(require_action(request))
-    body = await _body(request)
+    body = await json_body(request)
     model = body.get("model")
     if not isinstance(model, str):
         raise InvalidInputError(f"Expected model as text, got {model!r}"[:200], loc="model")
