@@ -106,3 +106,35 @@ def online_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[obj
         if request.param == "redis":
             admin.flushdb()
             admin.close()
+
+
+RAY_ADDRESS = os.environ.get("MODELYARD_TEST_RAY_ADDRESS")
+
+
+@pytest.fixture(scope="session")
+def ray_address() -> Iterator[str]:
+    """The address of a real two-node Ray cluster on 127.0.0.1, one per test session.
+
+    ``MODELYARD_TEST_RAY_ADDRESS`` reuses a running cluster; otherwise this starts a head
+    and a second node (``tests/ray_cluster.py``) and stops both after the session.
+    Without ray installed the tests are skipped, unless services are required.
+    """
+    try:
+        import ray  # noqa: F401 - only to know whether the engine can run
+    except ImportError:
+        if REQUIRE:
+            pytest.fail("ray is not installed but services are required (pip install -e '.[dev]')")
+        pytest.skip("ray is not installed: pip install 'modelyard[ray]'")
+    if RAY_ADDRESS:
+        yield RAY_ADDRESS
+        return
+    from tests.ray_cluster import RayCluster
+
+    cluster = RayCluster().start()
+    try:
+        yield cluster.address
+    finally:
+        import ray
+
+        ray.shutdown()
+        cluster.stop()

@@ -486,6 +486,49 @@ class AgentSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
         return self.models.get(name) or AgentModelSettings()
 
 
+#: where heavy work runs: this machine's processes ("local") or a Ray cluster ("ray")
+Engine = Literal["local", "ray"]
+
+
+class RaySettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """How the ``ray`` engine reaches its cluster and what each task asks of it."""
+
+    #: the cluster to connect to (``ray://host:10001`` or ``host:6379``); None: the one
+    #: ``RAY_ADDRESS`` names, else a local cluster started for this process
+    address: str | None = None
+    #: CPUs each task reserves (pipeline steps may ask for more with ``@step(resources=...)``)
+    num_cpus: float = 1.0
+    #: memory each task reserves, in bytes; None: no reservation
+    memory: int | None = None
+    #: actors scoring batches for ``predict --engine ray``; None: one per CPU of the cluster
+    max_actors: int | None = None
+    #: the Ray namespace the project's named actors and jobs live in
+    namespace: str = "modelyard"
+
+    def __post_init__(self) -> None:
+        if self.address is not None and not self.address.strip():
+            raise InvalidInputError(
+                "Expected ray.address to be a cluster address (host:port or ray://host:port), "
+                "got an empty string",
+                loc="ray.address",
+            )
+        if not self.num_cpus > 0:
+            raise InvalidInputError(
+                f"Expected ray.num_cpus to be a number > 0, got {self.num_cpus!r}",
+                loc="ray.num_cpus",
+            )
+        if self.memory is not None and self.memory < 1:
+            raise InvalidInputError(
+                f"Expected ray.memory to be a number of bytes >= 1, got {self.memory!r}",
+                loc="ray.memory",
+            )
+        if self.max_actors is not None and self.max_actors < 1:
+            raise InvalidInputError(
+                f"Expected ray.max_actors to be an integer >= 1, got {self.max_actors!r}",
+                loc="ray.max_actors",
+            )
+
+
 class _FileConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The shape of ``modelyard.yaml``; every key is optional."""
 
@@ -501,6 +544,8 @@ class _FileConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     #: promotion gates per model name, validated by ``modelyard.gates.config`` when used
     gates: dict[str, Any] = msgspec.field(default_factory=dict)
     agent: AgentSettings = msgspec.field(default_factory=AgentSettings)
+    engine: Engine = "local"
+    ray: RaySettings = msgspec.field(default_factory=RaySettings)
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -519,6 +564,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     #: promotion gates per model name, validated by ``modelyard.gates.config`` when used
     gates: dict[str, Any] = msgspec.field(default_factory=dict)
     agent: AgentSettings = msgspec.field(default_factory=AgentSettings)
+    #: where heavy work runs by default (``--engine`` on a command overrides it)
+    engine: Engine = "local"
+    ray: RaySettings = msgspec.field(default_factory=RaySettings)
 
     def __repr__(self) -> str:
         return _masked_repr(self, db_url=redact_url, artifacts=redact_url)
@@ -664,7 +712,8 @@ def _read_file(path: Path) -> _FileConfig:
             "watch_interval_s, api_keys, batching, traffic}, "
             "pipelines.{modules, executor, max_workers}, "
             "gates.MODEL.{label, metric, eval, checks}, "
-            "agent.{interval, models.MODEL.{approve, cooldown, gate_window, against, canary}}"
+            "agent.{interval, models.MODEL.{approve, cooldown, gate_window, against, canary}}, "
+            "engine (local or ray), ray.{address, num_cpus, memory, max_actors, namespace}"
         ) from exc
 
 
@@ -709,4 +758,6 @@ def load_settings(
         pipelines=file.pipelines,
         gates=file.gates,
         agent=file.agent,
+        engine=file.engine,
+        ray=file.ray,
     )
