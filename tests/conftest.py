@@ -120,7 +120,7 @@ def ray_address() -> Iterator[str]:
     Without ray installed the tests are skipped, unless services are required.
     """
     try:
-        import ray  # noqa: F401 - only to know whether the engine can run
+        import ray  # only to know whether the engine can run
     except ImportError:
         if REQUIRE:
             pytest.fail("ray is not installed but services are required (pip install -e '.[dev]')")

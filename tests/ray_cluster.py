@@ -10,6 +10,7 @@ line names the cluster's temp folder.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -87,7 +88,7 @@ class RayCluster:
                 if len(alive) >= count:
                     return
                 last = f"{len(alive)} of {count} nodes alive"
-            except Exception as exc:  # noqa: BLE001 - not up yet: retry until the deadline
+            except Exception as exc:  # not up yet: retry until the deadline
                 last = exc
             time.sleep(0.5)
         raise RuntimeError(
@@ -127,10 +128,8 @@ class RayCluster:
     def stop(self) -> None:
         for proc in self._procs:
             if proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         for proc in self._procs:
             try:
                 proc.wait(timeout=3)
@@ -151,7 +150,5 @@ class RayCluster:
             except OSError:
                 continue
             if any(mark in cmdline for mark in marks):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(int(entry.name), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
