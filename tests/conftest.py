@@ -8,9 +8,11 @@ where a missing server is a failure.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -138,3 +140,104 @@ def ray_address() -> Iterator[str]:
 
         ray.shutdown()
         cluster.stop()
+
+
+S3_ENDPOINT = os.environ.get("MODELYARD_TEST_S3_ENDPOINT")
+# What s3fs (through botocore) reads: any credentials, a region, and the endpoint of the
+# S3-compatible server. us-east-1 is the region where CreateBucket needs no LocationConstraint.
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "modelyard-test",
+    "AWS_SECRET_ACCESS_KEY": "modelyard-test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of an S3-compatible server on 127.0.0.1 (moto's server mode), one per session.
+
+    ``MODELYARD_TEST_S3_ENDPOINT`` (set by ``make test`` / ``scripts/test.sh``) reuses a running
+    server; otherwise this starts one with ``scripts/s3.sh`` and stops it after the session.
+    """
+    if S3_ENDPOINT:
+        yield S3_ENDPOINT.rstrip("/")
+        return
+    import shutil
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "s3.sh"
+    if shutil.which("moto_server", path=str(Path(sys.executable).parent)) is None:
+        if REQUIRE:
+            pytest.fail("moto_server is not installed but services are required")
+        pytest.skip("no S3-compatible server: pip install 'moto[server]' or run `make test`")
+    state = tmp_path_factory.mktemp("s3-server")
+    env = {**os.environ, "PYTHON": sys.executable}
+    started = subprocess.run(
+        [str(script), "start", str(state)], env=env, capture_output=True, text=True, check=False
+    )
+    if started.returncode != 0:
+        pytest.fail(f"scripts/s3.sh start failed: {started.stderr.strip()}")
+    try:
+        yield started.stdout.strip()
+    finally:
+        subprocess.run([str(script), "stop", str(state)], env=env, check=False)
+
+
+@dataclass(frozen=True)
+class S3Artifacts:
+    """A fresh bucket on the test S3 server, as an artifact store's settings see it.
+
+    ``url`` is the artifact URL (``s3://bucket/prefix``); ``env`` the environment variables a
+    process (this one or a ``modelyard serve`` child) needs to reach it; ``storage_options``
+    the same as fsspec keyword arguments.
+    """
+
+    url: str
+    bucket: str
+    endpoint: str
+    env: dict[str, str]
+    storage_options: dict[str, object]
+
+
+@pytest.fixture
+def s3_artifacts(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Artifacts]:
+    """A fresh, empty bucket; its artifact URL, with the environment set for this process."""
+    import boto3
+
+    env = {**S3_CREDENTIALS, "AWS_ENDPOINT_URL_S3": s3_endpoint}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    bucket = f"t-{uuid.uuid4().hex[:20]}"
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name=env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+    if env["AWS_DEFAULT_REGION"] == "us-east-1":
+        s3.create_bucket(Bucket=bucket)
+    else:  # every other region needs its LocationConstraint
+        s3.create_bucket(
+            Bucket=bucket,
+            CreateBucketConfiguration={"LocationConstraint": env["AWS_DEFAULT_REGION"]},
+        )
+    options: dict[str, object] = {
+        "key": env["AWS_ACCESS_KEY_ID"],
+        "secret": env["AWS_SECRET_ACCESS_KEY"],
+        "client_kwargs": {"endpoint_url": s3_endpoint, "region_name": env["AWS_DEFAULT_REGION"]},
+    }
+    try:
+        yield S3Artifacts(f"s3://{bucket}/artifacts", bucket, s3_endpoint, env, options)
+    finally:
+        with contextlib.suppress(Exception):  # best effort: the server is in memory anyway
+            listed = s3.list_objects_v2(Bucket=bucket)
+            while listed.get("KeyCount", 0):
+                s3.delete_objects(
+                    Bucket=bucket,
+                    Delete={"Objects": [{"Key": o["Key"]} for o in listed["Contents"]]},
+                )
+                listed = s3.list_objects_v2(Bucket=bucket)
+            s3.delete_bucket(Bucket=bucket)
+        s3.close()
