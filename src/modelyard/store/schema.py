@@ -53,10 +53,12 @@ __all__ = [
     "run_tags",
     "runs",
     "step_cache",
+    "traffic_audit",
+    "traffic_policies",
 ]
 
 #: the newest Alembic revision; a store at this revision needs no migration
-HEAD_REVISION = "0008_agent"
+HEAD_REVISION = "0009_traffic"
 
 metadata = MetaData(
     naming_convention={
@@ -469,4 +471,33 @@ agent_leases = Table(
     Column("holder", String(255), nullable=False),  # host:pid:token
     Column("acquired_us", BigInteger, nullable=False),
     Column("expires_us", BigInteger, nullable=False),
+)
+
+# -- traffic (0009) --------------------------------------------------------------------
+# One traffic policy per served model (``TrafficSettings`` as JSON), shared by every
+# worker of every replica. ``version`` rises by one per change (compare-and-set: a write
+# names the version it read); each change has its audit row, old and new policy in JSON.
+
+traffic_policies = Table(
+    "traffic_policies",
+    metadata,
+    Column("model", String(255), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("policy", Text, nullable=False),  # JSON object (TrafficSettings)
+    Column("updated_at", BigInteger, nullable=False),
+    Column("updated_by", String(255), nullable=False),
+)
+
+traffic_audit = Table(
+    "traffic_audit",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("model", String(255), nullable=False),
+    Column("version", Integer, nullable=False),  # the policy version this change made
+    Column("policy_from", Text, nullable=True),  # JSON; NULL for the first stored policy
+    Column("policy_to", Text, nullable=False),  # JSON
+    Column("actor", String(255), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("at", BigInteger, nullable=False),
+    UniqueConstraint("model", "version"),
 )
