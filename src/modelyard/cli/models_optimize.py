@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import msgspec
@@ -12,7 +13,12 @@ from rich.table import Table
 from modelyard.cli.models import JsonOpt, app, registry_from
 from modelyard.cli.output import console, err_console, fmt_value, print_json
 from modelyard.models.manifest import Manifest, RuntimeResult, encode_manifest
-from modelyard.models.optimize import DEFAULT_ATOL, optimize_package, require_onnx_extra
+from modelyard.models.optimize import (
+    DEFAULT_ATOL,
+    optimize_package,
+    read_parity_rows,
+    require_onnx_extra,
+)
 
 __all__ = ["optimize"]
 
@@ -60,6 +66,14 @@ def optimize(
     trust: Annotated[
         bool, typer.Option("--trust", help="Load a package that holds Python code.")
     ] = False,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="Parquet or CSV file of input rows to check parity on (for a package without "
+            "held-out rows, such as an MLflow import; its input example is used otherwise).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Export REF to ONNX, check parity on its held-out rows, serve the fastest verified runtime.
@@ -70,14 +84,16 @@ def optimize(
     version = registry.get_version(ref)
     # a missing extra is an install to make (exit 2), never a table of failed exports
     require_onnx_extra(registry.manifest(version.ref).flavor)
+    rows = None if data is None else read_parity_rows(data)
     if as_json:
-        manifest = optimize_package(registry, version.ref, atol=atol, trust=trust)
+        manifest = optimize_package(registry, version.ref, data=rows, atol=atol, trust=trust)
     else:
         # on stderr: stdout holds only the result, so it can be piped
         with err_console.status(f"Optimizing {escape(version.ref)}...") as status:
             manifest = optimize_package(
                 registry,
                 version.ref,
+                data=rows,
                 atol=atol,
                 trust=trust,
                 progress=lambda message: status.update(f"{escape(version.ref)}: {escape(message)}"),

@@ -34,7 +34,13 @@ from modelyard.models.flavors.sklearn_trees import check_tree_structures
 from modelyard.models.flavors.xgboost import MODEL_CLASSES as XGBOOST_CLASSES
 from modelyard.models.signature import ColumnSpec, DType, Signature
 
-__all__ = ["MLMODEL_FILE", "SUPPORTED_FLAVORS", "import_mlflow_model", "signature_from_mlflow"]
+__all__ = [
+    "MLMODEL_FILE",
+    "SUPPORTED_FLAVORS",
+    "import_mlflow_model",
+    "read_input_example",
+    "signature_from_mlflow",
+]
 
 MLMODEL_FILE = "MLmodel"
 #: MLflow flavors read here, in the order they are looked for
@@ -226,3 +232,43 @@ def import_mlflow_model(
     if inputs:
         signature = signature_from_mlflow(inputs)
     return model, signature, flavor_for(model).name
+
+
+def read_input_example(path: str | Path) -> Any:
+    """The MLflow model's saved input example as a pandas frame, or None without one.
+
+    MLflow records it in ``MLmodel`` under ``saved_input_example_info`` (a JSON file in the
+    directory, ``pandas_orient`` ``split`` or ``records``, ``type: dataframe``). Another
+    kind of example (a tensor, a list of strings) has no columns: None.
+    """
+    import pandas as pd
+
+    root, mlmodel = _read_mlmodel(Path(path))
+    info = mlmodel.get("saved_input_example_info")
+    if not isinstance(info, dict) or info.get("type") != "dataframe":
+        return None
+    name = info.get("artifact_path")
+    loc = "saved_input_example_info.artifact_path"
+    if not isinstance(name, str) or not name:
+        raise InvalidInputError(f"Expected the input example's file name, got {name!r}", loc=loc)
+    file = (root / name).resolve()
+    if Path(name).is_absolute() or not file.is_relative_to(root.resolve()):
+        raise InvalidInputError(f"Expected an input example inside {root}, got {name!r}", loc=loc)
+    if not file.is_file():
+        raise NotFoundError(f"The MLflow model names {name!r} as its input example; no such file")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"{name} is not valid JSON: {exc}", loc=loc) from exc
+    orient = info.get("pandas_orient", "split")
+    try:
+        if orient == "split" and isinstance(data, dict):
+            return pd.DataFrame(data.get("data", []), columns=data.get("columns"))
+        if orient == "records" and isinstance(data, list):
+            return pd.DataFrame.from_records(data)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{name}: {exc}", loc=loc) from exc
+    raise InvalidInputError(
+        f"Expected a {orient!r}-oriented frame in {name}, got {type(data).__name__}",
+        loc="saved_input_example_info.pandas_orient",
+    )

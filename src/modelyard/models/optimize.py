@@ -47,6 +47,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import msgspec
@@ -54,7 +55,15 @@ import numpy as np
 
 from modelyard.errors import InvalidInputError, MissingExtraError, ModelError
 from modelyard.models.manifest import FileEntry, Manifest, RuntimeResult, encode_manifest
-from modelyard.models.package import PackagedModel, read_holdout, read_manifest
+from modelyard.models.mlflow_import import read_input_example
+from modelyard.models.package import (
+    HOLDOUT_FILE,
+    HOLDOUT_ROWS,
+    SCORE_PREFIX,
+    PackagedModel,
+    read_holdout,
+    read_manifest,
+)
 from modelyard.models.runtimes import (
     NUMERIC,
     Inputs,
@@ -80,6 +89,7 @@ __all__ = [
     "fastest",
     "measure_latency",
     "optimize_package",
+    "read_parity_rows",
     "require_onnx_extra",
     "call_times_ns",
     "one_thread",
@@ -94,6 +104,8 @@ DEFAULT_PRECISIONS: tuple[Precision, ...] = ("float32", "float64")
 #: timed calls per measurement (after a warm-up): enough for a stable median, few enough
 #: that a 12 ms native forest is measured in under a second
 LATENCY_REPEATS = (30, 5)
+#: supplied parity rows beyond this many are sampled (seed 0): parity runs every candidate
+PARITY_MAX_ROWS = 10_000
 #: onnxmltools caps the opset it writes tree ensembles with for XGBoost and LightGBM
 ONNXMLTOOLS_OPSET = 15
 
@@ -601,16 +613,95 @@ class PackageRegistry(Protocol):
     def set_package(self, ref: str, package_id: str, *, reason: str) -> object: ...
 
 
+def read_parity_rows(path: str | Path) -> Any:
+    """Rows of a Parquet or CSV file (``models optimize --data``) as a pandas frame."""
+    import pandas as pd
+
+    file = Path(path)
+    suffix = file.suffix.lower()
+    if suffix not in (".parquet", ".pq", ".csv"):
+        raise InvalidInputError(
+            f"Expected a Parquet (.parquet) or CSV (.csv) file of input rows, got {str(file)!r}",
+            loc="--data",
+        )
+    if not file.is_file():
+        raise InvalidInputError(
+            f"Expected a file of input rows, got no file at {file}", loc="--data"
+        )
+    try:
+        return pd.read_csv(file) if suffix == ".csv" else pd.read_parquet(file)
+    except Exception as exc:  # any reader failure is a bad file, named as such
+        raise InvalidInputError(f"Cannot read {file}: {_error_text(exc)}", loc="--data") from exc
+
+
+def _supplied_rows(signature: Signature, data: Any, where: str) -> Any:
+    """The signature's columns of ``data``, checked, at most ``PARITY_MAX_ROWS`` of them."""
+    import pandas as pd
+
+    if not isinstance(data, pd.DataFrame):
+        raise InvalidInputError(
+            f"Expected a pandas frame of input rows, got {type(data).__name__}", loc=where
+        )
+    present = [name for name in signature.names if name in set(map(str, data.columns))]
+    frame = data.set_axis([str(c) for c in data.columns], axis=1)[present]
+    if len(frame) == 0:
+        raise InvalidInputError(f"Expected at least one parity row, got none ({where})", loc=where)
+    try:
+        signature.check_frame(frame)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"The parity rows ({where}) do not fit the signature: {exc}",
+                                loc=where, problems=exc.problems) from exc  # fmt: skip
+    if len(frame) > PARITY_MAX_ROWS:
+        frame = frame.sample(PARITY_MAX_ROWS, random_state=0)
+    return frame[signature.names].reset_index(drop=True)
+
+
+def _parity_source(packaged: PackagedModel, data: Any) -> tuple[Any, str] | None:
+    """Rows supplied for parity: ``data``, else an imported MLflow model's input example."""
+    if data is not None:
+        return data, "--data"
+    imported = packaged.manifest.lineage.imported_from or ""
+    if packaged.manifest.holdout is None and imported.startswith("mlflow:"):
+        folder = Path(imported.removeprefix("mlflow:"))
+        if folder.is_dir():
+            example = read_input_example(folder)
+            if example is not None:
+                return example, f"the MLflow input example of {folder}"
+    return None
+
+
+def _holdout_entry(artifacts: ArtifactStore, frame: Any, scores: np.ndarray) -> FileEntry:
+    """Supplied rows stored as the package's held-out rows (what serving warms up on)."""
+    import io
+
+    held = frame.head(HOLDOUT_ROWS).copy()
+    width = scores.reshape(len(frame), -1)
+    for i in range(width.shape[1]):
+        held[f"{SCORE_PREFIX}{i}"] = width[: len(held), i]
+    buffer = io.BytesIO()
+    held.to_parquet(buffer, index=False)
+    stored = artifacts.put_bytes(buffer.getvalue())
+    return FileEntry(path=HOLDOUT_FILE, sha256=stored.sha256, size=stored.size)
+
+
 def optimize_package(
     registry: PackageRegistry,
     ref: str,
     *,
+    data: Any = None,
     atol: float = DEFAULT_ATOL,
     precisions: Sequence[Precision] = DEFAULT_PRECISIONS,
     trust: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> Manifest:
     """Measure every runtime of the version ``ref`` names and serve the fastest verified one.
+
+    Parity runs on ``data`` (a pandas frame of input rows: ``models optimize --data FILE``)
+    when given, else on the held-out rows stored with the package, else (a model imported
+    from MLflow) on the MLflow directory's saved input example; the native model scores the
+    supplied rows here. A package without held-out rows keeps the supplied rows (at most
+    ``HOLDOUT_ROWS``, with their native scores) as its held-out rows, so serving can warm
+    up on them and check parity again.
 
     Raises ``MissingExtraError`` (nothing written) when the onnx extra is not installed.
     Writes a new package (the same files, the passing ONNX graphs, the runtime table and
@@ -625,7 +716,28 @@ def optimize_package(
     packaged = registry.load_package(version.package_id, trust=trust)
     manifest = packaged.manifest
     signature = _signature(manifest)
-    frame, stored = read_holdout(registry.artifacts, manifest)
+    supplied = _parity_source(packaged, data)
+    new_holdout: FileEntry | None = None
+    if supplied is not None:
+        frame = _supplied_rows(signature, supplied[0], supplied[1])
+        try:
+            stored = np.asarray(packaged.flavor.scores(packaged.native, frame), dtype=np.float64)
+        except Exception as exc:  # the user's model on the user's rows: theirs to see
+            raise ModelError(
+                f"The native model failed on the parity rows ({supplied[1]}): {_error_text(exc)}"
+            ) from exc
+        stored = stored.reshape(len(frame), -1)
+        if manifest.holdout is None:
+            new_holdout = _holdout_entry(registry.artifacts, frame, stored)
+    elif manifest.holdout is None:
+        raise InvalidInputError(
+            "The package has no held-out rows to check parity on (it was logged without a "
+            "training frame, or imported); supply input rows with --data FILE (Parquet or "
+            "CSV), or data= in Python",
+            loc="data",
+        )
+    else:
+        frame, stored = read_holdout(registry.artifacts, manifest)
     holdout = build_inputs(signature, frame)
     evaluated = evaluate_runtimes(
         packaged.native,
@@ -639,6 +751,9 @@ def optimize_package(
     )
     replaced = {r.file for r in manifest.runtimes if r.file}
     files = [entry for entry in manifest.files if entry.path not in replaced]
+    if new_holdout is not None:
+        files = [entry for entry in files if entry.path != HOLDOUT_FILE] + [new_holdout]
+        manifest = msgspec.structs.replace(manifest, holdout=HOLDOUT_FILE)
     for candidate in evaluated:
         result = candidate.result
         if candidate.onnx is not None and result.status == "ok" and result.file:
@@ -649,8 +764,8 @@ def optimize_package(
     results = [candidate.result for candidate in evaluated]
     serving = fastest(results)
     new = msgspec.structs.replace(manifest, files=files, runtimes=results, serving_runtime=serving)
-    data, package_id = encode_manifest(new)
-    written = registry.artifacts.put_bytes(data)
+    data_bytes, package_id = encode_manifest(new)
+    written = registry.artifacts.put_bytes(data_bytes)
     if written.sha256 != package_id:  # pragma: no cover - the store addresses by sha256
         raise ModelError(f"The artifact store stored the manifest as {written.sha256}")
     registry.record_package(package_id, new)
