@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -74,6 +75,7 @@ from modelyard.store.predlog import (
     PredictionRecord,
     find_records,
 )
+from modelyard.store.predlog.shipping import shipped_log
 from modelyard.version import __version__
 
 __all__ = ["app_from_env", "create_app"]
@@ -116,8 +118,22 @@ def _client_id(value: str | None, loc: str) -> str | None:
     return value or None
 
 
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(_ENCODER.encode(data), status_code=status, media_type=JSON)
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(_ENCODER.encode(data), status_code=status, media_type=JSON, headers=headers)
+
+
+def _if_match(header: str | None) -> int | None:
+    """The policy version an ``If-Match`` header names (``"3"`` or ``3``); None without one."""
+    if header is None:
+        return None
+    text = header.strip().removeprefix("W/").strip('"')
+    if not text.isdigit():
+        raise InvalidInputError(
+            f"Expected If-Match to be a traffic policy version (a whole number >= 0, as "
+            f"the ETag of GET), got {header[:40]!r}",
+            loc="If-Match",
+        )
+    return int(text)
 
 
 def _error(exc: ModelyardError, protocol: Protocol, request_id: str | None) -> Response:
@@ -200,8 +216,12 @@ class Server:
         return deployment, served
 
     def _auth(self, request: Request, scope: str) -> None:
+        self._auth_name(request, scope)
+
+    def _auth_name(self, request: Request, scope: str) -> str | None:
+        """The name of the request's key allowed ``scope`` (None: open); 401/403 else."""
         header = request.headers.get("authorization") or request.headers.get("x-api-key")
-        self.state.keys.check(header, scope)
+        return self.state.keys.check(header, scope)
 
     def _sticky(self, deployment: Deployment, request: Request, decoded: DecodedRequest) -> Any:
         key = deployment.policy.sticky_key
@@ -687,7 +707,8 @@ class Server:
         """Labels per matched record, labels for unknown ids, unknown and ambiguous ids."""
         ids = {item.request_id for item in items}
         found = self.state.log.recent.complete(ids)  # record ids this worker made: no scan
-        found |= find_records(self.state.log.root, ids - found.keys())
+        shipped = shipped_log(self.state.settings)  # other replicas' records too
+        found |= find_records(self.state.log.root, ids - found.keys(), shipped)
         problems = ProblemList()
         matched: list[FeedbackRecord] = []
         unmatched: list[FeedbackRecord] = []
@@ -771,23 +792,45 @@ class Server:
         return _json({"changes": changes})
 
     async def admin_traffic(self, request: Request) -> Response:
+        """GET: the policy served now, its stored version in ``ETag``. PUT: store a new
+        one for every replica (``If-Match: VERSION`` for compare-and-set, 409 when it
+        moved; ``?reason=`` goes to the audit trail, the API key's name is the actor)."""
         try:
-            self._auth(request, "admin")
+            key = self._auth_name(request, "admin")
             deployment = self._deployment(request.path_params["name"])
             if request.method == "GET":
-                return _json(msgspec.to_builtins(deployment.policy))
+                return _json(
+                    msgspec.to_builtins(deployment.policy),
+                    headers={"ETag": f'"{self.state.policy_version(deployment.name)}"'},
+                )
+            expected = _if_match(request.headers.get("if-match"))
             body = await _body(request, 64 * 1024, self.limits.body_timeout_s)
             raw = decode_json(body)
             try:
                 policy = msgspec.convert(raw, type=TrafficSettings)
             except msgspec.ValidationError as exc:
                 raise InvalidInputError(f"Bad traffic policy: {exc}") from exc
-            await asyncio.to_thread(self.state.check_policy, deployment.name, policy)
-            self.state.set_traffic(deployment.name, policy)
+            stored = await asyncio.to_thread(
+                functools.partial(
+                    self.state.set_traffic,
+                    deployment.name,
+                    policy,
+                    actor=f"api:{key}" if key else "api",
+                    reason=request.query_params.get("reason"),
+                    expected_version=expected,
+                )
+            )
             changes = await self.state.refresh()
         except ModelyardError as exc:
             return _error(exc, "v1", None)
-        return _json({"policy": msgspec.to_builtins(policy), "changes": changes})
+        return _json(
+            {
+                "policy": msgspec.to_builtins(stored.policy),
+                "version": stored.version,
+                "changes": changes,
+            },
+            headers={"ETag": f'"{stored.version}"'},
+        )
 
 
 def create_app(
@@ -807,7 +850,9 @@ def create_app(
         await state.start()
         interval = settings.serving.compact_interval_s
         compactor = (
-            asyncio.get_running_loop().create_task(compact_periodically(state.log, interval))
+            asyncio.get_running_loop().create_task(
+                compact_periodically(state.log, interval, settings)
+            )
             if interval > 0
             else None
         )

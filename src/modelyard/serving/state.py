@@ -2,20 +2,23 @@
 
 Built once per worker process by the app factory and handed to every route; the only
 thing that changes while serving is which loaded version each deployment slot points
-at (swapped by ``refresh``) and its traffic policy (from the admin API or the traffic
-file that every worker re-reads).
+at (swapped by ``refresh``) and its traffic policy (kept in the metadata store,
+:mod:`modelyard.registry.traffic`, and watched by every worker of every replica: each
+``serving.watch_interval_s`` one indexed query reads the policy versions of the served
+models, and a policy is read again only when its version moved).
 
 A traffic policy is checked before it is used (``check_policy``): every alias it names
 must be held by a version, and the canary and shadow must take every request the
 primary takes (``signatures.differences``). The admin API refuses a bad one (422); a
-saved one that has gone bad since (an alias removed) is ignored with one log line, and
-the model is served as the command line and ``modelyard.yaml`` say.
+stored one that has gone bad since (an alias removed) is ignored with one log line, and
+the model is served as the command line and ``modelyard.yaml`` say. On its first start a
+server moves the policies of the old one-host file (``.modelyard/traffic.json``) into
+the store, once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -27,18 +30,16 @@ from typing import Any
 import msgspec
 
 from modelyard.config import Settings, TrafficSettings
-from modelyard.errors import InvalidInputError, ModelyardError, NotFoundError
+from modelyard.errors import ConflictError, InvalidInputError, ModelyardError, NotFoundError
 from modelyard.features.definitions import FeatureView, OnDemandFeatureView
 from modelyard.features.online.retrieval import OnlineFeatures, get_online_features
 from modelyard.features.store import FeatureStore
-from modelyard.models.signature import Signature
 from modelyard.registry.client import ModelRegistry
-from modelyard.registry.entities import ModelVersion
+from modelyard.registry.traffic import StoredPolicy, TrafficPolicies, legacy_traffic_file
 from modelyard.serving.auth import ApiKeys
 from modelyard.serving.deployments import Deployment, parse_target
 from modelyard.serving.loaded import LoadedModel
 from modelyard.serving.metrics import ServerMetrics
-from modelyard.serving.signatures import differences
 from modelyard.store.monitor_results import MonitorResults
 from modelyard.store.predlog import PredictionLog
 
@@ -48,8 +49,9 @@ logger = logging.getLogger("modelyard.serving")
 
 
 def traffic_file(settings: Settings) -> Path:
-    """Where admin traffic changes are kept, so every worker (and a restart) sees them."""
-    return settings.project_dir / ".modelyard" / "traffic.json"
+    """Where servers before the traffic store kept admin traffic changes; migrated into
+    the store on the first start (see :mod:`modelyard.registry.traffic`)."""
+    return legacy_traffic_file(settings)
 
 
 def primary_ref(settings: Settings, target: str) -> str:
@@ -122,7 +124,9 @@ class ServerState:
     features: FeatureLookup
     deployments: dict[str, Deployment] = field(default_factory=dict)
     trust: bool = False
-    _traffic_mtime: float = -1.0
+    #: the stored policy version each served model was last read at
+    _policy_versions: dict[str, int] = field(default_factory=dict)
+    _policies: TrafficPolicies | None = None
     _drift_exported: dict[tuple[str, int], int] = field(default_factory=dict)
     _loaded: set[tuple[str, str, str]] = field(default_factory=set)
     _watch: asyncio.Task[None] | None = None
@@ -175,6 +179,7 @@ class ServerState:
             self.deployments[name] = Deployment(
                 name, self._policy(name, alias), pinned_version=version
             )
+        await asyncio.to_thread(self._migrate_traffic_file)
         await asyncio.to_thread(self._read_traffic)
         try:
             await asyncio.to_thread(self.features.load)
@@ -254,106 +259,98 @@ class ServerState:
 
     # -- traffic -------------------------------------------------------------------------
 
+    @property
+    def policies(self) -> TrafficPolicies:
+        """The traffic store (the registry's metadata database)."""
+        if self._policies is None:
+            self._policies = TrafficPolicies(self.registry)
+        return self._policies
+
+    def _migrate_traffic_file(self) -> None:
+        """Move the old one-host ``traffic.json`` into the store (once; the store wins)."""
+        try:
+            self.policies.migrate_file(actor=f"modelyard serve ({self._replica()})")
+        except ModelyardError as exc:
+            logger.error("The old traffic file was not migrated: %s", exc)
+
+    def _replica(self) -> str:
+        replica = getattr(self.settings.serving, "replica_id", None)
+        return str(replica) if replica else os.uname().nodename
+
+    def policy_version(self, name: str) -> int:
+        """The stored policy version ``name`` is served by (0: none stored)."""
+        return self._policy_versions.get(name, 0)
+
     def _read_traffic(self) -> None:
-        path = traffic_file(self.settings)
-        try:
-            mtime = path.stat().st_mtime
-        except FileNotFoundError:
-            return
-        if mtime == self._traffic_mtime:
-            return
-        self._traffic_mtime = mtime
-        try:
-            raw = json.loads(path.read_text())
-            saved = {
-                name: msgspec.convert(policy, TrafficSettings)
-                for name, policy in raw.items()
-                if name in self.deployments
-            }
-        except (ValueError, msgspec.ValidationError, InvalidInputError) as exc:
-            logger.error("Ignoring %s: %s", path, exc)
-            return
-        for name, policy in saved.items():
-            deployment = self.deployments[name]
-            if policy == deployment.policy:
+        """Apply each served model's stored policy whose version moved since the last look."""
+        versions = self.policies.versions(self.deployments)
+        for name, version in versions.items():
+            if self._policy_versions.get(name) == version:
                 continue
-            try:
-                self.check_policy(name, policy)
-            except (InvalidInputError, NotFoundError) as exc:
-                logger.error(
-                    "Ignoring the saved traffic policy of %s in %s (%s); serving %s as "
-                    "configured: primary %s, canary %s, shadow %s",
-                    name,
-                    path,
-                    exc,
-                    name,
-                    deployment.pinned_version or deployment.policy.primary,
-                    deployment.policy.canary,
-                    deployment.policy.shadow,
-                )
+            stored = self.policies.get_policy(name)
+            if stored is None:  # pragma: no cover - policies are never deleted
                 continue
-            deployment.policy = policy
+            self._policy_versions[name] = stored.version
+            self._apply(stored)
 
-    def _version(self, name: str, field: str, alias: str) -> ModelVersion:
+    def _apply(self, stored: StoredPolicy) -> None:
+        deployment = self.deployments[stored.model]
+        if stored.policy == deployment.policy:
+            return
         try:
-            return self.registry.get_version(f"{name}@{alias}")
-        except NotFoundError:
-            held = sorted(a for v in self.registry.list_versions(name) for a in v.aliases)
-            raise InvalidInputError(
-                f"No version of {name!r} holds the alias {alias!r} named as {field}; "
-                f"its aliases: {', '.join(held) or 'none'}",
-                loc=field,
-            ) from None
-
-    def _signature(self, found: ModelVersion, field: str) -> Signature:
-        signature = self.registry.manifest(found.ref).signature
-        if signature is None:
-            raise InvalidInputError(
-                f"{found.ref} (the {field}) has no input signature, so it cannot be served",
-                loc=field,
+            self.check_policy(stored.model, stored.policy)
+        except (InvalidInputError, NotFoundError) as exc:
+            logger.error(
+                "Ignoring the saved traffic policy of %s (version %d in the traffic store, "
+                "set by %s) (%s); serving %s as configured: primary %s, canary %s, shadow %s",
+                stored.model,
+                stored.version,
+                stored.updated_by,
+                exc,
+                stored.model,
+                deployment.pinned_version or deployment.policy.primary,
+                deployment.policy.canary,
+                deployment.policy.shadow,
             )
-        return signature
+            return
+        deployment.policy = stored.policy
 
     def check_policy(self, name: str, policy: TrafficSettings) -> None:
         """Refuse ``policy`` for ``name`` unless every alias it names exists and every
         version it routes to takes the same requests; the error names the difference."""
         deployment = self.deployments[name]
-        if deployment.pinned_version is not None:
-            primary = self.registry.get_version(f"{name}/{deployment.pinned_version}")
-        else:
-            primary = self._version(name, "primary", policy.primary)
-        base: Signature | None = None
-        strict = self.settings.serving.value_checks == "reject"
-        for part, alias in (("canary", policy.canary), ("shadow", policy.shadow)):
-            if alias is None:
-                continue
-            other = self._version(name, part, alias)
-            if other.version == primary.version:
-                continue
-            base = base or self._signature(primary, "primary")
-            found = differences(base, self._signature(other, part), strict_values=strict)
-            if found:
-                raise InvalidInputError(
-                    f"{other.ref} ({alias!r}) cannot be the {part}: it cannot take every "
-                    f"request the primary {primary.ref} takes: {'; '.join(found)}",
-                    loc=part,
-                )
+        self.policies.validate(name, policy, pinned_version=deployment.pinned_version)
 
-    def set_traffic(self, name: str, policy: TrafficSettings) -> None:
-        """Apply ``policy`` here and write it where every worker will pick it up."""
-        self.deployments[name].policy = policy
-        path = traffic_file(self.settings)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        current: dict[str, Any] = {}
-        if path.is_file():
-            try:
-                current = json.loads(path.read_text())
-            except ValueError:
-                current = {}
-        current[name] = msgspec.to_builtins(policy)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(current, indent=2, sort_keys=True))
-        os.replace(tmp, path)
+    def set_traffic(
+        self,
+        name: str,
+        policy: TrafficSettings,
+        *,
+        actor: str | None = None,
+        reason: str | None = None,
+        expected_version: int | None = None,
+    ) -> StoredPolicy:
+        """Check ``policy``, store it (compare-and-set on ``expected_version``) where every
+        worker of every replica picks it up, and apply it here; run off the event loop.
+
+        ConflictError when the stored policy is no longer at ``expected_version``.
+        """
+        deployment = self.deployments[name]
+        try:
+            stored = self.policies.set_policy(
+                name,
+                policy,
+                actor,
+                reason,
+                expected_version,
+                pinned_version=deployment.pinned_version,
+            )
+        except ConflictError:
+            self._read_traffic()  # serve what won meanwhile
+            raise
+        self._policy_versions[name] = stored.version
+        deployment.policy = stored.policy
+        return stored
 
     # -- shutdown ------------------------------------------------------------------------
 
