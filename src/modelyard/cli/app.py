@@ -54,6 +54,7 @@ _GROUPS: dict[str, tuple[str, ...]] = {
 _COMMANDS: dict[str, tuple[str, str]] = {
     "lineage": ("modelyard.cli.lineage", "lineage"),
     "serve": ("modelyard.cli.serve", "serve"),
+    "predict": ("modelyard.cli.predict", "predict"),
     "gc": ("modelyard.cli.gc", "gc"),
     "gate": ("modelyard.cli.gate", "gate"),
     "ui": ("modelyard.cli.ui", "ui"),

@@ -1,8 +1,9 @@
 """Time windows over the prediction log: what each window's rows were, and their labels.
 
 The log is read through DuckDB (``modelyard.store.predlog.connect``), records not yet
-compacted included, for one model version and the routes that answered (``primary``
-and ``canary``; a ``shadow`` version's records are its own, read by asking for it).
+compacted included, for one model version and the routes that answered (``primary``,
+``canary`` and ``batch`` scoring logged by ``modelyard predict --log``; a ``shadow``
+version's records are its own, read by asking for it).
 Windows are aligned on multiples of their length from Monday 2000-01-03 00:00 UTC, so a
 ``1d`` window is a UTC day and a ``1w`` window a Monday-to-Monday week, whichever range
 is asked for; a window that holds no row is skipped.
@@ -111,7 +112,7 @@ def read_log(
     until: datetime | None = None,
     labels: bool = False,
     features: bool = False,
-    routes: Sequence[str] = ("primary", "canary"),
+    routes: Sequence[str] = ("primary", "canary", "batch"),
     columns: Sequence[str] = (),
 ) -> pa.Table:
     """The logged rows of ``model`` v``version``, oldest first.

@@ -39,7 +39,8 @@ __all__ = [
     "encode_prediction",
 ]
 
-ROUTES = ("primary", "canary", "shadow")
+#: ``batch``: rows scored by ``modelyard predict --log`` (not a served request)
+ROUTES = ("primary", "canary", "shadow", "batch")
 #: the longest client request id kept (v2 ``id``, ``X-Request-ID``); longer ones are refused
 MAX_CLIENT_ID = 256
 #: the longest model name, protocol or error type an error record keeps
@@ -68,7 +69,7 @@ class PredictionRecord(msgspec.Struct, kw_only=True, frozen=True):
     outputs: dict[str, list[Any]]
     latency_us: int
     features: dict[str, list[Any]] | None = None
-    route: str = "primary"  # "primary" | "canary" | "shadow"
+    route: str = "primary"  # "primary" | "canary" | "shadow" | "batch"
     record_id: str = ""
 
     @property

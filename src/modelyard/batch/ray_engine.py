@@ -1,0 +1,148 @@
+"""The ``ray`` engine of batch scoring: Ray Data with a pool of scoring actors.
+
+The files are read by Ray Data (``read_parquet`` / ``read_csv`` with the same text
+conversion as the local engine, ``include_paths`` so each row knows its file), scored by
+``map_batches`` on an actor pool (each actor loads and verifies the model once, with its
+native thread pools limited to the CPUs it reserved; onnxruntime runs one thread per
+call as in serving) and streamed back to the driver in input order
+(``preserve_order``), which writes the predictions, the rejects and the log exactly as
+the local engine does. Settings reach the actors through
+:func:`modelyard.engine.ship_settings`, never with their secrets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from threadpoolctl import threadpool_limits
+
+from modelyard.batch.inputs import InputFile, csv_convert_options
+from modelyard.batch.scoring import BatchScorer
+from modelyard.config import Settings
+from modelyard.engine import (
+    ShippedSettings,
+    connect_ray,
+    import_ray,
+    ship_settings,
+    task_options,
+    unship_settings,
+)
+from modelyard.errors import InvalidInputError
+
+__all__ = ["PATH_COLUMN", "RayBatchScorer", "score_on_ray"]
+
+#: the column Ray Data's ``include_paths`` adds
+PATH_COLUMN = "path"
+
+
+class RayBatchScorer:
+    """One actor of the pool: the model loaded once, batches scored with their file paths."""
+
+    def __init__(self, shipped: ShippedSettings, threads: int, **scorer_args: Any) -> None:
+        threadpool_limits(limits=max(1, threads))  # the CPUs this actor reserved
+        self.scorer = BatchScorer(unship_settings(shipped), **scorer_args)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        paths = batch.column(PATH_COLUMN)
+        scored = self.scorer(batch.drop_columns([PATH_COLUMN]))
+        return scored.append_column(PATH_COLUMN, paths)
+
+
+def _actors(settings: Settings, workers: int | None) -> int:
+    if workers is not None:
+        return workers
+    if settings.ray.max_actors is not None:
+        return settings.ray.max_actors
+    ray = import_ray()
+    cpus = float(ray.cluster_resources().get("CPU", 1.0))
+    return max(1, int(cpus // settings.ray.num_cpus))
+
+
+def _dataset(files: Sequence[InputFile], columns: Sequence[str]) -> Any:
+    """One Ray dataset over the files, in their order (runs of one format unioned)."""
+    ray = import_ray()
+    parts: list[Any] = []
+    run: list[InputFile] = []
+
+    def flush() -> None:
+        if not run:
+            return
+        paths = [str(f.path.resolve()) for f in run]
+        if run[0].kind == "parquet":
+            parts.append(ray.data.read_parquet(paths, columns=list(columns), include_paths=True))
+        else:
+            header = list(dict.fromkeys(c for f in run for c in f.columns))
+            convert = csv_convert_options(header)
+            convert.include_columns = list(columns)
+            parts.append(ray.data.read_csv(paths, convert_options=convert, include_paths=True))
+        run.clear()
+
+    for item in files:
+        if run and run[0].kind != item.kind:
+            flush()
+        run.append(item)
+    flush()
+    dataset = parts[0]
+    return dataset.union(*parts[1:]) if len(parts) > 1 else dataset
+
+
+def _split_by_path(table: pa.Table, names: dict[str, str]) -> Iterator[tuple[str, pa.Table]]:
+    """Consecutive rows of one file, named as the caller named the file."""
+    paths = table.column(PATH_COLUMN)
+    table = table.drop_columns([PATH_COLUMN])
+    if table.num_rows == 0:
+        return
+    values = paths.to_pylist()
+    start = 0
+    for i in range(1, len(values) + 1):
+        if i == len(values) or values[i] != values[start]:
+            raw = str(values[start])
+            yield (
+                names.get(raw, names.get(str(Path(raw).resolve()), raw)),
+                table.slice(start, i - start),
+            )
+            start = i
+
+
+def score_on_ray(
+    settings: Settings,
+    files: Sequence[InputFile],
+    columns: Sequence[str],
+    scorer_args: dict[str, Any],
+    batch_rows: int,
+    workers: int | None,
+) -> Iterator[tuple[str, pa.Table]]:
+    """``(file, scored table)`` in input order, scored by an actor pool on the cluster."""
+    for item in files:
+        if PATH_COLUMN in item.columns:
+            raise InvalidInputError(
+                f"{item.path} has a column {PATH_COLUMN!r}, which Ray Data uses for the "
+                "file of each row: rename it, or use --engine local",
+                loc="--engine",
+            )
+    connect_ray(settings)
+    ray = import_ray()
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True
+    context.enable_progress_bars = False
+    options = task_options(settings)
+    threads = int(max(1.0, float(options.get("num_cpus", 1.0))))
+    names = {str(f.path.resolve()): str(f.path) for f in files}
+    scored = _dataset(files, columns).map_batches(
+        RayBatchScorer,
+        fn_constructor_kwargs={
+            "shipped": ship_settings(settings),
+            "threads": threads,
+            **scorer_args,
+        },
+        batch_size=batch_rows,
+        batch_format="pyarrow",
+        concurrency=_actors(settings, workers),
+        zero_copy_batch=True,
+        **options,
+    )
+    for table in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
+        yield from _split_by_path(table, names)
