@@ -20,6 +20,7 @@ from modelyard.errors import (
 from modelyard.version import __version__
 
 if TYPE_CHECKING:
+    from modelyard.batch import BatchResult, predict_batch
     from modelyard.models.flavors.custom import PythonModel
     from modelyard.pipelines import pipeline, step
     from modelyard.pipelines.tuning import tune
@@ -67,6 +68,8 @@ _LAZY = {
     "pipeline": "modelyard.pipelines",
     "step": "modelyard.pipelines",
     "tune": "modelyard.pipelines.tuning",  # optuna
+    "BatchResult": "modelyard.batch",
+    "predict_batch": "modelyard.batch",  # pyarrow, the registry
 }
 
 
@@ -85,6 +88,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "ActiveRun",
+    "BatchResult",
     "ConflictError",
     "InvalidInputError",
     "LoggedModel",
@@ -114,6 +118,7 @@ __all__ = [
     "log_param",
     "log_params",
     "pipeline",
+    "predict_batch",
     "search_runs",
     "set_client",
     "set_tag",
