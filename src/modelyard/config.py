@@ -124,8 +124,9 @@ class FeaturesSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
             )
 
 
-#: where a pipeline's steps run: a local process pool or one after another in this process
-PipelineExecutor = Literal["local", "inline"]
+#: where a pipeline's steps run: a local process pool, one after another in this process,
+#: or Ray tasks on a cluster
+PipelineExecutor = Literal["local", "inline", "ray"]
 
 
 class PipelinesSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -134,8 +135,9 @@ class PipelinesSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
     #: python modules (``pipelines``) or ``.py`` paths, relative to the project folder;
     #: None: ``pipelines.py`` of the project folder when it exists
     modules: tuple[str, ...] | None = None
-    #: "local" (a pool of processes) or "inline" (one after another, for debugging)
-    executor: PipelineExecutor = "local"
+    #: "local" (a pool of processes), "inline" (one after another, for debugging) or
+    #: "ray" (Ray tasks); None: the project's ``engine`` ("local" or "ray")
+    executor: PipelineExecutor | None = None
     #: the most steps that run at once with the local executor; None: min(4, cpu count)
     max_workers: int | None = None
 
@@ -573,6 +575,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     def __rich_repr__(self) -> list[Any]:
         return _masked_fields(self, db_url=redact_url, artifacts=redact_url)
+
+    @property
+    def pipeline_executor(self) -> PipelineExecutor:
+        """``pipelines.executor``, else the project's ``engine``."""
+        return self.pipelines.executor or self.engine
 
     @property
     def prediction_log_dir(self) -> Path:

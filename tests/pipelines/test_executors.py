@@ -70,9 +70,9 @@ def test_executor_names_and_workers_are_checked() -> None:
     assert isinstance(make_executor("inline"), InlineExecutor)
     assert make_executor("local", 3).max_workers == 3  # type: ignore[attr-defined]
     with pytest.raises(
-        InvalidInputError, match="Expected an executor \\(local, inline\\), got 'ray'"
+        InvalidInputError, match=r"Expected an executor \(local, inline, ray\), got 'spark'"
     ):
-        make_executor("ray")
+        make_executor("spark")
     with pytest.raises(InvalidInputError, match="or an object with name, submit"):
         make_executor(object())  # type: ignore[arg-type]
     for bad in (0, -1, True, 1.5):

@@ -67,6 +67,7 @@ _STYLE = {
 class Engine(StrEnum):
     local = "local"
     inline = "inline"
+    ray = "ray"
 
 
 class GraphFormat(StrEnum):
@@ -506,7 +507,10 @@ def run(
     engine: Annotated[
         Engine | None,
         typer.Option(
-            "--engine", help="local (a process pool) or inline (in this process, one by one)."
+            "--engine",
+            help="local (a process pool), inline (in this process, one by one) or ray (each "
+            "step a Ray task on the cluster of ray.address). Default: pipelines.executor, "
+            "else the project's engine.",
         ),
     ] = None,
     max_workers: Annotated[

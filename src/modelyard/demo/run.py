@@ -176,7 +176,7 @@ def _run_summary(run: PipelineRun, seconds: float) -> dict[str, Any]:
 def _train(settings: Settings, console: Console) -> tuple[dict[str, Any], list[PipelineRun], Path]:
     """Run the training pipeline three times; what happened, the runs and the file."""
     path, own = write_pipelines(settings.project_dir)
-    where = f"executor {settings.pipelines.executor}"
+    where = f"executor {settings.pipeline_executor}"
     if own:
         console.print(f"Training pipeline {PIPELINE}: {path} ({where})")
     else:
@@ -189,7 +189,7 @@ def _train(settings: Settings, console: Console) -> tuple[dict[str, Any], list[P
     # (skops, which the model outputs are stored with: seconds to import) they all share
     with contextlib.suppress(ImportError):  # without it the model step says what to install
         importlib.import_module("skops.io")
-    executor = make_executor(settings.pipelines.executor, settings.pipelines.max_workers)
+    executor = make_executor(settings.pipeline_executor, settings.pipelines.max_workers)
     try:
         first, first_s = _run(
             flights, {}, settings, executor, console, "Run 1: the pipeline as written"

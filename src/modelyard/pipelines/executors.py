@@ -33,7 +33,7 @@ import traceback
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -43,7 +43,7 @@ from modelyard.models.flavors.base import LoadOptions
 from modelyard.pipelines.context import RecordedInput, StepContext, step_context
 from modelyard.pipelines.graph import OutputSpec
 from modelyard.pipelines.materializers import StoredOutput, load_output, save_output
-from modelyard.pipelines.steps import Step
+from modelyard.pipelines.steps import Step, StepResources
 from modelyard.store.database import Database
 from modelyard.tracking.client import ActiveRun, TrackingClient
 from modelyard.tracking.fluent import use_run
@@ -78,6 +78,8 @@ class StepTask:
     pipeline_run_id: str
     experiment: str
     settings: Settings
+    #: what the step reserves on a Ray cluster (``@step(num_cpus=...)``)
+    resources: StepResources = field(default_factory=StepResources)
 
 
 def model_load_options(settings: Settings) -> LoadOptions:
@@ -467,19 +469,25 @@ class ProcessExecutor:
             self._pool = None
 
 
+#: executors made by name beyond "local" and "inline": ``modelyard.pipelines.ray_executor``
+#: adds "ray" (imported with ``modelyard.pipelines``; it imports ray only when used)
+NAMED_EXECUTORS: dict[str, Callable[[int | None], Executor]] = {}
+
+
 def make_executor(kind: str | Executor, max_workers: int | None = None) -> Executor:
-    """The executor named ``kind`` ("local" or "inline"), or ``kind`` itself."""
+    """The executor named ``kind`` ("local", "inline" or "ray"), or ``kind`` itself."""
+    names = ", ".join(("local", "inline", *NAMED_EXECUTORS))
     if isinstance(kind, str):
         if kind == "local":
             return ProcessExecutor(max_workers)
         if kind == "inline":
             return InlineExecutor()
-        raise InvalidInputError(
-            f"Expected an executor (local, inline), got {kind!r}", loc="executor"
-        )
+        if kind in NAMED_EXECUTORS:
+            return NAMED_EXECUTORS[kind](max_workers)
+        raise InvalidInputError(f"Expected an executor ({names}), got {kind!r}", loc="executor")
     if not isinstance(kind, Executor):
         raise InvalidInputError(
-            "Expected an executor name (local, inline) or an object with name, submit(task) "
+            f"Expected an executor name ({names}) or an object with name, submit(task) "
             f"and shutdown(), got {type(kind).__name__}",
             loc="executor",
         )

@@ -61,6 +61,7 @@ from modelyard.pipelines.materializers import (
     load_output,
     materializer_for,
 )
+from modelyard.pipelines.ray_executor import RayExecutor
 from modelyard.pipelines.records import (
     DONE,
     CachedStep,
@@ -558,6 +559,7 @@ def _start(
         pipeline_run_id=state.run_id,
         experiment=state.experiment,
         settings=state.settings,
+        resources=node.step.resources,
     )
     state.emit(StepEvent(node.name, "running", run.run_id, None, None))
     try:
@@ -689,7 +691,7 @@ def _abort(state: _State, exc: BaseException) -> None:
         state.records.finish_pipeline(state.run_id, status="failed", now=now)
 
 
-def _check_shared(settings: Settings) -> None:
+def _check_shared(settings: Settings, executor: str = "local") -> None:
     """Worker processes must reach the same stores: no in-memory ones."""
     db = settings.db_url
     if db.startswith("sqlite") and (
@@ -697,13 +699,13 @@ def _check_shared(settings: Settings) -> None:
     ):
         raise InvalidInputError(
             "Expected a metadata store that worker processes can open (a file or a server) for "
-            f"the local executor, got the in-memory {db!r}; use executor='inline' or a file",
+            f"the {executor} executor, got the in-memory {db!r}; use executor='inline' or a file",
             loc="db_url",
         )
     if settings.artifacts.startswith("memory://"):
         raise InvalidInputError(
             "Expected an artifact store that worker processes can reach (a folder or an object "
-            f"store) for the local executor, got {settings.artifacts!r}; use "
+            f"store) for the {executor} executor, got {settings.artifacts!r}; use "
             "executor='inline' or a folder",
             loc="artifacts",
         )
@@ -769,8 +771,9 @@ def run_pipeline(
     ``cache=False`` runs every step (their results still answer later runs);
     ``resume=RUN_ID`` reuses that run's parameters (``params`` override them) and its
     finished steps whose key is unchanged. ``executor`` is ``"local"`` (a process pool of
-    ``max_workers``), ``"inline"`` or an :class:`Executor`; by default the project's
-    ``pipelines.executor``. ``on_event`` is called with each :class:`StepEvent`.
+    ``max_workers``), ``"inline"``, ``"ray"`` (Ray tasks) or an :class:`Executor`; by
+    default the project's ``pipelines.executor``, else its ``engine``. ``on_event`` is
+    called with each :class:`StepEvent`.
     ``tags`` are recorded on the pipeline's run beside the runner's own (a caller finds
     its runs by them: ``modelyard agent`` tags each run of an action with its id).
     Raises :class:`StepFailedError` (after everything is recorded) when a step failed.
@@ -805,11 +808,13 @@ def run_pipeline(
         prior_steps = {s.step: s for s in records.steps_of(prior.run_id)}
     graph = pipeline.build(params)
     chosen = make_executor(
-        settings.pipelines.executor if executor is None else executor,
+        settings.pipeline_executor if executor is None else executor,
         settings.pipelines.max_workers if max_workers is None else max_workers,
     )
+    if isinstance(chosen, RayExecutor):
+        _check_shared(settings, chosen.name)
     if isinstance(chosen, ProcessExecutor):
-        _check_shared(settings)
+        _check_shared(settings, chosen.name)
         chosen.before_fork = lambda: _preload(graph)
     experiment_name = experiment or pipeline.name
     run_id = uuid.uuid4().hex
@@ -856,7 +861,7 @@ def run_pipeline(
         with _Heartbeat(records, run_id, every):
             _schedule(state, chosen)
     except BaseException as exc:
-        if isinstance(chosen, ProcessExecutor):
+        if isinstance(chosen, ProcessExecutor | RayExecutor):
             chosen.terminate()  # Ctrl-C or a store failure: do not wait for running steps
         _abort(state, exc)
         raise

@@ -50,6 +50,7 @@ __all__ = [
     "Step",
     "StepCall",
     "StepOptions",
+    "StepResources",
     "convert_value",
     "definition_error",
     "is_jsonable",
@@ -243,6 +244,36 @@ def _outputs_of(
 
 
 @dataclass(frozen=True)
+class StepResources:
+    """What one run of a step reserves on a Ray cluster (``@step(num_cpus=...)``).
+
+    None: the project's ``ray.num_cpus`` / ``ray.memory``, and no GPU. GPUs are asked
+    for only where the cluster has some. The local and inline executors ignore them.
+    """
+
+    num_cpus: float | None = None
+    memory: int | None = None  # bytes
+    num_gpus: float | None = None
+
+
+def _resources(name: str, num_cpus: Any, memory: Any, num_gpus: Any) -> StepResources:
+    for key, value, least in (("num_cpus", num_cpus, 0), ("num_gpus", num_gpus, 0)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not value >= least
+        ):
+            raise definition_error(
+                None, name, None, f"{key} must be a number >= {least}, got {value!r}"
+            )
+    if memory is not None and (
+        isinstance(memory, bool) or not isinstance(memory, int) or memory < 1
+    ):
+        raise definition_error(
+            None, name, None, f"memory must be a number of bytes >= 1, got {memory!r}"
+        )
+    return StepResources(num_cpus=num_cpus, memory=memory, num_gpus=num_gpus)
+
+
+@dataclass(frozen=True)
 class StepCall:
     """What a step with no outputs returns inside a pipeline: usable in ``after=``."""
 
@@ -254,7 +285,8 @@ class Step:
 
     Attributes the runner uses: ``name``, ``fn``, ``function_id`` ("module:qualname"),
     ``cache_version``, ``packages``, ``cache`` (False: always runs), ``outputs``,
-    ``fingerprint`` and :meth:`source_hash`.
+    ``fingerprint``, ``resources`` (what a Ray task of it reserves; not in the cache key)
+    and :meth:`source_hash`.
     """
 
     def __init__(
@@ -267,6 +299,9 @@ class Step:
         outputs: Sequence[str] | None = None,
         cache: bool = True,
         fingerprint: _FINGERPRINT | None = None,
+        num_cpus: float | None = None,
+        memory: int | None = None,
+        num_gpus: float | None = None,
     ) -> None:
         if not inspect.isfunction(fn):
             raise definition_error(
@@ -341,6 +376,7 @@ class Step:
                 None, self.name, None, f"fingerprint must be callable, got {_describe(fingerprint)}"
             )
         self.fingerprint = fingerprint
+        self.resources = _resources(self.name, num_cpus, memory, num_gpus)
         self.signature = inspect.signature(fn)
         for parameter in self.signature.parameters.values():
             if parameter.kind in (
@@ -468,6 +504,9 @@ def step(
     outputs: Sequence[str] | None = None,
     cache: bool = True,
     fingerprint: _FINGERPRINT | None = None,
+    num_cpus: float | None = None,
+    memory: int | None = None,
+    num_gpus: float | None = None,
 ) -> Callable[[Callable[..., Any]], Step]: ...
 
 
@@ -481,13 +520,18 @@ def step(
     outputs: Sequence[str] | None = None,
     cache: bool = True,
     fingerprint: _FINGERPRINT | None = None,
+    num_cpus: float | None = None,
+    memory: int | None = None,
+    num_gpus: float | None = None,
 ) -> Step | Callable[[Callable[..., Any]], Step]:
     """Make a function a pipeline step: ``@step`` or ``@step(cache_version=1, ...)``.
 
     ``name`` (default: the function's), ``cache_version`` (bump it to invalidate cached
     results), ``packages`` (distributions whose installed versions enter the cache key),
     ``outputs`` (names for a tuple's items), ``cache=False`` (always run),
-    ``fingerprint`` (params -> extra JSON-able things that enter the cache key).
+    ``fingerprint`` (params -> extra JSON-able things that enter the cache key),
+    ``num_cpus`` / ``memory`` (bytes) / ``num_gpus``: what each run reserves on a Ray
+    cluster (``executor="ray"``; GPUs only where the cluster has some; not in the key).
 
     >>> @step(cache_version=2, packages=("msgspec",))
     ... def double(x: int) -> int:
@@ -502,6 +546,9 @@ def step(
         "outputs": outputs,
         "cache": cache,
         "fingerprint": fingerprint,
+        "num_cpus": num_cpus,
+        "memory": memory,
+        "num_gpus": num_gpus,
     }
     if fn is not None:
         return Step(fn, **options)  # type: ignore[arg-type]
