@@ -28,6 +28,7 @@ from rich.table import Table
 from modelyard.cli.context import settings_from
 from modelyard.cli.output import console, err_console, parse_time, print_json
 from modelyard.config import Settings
+from modelyard.engine import engine_for
 from modelyard.errors import InvalidInputError, ModelyardError, NotFoundError
 from modelyard.monitoring import DriftReport, Reference
 from modelyard.monitoring.alerts import AlertEvent
@@ -50,6 +51,14 @@ SinceOpt = Annotated[
 ]
 UntilOpt = Annotated[
     str | None, typer.Option("--until", help="Up to this ISO time with a zone (exclusive).")
+]
+EngineOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--engine",
+        help="local (this process) or ray (windows in parallel as Ray tasks); "
+        "default: engine in modelyard.yaml.",
+    ),
 ]
 LogDirOpt = Annotated[
     Path | None, typer.Option("--log-dir", help="Prediction log folder (default: config).")
@@ -89,8 +98,10 @@ def _window(value: str | None) -> str | None:
     return value
 
 
-def _monitor(ctx: typer.Context, log_dir: Path | None) -> Monitor:
-    monitor = Monitor(settings_from(ctx), log_dir=log_dir)
+def _monitor(ctx: typer.Context, log_dir: Path | None, engine: str | None = None) -> Monitor:
+    settings = settings_from(ctx)
+    chosen = engine_for(settings, engine)  # a bad --engine is named as the option
+    monitor = Monitor(settings, log_dir=log_dir, engine=chosen)
     ctx.find_root().call_on_close(monitor.close)
     return monitor
 
@@ -185,6 +196,7 @@ def drift(
     since: SinceOpt = None,
     until: UntilOpt = None,
     log_dir: LogDirOpt = None,
+    engine: EngineOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Drift per window of REF's prediction log against its package's reference profile.
@@ -202,7 +214,7 @@ def drift(
         return
     if ref is None:
         raise InvalidInputError("Expected a model REF (or --reference and --current)", loc="REF")
-    monitor = _monitor(ctx, log_dir)
+    monitor = _monitor(ctx, log_dir, engine)
     model = monitor.model(ref)
     with _progress(as_json) as advance:
         windows = monitor.drift(
@@ -310,10 +322,11 @@ def performance(
     since: SinceOpt = None,
     until: UntilOpt = None,
     log_dir: LogDirOpt = None,
+    engine: EngineOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Metrics per window from the feedback labels (matured windows), and CBPE estimates."""
-    monitor = _monitor(ctx, log_dir)
+    monitor = _monitor(ctx, log_dir, engine)
     model = monitor.model(ref)
     windows = monitor.performance(
         model,
@@ -385,12 +398,15 @@ def run(
     notify: Annotated[
         bool, typer.Option("--notify/--no-notify", help="Send webhooks and run commands.")
     ] = True,
+    engine: EngineOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Drift, performance and the alert rules of modelyard.yaml, in one go (for a schedule).
 
-    Exits 1 when the latest window drifts or an alert opens or updates an incident."""
-    monitor = _monitor(ctx, log_dir)
+    With --engine ray the windows are computed in parallel as Ray tasks (the same stored
+    results). Exits 1 when the latest window drifts or an alert opens or updates an
+    incident."""
+    monitor = _monitor(ctx, log_dir, engine)
     with _progress(as_json) as advance:
         result = monitor.run(
             ref,

@@ -7,14 +7,21 @@ metadata store (``store.monitor_results``), and evaluates the project's alert ru
 report data (``report_data``) gathers the stored windows, the latest window's causes and
 distributions, a domain classifier (the package's held-out rows against the latest
 window) and the incidents, for ``html.render_report``.
+
+With ``engine="ray"`` (or ``engine: ray`` in ``modelyard.yaml``) the windows of a run are
+computed in parallel as Ray tasks (:mod:`modelyard.monitoring.parallel`), each over a
+contiguous range of whole windows, by the same per-window functions
+(:func:`drift_window`, :func:`performance_window`); the stored results are the local
+engine's.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from modelyard.config import Settings
+from modelyard.engine import EngineName, engine_for
 from modelyard.errors import InvalidInputError, NotFoundError
 from modelyard.features.skew import LoggedSkewReport
 from modelyard.features.store import FeatureStore
@@ -35,6 +43,7 @@ from modelyard.models.profile import (
     NumericProfile,
     ReferenceProfile,
 )
+from modelyard.monitoring import parallel
 from modelyard.monitoring.alerts import AlertEvent, evaluate_alerts
 from modelyard.monitoring.domain import domain_classifier
 from modelyard.monitoring.drift import Reference
@@ -51,9 +60,19 @@ from modelyard.registry.client import ModelRegistry
 from modelyard.store.database import Database, open_database
 from modelyard.store.monitor_results import MonitorResults, WindowResult
 
-__all__ = ["Monitor", "MonitorRun", "MonitoredModel", "drift_settings"]
+__all__ = [
+    "Monitor",
+    "MonitorRun",
+    "MonitoredModel",
+    "drift_settings",
+    "drift_window",
+    "performance_window",
+    "range_windows",
+]
 
 Progress = Callable[[int, int], None]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def drift_settings(overrides: dict[str, Any]) -> DriftSettings:
@@ -111,8 +130,11 @@ class Monitor:
         *,
         log_dir: str | Path | None = None,
         db: Database | None = None,
+        engine: str | None = None,
     ) -> None:
         self.settings = settings
+        #: where windows are computed: ``local`` or ``ray`` (``engine=``, else settings.engine)
+        self.engine: EngineName = engine_for(settings, engine, loc="engine")
         self._own_db = db is None
         self.db = db or open_database(settings.db_url)
         self.registry = ModelRegistry(settings, db=self.db)
@@ -179,6 +201,10 @@ class Monitor:
         progress: Progress | None = None,
     ) -> list[WindowResult]:
         """Compare every window with the reference profile; store and return the results."""
+        if self.engine == "ray":
+            drift, _ = self._parallel(model, window, since, until, ("drift",), progress)
+            self.results.save_windows(drift)
+            return drift
         windows = self._windows(model, window, since, until, labels=False)
         return self._drift(model, windows, progress)
 
@@ -187,33 +213,64 @@ class Monitor:
     ) -> list[WindowResult]:
         results = []
         for i, part in enumerate(windows):
-            report = model.reference.compare(
-                part.inputs,
-                outputs=part.outputs.select(
-                    [n for n in model.outputs if n in part.outputs.column_names]
-                ),
-                settings=self.drift_settings,
-            )
-            summary = report.to_dict()
-            summary["ranked"] = [c.name for c in report.ranked(drifted_only=True)]
-            summary["start"], summary["end"] = part.start.isoformat(), part.end.isoformat()
-            alarm = report.alarm
-            results.append(
-                WindowResult(
-                    model.name,
-                    model.version,
-                    "drift",
-                    utc_us(part.start),
-                    utc_us(part.end),
-                    part.rows,
-                    alarm,
-                    summary,
-                )
-            )
+            results.append(drift_window(model, part, self.drift_settings))
             if progress is not None:
                 progress(i + 1, len(windows))
         self.results.save_windows(results)
         return results
+
+    def _parallel(
+        self,
+        model: MonitoredModel,
+        window: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        kinds: tuple[str, ...],
+        progress: Progress | None,
+    ) -> tuple[list[WindowResult], list[WindowResult]]:
+        """The windows of ``kinds`` computed as Ray tasks over ranges of whole windows."""
+        length = parse_window(window or self.settings.monitoring.window)
+        for bound in (since, until):
+            if bound is not None:
+                utc_us(bound)  # a naive bound is refused here, as the local read refuses it
+        parallel.connect(self.settings)
+        span = parallel.log_span(self.log_dir, model.name, model.version, since=since, until=until)
+        if span is None:
+            return [], []
+        length_us = int(length.total_seconds() * 1_000_000)
+        ranges = parallel.window_ranges(
+            *span,
+            length_us,
+            2 * parallel.workers(self.settings),
+            since_us=None if since is None else utc_us(since),
+            until_us=None if until is None else utc_us(until),
+        )
+        task = functools.partial(
+            range_windows,
+            self.log_dir,
+            model,
+            length,
+            since,
+            until,
+            kinds,
+            self.drift_settings,
+            self.settings.monitoring.min_label_coverage,
+        )
+        total = (span[1] - span[0]) // length_us + 1  # an upper bound: empty windows skipped
+        finished = 0
+
+        def done(result: tuple[list[WindowResult], list[WindowResult]]) -> None:
+            nonlocal finished
+            finished += max(len(result[0]), len(result[1]))
+            if progress is not None:
+                progress(finished, max(finished, total))
+
+        chunks = parallel.run_ranges(self.settings, task, ranges, done=done)
+        drift = [w for chunk in chunks for w in chunk[0]]
+        performance = [w for chunk in chunks for w in chunk[1]]
+        if progress is not None:
+            progress(finished, finished)
+        return drift, performance
 
     # -- performance --------------------------------------------------------------------
 
@@ -226,45 +283,15 @@ class Monitor:
         until: datetime | None = None,
     ) -> list[WindowResult]:
         """Realised and estimated metrics of every window; stored and returned."""
+        if self.engine == "ray":
+            _, performance = self._parallel(model, window, since, until, ("performance",), None)
+            self.results.save_windows(performance)
+            return performance
         return self._performance(model, self._windows(model, window, since, until, labels=True))
 
     def _performance(self, model: MonitoredModel, windows: list[LogWindow]) -> list[WindowResult]:
         coverage = self.settings.monitoring.min_label_coverage
-        results = []
-        classes = model.classes
-        for part in windows:
-            labels = _labels(part.labels, classes)
-            if classes is not None:
-                names = [f"proba_{c}" for c in classes]
-                missing = [n for n in names if n not in part.outputs.column_names]
-                if missing:
-                    raise NotFoundError(
-                        f"The prediction log of {model.name} v{model.version} has no "
-                        f"{', '.join(missing)}: it cannot measure a classifier without scores"
-                    )
-                matrix = np.column_stack(
-                    [part.outputs.column(n).to_numpy(zero_copy_only=False) for n in names]
-                ).astype(np.float64)
-                summary = classification_window(
-                    classes, matrix, labels, min_label_coverage=coverage
-                )
-            else:
-                name = model.outputs[0] if model.outputs else "prediction"
-                predicted = part.outputs.column(name).to_numpy(zero_copy_only=False)
-                summary = regression_window(predicted, labels, min_label_coverage=coverage)
-            summary["start"], summary["end"] = part.start.isoformat(), part.end.isoformat()
-            results.append(
-                WindowResult(
-                    model.name,
-                    model.version,
-                    "performance",
-                    utc_us(part.start),
-                    utc_us(part.end),
-                    part.rows,
-                    False,
-                    summary,
-                )
-            )
+        results = [performance_window(model, part, coverage) for part in windows]
         self.results.save_windows(results)
         return results
 
@@ -335,10 +362,18 @@ class Monitor:
         """Drift, performance and alerts for ``ref``."""
         model = self.model(ref)
         run = MonitorRun(model)
-        # one read of the log (with the labels) serves both
-        windows = self._windows(model, window, since, until, labels=True)
-        run.drift = self._drift(model, windows, progress)
-        run.performance = self._performance(model, windows)
+        if self.engine == "ray":
+            kinds = ("drift", "performance")
+            run.drift, run.performance = self._parallel(
+                model, window, since, until, kinds, progress
+            )
+            self.results.save_windows(run.drift)
+            self.results.save_windows(run.performance)
+        else:
+            # one read of the log (with the labels) serves both
+            windows = self._windows(model, window, since, until, labels=True)
+            run.drift = self._drift(model, windows, progress)
+            run.performance = self._performance(model, windows)
         run.events = self.alerts(model, notify=notify)
         return run
 
@@ -438,6 +473,101 @@ class Monitor:
             "n_reference": result.n_reference,
             "n_current": result.n_current,
         }
+
+
+def drift_window(model: MonitoredModel, part: LogWindow, settings: DriftSettings) -> WindowResult:
+    """One window's drift against the model's reference profile."""
+    report = model.reference.compare(
+        part.inputs,
+        outputs=part.outputs.select([n for n in model.outputs if n in part.outputs.column_names]),
+        settings=settings,
+    )
+    summary = report.to_dict()
+    summary["ranked"] = [c.name for c in report.ranked(drifted_only=True)]
+    summary["start"], summary["end"] = part.start.isoformat(), part.end.isoformat()
+    return WindowResult(
+        model.name,
+        model.version,
+        "drift",
+        utc_us(part.start),
+        utc_us(part.end),
+        part.rows,
+        report.alarm,
+        summary,
+    )
+
+
+def performance_window(model: MonitoredModel, part: LogWindow, coverage: float) -> WindowResult:
+    """One window's realised (and estimated) metrics on its labelled rows."""
+    classes = model.classes
+    labels = _labels(part.labels, classes)
+    if classes is not None:
+        names = [f"proba_{c}" for c in classes]
+        missing = [n for n in names if n not in part.outputs.column_names]
+        if missing:
+            raise NotFoundError(
+                f"The prediction log of {model.name} v{model.version} has no "
+                f"{', '.join(missing)}: it cannot measure a classifier without scores"
+            )
+        matrix = np.column_stack(
+            [part.outputs.column(n).to_numpy(zero_copy_only=False) for n in names]
+        ).astype(np.float64)
+        summary = classification_window(classes, matrix, labels, min_label_coverage=coverage)
+    else:
+        name = model.outputs[0] if model.outputs else "prediction"
+        predicted = part.outputs.column(name).to_numpy(zero_copy_only=False)
+        summary = regression_window(predicted, labels, min_label_coverage=coverage)
+    summary["start"], summary["end"] = part.start.isoformat(), part.end.isoformat()
+    return WindowResult(
+        model.name,
+        model.version,
+        "performance",
+        utc_us(part.start),
+        utc_us(part.end),
+        part.rows,
+        False,
+        summary,
+    )
+
+
+def range_windows(
+    log_dir: Path,
+    model: MonitoredModel,
+    length: timedelta,
+    since: datetime | None,
+    until: datetime | None,
+    kinds: tuple[str, ...],
+    drift_config: DriftSettings,
+    coverage: float,
+    start_us: int | None,
+    end_us: int | None,
+) -> tuple[list[WindowResult], list[WindowResult]]:
+    """(drift, performance) of the windows in ``[start_us, end_us)`` of the log (one task).
+
+    The log is read over that range only; windows are cut to ``since``/``until`` as the
+    whole range's read cuts them (the range's own bounds are window boundaries).
+    """
+    table = read_log(
+        log_dir,
+        model.name,
+        model.version,
+        inputs=model.inputs,
+        outputs=model.outputs,
+        since=_from_us(start_us),
+        until=_from_us(end_us),
+        labels="performance" in kinds,
+    )
+    windows = list(split_windows(table, length, since=since, until=until))
+    drift = [drift_window(model, w, drift_config) for w in windows] if "drift" in kinds else []
+    performance = (
+        [performance_window(model, w, coverage) for w in windows] if "performance" in kinds else []
+    )
+    return drift, performance
+
+
+def _from_us(us: int | None) -> datetime | None:
+    """The UTC time of ``us`` microseconds since the epoch, exactly (no float rounding)."""
+    return None if us is None else _EPOCH + timedelta(microseconds=us)
 
 
 def _length(window: WindowResult) -> str:
