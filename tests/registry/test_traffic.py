@@ -22,6 +22,7 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 from sklearn.linear_model import LogisticRegression
 
+from modelyard.agent.canary import check_traffic, served_policy
 from modelyard.config import ServingSettings, Settings, TrafficSettings
 from modelyard.errors import ConflictError, InvalidInputError, ModelyardError, NotFoundError
 from modelyard.registry import ModelRegistry
@@ -31,6 +32,7 @@ from modelyard.registry.traffic import (
     encode_policy,
     legacy_traffic_file,
 )
+from modelyard.ui.deployment_data import deployments_index
 
 NAME = "churn"
 _RACERS = 8
@@ -341,3 +343,38 @@ def test_an_unreadable_old_file_is_left_in_place(
     assert policies.migrate_file() == []
     assert path.read_text() == "{not json"
     assert policies.list_policies() == []
+
+
+# -- readers: the agent's canary and the UI's deployments page -----------------------------
+
+
+def test_the_agent_checks_the_stored_policy_before_the_configured_one(
+    policies: TrafficPolicies, registry: ModelRegistry, settings: Settings
+) -> None:
+    with pytest.raises(InvalidInputError, match="got none") as none:
+        check_traffic(settings, NAME, registry)
+    assert none.value.loc == f"serving.traffic.{NAME}"
+    policies.set_policy(NAME, TrafficSettings(canary="canary", canary_weight=0.2))
+    check_traffic(settings, NAME, registry)  # the store's policy gives the canary traffic
+    assert served_policy(settings, NAME, registry)[0] == TrafficSettings(
+        canary="canary", canary_weight=0.2
+    )
+    policies.set_policy(NAME, TrafficSettings(canary="canary", canary_weight=0.0))
+    with pytest.raises(InvalidInputError, match="canary_weight above 0") as zero:
+        check_traffic(settings, NAME, registry)
+    assert zero.value.loc == f"traffic.{NAME}.canary_weight"
+
+
+def test_the_deployments_page_shows_the_stored_policy(
+    policies: TrafficPolicies, registry: ModelRegistry, settings: Settings
+) -> None:
+    models = registry.list_models()
+    before = deployments_index(settings, models, {})
+    assert before["models"] == [] and [m["name"] for m in before["idle"]] == [NAME]
+    stored = policies.set_policy(NAME, CANARY, "alice")
+    after = deployments_index(settings, models, {NAME: stored})
+    [shown] = after["models"]
+    policy = shown["policy"]
+    assert policy["canary"] == {"alias": "canary", "version": 2, "weight": 0.25}
+    assert policy["primary"] == {"alias": "production", "version": 1, "weight": 0.75}
+    assert policy["stored"]["version"] == 1 and policy["stored"]["updated_by"] == "alice"

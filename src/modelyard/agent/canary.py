@@ -1,8 +1,9 @@
 """The agent's canary: the candidate serves a share of traffic and is judged online.
 
 ``start_canary`` points the canary alias (``agent.models.M.canary.alias``) at the
-candidate; the server (``serving.traffic.M``, whose ``canary`` must be that alias and
-``canary_weight`` above 0, see :func:`check_traffic`) then sends it its share of requests,
+candidate; the servers (by the model's traffic policy: the traffic store's, else
+``serving.traffic.M``; its ``canary`` must be that alias and ``canary_weight`` above 0,
+see :func:`check_traffic`) then send it its share of requests,
 logged with route ``canary``. Each pass of the agent makes one :func:`look`; once a look
 decides, :func:`finish_canary` promotes the candidate (through the registry's gate
 evidence) or rolls it back, and removes the canary alias.
@@ -78,7 +79,7 @@ from numpy.typing import NDArray
 
 from modelyard.agent.faults import checkpoint
 from modelyard.agent.records import Action, actor
-from modelyard.config import CanarySettings, Settings, duration_seconds
+from modelyard.config import CanarySettings, Settings, TrafficSettings, duration_seconds
 from modelyard.errors import ConflictError, InvalidInputError, NotFoundError
 from modelyard.gates.sequential import SequentialTest, combine_decisions
 from modelyard.models.manifest import Manifest
@@ -87,6 +88,7 @@ from modelyard.monitoring.windows import read_log, utc_us
 from modelyard.registry.client import ModelRegistry
 from modelyard.registry.refs import ModelRef
 from modelyard.registry.store import SQLRegistryStore
+from modelyard.registry.traffic import TrafficPolicies
 
 __all__ = [
     "CLASSIFIER_METRICS",
@@ -95,6 +97,7 @@ __all__ = [
     "CanaryLook",
     "canary_outcomes",
     "check_traffic",
+    "served_policy",
     "finish_canary",
     "finish_canary_result",
     "look",
@@ -159,12 +162,26 @@ def _canary(settings: Settings, model: str) -> CanarySettings:
     return settings.agent.model(model).canary
 
 
-def check_traffic(settings: Settings, model: str) -> None:
-    """Refuse (InvalidInputError naming ``serving.traffic.MODEL``) a model whose traffic
-    policy would give the canary no requests, or whose primary is not the alias the
-    candidate is judged against and promoted to."""
-    policy = settings.serving.traffic.get(model)
-    policy_key = f"serving.traffic.{model}"
+def served_policy(
+    settings: Settings, model: str, registry: ModelRegistry | None = None
+) -> tuple[TrafficSettings | None, str]:
+    """The policy the servers route ``model`` by and where it comes from: the traffic
+    store's (every replica serves by it) when ``registry`` is given and it holds one, else
+    ``serving.traffic.MODEL``'s; with the key an error names (``traffic.MODEL`` for the
+    store's)."""
+    if registry is not None:
+        stored = TrafficPolicies(registry).get_policy(model)
+        if stored is not None:
+            return stored.policy, f"traffic.{model}"
+    return settings.serving.traffic.get(model), f"serving.traffic.{model}"
+
+
+def check_traffic(settings: Settings, model: str, registry: ModelRegistry | None = None) -> None:
+    """Refuse (InvalidInputError naming ``serving.traffic.MODEL``, or the stored policy's
+    version when the traffic store holds one, see :func:`served_policy`) a model whose
+    traffic policy would give the canary no requests, or whose primary is not the alias
+    the candidate is judged against and promoted to."""
+    policy, policy_key = served_policy(settings, model, registry)
     wanted = _canary(settings, model).alias
     against = settings.agent.model(model).against
     if policy is None:

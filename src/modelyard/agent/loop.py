@@ -118,7 +118,7 @@ def retrain_rules(settings: Settings) -> list[AlertRule]:
     return [r for r in settings.monitoring.alerts if r.action is not None and r.action.retrain]
 
 
-def validate(settings: Settings, models: list[str]) -> None:
+def validate(settings: Settings, models: list[str], registry: ModelRegistry | None = None) -> None:
     """InvalidInputError naming the key when the agent could not act as configured.
 
     No alert may be named ``agent`` (the agent's own incidents carry that rule); each
@@ -146,7 +146,7 @@ def validate(settings: Settings, models: list[str]) -> None:
                 loc=f"monitoring.alerts[{i}].action.retrain.pipeline",
             )
     for model in models:
-        canary.check_traffic(settings, model)
+        canary.check_traffic(settings, model, registry)
 
 
 # -- one pass ----------------------------------------------------------------------------
@@ -606,7 +606,7 @@ def _start_canary(
     """Put the candidate on the canary alias (idempotent) and record the start."""
     policy = settings.agent.model(action.model)
     canary.start_canary(settings, action, registry=registry)
-    traffic = settings.serving.traffic.get(action.model)
+    traffic, _ = canary.served_policy(settings, action.model, registry)
     weight = None if traffic is None else traffic.canary_weight
     done = store.advance(
         action,
@@ -653,7 +653,7 @@ def run_pass(
         try:
             models = monitored_models(settings, state.registry)
             state.report.models = models
-            validate(settings, models)
+            validate(settings, models, state.registry)
             for name in models:
                 try:
                     state.model(name)
@@ -719,7 +719,7 @@ def approve(
     try:
         store = ActionStore(db)
         version = registry.get_version(ref)
-        canary.check_traffic(settings, version.name)
+        canary.check_traffic(settings, version.name, registry)
         actions = store.for_version(version.name, version.version)
         waiting = [a for a in actions if a.state == "awaiting_approval"]
         if not waiting:

@@ -19,6 +19,7 @@ Times in the dicts are milliseconds since the epoch; latencies are milliseconds.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import duckdb
 
 from modelyard.config import Settings, TrafficSettings, duration_seconds
 from modelyard.registry.entities import RegisteredModel
+from modelyard.registry.traffic import StoredPolicy
 from modelyard.store.predlog import connect
 
 __all__ = [
@@ -88,9 +90,18 @@ def _iso(us: int) -> str:
     return datetime.fromtimestamp(us / 1e6, UTC).isoformat()
 
 
-def _policy(name: str, settings: Settings, model: RegisteredModel | None) -> dict[str, Any]:
-    configured = name in settings.serving.traffic
-    policy = settings.serving.traffic.get(name, TrafficSettings())
+def _policy(
+    name: str,
+    settings: Settings,
+    model: RegisteredModel | None,
+    stored: Mapping[str, StoredPolicy],
+) -> dict[str, Any]:
+    """The policy served: the traffic store's, else ``serving.traffic``'s, else the default."""
+    saved = stored.get(name)
+    configured = saved is not None or name in settings.serving.traffic
+    policy = (
+        saved.policy if saved is not None else settings.serving.traffic.get(name, TrafficSettings())
+    )
     aliases = model.aliases if model is not None else {}
 
     def slot(alias: str | None, weight: float | None) -> dict[str, Any] | None:
@@ -106,6 +117,7 @@ def _policy(name: str, settings: Settings, model: RegisteredModel | None) -> dic
         "canary": slot(policy.canary, canary_weight),
         "shadow": slot(policy.shadow, None),
         "sticky_key": policy.sticky_key,
+        "stored": None if saved is None else saved.to_dict(),
     }
 
 
@@ -167,8 +179,16 @@ def _rate(errors: int, answered: int) -> float:
     return errors / (answered + errors) if answered + errors else math.nan
 
 
-def deployments_index(settings: Settings, models: list[RegisteredModel]) -> dict[str, Any]:
-    """Every model with logged requests, errors or a traffic policy, with totals per version."""
+def deployments_index(
+    settings: Settings,
+    models: list[RegisteredModel],
+    stored: Mapping[str, StoredPolicy] | None = None,
+) -> dict[str, Any]:
+    """Every model with logged requests, errors or a traffic policy, with totals per version.
+
+    ``stored``: the traffic store's policies by model (they win over ``serving.traffic``).
+    """
+    stored = stored or {}
     registered = {m.name: m for m in models}
     con = connect(log_root(settings))
     try:
@@ -177,7 +197,10 @@ def deployments_index(settings: Settings, models: list[RegisteredModel]) -> dict
     finally:
         con.close()
     names = sorted(
-        {t["model"] for t in totals} | {e["model"] for e in errors} | set(settings.serving.traffic)
+        {t["model"] for t in totals}
+        | {e["model"] for e in errors}
+        | set(settings.serving.traffic)
+        | set(stored)
     )
     out = []
     for name in names:
@@ -188,7 +211,7 @@ def deployments_index(settings: Settings, models: list[RegisteredModel]) -> dict
         out.append(
             {
                 "name": name,
-                "policy": _policy(name, settings, registered.get(name)),
+                "policy": _policy(name, settings, registered.get(name), stored),
                 "versions": mine,
                 "requests": sum(t["requests"] for t in mine),
                 "errors": error_count,
@@ -254,7 +277,11 @@ def _label(version: int, route: str) -> str:
 
 
 def deployment_detail(
-    settings: Settings, name: str, model: RegisteredModel | None, last_s: int | None
+    settings: Settings,
+    name: str,
+    model: RegisteredModel | None,
+    last_s: int | None,
+    stored: Mapping[str, StoredPolicy] | None = None,
 ) -> dict[str, Any] | None:
     """Totals, the traffic split and the per-bucket series of one model; None when the
     model has neither logged requests, a traffic policy nor a registry entry.
@@ -266,7 +293,13 @@ def deployment_detail(
         totals = _totals(con, name)
         error_totals = _error_totals(con, name)
         seen = totals + error_totals
-        if not seen and name not in settings.serving.traffic and model is None:
+        stored = stored or {}
+        if (
+            not seen
+            and name not in settings.serving.traffic
+            and name not in stored
+            and model is None
+        ):
             return None
         first_us = min((t["first_ms"] for t in seen), default=0) * 1000
         last_us = max((t["last_ms"] for t in seen), default=0) * 1000
@@ -325,7 +358,7 @@ def deployment_detail(
     errors = _error_series(answered, error_rows, origin, width_us)
     return {
         "name": name,
-        "policy": _policy(name, settings, model),
+        "policy": _policy(name, settings, model, stored),
         "totals": totals,
         "error_totals": error_totals,
         "split": split,

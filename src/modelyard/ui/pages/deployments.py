@@ -1,6 +1,7 @@
 """The deployments pages: what is served, from the prediction log and the traffic policy.
 
-``/deployments`` lists every model with logged requests or a traffic policy (and the
+``/deployments`` lists every model with logged requests or a traffic policy (the traffic
+store's, else ``serving.traffic``'s; and the
 registered models with a ``production`` alias but no logged traffic). ``/deployments/
 NAME`` shows its policy (which alias, which version, what weight), the observed traffic
 split, the request rate and latency percentiles over time per version. ``?last=24h``
@@ -20,6 +21,7 @@ from starlette.routing import BaseRoute, Route
 
 from modelyard.errors import InvalidInputError, NotFoundError
 from modelyard.registry.client import ModelRegistry
+from modelyard.registry.traffic import StoredPolicy, TrafficPolicies
 from modelyard.ui.render import context_of, render
 
 __all__ = ["NAV", "routes"]
@@ -33,11 +35,17 @@ def _registry(request: Request) -> ModelRegistry:
     return ModelRegistry(ui.settings, db=ui.db)
 
 
+def _stored(registry: ModelRegistry) -> dict[str, StoredPolicy]:
+    """The traffic store's policies (every replica serves by them), by model."""
+    return {p.model: p for p in TrafficPolicies(registry).list_policies()}
+
+
 def index_page(request: Request) -> Response:
     from modelyard.ui.deployment_data import deployments_index
 
     ui = context_of(request)
-    data = deployments_index(ui.settings, _registry(request).list_models())
+    registry = _registry(request)
+    data = deployments_index(ui.settings, registry.list_models(), _stored(registry))
     return render(request, "deployments/index.html", **data)
 
 
@@ -52,8 +60,9 @@ def model_page(request: Request) -> Response:
         last_s = parse_last(raw)
     except InvalidInputError as exc:
         last_s, problem = None, exc.message
-    models = {m.name: m for m in _registry(request).list_models()}
-    data = deployment_detail(ui.settings, name, models.get(name), last_s)
+    registry = _registry(request)
+    models = {m.name: m for m in registry.list_models()}
+    data = deployment_detail(ui.settings, name, models.get(name), last_s, _stored(registry))
     if data is None:
         raise NotFoundError(
             f"No deployment {name!r}: no logged requests, no traffic policy and no "
