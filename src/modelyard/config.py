@@ -233,6 +233,36 @@ class TrafficSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
             raise InvalidInputError("Expected a canary alias when canary_weight is above 0")
 
 
+_REPLICA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class ShipSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Shipping the prediction log to the artifact store (``{artifacts}/predictions``).
+
+    Each replica uploads its compacted log there under its ``serving.replica_id``, and
+    every reader (monitoring, skew checks, the UI, the agent's canary) reads the union.
+    """
+
+    #: seconds between shipments (each after a compaction: ``compact_interval_s`` > 0);
+    #: None: 60 when ``artifacts`` is object storage (``s3://``...), off for a local
+    #: folder or ``memory://``; 0: off
+    interval_s: float | None = None
+    #: shipped files of days older than this (``90d``, ``12w``) are deleted by the
+    #: shipper; None keeps them
+    retention: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.interval_s is not None and not (
+            self.interval_s >= 0 and math.isfinite(self.interval_s)
+        ):
+            raise InvalidInputError(
+                f"Expected ship.interval_s to be a finite number >= 0 (0: off), "
+                f"got {self.interval_s!r}"
+            )
+        if self.retention is not None:
+            duration_seconds("ship.retention", self.retention)
+
+
 class ServingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The model server: limits, validation, batching, traffic, keys, prediction log."""
 
@@ -264,8 +294,17 @@ class ServingSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     batching: BatchingSettings = msgspec.field(default_factory=BatchingSettings)
     #: per model name
     traffic: dict[str, TrafficSettings] = msgspec.field(default_factory=dict)
+    #: this replica's name in the shipped log (letters, digits, ``.``, ``_``, ``-``; up
+    #: to 64); None: the host name and a hash of the log folder, stable across restarts
+    replica_id: str | None = None
+    ship: ShipSettings = msgspec.field(default_factory=ShipSettings)
 
     def __post_init__(self) -> None:
+        if self.replica_id is not None and not _REPLICA_ID.match(self.replica_id):
+            raise InvalidInputError(
+                "Expected serving.replica_id of 1-64 letters, digits, '.', '_' or '-' "
+                f"(starting with a letter or digit), got {self.replica_id!r}"
+            )
         _positive("max_body_bytes", self.max_body_bytes)
         _positive("max_rows", self.max_rows)
         _positive("watch_interval_s", self.watch_interval_s)
@@ -716,7 +755,7 @@ def _read_file(path: Path) -> _FileConfig:
             "tracking.{flush_points, flush_interval_ms, heartbeat_timeout_s}, "
             "models.{trusted_types, trust_code}, features.{modules, online_store}, "
             "serving.{log_dir, durable_log, max_body_bytes, max_rows, value_checks, "
-            "watch_interval_s, api_keys, batching, traffic}, "
+            "watch_interval_s, api_keys, batching, traffic, replica_id, ship}, "
             "pipelines.{modules, executor, max_workers}, "
             "gates.MODEL.{label, metric, eval, checks}, "
             "agent.{interval, models.MODEL.{approve, cooldown, gate_window, against, canary}}, "

@@ -89,6 +89,7 @@ from modelyard.registry.client import ModelRegistry
 from modelyard.registry.refs import ModelRef
 from modelyard.registry.store import SQLRegistryStore
 from modelyard.registry.traffic import TrafficPolicies
+from modelyard.store.predlog.shipping import shipped_log
 
 __all__ = [
     "CLASSIFIER_METRICS",
@@ -334,7 +335,8 @@ def _arm(
             loc="detail.canary.metrics",
         )
     empty = np.zeros(0, dtype=np.float64)
-    if not log_dir.is_dir():
+    shipped = shipped_log(registry.settings)  # every replica's log, in a fleet
+    if not log_dir.is_dir() and shipped is None:
         return _Arm(dict.fromkeys(names, empty), 0)
     table = read_log(
         log_dir,
@@ -347,6 +349,7 @@ def _arm(
         labels=True,
         routes=(route,),
         columns=("row", "latency_us"),
+        shipped=shipped,
     )
     out: dict[str, NDArray[np.float64]] = {}
     if LATENCY in names:

@@ -19,6 +19,7 @@ from modelyard.monitoring.windows import read_log
 from modelyard.registry.client import ModelRegistry
 from modelyard.registry.entities import ModelVersion
 from modelyard.registry.refs import ModelRef
+from modelyard.store.predlog.shipping import shipped_log
 
 __all__ = ["labels_as", "logged_inputs", "window_frame"]
 
@@ -120,7 +121,8 @@ def window_frame(
     log_dir = settings.project_dir / settings.serving.log_dir
     routes = ("primary", "canary") if champion is not None else ("primary", "canary", "shadow")
     table: pa.Table | None = None
-    if Path(log_dir).is_dir():
+    shipped = shipped_log(settings)  # every replica's log, in a fleet
+    if Path(log_dir).is_dir() or shipped is not None:
         table = read_log(
             log_dir,
             served.name,
@@ -132,6 +134,7 @@ def window_frame(
             labels=True,
             features=True,
             routes=routes,
+            shipped=shipped,
         )
     if table is None or table.num_rows == 0 or table.column("label").null_count == len(table):
         raise InvalidInputError(

@@ -59,6 +59,7 @@ from modelyard.monitoring.windows import (
 from modelyard.registry.client import ModelRegistry
 from modelyard.store.database import Database, open_database
 from modelyard.store.monitor_results import MonitorResults, WindowResult
+from modelyard.store.predlog.shipping import shipped_log
 
 __all__ = [
     "Monitor",
@@ -186,6 +187,7 @@ class Monitor:
             since=since,
             until=until,
             labels=labels,
+            shipped=shipped_log(self.settings),
         )
         return list(split_windows(table, length, since=since, until=until))
 
@@ -321,6 +323,7 @@ class Monitor:
             since=since,
             until=until,
             features=True,
+            shipped=shipped_log(self.settings),
         )
         if not any(c.startswith("feature.") for c in table.column_names):
             raise NotFoundError(

@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 
 from modelyard.errors import InvalidInputError
 from modelyard.store import predlog
+from modelyard.store.predlog.shipping import ShippedLog
 
 __all__ = [
     "ORIGIN",
@@ -114,6 +115,7 @@ def read_log(
     features: bool = False,
     routes: Sequence[str] = ("primary", "canary", "batch"),
     columns: Sequence[str] = (),
+    shipped: ShippedLog | None = None,
 ) -> pa.Table:
     """The logged rows of ``model`` v``version``, oldest first.
 
@@ -121,9 +123,9 @@ def read_log(
     log's own: ``record_id``, ``row``, ``latency_us``, ``route``), ``input.<name>`` for
     each of ``inputs`` the log holds (every one for None), ``output.<name>`` likewise,
     every ``feature.<view:feature>`` with ``features``, and ``label`` (string) with
-    ``labels``.
+    ``labels``. With ``shipped``, every replica's shipped log too (``predlog.shipping``).
     """
-    con = predlog.connect(log_dir)
+    con = predlog.connect(log_dir, shipped)
     try:
         present = {row[0] for row in con.execute("DESCRIBE predictions").fetchall()}
         if inputs is None:

@@ -75,6 +75,7 @@ from modelyard.store.predlog import (
     PredictionRecord,
     find_records,
 )
+from modelyard.store.predlog.shipping import shipped_log
 from modelyard.version import __version__
 
 __all__ = ["app_from_env", "create_app"]
@@ -706,7 +707,8 @@ class Server:
         """Labels per matched record, labels for unknown ids, unknown and ambiguous ids."""
         ids = {item.request_id for item in items}
         found = self.state.log.recent.complete(ids)  # record ids this worker made: no scan
-        found |= find_records(self.state.log.root, ids - found.keys())
+        shipped = shipped_log(self.state.settings)  # other replicas' records too
+        found |= find_records(self.state.log.root, ids - found.keys(), shipped)
         problems = ProblemList()
         matched: list[FeedbackRecord] = []
         unmatched: list[FeedbackRecord] = []
@@ -848,7 +850,9 @@ def create_app(
         await state.start()
         interval = settings.serving.compact_interval_s
         compactor = (
-            asyncio.get_running_loop().create_task(compact_periodically(state.log, interval))
+            asyncio.get_running_loop().create_task(
+                compact_periodically(state.log, interval, settings)
+            )
             if interval > 0
             else None
         )

@@ -1,9 +1,10 @@
 """The artifact store: content-addressed by sha256 over any fsspec filesystem.
 
 Bytes live at ``objects/<2 hex>/<62 hex>``; identical content is stored once.
-Every write goes to a temporary name and is then renamed into place, so no
-half-written object is ever visible; every read re-hashes what it reads and
-refuses bytes that do not match their address.
+In a local folder every write goes to a temporary name and is then renamed into
+place; on object storage (``s3://``) it is one upload to the final key, which the
+store makes visible only once complete. So no half-written object is ever visible;
+every read re-hashes what it reads and refuses bytes that do not match their address.
 
 >>> store = ArtifactStore("memory://doctest-artifacts")
 >>> ref = store.put_bytes(b"hello")
@@ -24,6 +25,7 @@ import hashlib
 import os
 import posixpath
 import re
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -155,6 +157,8 @@ class ArtifactStore:
             return self._put(iter(lambda: handle.read(_CHUNK), b""))
 
     def _put(self, chunks: Iterator[bytes]) -> ArtifactRef:
+        if not self._local:
+            return self._put_remote(chunks)
         tmp = f"{self.root}/tmp/{uuid.uuid4().hex}"
         digest = hashlib.sha256()
         size = 0
@@ -165,19 +169,15 @@ class ArtifactStore:
                     digest.update(chunk)
                     size += len(chunk)
                     out.write(chunk)
-                if self._local:
-                    out.flush()
-                    os.fsync(out.fileno())
+                out.flush()
+                os.fsync(out.fileno())
             sha = digest.hexdigest()
             final = self._object_path(sha)
             if self.fs.exists(final) and self._refresh(final):
                 self.fs.rm(tmp)  # identical content is stored once
             else:
                 self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
-                if self._local:
-                    os.replace(tmp, final)  # atomic on one filesystem
-                else:
-                    self.fs.mv(tmp, final)
+                os.replace(tmp, final)  # atomic on one filesystem
         except BaseException as exc:
             self._discard(tmp)  # a failed write leaves no temporary file behind
             if isinstance(exc, OSError):
@@ -186,6 +186,36 @@ class ArtifactStore:
                     f"Artifact store {redact_url(self.url)} failed: {detail}"
                 ) from exc
             raise
+        return ArtifactRef(sha, size)
+
+    def _put_remote(self, chunks: Iterator[bytes]) -> ArtifactRef:
+        """Object storage: spool to local disk (hashing), then one upload to the final key.
+
+        No temporary object and no rename: S3 and its kin make an object visible only
+        once its upload is complete (a single PUT; a multipart upload, for large files,
+        only at its completion, and s3fs aborts one that fails), so a reader never sees
+        a part of it under the final key. A short object written by anything else is
+        refused by the hash check of every read.
+        """
+        digest = hashlib.sha256()
+        size = 0
+        with tempfile.NamedTemporaryFile(prefix="modelyard-upload-") as spool:
+            for chunk in chunks:
+                digest.update(chunk)
+                size += len(chunk)
+                spool.write(chunk)
+            spool.flush()
+            sha = digest.hexdigest()
+            final = self._object_path(sha)
+            try:
+                # written again even when present: no portable touch, and the collector
+                # (``modelyard.store.gc``) keeps only objects younger than its grace period
+                self.fs.put_file(spool.name, final)
+            except OSError as exc:
+                detail = redact_text(str(exc), self.url)
+                raise StorageError(
+                    f"Artifact store {redact_url(self.url)} failed: {detail}"
+                ) from exc
         return ArtifactRef(sha, size)
 
     def _refresh(self, final: str) -> bool:

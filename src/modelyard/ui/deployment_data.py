@@ -30,6 +30,7 @@ from modelyard.config import Settings, TrafficSettings, duration_seconds
 from modelyard.registry.entities import RegisteredModel
 from modelyard.registry.traffic import StoredPolicy
 from modelyard.store.predlog import connect
+from modelyard.store.predlog.shipping import shipped_log
 
 __all__ = [
     "BUCKET_WIDTHS_S",
@@ -190,7 +191,7 @@ def deployments_index(
     """
     stored = stored or {}
     registered = {m.name: m for m in models}
-    con = connect(log_root(settings))
+    con = connect(log_root(settings), shipped_log(settings))
     try:
         totals = _totals(con)
         errors = _error_totals(con)
@@ -288,7 +289,7 @@ def deployment_detail(
 
     ``last_s`` keeps the requests of the last that many seconds before the newest one.
     """
-    con = connect(log_root(settings))
+    con = connect(log_root(settings), shipped_log(settings))
     try:
         totals = _totals(con, name)
         error_totals = _error_totals(con, name)

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 
 from modelyard.store.predlog.layout import PREDICTIONS, SEGMENTS
 from modelyard.store.predlog.segments import list_segments, read_segment
+from modelyard.store.predlog.shipping import ShippedLog
 
 __all__ = ["RecentRecords", "RecordRef", "find_records"]
 
@@ -135,7 +136,6 @@ def _from_parquet(root: Path, wanted: set[str], found: dict[str, RecordRef]) -> 
 
 def _scan_files(paths: list[Path], wanted: set[str], found: dict[str, RecordRef]) -> bool:
     """Add the records of ``paths`` that ``wanted`` names; whether a file vanished."""
-    ids = pa.array(sorted(wanted), pa.string())
     vanished = False
     for path in paths:
         if path.name.startswith("."):
@@ -146,12 +146,28 @@ def _scan_files(paths: list[Path], wanted: set[str], found: dict[str, RecordRef]
         except FileNotFoundError:
             vanished = True
             continue
+        _add_found(table, wanted, found)
+    return vanished
+
+
+def _from_shipped(shipped: ShippedLog, wanted: set[str], found: dict[str, RecordRef]) -> None:
+    for path in shipped.files(PREDICTIONS):
+        table = shipped.read(path, columns=_COLUMNS)
+        if table is not None:
+            _add_found(table, wanted, found)
+
+
+def _add_found(table: pa.Table, wanted: set[str], found: dict[str, RecordRef]) -> None:
+    """Add the records of one file's id columns that ``wanted`` names."""
+    ids = pa.array(sorted(wanted), pa.string())
+    names = set(table.column_names)
+    if table.num_rows:
         requests = table.column("request_id")
         keys = table.column("record_id") if "record_id" in names else requests
         keys = pc.coalesce(keys, requests)
         mask = pc.or_(pc.is_in(keys, ids), pc.is_in(requests, ids))
         if not pc.any(mask).as_py():
-            continue
+            return
         table = table.filter(mask).append_column("key", keys.filter(mask))
         rows = table.group_by(["key", "route"]).aggregate(
             [("request_id", "min"), ("model", "min"), ("version", "min"), ("row", "max")]
@@ -165,11 +181,15 @@ def _scan_files(paths: list[Path], wanted: set[str], found: dict[str, RecordRef]
                 int(item["row_max"]) + 1,
                 item["route"],
             )
-    return vanished
 
 
-def find_records(root: str | os.PathLike[str], ids: Iterable[str]) -> dict[str, list[RecordRef]]:
-    """For each of ``ids``, the records whose ``record_id`` or ``request_id`` it is."""
+def find_records(
+    root: str | os.PathLike[str], ids: Iterable[str], shipped: ShippedLog | None = None
+) -> dict[str, list[RecordRef]]:
+    """For each of ``ids``, the records whose ``record_id`` or ``request_id`` it is.
+
+    With ``shipped``, every replica's shipped records too (read after the local ones).
+    """
     wanted = set(ids)
     base = Path(root)
     found: dict[str, RecordRef] = {}
@@ -177,6 +197,11 @@ def find_records(root: str | os.PathLike[str], ids: Iterable[str]) -> dict[str, 
         # segments first, Parquet after: a segment compacted meanwhile is seen at least once
         _from_segments(base, wanted, found)
         _from_parquet(base, wanted, found)
+        # other replicas' records: an id that is the record id of a record found here
+        # names no other record (record ids are unique), any other id may
+        settled = {ref.record_id for ref in found.values()} & wanted
+        if shipped is not None and wanted - settled:
+            _from_shipped(shipped, wanted - settled, found)
     out: dict[str, list[RecordRef]] = {i: [] for i in wanted}
     for ref in found.values():
         for name in {ref.record_id, ref.request_id} & wanted:

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from modelyard.store.predlog.files import write_parquet
 from modelyard.store.predlog.layout import ERRORS, FEEDBACK, PREDICTIONS, UNMATCHED
 from modelyard.store.predlog.segments import fsync_dir
+from modelyard.store.predlog.shipping import shipping_claimed
 from modelyard.store.predlog.tables import (
     ERROR_SCHEMA,
     FEEDBACK_SCHEMA,
@@ -105,6 +106,7 @@ def _merge_folder(folder: Path, kind: str, grace_s: float) -> int:
         if not held:
             return 0
         waiting = _finish_pending(folder, grace_s)
+        waiting |= shipping_claimed(folder)  # being shipped (see ``shipping``): left to it
         small = []
         for path in sorted(folder.glob("*.parquet")):
             with contextlib.suppress(FileNotFoundError):

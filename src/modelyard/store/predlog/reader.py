@@ -9,6 +9,10 @@ ordered by time, ties in log order.
 
 Labels for request ids that no prediction had are kept apart (``read_unmatched_feedback``)
 and never joined to predictions.
+
+With ``shipped`` (a ``shipping.ShippedLog``: every replica's log in the artifact store),
+the shipped files are read too, after the local ones: a file shipped meanwhile is seen
+at least once, and the deduplication returns it once.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from modelyard.store.predlog.records import (
     decode_prediction,
 )
 from modelyard.store.predlog.segments import list_segments, read_segment
+from modelyard.store.predlog.shipping import ShippedLog
 from modelyard.store.predlog.tables import (
     ERROR_SCHEMA,
     FEEDBACK_SCHEMA,
@@ -168,6 +173,7 @@ def read_predictions(
     version: int | None = None,
     since_us: int | None = None,
     until_us: int | None = None,
+    shipped: ShippedLog | None = None,
 ) -> pa.Table:
     """Every logged predicted row, one per (record_id, row, route), ordered by time.
 
@@ -201,6 +207,14 @@ def read_predictions(
                     continue
                 for table in read_folder(day_dir):
                     tables.append(_filter(table, model, version, since_us, until_us))
+    if shipped is not None:  # after the local files: one shipped meanwhile is seen too
+        for path in shipped.files(PREDICTIONS, model=model, version=version):
+            day = path.rsplit("day=", 1)[-1].split("/", 1)[0]
+            if (first and day < first) or (last and day > last):
+                continue
+            table = shipped.read(path)
+            if table is not None:
+                tables.append(_filter(table, model, version, since_us, until_us))
     table = fill_record_ids(concat([*tables, live], PREDICTION_SCHEMA))
     table = deduplicate(table, ["record_id", "row", "route"])
     return table.take(pc.sort_indices(table, [("time", "ascending")]))
@@ -221,35 +235,39 @@ def _filter(
     return _time_mask(table, since_us, until_us)
 
 
-def read_feedback(root: str | os.PathLike[str]) -> pa.Table:
+def read_feedback(root: str | os.PathLike[str], shipped: ShippedLog | None = None) -> pa.Table:
     """Every label matched to a prediction record, exact duplicates once, ordered by time.
 
     Columns: ``record_id`` (the record labelled), ``request_id`` (the id the label was
     sent for), ``row`` (null = all rows), ``label`` (JSON text: decode with
     ``json.loads``), ``time``.
     """
-    return _read_feedback(Path(root), FEEDBACK_SEGMENTS, FEEDBACK)
+    return _read_feedback(Path(root), FEEDBACK_SEGMENTS, FEEDBACK, shipped)
 
 
-def read_unmatched_feedback(root: str | os.PathLike[str]) -> pa.Table:
+def read_unmatched_feedback(
+    root: str | os.PathLike[str], shipped: ShippedLog | None = None
+) -> pa.Table:
     """Labels sent for ids no prediction record had when they arrived, kept apart.
 
     The columns of ``read_feedback``, ``record_id`` empty.
     """
-    return _read_feedback(Path(root), UNMATCHED_SEGMENTS, UNMATCHED)
+    return _read_feedback(Path(root), UNMATCHED_SEGMENTS, UNMATCHED, shipped)
 
 
-def _read_feedback(base: Path, segments: str, folder: str) -> pa.Table:
+def _read_feedback(base: Path, segments: str, folder: str, shipped: ShippedLog | None) -> pa.Table:
     live = live_feedback(base, segments)
     tables: list[pa.Table] = []
     for day_dir in _subdirs(base / folder, "day="):
         tables += read_folder(day_dir)
+    if shipped is not None:
+        tables += shipped.tables(folder)
     table = fill_record_ids(concat([*tables, live], FEEDBACK_SCHEMA))
     table = deduplicate(table, FEEDBACK_SCHEMA.names)
     return table.take(pc.sort_indices(table, [("time", "ascending")]))
 
 
-def read_errors(root: str | os.PathLike[str]) -> pa.Table:
+def read_errors(root: str | os.PathLike[str], shipped: ShippedLog | None = None) -> pa.Table:
     """Every logged failed request, one per ``record_id``, ordered by time.
 
     Columns: see ``tables.ERROR_SCHEMA`` (``version`` and ``route`` null when the request
@@ -264,5 +282,7 @@ def read_errors(root: str | os.PathLike[str]) -> pa.Table:
     tables: list[pa.Table] = []
     for day_dir in _subdirs(base / ERRORS, "day="):
         tables += read_folder(day_dir)
+    if shipped is not None:
+        tables += shipped.tables(ERRORS)
     table = deduplicate(concat([*tables, live], ERROR_SCHEMA), ["record_id"])
     return table.take(pc.sort_indices(table, [("time", "ascending")]))

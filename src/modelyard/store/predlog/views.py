@@ -6,6 +6,12 @@ each row also has the partition's ``day``), plus the records still in segments a
 ``record_id`` is the server's unique id of a prediction (``request_id`` in records older
 than it); join labels on it. ``unmatched_feedback`` holds labels for ids no prediction had.
 ``errors`` holds one row per request answered with a 4xx/5xx status (``ErrorRecord``).
+
+With ``shipped`` (``shipping.ShippedLog``: every replica's log in the artifact store), the
+views hold the shipped files too, read through fsspec and Arrow as of ``connect`` (DuckDB's
+own S3 support needs an extension that is not at hand offline), after the records in
+segments and before the local Parquet files are read: a record shipped meanwhile is
+still seen, and the views' deduplication on record ids shows it once.
 """
 
 from __future__ import annotations
@@ -25,12 +31,33 @@ from modelyard.store.predlog.layout import (
     UNMATCHED_SEGMENTS,
 )
 from modelyard.store.predlog.reader import live_errors, live_feedback, live_predictions
+from modelyard.store.predlog.shipping import ShippedLog
+from modelyard.store.predlog.tables import (
+    ERROR_SCHEMA,
+    FEEDBACK_SCHEMA,
+    PREDICTION_SCHEMA,
+    concat,
+    fill_record_ids,
+)
 
 __all__ = ["connect"]
 
 
 def _with_day(table: pa.Table) -> pa.Table:
     return table.append_column("day", pc.cast(table.column("time"), pa.date32()))
+
+
+def _with_shipped(
+    live: pa.Table, shipped: ShippedLog | None, kind: str, schema: pa.Schema
+) -> pa.Table:
+    """``live`` and every shipped file of ``kind`` as one table."""
+    if shipped is None:
+        return live
+    tables = shipped.tables(kind)
+    if not tables:
+        return live
+    table = concat([live, *tables], schema)
+    return fill_record_ids(table) if "request_id" in table.column_names else table
 
 
 def _source(con: duckdb.DuckDBPyConnection, folder: Path, live: pa.Table, name: str) -> str:
@@ -44,7 +71,9 @@ def _source(con: duckdb.DuckDBPyConnection, folder: Path, live: pa.Table, name: 
     )
 
 
-def connect(root: str | os.PathLike[str]) -> duckdb.DuckDBPyConnection:
+def connect(
+    root: str | os.PathLike[str], shipped: ShippedLog | None = None
+) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with views ``predictions``, ``feedback``, ``errors``.
 
     >>> import tempfile
@@ -55,11 +84,14 @@ def connect(root: str | os.PathLike[str]) -> duckdb.DuckDBPyConnection:
     base = Path(root)
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    predictions = _source(con, base / PREDICTIONS, live_predictions(base), "live_predictions")
-    feedback = _source(con, base / FEEDBACK, live_feedback(base), "live_feedback")
-    unmatched = _source(
-        con, base / UNMATCHED, live_feedback(base, UNMATCHED_SEGMENTS), "live_unmatched"
+    live = _with_shipped(live_predictions(base), shipped, PREDICTIONS, PREDICTION_SCHEMA)
+    predictions = _source(con, base / PREDICTIONS, live, "live_predictions")
+    live = _with_shipped(live_feedback(base), shipped, FEEDBACK, FEEDBACK_SCHEMA)
+    feedback = _source(con, base / FEEDBACK, live, "live_feedback")
+    live = _with_shipped(
+        live_feedback(base, UNMATCHED_SEGMENTS), shipped, UNMATCHED, FEEDBACK_SCHEMA
     )
+    unmatched = _source(con, base / UNMATCHED, live, "live_unmatched")
     # files written before record ids existed name a record by its request id
     filled = "* REPLACE (coalesce(nullif(record_id, ''), request_id) AS record_id)"
     distinct = 'DISTINCT ON (record_id, "row", route)'
@@ -69,6 +101,7 @@ def connect(root: str | os.PathLike[str]) -> duckdb.DuckDBPyConnection:
     )
     con.execute(f"CREATE VIEW feedback AS SELECT DISTINCT {filled} FROM ({feedback})")
     con.execute(f"CREATE VIEW unmatched_feedback AS SELECT DISTINCT * FROM ({unmatched})")
-    errors = _source(con, base / ERRORS, live_errors(base), "live_errors")
+    live = _with_shipped(live_errors(base), shipped, ERRORS, ERROR_SCHEMA)
+    errors = _source(con, base / ERRORS, live, "live_errors")
     con.execute(f"CREATE VIEW errors AS SELECT DISTINCT ON (record_id) * FROM ({errors})")
     return con
