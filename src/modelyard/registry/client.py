@@ -32,6 +32,7 @@ from modelyard.errors import NotFoundError
 from modelyard.models.flavors import LoadOptions
 from modelyard.models.manifest import DatasetRef, Lineage, Manifest
 from modelyard.models.package import PackagedModel, load_package, read_manifest, save_package
+from modelyard.models.serving_model import ServingModel, open_serving_model
 from modelyard.models.signature import Signature
 from modelyard.registry.entities import AuditEntry, ModelVersion, RegisteredModel
 from modelyard.registry.gc import run_gc
@@ -238,6 +239,16 @@ class ModelRegistry:
         """Load the version ``ref`` names, verifying its manifest and every file."""
         version = self.get_version(ref)
         return load_package(self.artifacts, version.package_id, self._options(trust))
+
+    def load_serving(self, ref: str | ModelRef, *, trust: bool = False) -> ServingModel:
+        """The version's serving runtime (what the server answers with), verified.
+
+        The package is loaded and checked as by :meth:`load`; its serving runtime is
+        opened as the server opens it and checked against the held-out rows' native scores.
+        """
+        version = self.get_version(ref)
+        packaged = load_package(self.artifacts, version.package_id, self._options(trust))
+        return open_serving_model(packaged, self.artifacts, where=version.ref)
 
     def load_package(self, package_id: str, *, trust: bool = False) -> PackagedModel:
         if not self._store.package_exists(package_id):

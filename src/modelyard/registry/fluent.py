@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
+from modelyard.errors import InvalidInputError
 from modelyard.models.package import PackagedModel
+from modelyard.models.serving_model import ServingModel
 from modelyard.models.signature import Signature
 from modelyard.registry.client import LoggedModel, ModelRegistry
 from modelyard.tracking.fluent import active_run, get_client
@@ -61,8 +63,40 @@ def log_model(
     )
 
 
+@overload
 def load_model(
-    ref: str, *, trust: bool = False, project: str | Path | None = None
-) -> PackagedModel:
-    """Load ``name/3``, ``name@production`` or ``name@latest``, verified."""
+    ref: str,
+    *,
+    trust: bool = ...,
+    project: str | Path | None = ...,
+    runtime: Literal["native"] = ...,
+) -> PackagedModel: ...
+
+
+@overload
+def load_model(
+    ref: str, *, trust: bool = ..., project: str | Path | None = ..., runtime: Literal["serving"]
+) -> ServingModel: ...
+
+
+def load_model(
+    ref: str,
+    *,
+    trust: bool = False,
+    project: str | Path | None = None,
+    runtime: str = "native",
+) -> PackagedModel | ServingModel:
+    """Load ``name/3``, ``name@production`` or ``name@latest``, verified.
+
+    ``runtime="native"`` (the default) gives the logged model; ``runtime="serving"`` the
+    runtime the server answers with (the one ``models optimize`` chose: ONNX where it
+    passed parity), behind the same signature checks, its ``predict`` / ``predict_proba``
+    equal to the native model's within the package's parity tolerance.
+    """
+    if runtime == "serving":
+        return get_registry(project).load_serving(ref, trust=trust)
+    if runtime != "native":
+        raise InvalidInputError(
+            f"Expected runtime 'native' or 'serving', got {runtime!r}", loc="runtime"
+        )
     return get_registry(project).load(ref, trust=trust)
