@@ -56,6 +56,7 @@ __all__ = [
     "open_study_storage",
     "owner_tag",
     "reap_dead_trials",
+    "refresh_study_storage",
     "require_study",
     "study_location",
 ]
@@ -176,6 +177,11 @@ class DatabaseJournal(BaseJournalBackend):
             self._snapshot = (position, before + [json.loads(log) for log in encoded])
             self._read_at = time.monotonic()
 
+    def refresh(self) -> None:
+        """The next read goes to the table: another process's writes are seen at once."""
+        with self._lock:
+            self._read_at = -math.inf
+
     def close(self) -> None:
         self._db.close()
 
@@ -219,6 +225,12 @@ def close_study_storages() -> None:
             storage._backend.close()
         elif isinstance(storage, RDBStorage):
             storage.engine.dispose()
+
+
+def refresh_study_storage(storage: BaseStorage) -> None:
+    """Make ``storage``'s next read see every write committed so far, by any process."""
+    if isinstance(storage, JournalStorage) and isinstance(storage._backend, DatabaseJournal):
+        storage._backend.refresh()
 
 
 def _open(db_url: str, kind: str) -> BaseStorage:

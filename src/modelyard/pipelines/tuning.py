@@ -13,6 +13,12 @@ it, and a killed study resumes: calling ``tune`` again with the same name contin
 until ``n_trials`` trials are complete or pruned (trials left RUNNING by a dead
 process are marked FAIL and do not count). Trials are recorded as child runs in batches
 (``modelyard.pipelines.trials``).
+
+``engine="ray"`` (or ``engine: ray`` in modelyard.yaml) runs the trials as Ray tasks on
+the same study (``modelyard.pipelines.ordered_trials``): this process asks for each
+trial, ``n_jobs`` tasks run at once, and the same seed gives the same trials as
+``engine="local"`` with the same ``n_jobs`` (which then runs them in forked processes
+the same way).
 """
 
 from __future__ import annotations
@@ -36,14 +42,17 @@ from optuna.study import MaxTrialsCallback, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from modelyard.config import Settings
+from modelyard.engine import engine_for
 from modelyard.errors import ConflictError, InvalidInputError, ModelyardError, NotFoundError
 from modelyard.pipelines.context import current_step
+from modelyard.pipelines.ordered_trials import DriveSpec, drive_trials, split_result
 from modelyard.pipelines.space import call_objective, parse_space
 from modelyard.pipelines.studies import (
     OWNER_ATTR,
     open_study_storage,
     owner_tag,
     reap_dead_trials,
+    refresh_study_storage,
     study_location,
 )
 from modelyard.pipelines.trials import ERROR_ATTR, TrialRecorder, record_finished, trial_run_id
@@ -112,16 +121,7 @@ class _Outcome:
     error: BaseException | None = None
 
 
-def _split(result: Any) -> tuple[float, Any]:
-    """The objective's value, and its model when it returned ``(value, model)``."""
-    value, model = result if isinstance(result, tuple) and len(result) == 2 else (result, None)
-    if isinstance(value, bool | str | bytes) or not hasattr(value, "__float__"):
-        raise InvalidInputError(
-            f"Expected the objective to return a number or (number, model), got "
-            f"{type(result).__name__} {str(result)[:60]!r}",
-            loc="objective",
-        )
-    return float(value), model
+_split = split_result
 
 
 def _run_worker(plan: _Plan, db: Database, *, reseed: bool) -> _Outcome:
@@ -298,6 +298,7 @@ def tune(
     storage: str = "journal",
     catch: tuple[type[Exception], ...] = (),
     project: str | Path | None = None,
+    engine: str | None = None,
 ) -> TuneResult:
     """Search ``space`` for the parameters that minimise (or maximise) ``objective``.
 
@@ -312,6 +313,13 @@ def tune(
     ``n_jobs`` > 1 that many processes share the study and may finish up to
     ``n_jobs - 1`` trials beyond it. ``seed`` seeds the default TPE sampler (the same
     seed and ``n_jobs=1`` give the same parameters).
+
+    ``engine`` is ``"local"`` or ``"ray"`` (None: the project's ``engine`` setting). On
+    Ray each trial is a task on the project's cluster (``ray.address``), ``n_jobs`` at
+    once, sharing the study in the metadata database; trials are asked in order by this
+    process, so the same seed and ``n_jobs`` give the same trials on Ray as locally
+    (``engine="local"`` with a seed and ``n_jobs`` > 1 runs the same way in forked
+    processes; see ``modelyard.pipelines.ordered_trials``).
     """
     if not callable(objective):
         raise InvalidInputError(
@@ -323,6 +331,8 @@ def tune(
             "seed seeds the default TPE sampler; seed your own sampler instead", loc="seed"
         )
     parsed = None if space is None else parse_space(space)
+    if engine is not None and engine not in ("local", "ray"):
+        raise InvalidInputError(f"Expected an engine (local or ray), got {engine!r}", loc="engine")
     if study is None:
         # a study resumes by name, so an unnamed one must be new: named after the objective
         # alone, a later call on other data would reuse the old trials (and, once it had
@@ -344,7 +354,7 @@ def tune(
             n_trials=n_trials, timeout=timeout, n_jobs=n_jobs,
             sampler=sampler or TPESampler(seed=seed), pruner=pruner, direction=direction,
             metric=metric, register=register, register_kwargs=register_kwargs,
-            storage=storage, catch=catch,
+            storage=storage, catch=catch, engine=engine, seed=seed, space=parsed,
         )  # fmt: skip
         status = RunStatus.FINISHED
         return result
@@ -371,13 +381,18 @@ def _tune(
     register_kwargs: Mapping[str, Any] | None,
     storage: str,
     catch: tuple[type[Exception], ...],
+    engine: str | None = None,
+    seed: int | None = None,
+    space: dict[str, Any] | None = None,
 ) -> TuneResult:
     settings = client.settings
-    if n_jobs > 1 and study_location(settings.db_url) == "sqlite://":
+    chosen = engine_for(settings, engine, loc="engine")
+    ordered = chosen == "ray" or (n_jobs > 1 and seed is not None)
+    if (n_jobs > 1 or chosen == "ray") and study_location(settings.db_url) == "sqlite://":
         raise InvalidInputError(
-            "Expected a metadata store on disk or PostgreSQL for n_jobs > 1: an in-memory "
-            "store's study cannot be shared with worker processes",
-            loc="n_jobs",
+            "Expected a metadata store on disk or PostgreSQL for n_jobs > 1 or the ray "
+            "engine: an in-memory store's study cannot be shared with worker processes",
+            loc="engine" if chosen == "ray" else "n_jobs",
         )
     optuna_storage = open_study_storage(settings.db_url, storage)
     study = optuna.create_study(
@@ -397,7 +412,8 @@ def _tune(
         client.log_params(
             parent_id,
             {"study": name, "direction": direction, "n_trials": n_trials, "n_jobs": n_jobs,
-             "sampler": type(sampler).__name__, "pruner": type(study.pruner).__name__},
+             "sampler": type(sampler).__name__, "pruner": type(study.pruner).__name__,
+             "engine": chosen},
         )  # fmt: skip
     client.set_tags(parent_id, {"modelyard.study": name})
     reaped = tuple(reap_dead_trials(study))
@@ -417,14 +433,48 @@ def _tune(
     )  # fmt: skip
     record_finished(late, study, _dead_owner)
     late.flush()
-    if n_jobs == 1:
+    if ordered:
+        spec = DriveSpec(
+            engine=chosen, settings=settings, storage=storage, study_name=name,
+            sampler=sampler, pruner=study.pruner, seed=seed, space=space, n_trials=n_trials,
+            n_jobs=n_jobs, deadline=plan.deadline, keep_model=plan.keep_model, catch=catch,
+        )  # fmt: skip
+        outcomes = [_drive(plan, spec, study, client.db)]
+    elif n_jobs == 1:
         outcomes = [_run_worker(plan, client.db, reseed=False)]
     else:
         outcomes = _run_processes(plan, n_jobs)
+    refresh_study_storage(study._storage)  # the workers' last writes, read back here
     errors = [o.error for o in outcomes if o.error is not None]
     if errors:
         raise errors[0]
     return _result(client, study, plan, parent_id, own_run, reaped, outcomes, register)
+
+
+def _drive(plan: _Plan, spec: DriveSpec, study: optuna.Study, db: Database) -> _Outcome:
+    """Trials asked here and run by the engine's workers; recorded here, in trial order."""
+    recorder = TrialRecorder(
+        db, experiment_id=plan.experiment_id, parent_run_id=plan.parent_run_id,
+        study_name=plan.study_name, metric=plan.metric, env=plan.env,
+    )  # fmt: skip
+    outcome = _Outcome()
+    owner = owner_tag()
+
+    def finished(trial: FrozenTrial, model: Any) -> None:
+        recorder(study, trial)
+        value = trial.value
+        if model is None or trial.state is not TrialState.COMPLETE or value is None:
+            return
+        best = outcome.best
+        if best is None or (value > best[1] if plan.maximize else value < best[1]):
+            outcome.best = (trial.number, value, model)
+
+    try:
+        outcome.error = drive_trials(spec, study, plan.objective, finished)
+    finally:
+        record_finished(recorder, study, lambda t: t.system_attrs.get(OWNER_ATTR) == owner)
+        recorder.flush()
+    return outcome
 
 
 def _result(
