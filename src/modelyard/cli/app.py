@@ -50,6 +50,7 @@ _GROUPS: dict[str, tuple[str, ...]] = {
     "log": ("modelyard.cli.log",),
     "pipeline": ("modelyard.cli.pipeline",),
     "tune": ("modelyard.cli.tune",),
+    "deploy": ("modelyard.cli.deploy",),
 }
 _COMMANDS: dict[str, tuple[str, str]] = {
     "lineage": ("modelyard.cli.lineage", "lineage"),
@@ -58,6 +59,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "gc": ("modelyard.cli.gc", "gc"),
     "gate": ("modelyard.cli.gate", "gate"),
     "ui": ("modelyard.cli.ui", "ui"),
+    "build": ("modelyard.cli.build", "build"),
 }
 #: the root's options that take a value (so the value is not taken for a command)
 _VALUED_OPTIONS = frozenset({"--project", "-p"})
