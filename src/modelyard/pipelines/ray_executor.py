@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import sys
 import threading
 import time
@@ -46,7 +47,7 @@ from modelyard.pipelines.executors import (
     run_task,
 )
 
-__all__ = ["RayExecutor", "run_shipped_task"]
+__all__ = ["RayExecutor", "run_shipped_task", "task_arguments"]
 
 
 def _now_ms() -> int:
@@ -101,6 +102,7 @@ def _fresh_project_code(task: StepTask) -> None:
             continue
         if any(path.is_relative_to(root) for root in roots):
             sys.modules.pop(name, None)
+    importlib.invalidate_caches()  # a file written since the last step is seen
     while _added_paths:
         with contextlib.suppress(ValueError):
             sys.path.remove(_added_paths.pop())
@@ -108,6 +110,12 @@ def _fresh_project_code(task: StepTask) -> None:
         sys.path.remove(task.project_dir)
     sys.path.insert(0, task.project_dir)
     _added_paths.append(task.project_dir)
+
+
+def task_arguments(task: StepTask) -> tuple[StepTask, ShippedSettings]:
+    """What a step's Ray task is called with: the task and its settings, secrets masked."""
+    shipped = ship_settings(task.settings)
+    return dataclasses.replace(task, settings=shipped.settings), shipped
 
 
 class RayExecutor:
@@ -147,8 +155,7 @@ class RayExecutor:
 
     def submit(self, task: StepTask) -> Future[StepOutcome]:
         remote = self._connect(task)
-        shipped = ship_settings(task.settings)
-        bare = dataclasses.replace(task, settings=shipped.settings)
+        bare, shipped = task_arguments(task)
         options = task_options(
             task.settings,
             num_cpus=task.resources.num_cpus,
