@@ -237,3 +237,49 @@ def test_an_in_memory_store_cannot_tune_on_ray(tmp_path: Path) -> None:
     finally:
         set_client(None)
         client.close()
+
+
+OBJECTIVE_FILE = """
+SPACE = {"x": (-3.0, 3.0), "k": ["a", "b"]}
+
+
+def bowl(params):
+    return (params["x"] - 0.5) ** 2 + (params["k"] == "b")
+"""
+
+
+def test_the_command_line_runs_a_study_on_either_engine(
+    project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from modelyard.cli.app import main
+
+    file = tmp_path / "objective.py"
+    file.write_text(OBJECTIVE_FILE)
+
+    def cli(*args: str) -> tuple[int, str]:
+        capsys.readouterr()
+        code = main(["--project", str(project), "tune", "run", *args])
+        out, err = capsys.readouterr()
+        return code, out + err
+
+    found = {}
+    for engine in ("local", "ray"):
+        code, out = cli(f"{file}:bowl", "--n-trials", "6", "--n-jobs", "2", "--seed", "4",
+                        "--study", f"cli-{engine}", "--engine", engine, "--json")  # fmt: skip
+        assert code == 0, out
+        found[engine] = json.loads(out)
+        assert found[engine]["engine"] == engine and found[engine]["complete"] == 6
+    assert found["ray"]["best_params"] == found["local"]["best_params"]
+    assert found["ray"]["best_value"] == found["local"]["best_value"]
+    for args, expected in (
+        ((f"{file}:bowl", "--engine", "spark"), "local or ray"),
+        ((f"{file}:nothing",), "Expected a function 'nothing'"),
+        (("no_such_module_h2:f",), "Cannot import 'no_such_module_h2'"),
+        (("bowl",), "FILE.py:NAME or module:NAME"),
+        ((f"{file}:bowl", "--space", "OTHER"), "Expected a dict 'OTHER'"),
+    ):
+        code, out = cli(*args)
+        assert code == 2, out
+        assert expected in out and "Traceback" not in out, out

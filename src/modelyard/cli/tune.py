@@ -1,4 +1,9 @@
-"""``modelyard tune list|show``: the project's tuning studies.
+"""``modelyard tune run|list|show``: run a study (locally or on Ray), list and show studies.
+
+``run OBJECTIVE`` loads ``FILE.py:NAME`` or ``module:NAME`` and calls ``modelyard.tune``
+with it (the search space is the module's ``SPACE`` dict, or the one ``--space`` names;
+without one the objective gets the Optuna trial). ``--engine ray`` runs the trials as Ray
+tasks (``modelyard.yaml``'s ``engine`` is the default).
 
 ``show --html FILE`` writes one offline page in the monitoring report's style: the best
 trial, parameter importances, the optimization history (every complete trial's value
@@ -28,6 +33,94 @@ StorageOpt = Annotated[
 ]
 _STATE_STYLE = {"COMPLETE": "green", "PRUNED": "magenta", "FAIL": "red", "RUNNING": "cyan"}
 _MAX_TRIAL_ROWS = 50
+
+
+def _load_objective(target: str, space_name: str | None) -> tuple[Any, Any]:
+    """The objective ``FILE.py:NAME`` or ``module:NAME`` names, and its module's space."""
+    import importlib
+    import runpy
+
+    from modelyard.errors import InvalidInputError
+
+    where, sep, name = target.rpartition(":")
+    if not sep or not where or not name.isidentifier():
+        raise InvalidInputError(
+            f"Expected OBJECTIVE as FILE.py:NAME or module:NAME, got {target!r}", loc="OBJECTIVE"
+        )
+    if where.endswith(".py"):
+        if not Path(where).is_file():
+            raise InvalidInputError(
+                f"Expected a Python file, got no file at {where}", loc="OBJECTIVE"
+            )
+        # not in sys.modules: Ray ships its functions by value (cloudpickle)
+        names: dict[str, Any] = runpy.run_path(where, run_name="__modelyard_objective__")
+    else:
+        try:
+            names = vars(importlib.import_module(where))
+        except ImportError as exc:
+            raise InvalidInputError(f"Cannot import {where!r}: {exc}", loc="OBJECTIVE") from exc
+    objective = names.get(name)
+    if not callable(objective):
+        raise InvalidInputError(f"Expected a function {name!r} in {where}", loc="OBJECTIVE")
+    key = space_name or "SPACE"
+    space = names.get(key)
+    if space is None and space_name is not None:
+        raise InvalidInputError(f"Expected a dict {space_name!r} in {where}", loc="--space")
+    return objective, space
+
+
+@app.command("run")
+def run_study(
+    ctx: typer.Context,
+    objective: Annotated[str, typer.Argument(help="The objective: FILE.py:NAME or module:NAME.")],
+    n_trials: Annotated[int, typer.Option("--n-trials", help="Complete + pruned trials.")] = 100,
+    n_jobs: Annotated[int, typer.Option("--n-jobs", help="Trials at a time.")] = 1,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seeds the TPE sampler.")] = None,
+    study: Annotated[str | None, typer.Option("--study", help="Study name (resumes).")] = None,
+    direction: Annotated[
+        str, typer.Option("--direction", help="minimize or maximize.")
+    ] = "minimize",
+    engine: Annotated[
+        str | None,
+        typer.Option("--engine", help="local or ray (default: modelyard.yaml's engine)."),
+    ] = None,
+    space: Annotated[
+        str | None, typer.Option("--space", help="The module's space dict (default: SPACE).")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="Seconds for this call.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run (or resume) a study of OBJECTIVE; print the best trial."""
+    from modelyard.engine import engine_for
+    from modelyard.pipelines.tuning import tune
+
+    settings = settings_from(ctx)
+    chosen = engine_for(settings, engine)
+    function, found = _load_objective(objective, space)
+    result = tune(
+        function, space=found, n_trials=n_trials, n_jobs=n_jobs, seed=seed, study=study,
+        direction=direction, timeout=timeout, engine=chosen, project=settings.project_dir,
+    )  # fmt: skip
+    summary = {
+        "study": result.study_name, "engine": chosen, "direction": result.direction,
+        "complete": result.n_complete, "pruned": result.n_pruned, "failed": result.n_failed,
+        "best_value": result.best_value, "best_params": result.best_params,
+        "best_trial": result.best_trial, "best_run_id": result.best_run_id,
+        "parent_run_id": result.parent_run_id,
+    }  # fmt: skip
+    if as_json:
+        print_json(summary)
+        return
+    console.print(
+        f"[bold]{escape(result.study_name)}[/] on {chosen}: {result.n_complete} complete, "
+        f"{result.n_pruned} pruned, {result.n_failed} failed; best value "
+        f"{fmt_value(result.best_value)} (trial {fmt_value(result.best_trial)})",
+        soft_wrap=True,
+    )
+    for key, value in result.best_params.items():
+        console.print(f"  {escape(key)} = {escape(fmt_value(value))}", soft_wrap=True)
 
 
 @app.command("list")
