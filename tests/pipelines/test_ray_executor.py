@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import pickle
+import sys
 import textwrap
 import time
 import uuid
@@ -24,7 +25,7 @@ from sqlalchemy import create_engine, text
 
 from modelyard.cli.app import main
 from modelyard.config import CONFIG_FILE, Settings, init_project, load_settings
-from modelyard.errors import StepFailedError
+from modelyard.errors import MissingExtraError, StepFailedError
 from modelyard.pipelines import Pipeline, load_pipelines, run_pipeline
 from modelyard.pipelines.executors import StepTask, client_for
 from modelyard.pipelines.ray_executor import RayExecutor, task_arguments
@@ -330,3 +331,14 @@ def test_the_ray_executor_refuses_a_bad_max_workers() -> None:
 def test_settings_of_a_project_without_ray_keys_keep_local(settings: Settings) -> None:
     plain = msgspec.structs.replace(settings, engine="local")
     assert plain.pipeline_executor == "local"
+
+
+def test_a_cluster_that_cannot_serve_the_project_is_refused_before_the_run_starts(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = PipelineRecords(client_for(settings).db)
+    before = len(records.list_pipeline_runs(limit=1000))
+    monkeypatch.setitem(sys.modules, "ray", None)  # the ray extra is not installed
+    with pytest.raises(MissingExtraError, match=r"modelyard\[ray\]"):
+        run_pipeline(_pipelines(settings)["stats"], settings=settings, executor="ray")
+    assert len(records.list_pipeline_runs(limit=1000)) == before  # nothing recorded

@@ -30,6 +30,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from modelyard.config import Settings
 from modelyard.engine import (
     ShippedSettings,
     connect_ray,
@@ -145,16 +146,22 @@ class RayExecutor:
         self._refs: dict[int, Any] = {}
         self._lock = threading.Lock()
 
-    def _connect(self, task: StepTask) -> Any:
+    def connect(self, settings: Settings) -> None:
+        """Connect now (the runner does, before the run starts): a cluster that cannot
+        serve the project (ray missing, stores only this machine reaches) is refused
+        before anything is recorded."""
+        self._connect(settings)
+
+    def _connect(self, settings: Settings) -> Any:
         if self._remote is None:
             ray = import_ray()
-            connect_ray(task.settings)
+            connect_ray(settings)
             self._remote = ray.remote(max_retries=0)(run_shipped_task)
             self._largest = _largest_node(ray)
         return self._remote
 
     def submit(self, task: StepTask) -> Future[StepOutcome]:
-        remote = self._connect(task)
+        remote = self._connect(task.settings)
         bare, shipped = task_arguments(task)
         options = task_options(
             task.settings,

@@ -813,6 +813,7 @@ def run_pipeline(
     )
     if isinstance(chosen, RayExecutor):
         _check_shared(settings, chosen.name)
+        chosen.connect(settings)
     if isinstance(chosen, ProcessExecutor):
         _check_shared(settings, chosen.name)
         chosen.before_fork = lambda: _preload(graph)
