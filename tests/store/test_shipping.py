@@ -7,6 +7,7 @@ and with the rows stored in the shipped objects themselves (no duplicate at rest
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -357,3 +358,45 @@ def test_the_shipped_objects_are_parquet_a_reader_can_open_directly(
     assert shipped.files("predictions", model="other") == []
     table = pq.read_table(path, filesystem=shipped.fs)
     assert table.num_rows == 6
+
+
+def test_a_label_that_came_before_its_record_was_shipped_joins_it_once_shipped(
+    s3_artifacts: S3Artifacts, tmp_path: Path
+) -> None:
+    """Replica b got labels for a's records before a shipped them: kept apart, then joined."""
+    url = f"{s3_artifacts.url}/predictions"
+    a, b = tmp_path / "a", tmp_path / "b"
+    made = _record(1, time_us=T0)  # rec-000001 / req-1, made at T0 + 1
+    _write(a, [made, _record(2, time_us=T0)])
+    labels = [
+        FeedbackRecord(request_id=request_id, label=1, time_us=when)
+        for request_id, when in (
+            ("rec-000001", T0 + 50),  # the record id: unique, joined whatever the time
+            ("req-2", T0 + 60),  # a client id, after its record was made: joined
+            ("req-2", T0 - 60),  # the same client id before any record had it: apart
+            ("ghost", T0 + 70),  # no record at all: apart
+        )
+    ]
+
+    async def keep_apart() -> None:
+        with PredictionLog(b) as log:
+            for label in labels:
+                await log.append_unmatched_feedback(label)
+
+    asyncio.run(keep_apart())
+    for root, name in ((a, "a"), (b, "b")):
+        compact(root)
+        ship(root, url, name, grace_s=0)
+    con = connect(tmp_path / "elsewhere", ShippedLog(url))
+    try:
+        joined = con.execute(
+            "SELECT p.record_id, count(*) FROM predictions p JOIN feedback f USING (record_id) "
+            "GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        apart = con.execute(
+            "SELECT request_id, epoch_us(time) FROM unmatched_feedback ORDER BY 1"
+        ).fetchall()
+    finally:
+        con.close()
+    assert joined == [("rec-000001", 2), ("rec-000002", 2)]  # two rows each
+    assert apart == [("ghost", T0 + 70), ("req-2", T0 - 60)]

@@ -4,7 +4,10 @@ The views read the Parquet tree in place (``read_parquet`` with hive partitionin
 each row also has the partition's ``day``), plus the records still in segments as of
 ``connect`` (call it again to see newer ones), one row per (record_id, row, route).
 ``record_id`` is the server's unique id of a prediction (``request_id`` in records older
-than it); join labels on it. ``unmatched_feedback`` holds labels for ids no prediction had.
+than it); join labels on it. ``unmatched_feedback`` holds labels for ids no prediction had;
+one whose id names a record the log holds now (made by another replica and shipped since,
+say) is in ``feedback`` instead, joined to it: by record id, or by request id to the
+records made before the label arrived.
 ``errors`` holds one row per request answered with a 4xx/5xx status (``ErrorRecord``).
 
 With ``shipped`` (``shipping.ShippedLog``: every replica's log in the artifact store), the
@@ -99,8 +102,27 @@ def connect(
         f"CREATE VIEW predictions AS SELECT {distinct} * FROM "
         f"(SELECT {filled} FROM ({predictions}))"
     )
-    con.execute(f"CREATE VIEW feedback AS SELECT DISTINCT {filled} FROM ({feedback})")
-    con.execute(f"CREATE VIEW unmatched_feedback AS SELECT DISTINCT * FROM ({unmatched})")
+    # a label for an id no record had when it arrived (say, a record of another replica
+    # not yet shipped) joins the record it names once the log holds it: by record id
+    # (unique), or by the client's request id of a record made before the label came
+    con.execute(f"CREATE VIEW _unmatched_raw AS SELECT DISTINCT * FROM ({unmatched})")
+    con.execute(
+        "CREATE VIEW _late_feedback AS "
+        "SELECT u.* REPLACE (p.record_id AS record_id) FROM _unmatched_raw u "
+        "JOIN (SELECT DISTINCT record_id FROM predictions) p ON p.record_id = u.request_id "
+        "UNION "
+        "SELECT u.* REPLACE (p.record_id AS record_id) FROM _unmatched_raw u "
+        "JOIN (SELECT DISTINCT record_id, request_id, time FROM predictions) p "
+        "ON p.request_id = u.request_id AND p.time <= u.time"
+    )
+    con.execute(
+        f"CREATE VIEW feedback AS SELECT DISTINCT * FROM (SELECT {filled} FROM ({feedback}) "
+        "UNION ALL BY NAME SELECT * FROM _late_feedback)"
+    )
+    con.execute(
+        "CREATE VIEW unmatched_feedback AS SELECT u.* FROM _unmatched_raw u "
+        "ANTI JOIN _late_feedback l ON l.request_id = u.request_id AND l.time = u.time"
+    )
     live = _with_shipped(live_errors(base), shipped, ERRORS, ERROR_SCHEMA)
     errors = _source(con, base / ERRORS, live, "live_errors")
     con.execute(f"CREATE VIEW errors AS SELECT DISTINCT ON (record_id) * FROM ({errors})")
