@@ -79,6 +79,7 @@ from modelyard.store.predlog.tables import (
 from modelyard.store.urls import is_local_path, redact_text, redact_url
 
 __all__ = [
+    "CACHE_BYTES",
     "GRACE_S",
     "SHIPPED",
     "ShipResult",
@@ -102,10 +103,21 @@ DEFAULT_INTERVAL_S = 60.0
 _NOTE = ".ship-"
 _KINDS = (PREDICTIONS, FEEDBACK, UNMATCHED, ERRORS)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-#: shipped files whose id columns are kept in memory (``ShippedLog.read`` with columns)
-_CACHE_FILES = 1024
-_COLUMN_CACHE: OrderedDict[tuple[str, str, tuple[str, ...]], pa.Table] = OrderedDict()
+#: bytes of shipped tables kept in memory by ``ShippedLog.read`` (per process)
+CACHE_BYTES = 256 * 2**20
+_CacheKey = tuple[str, str, tuple[str, ...] | None]
+_CACHE: OrderedDict[_CacheKey, pa.Table] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
+
+
+def _remember(key: _CacheKey, table: pa.Table) -> None:
+    with _CACHE_LOCK:
+        _CACHE[key] = table
+        _CACHE.move_to_end(key)
+        total = sum(t.nbytes for t in _CACHE.values())
+        while total > CACHE_BYTES and len(_CACHE) > 1:
+            _, dropped = _CACHE.popitem(last=False)
+            total -= dropped.nbytes
 
 
 def default_replica_id(log_dir: str | os.PathLike[str]) -> str:
@@ -209,18 +221,23 @@ class ShippedLog:
     def read(self, path: str, columns: list[str] | None = None) -> pa.Table | None:
         """One shipped file (None when retention removed it since it was listed).
 
-        Reads of a few columns (the id columns feedback looks up) are kept in memory:
-        a shipped object's rows never change.
+        What was read is kept in memory (up to ``CACHE_BYTES`` in all, least recently
+        used out first): a shipped object's rows never change (an upload again after a
+        crash writes the same rows), so a long-lived reader (the UI, a server looking up
+        feedback ids) downloads each object once.
         """
-        key = (self.url, path, tuple(columns)) if columns is not None else None
-        if key is not None and key in _COLUMN_CACHE:
-            _COLUMN_CACHE.move_to_end(key)
-            return _COLUMN_CACHE[key]
+        key = (self.url, path, None if columns is None else tuple(columns))
+        with _CACHE_LOCK:
+            cached = _CACHE.get(key)
+            if cached is not None:
+                _CACHE.move_to_end(key)
+                return cached
         try:
+            wanted = columns
             if columns is not None:
                 names = set(pq.read_schema(path, filesystem=self.fs).names)
-                columns = [c for c in columns if c in names]
-            table = pq.read_table(path, filesystem=self.fs, columns=columns, partitioning=None)
+                wanted = [c for c in columns if c in names]
+            table = pq.read_table(path, filesystem=self.fs, columns=wanted, partitioning=None)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -228,11 +245,7 @@ class ShippedLog:
                 f"Reading {path} of the shipped prediction log {redact_url(self.url)} failed: "
                 f"{redact_text(str(exc), self.url)}"
             ) from exc
-        if key is not None:
-            with _CACHE_LOCK:
-                _COLUMN_CACHE[key] = table
-                while len(_COLUMN_CACHE) > _CACHE_FILES:
-                    _COLUMN_CACHE.popitem(last=False)
+        _remember(key, table)
         return table
 
     def tables(
