@@ -452,7 +452,7 @@ def test_a_killed_pipeline_run_is_shown_killed_and_can_be_resumed(
         (["-p", "limit=1.5"], ["'limit'", "int", "'1.5'"]),
         (["-p", "factr=2"], ["'factr'", "Did you mean 'factor'"]),
         (["-p", "factor"], ["key=value", "'factor'"]),
-        (["--engine", "ray"], ["--engine", "'ray'"]),
+        (["--engine", "spark"], ["--engine", "'spark'"]),
         (["--max-workers", "0"], ["--max-workers", "greater than or equal to 1"]),
     ],
 )
