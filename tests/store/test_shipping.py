@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections import Counter
@@ -400,3 +401,51 @@ def test_a_label_that_came_before_its_record_was_shipped_joins_it_once_shipped(
         con.close()
     assert joined == [("rec-000001", 2), ("rec-000002", 2)]  # two rows each
     assert apart == [("ghost", T0 + 70), ("req-2", T0 - 60)]
+
+
+@hyp_settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=3),  # records written (one segment)
+            st.integers(min_value=0, max_value=2),  # days after T0
+            st.booleans(),  # compact after writing
+            st.booleans(),  # ship after that
+            st.sampled_from([0.0, 50.0, 200.0]),  # seconds the clock moves on
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_any_sequence_of_writes_and_shipments_keeps_every_row_exactly_once(
+    steps: list[tuple[int, int, bool, bool, float]],
+) -> None:
+    """Generated interleavings (grace periods included): readers and storage agree."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root, url = Path(tmp) / "log", str(Path(tmp) / "bucket" / "predictions")
+        written: list[PredictionRecord] = []
+        now = 1_000_000.0
+        for count, day, do_compact, do_ship, advance in steps:
+            batch = [
+                _record(len(written) + i, version=1 + day % 2, time_us=T0 + day * DAY_US)
+                for i in range(count)
+            ]
+            if batch:
+                _write(root, batch)
+            written += batch
+            if do_compact:
+                compact(root, merge=False)
+            if do_ship:
+                ship(root, url, "r", grace_s=120, now=now)
+            now += advance
+            table = read_predictions(root, shipped=ShippedLog(url))
+            got = Counter(
+                (r["record_id"], r["row"], r["route"])
+                for r in table.select(["record_id", "row", "route"]).to_pylist()
+            )
+            assert got == _expected(written)  # never lost, never twice, at any moment
+        compact(root, merge=False)
+        ship(root, url, "r", grace_s=120, now=now)
+        ship(root, url, "r", grace_s=120, now=now + 1_000)  # every grace period is over
+        assert _local_parquet(root) == []
+        assert _shipped_rows(url) == _expected(written)  # at rest: exactly once
