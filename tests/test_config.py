@@ -428,7 +428,10 @@ def test_pipelines_settings_default_and_read_from_the_file(tmp_path: Path) -> No
         ("pipelines:\n  max_workers: 0\n", "Expected pipelines.max_workers to be an integer >= 1"),
         ("pipelines:\n  max_workers: -2\n", "Expected pipelines.max_workers to be an integer >= 1"),
         ("pipelines:\n  max_workers: two\n", "Expected `int | null`, got `str`"),
-        ("pipelines:\n  executor: ray\n", "Invalid enum value 'ray' - at `$.pipelines.executor`"),
+        (
+            "pipelines:\n  executor: spark\n",
+            "Invalid enum value 'spark' - at `$.pipelines.executor`",
+        ),
         ("pipelines:\n  modules: []\n", "Expected at least one module in pipelines.modules"),
         ("pipelines:\n  modules: ['  ']\n", "Expected a module name or a .py path"),
         ("pipelines:\n  module: [x]\n", "unknown field `module` - at `$.pipelines`"),

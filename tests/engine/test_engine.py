@@ -15,7 +15,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from modelyard.config import AlertRule, MonitoringSettings, RaySettings, Settings
+from modelyard.config import (
+    CONFIG_FILE,
+    AlertRule,
+    MonitoringSettings,
+    RaySettings,
+    Settings,
+    init_project,
+    load_settings,
+)
 from modelyard.engine import (
     check_shared_state,
     connect_ray,
@@ -295,3 +303,24 @@ def test_bad_step_resources_are_refused_naming_them(key: str, value: object) -> 
 
     with pytest.raises(PipelineDefinitionError, match=key):
         step(**{key: value})(fn)  # type: ignore[arg-type]
+
+
+# -- the pipelines' default executor -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", "local"),
+        ("engine: ray\n", "ray"),
+        ("engine: ray\npipelines:\n  executor: inline\n", "inline"),
+        ("engine: ray\npipelines:\n  executor: local\n", "local"),
+        ("pipelines:\n  executor: ray\n", "ray"),
+    ],
+)
+def test_pipelines_follow_the_engine_unless_their_executor_is_set(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    init_project(tmp_path)
+    (tmp_path / CONFIG_FILE).write_text(text)
+    assert load_settings(tmp_path, environ={}).pipeline_executor == expected
