@@ -115,6 +115,18 @@ def greedy() -> int:
     return 1
 
 
+@step(cache=False)
+def dies() -> int:
+    import os
+
+    os._exit(9)
+
+
+@pipeline
+def dying() -> None:
+    dies()
+
+
 @pipeline
 def too_big() -> None:
     greedy()
@@ -342,3 +354,12 @@ def test_a_cluster_that_cannot_serve_the_project_is_refused_before_the_run_start
     with pytest.raises(MissingExtraError, match=r"modelyard\[ray\]"):
         run_pipeline(_pipelines(settings)["stats"], settings=settings, executor="ray")
     assert len(records.list_pipeline_runs(limit=1000)) == before  # nothing recorded
+
+
+def test_a_worker_that_dies_fails_its_step_with_rays_reason(settings: Settings) -> None:
+    with pytest.raises(StepFailedError) as caught:
+        run_pipeline(_pipelines(settings)["dying"], settings=settings, executor="ray")
+    assert caught.value.step == "dies"
+    assert caught.value.error.startswith("WorkerCrashedError: ")
+    records = PipelineRecords(client_for(settings).db)
+    assert records.pipeline_run(caught.value.run_id).status == "failed"
