@@ -113,13 +113,20 @@ def project_extras(settings: Settings) -> list[str]:
 
 def image_settings(settings: Settings) -> dict[str, Any]:
     """The image's ``modelyard.yaml``: the project's model and serving settings, no secret."""
-    models = msgspec.to_builtins(settings.models)
-    serving_all = msgspec.to_builtins(settings.serving)
+    # through JSON: plain lists and dicts only (a tuple default is no YAML safe_dump takes)
+    models = msgspec.json.decode(msgspec.json.encode(settings.models))
+    serving_all = msgspec.json.decode(msgspec.json.encode(settings.serving))
     serving = {key: serving_all[key] for key in _SERVING_KEYS if key in serving_all}
     keys = []
     for key in serving.get("api_keys", []):
         # only references: the key's variable name or its sha256, never a key itself
-        keys.append({k: v for k, v in key.items() if k in ("name", "scopes", "key_env", "sha256")})
+        keys.append(
+            {
+                k: v
+                for k, v in key.items()
+                if k in ("name", "scopes", "key_env", "sha256") and v is not None
+            }
+        )
     serving["api_keys"] = keys
     return {
         "name": settings.name,
