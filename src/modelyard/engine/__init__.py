@@ -22,6 +22,7 @@ from modelyard.engine.ray_session import (
     task_options,
 )
 from modelyard.engine.shipping import ShippedSettings, secret_env, ship_settings, unship_settings
+from modelyard.engine.worker import fresh_project_code
 
 __all__ = [
     "ENGINES",
@@ -31,6 +32,7 @@ __all__ = [
     "cluster_hosts",
     "connect_ray",
     "engine_for",
+    "fresh_project_code",
     "import_ray",
     "secret_env",
     "ship_settings",

@@ -20,10 +20,7 @@ worker that dies (killed, out of memory) fails the step with Ray's reason.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import importlib
-import sys
 import threading
 import time
 from concurrent.futures import Future
@@ -34,6 +31,7 @@ from modelyard.config import Settings
 from modelyard.engine import (
     ShippedSettings,
     connect_ray,
+    fresh_project_code,
     import_ray,
     ship_settings,
     task_options,
@@ -72,45 +70,10 @@ def run_shipped_task(task: StepTask, shipped: ShippedSettings) -> StepOutcome:
             started_at=started,
             ended_at=_now_ms(),
         )
-    _fresh_project_code(task)
+    fresh_project_code(
+        task.project_dir, *([str(Path(task.module_file).parent)] if task.module_file else [])
+    )
     return run_task(dataclasses.replace(task, settings=settings), capture="fd")
-
-
-#: the project folders this worker put on ``sys.path`` (only the current one stays)
-_added_paths: list[str] = []
-
-
-def _fresh_project_code(task: StepTask) -> None:
-    """Make this (reused) worker import the step's project code as it is now.
-
-    Ray keeps worker processes between tasks, so a module imported for an earlier step
-    would stay: an edited ``pipelines.py``, or another project's module of the same
-    name. Every module whose file is in the project folder (or the step module's
-    folder) except modelyard's own is forgotten and imported again by the step (as
-    ``load_pipelines`` does); installed packages stay imported. The project folder is
-    put first on ``sys.path``, the previous one removed.
-    """
-    roots = [Path(task.project_dir).resolve()]
-    if task.module_file:
-        roots.append(Path(task.module_file).resolve().parent)
-    for name, module in list(sys.modules.items()):
-        where = getattr(module, "__file__", None)
-        if not where or name.partition(".")[0] == "modelyard":
-            continue
-        try:
-            path = Path(where).resolve()
-        except (OSError, RuntimeError):
-            continue
-        if any(path.is_relative_to(root) for root in roots):
-            sys.modules.pop(name, None)
-    importlib.invalidate_caches()  # a file written since the last step is seen
-    while _added_paths:
-        with contextlib.suppress(ValueError):
-            sys.path.remove(_added_paths.pop())
-    if task.project_dir in sys.path:
-        sys.path.remove(task.project_dir)
-    sys.path.insert(0, task.project_dir)
-    _added_paths.append(task.project_dir)
 
 
 def task_arguments(task: StepTask) -> tuple[StepTask, ShippedSettings]:
