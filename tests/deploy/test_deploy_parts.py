@@ -35,7 +35,7 @@ from modelyard.deploy.bundle import (
     write_bundle,
 )
 from modelyard.deploy.cgroup import cpu_limit, parse_cpu_max, plan_workers
-from modelyard.deploy.context import image_settings
+from modelyard.deploy.context import _check_constraints, image_settings
 from modelyard.deploy.entrypoint import serve_command
 from modelyard.deploy.lock import _applies, lock_requirements
 from modelyard.errors import ArtifactIntegrityError, InvalidInputError, NotFoundError
@@ -306,3 +306,16 @@ def test_build_bad_input_exits_2_with_one_line(
     lines = [line for line in result.err.splitlines() if line.strip()]
     assert len(lines) == 1 and word in lines[0], result.err
     shutil.rmtree(out, ignore_errors=True)
+
+
+def test_a_constraint_that_pins_another_version_is_noted(tmp_path: Path) -> None:
+    lock = lock_requirements({}, extras=["serve"])
+    numpy = lock.pins()["numpy"]
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text(f"# pins\nNumPy==0.0.1  # old\nuvicorn=={lock.pins()['uvicorn']}\n")
+    noted = _check_constraints(lock, constraints)
+    assert noted.notes == (
+        f"numpy: constraints.txt pins 0.0.1, this environment has {numpy}; the image pins {numpy}",
+    )
+    assert noted.pins() == lock.pins()
+    assert _check_constraints(lock, tmp_path / "none.txt") is lock

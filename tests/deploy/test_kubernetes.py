@@ -267,7 +267,7 @@ def served_version(deploy_project: DeployProject) -> Any:
     return _version(deploy_project)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(
     replicas=st.integers(1, 50),
     cpu=st.one_of(st.integers(1, 64).map(str), st.integers(1, 64000).map(lambda m: f"{m}m")),

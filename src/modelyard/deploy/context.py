@@ -20,6 +20,7 @@ serving settings keep API keys only as ``key_env`` names and sha256 hashes.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
 import re
@@ -33,6 +34,7 @@ from typing import Any
 
 import msgspec
 import yaml
+from packaging.utils import canonicalize_name
 
 from modelyard.config import Settings
 from modelyard.deploy.bundle import BUNDLE_FILE, Bundle, write_bundle
@@ -166,10 +168,29 @@ def _source_tree() -> Path | None:
     return path if (path / "pyproject.toml").is_file() else None
 
 
+#: what a wheel is built from: the project's metadata files and its ``src`` tree
+_SOURCE_FILES = ("pyproject.toml", "README.md", "LICENSE", "setup.cfg", "setup.py", "MANIFEST.in")
+
+
 def _build_wheel(source: Path, target: Path) -> str:
-    """modelyard's wheel from its source tree, into ``target``; its file name."""
+    """modelyard's wheel from its source tree, into ``target``; its file name.
+
+    Built from a copy of ``src`` and the metadata files, never in the tree itself: an
+    in-tree build reuses ``build/lib``, where a module deleted since the last build
+    would still be, and would ship in the wheel.
+    """
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="modelyard-wheel-") as tmp:
+        copy = Path(tmp) / "source"
+        shutil.copytree(
+            source / "src",
+            copy / "src",
+            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"),
+        )
+        for name in _SOURCE_FILES:
+            if (source / name).is_file():
+                shutil.copy2(source / name, copy / name)
+        wheels_dir = Path(tmp) / "wheels"
         done = subprocess.run(
             [
                 sys.executable,
@@ -180,19 +201,39 @@ def _build_wheel(source: Path, target: Path) -> str:
                 "--no-build-isolation",
                 "--quiet",
                 "--wheel-dir",
-                tmp,
-                str(source),
+                str(wheels_dir),
+                str(copy),
             ],
             capture_output=True,
             text=True,
             check=False,
         )
-        wheels = sorted(Path(tmp).glob("modelyard-*.whl"))
+        wheels = sorted(wheels_dir.glob("modelyard-*.whl"))
         if done.returncode != 0 or not wheels:
             last = (done.stderr.strip().splitlines() or ["no wheel was written"])[-1]
             raise ModelyardError(f"Building modelyard's wheel from {source} failed: {last}")
         shutil.copy2(wheels[0], target / wheels[0].name)
         return wheels[0].name
+
+
+def _check_constraints(lock: Lock, path: Path) -> Lock:
+    """``lock`` with a note for each pin that the source tree's constraints file pins
+    differently (the image keeps what this environment runs, which its tests ran on)."""
+    if not path.is_file():
+        return lock
+    pinned: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        text = line.split("#", 1)[0].strip()
+        name, sep, version = text.partition("==")
+        if sep and ";" not in version:
+            pinned[canonicalize_name(name.split("[")[0].strip())] = version.strip()
+    notes = [
+        f"{r.name}: {path.name} pins {pinned[key]}, this environment has {r.version}; "
+        f"the image pins {r.version}"
+        for r in lock.requirements
+        if (key := canonicalize_name(r.name)) in pinned and pinned[key] != r.version
+    ]
+    return dataclasses.replace(lock, notes=(*lock.notes, *notes)) if notes else lock
 
 
 def _dockerfile(bundle: Bundle, trust: bool) -> str:
@@ -382,6 +423,8 @@ def build_context(
         + yaml.safe_dump(image_settings(settings), sort_keys=False),
     )
     source = _source_tree()
+    if source is not None:
+        lock = _check_constraints(lock, source / "requirements" / "constraints.txt")
     wheel = None
     header = [
         f"{bundle.ref} (package {bundle.package_id}): written by modelyard build",
