@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test check bench-tracking bench-models bench-features bench-serving bench-monitoring bench-pipelines bench-gates bench-canary bench-ui screenshots clean
+.PHONY: install demo test check bench-tracking bench-models bench-features bench-serving bench-monitoring bench-pipelines bench-gates bench-canary bench-ui bench-batch screenshots clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,10 @@ bench-canary: install
 
 bench-ui: install
 	$(BIN)/python benchmarks/ui/run.py
+
+# 2,000,000 rows: native predict_proba, modelyard predict (local, ray), MLflow pyfunc
+bench-batch: install
+	$(BIN)/python benchmarks/batch/bench_batch.py
 
 # PNGs of the web UI's main pages of $(PROJECT) into docs/screenshots/ (run `make demo` first)
 PROJECT ?= modelyard-demo

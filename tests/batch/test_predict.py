@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.batch.conftest import CHURN, HGB, NUMERIC, BatchProject, churn_frame, hgb_frame
+from tests.batch.fixtures import CHURN, HGB, NUMERIC, BatchProject, churn_frame, hgb_frame
 
 import modelyard
 from modelyard.batch import MANIFEST, predict_batch

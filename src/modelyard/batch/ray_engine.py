@@ -12,6 +12,7 @@ the local engine does. Settings reach the actors through
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from modelyard.batch.inputs import InputFile, csv_convert_options
 from modelyard.batch.scoring import BatchScorer
+from modelyard.batch.stats import PoolStats
 from modelyard.config import Settings
 from modelyard.engine import (
     ShippedSettings,
@@ -32,10 +34,15 @@ from modelyard.engine import (
 )
 from modelyard.errors import InvalidInputError
 
-__all__ = ["PATH_COLUMN", "RayBatchScorer", "score_on_ray"]
+__all__ = ["ACTOR_COLUMN", "PATH_COLUMN", "RayBatchScorer", "score_on_ray"]
 
 #: the column Ray Data's ``include_paths`` adds
 PATH_COLUMN = "path"
+#: read tasks reserve no CPU: the scoring actors may hold every CPU of the cluster, and a
+#: read waiting for a CPU they hold would wait for ever (Ray Data's backpressure bounds reads)
+_READ = {"num_cpus": 0}
+#: the column naming the actor that scored a batch (read by the driver, not written)
+ACTOR_COLUMN = "_actor"
 
 
 class RayBatchScorer:
@@ -44,11 +51,13 @@ class RayBatchScorer:
     def __init__(self, shipped: ShippedSettings, threads: int, **scorer_args: Any) -> None:
         threadpool_limits(limits=max(1, threads))  # the CPUs this actor reserved
         self.scorer = BatchScorer(unship_settings(shipped), **scorer_args)
+        self.actor = str(import_ray().get_runtime_context().get_actor_id())
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         paths = batch.column(PATH_COLUMN)
         scored = self.scorer(batch.drop_columns([PATH_COLUMN]))
-        return scored.append_column(PATH_COLUMN, paths)
+        actor = pa.array([self.actor] * scored.num_rows, type=pa.string())
+        return scored.append_column(PATH_COLUMN, paths).append_column(ACTOR_COLUMN, actor)
 
 
 def _actors(settings: Settings, workers: int | None) -> int:
@@ -72,12 +81,17 @@ def _dataset(files: Sequence[InputFile], columns: Sequence[str]) -> Any:
             return
         paths = [str(f.path.resolve()) for f in run]
         if run[0].kind == "parquet":
-            parts.append(ray.data.read_parquet(paths, columns=list(columns), include_paths=True))
+            read = ray.data.read_parquet(paths, include_paths=True, ray_remote_args=_READ)
+            parts.append(read.select_columns([*columns, PATH_COLUMN]))
         else:
             header = list(dict.fromkeys(c for f in run for c in f.columns))
             convert = csv_convert_options(header)
             convert.include_columns = list(columns)
-            parts.append(ray.data.read_csv(paths, convert_options=convert, include_paths=True))
+            parts.append(
+                ray.data.read_csv(
+                    paths, convert_options=convert, include_paths=True, ray_remote_args=_READ
+                )
+            )
         run.clear()
 
     for item in files:
@@ -89,10 +103,14 @@ def _dataset(files: Sequence[InputFile], columns: Sequence[str]) -> Any:
     return dataset.union(*parts[1:]) if len(parts) > 1 else dataset
 
 
-def _split_by_path(table: pa.Table, names: dict[str, str]) -> Iterator[tuple[str, pa.Table]]:
+def _split_by_path(
+    table: pa.Table, names: dict[str, str], stats: PoolStats
+) -> Iterator[tuple[str, pa.Table]]:
     """Consecutive rows of one file, named as the caller named the file."""
     paths = table.column(PATH_COLUMN)
-    table = table.drop_columns([PATH_COLUMN])
+    stats.actors.update(table.column(ACTOR_COLUMN).unique().to_pylist())
+    stats.batches += 1
+    table = table.drop_columns([PATH_COLUMN, ACTOR_COLUMN])
     if table.num_rows == 0:
         return
     values = paths.to_pylist()
@@ -114,8 +132,10 @@ def score_on_ray(
     scorer_args: dict[str, Any],
     batch_rows: int,
     workers: int | None,
+    stats: PoolStats,
 ) -> Iterator[tuple[str, pa.Table]]:
-    """``(file, scored table)`` in input order, scored by an actor pool on the cluster."""
+    """``(file, scored table)`` in input order, scored by an actor pool on the cluster;
+    ``stats`` counts the actors that scored (each loaded the model once) and the batches."""
     for item in files:
         if PATH_COLUMN in item.columns:
             raise InvalidInputError(
@@ -124,25 +144,28 @@ def score_on_ray(
                 loc="--engine",
             )
     connect_ray(settings)
-    ray = import_ray()
-    context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True
-    context.enable_progress_bars = False
-    options = task_options(settings)
-    threads = int(max(1.0, float(options.get("num_cpus", 1.0))))
-    names = {str(f.path.resolve()): str(f.path) for f in files}
-    scored = _dataset(files, columns).map_batches(
-        RayBatchScorer,
-        fn_constructor_kwargs={
-            "shipped": ship_settings(settings),
-            "threads": threads,
-            **scorer_args,
-        },
-        batch_size=batch_rows,
-        batch_format="pyarrow",
-        concurrency=_actors(settings, workers),
-        zero_copy_batch=True,
-        **options,
-    )
-    for table in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
-        yield from _split_by_path(table, names)
+    with warnings.catch_warnings():
+        # Ray Data warns about its own deprecated settings while it builds its context
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray(\.|$)")
+        ray = import_ray()
+        context = ray.data.DataContext.get_current()
+        context.execution_options.preserve_order = True
+        context.enable_progress_bars = False
+        options = task_options(settings)
+        threads = int(max(1.0, float(options.get("num_cpus", 1.0))))
+        names = {str(f.path.resolve()): str(f.path) for f in files}
+        scored = _dataset(files, columns).map_batches(
+            RayBatchScorer,
+            fn_constructor_kwargs={
+                "shipped": ship_settings(settings),
+                "threads": threads,
+                **scorer_args,
+            },
+            batch_size=batch_rows,
+            batch_format="pyarrow",
+            concurrency=_actors(settings, workers),
+            zero_copy_batch=True,
+            **options,
+        )
+        for table in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
+            yield from _split_by_path(table, names, stats)

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from modelyard.batch.inputs import InputFile, describe_inputs, find_inputs, iter_batches, sha256_of
 from modelyard.batch.scoring import BatchScorer
+from modelyard.batch.stats import PoolStats
 from modelyard.batch.writer import PREDICTIONS, REJECTS, BatchWriter
 from modelyard.config import ServingRuntime, Settings, load_settings
 from modelyard.engine import engine_for
@@ -81,6 +82,10 @@ class BatchResult:
     logged_records: int = 0
     log_dir: str | None = None
     key_columns: list[str] = field(default_factory=list)
+    #: processes that loaded (and verified) the model: 1 locally, one per Ray actor used
+    model_loads: int = 1
+    #: threads (local) or actors (ray) that scored
+    workers: int = 1
 
     @property
     def rows_per_second(self) -> float:
@@ -252,13 +257,15 @@ def predict_batch(
         outputs=[o.name for o in manifest.outputs],
         log=prediction_log,
     )
+    pool = PoolStats()
+    threads = 0
     try:
         if chosen == "ray":
             from modelyard.batch.ray_engine import score_on_ray  # the optional ray extra
 
             runtime_name = expected_runtime(manifest, choice)
             empty = BatchScorer.empty_of(manifest, keys)
-            stream = score_on_ray(settings, files, columns, scorer_args, batch_rows, workers)
+            stream = score_on_ray(settings, files, columns, scorer_args, batch_rows, workers, pool)
         else:
             scorer = BatchScorer(settings, **scorer_args)
             runtime_name, empty = scorer.runtime_name, scorer.empty()
@@ -303,6 +310,8 @@ def predict_batch(
         logged_records=writer.logged_records,
         log_dir=str(settings.prediction_log_dir) if log else None,
         key_columns=keys,
+        model_loads=1 if chosen == "local" else len(pool.actors),
+        workers=threads if chosen == "local" else len(pool.actors),
     )
     tmp = out / f".{MANIFEST}.{run_id}.tmp"
     tmp.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
