@@ -37,8 +37,13 @@ from modelyard.deploy.bundle import (
 from modelyard.deploy.cgroup import cpu_limit, parse_cpu_max, plan_workers
 from modelyard.deploy.context import _check_constraints, image_settings
 from modelyard.deploy.entrypoint import serve_command
-from modelyard.deploy.lock import _applies, lock_requirements
-from modelyard.errors import ArtifactIntegrityError, InvalidInputError, NotFoundError
+from modelyard.deploy.lock import _applies, _extra_needing, lock_requirements
+from modelyard.errors import (
+    ArtifactIntegrityError,
+    InvalidInputError,
+    ModelyardError,
+    NotFoundError,
+)
 from modelyard.registry import ModelRegistry
 from modelyard.store.artifacts import ArtifactStore
 from modelyard.store.database import open_database
@@ -319,3 +324,28 @@ def test_a_constraint_that_pins_another_version_is_noted(tmp_path: Path) -> None
     )
     assert noted.pins() == lock.pins()
     assert _check_constraints(lock, tmp_path / "none.txt") is lock
+
+
+def test_a_failed_build_leaves_the_folder_as_it_was(
+    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(source: Path, target: Path) -> str:
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "half.whl").write_bytes(b"")
+        raise ModelyardError("Building modelyard's wheel from here failed: no compiler")
+
+    monkeypatch.setattr("modelyard.deploy.context._build_wheel", broken)
+    for existed in (False, True):
+        out = tmp_path / f"ctx-{existed}"
+        if existed:
+            out.mkdir()
+        result = cli("build", "churn/3", "--out", str(out))
+        assert result.code == 2 and "no compiler" in result.err, result.err
+        assert out.exists() == existed
+        assert not existed or list(out.iterdir()) == []
+
+
+def test_a_missing_requirement_names_the_extra_that_needs_it() -> None:
+    assert _extra_needing("psycopg", ["postgres", "serve"]) == "postgres"
+    assert _extra_needing("starlette", ["postgres", "serve"]) == "serve"
+    assert _extra_needing("numpy", ["serve"]) is None  # a base requirement

@@ -44,6 +44,7 @@ from modelyard.deploy.lock import FLAVOR_EXTRAS, RUNTIME_PACKAGES, Lock, lock_re
 from modelyard.errors import InvalidInputError, ModelyardError
 from modelyard.models.manifest import Manifest
 from modelyard.registry.client import ModelRegistry
+from modelyard.registry.entities import ModelVersion
 
 __all__ = [
     "BASE_IMAGE",
@@ -412,7 +413,27 @@ def build_context(
         extras=[*wanted, *(extras or [])],
         packages=RUNTIME_PACKAGES.get(manifest.serving_runtime, ()),
     )
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _write_context(registry, version, out, lock, trust or manifest.needs_trust, image)
+    except BaseException:
+        # no half-written context is left to be built: the folder is as it was (empty)
+        shutil.rmtree(out, ignore_errors=True)
+        if not created:
+            out.mkdir(exist_ok=True)
+        raise
+
+
+def _write_context(
+    registry: ModelRegistry,
+    version: ModelVersion,
+    out: Path,
+    lock: Lock,
+    trust: bool,
+    image: str | None,
+) -> BuildContext:
+    settings = registry.settings
     project = out / "project"
     bundle, _ = write_bundle(registry.artifacts, version, project / BAKED_ARTIFACTS)
     shutil.rmtree(project / BAKED_ARTIFACTS / "tmp", ignore_errors=True)
@@ -442,6 +463,6 @@ def build_context(
     (out / "install.sh").chmod(0o755)
     _write(out / ".dockerignore", _DOCKERIGNORE)
     name = image or image_name(bundle.name, bundle.version)
-    _write(out / "Dockerfile", _dockerfile(bundle, trust or manifest.needs_trust))
+    _write(out / "Dockerfile", _dockerfile(bundle, trust))
     _write(out / "README.md", _readme(bundle, name))
     return BuildContext(path=out, bundle=bundle, lock=lock, wheel=wheel, image=name)

@@ -130,6 +130,19 @@ def modelyard_extras_closure(extras: Iterable[str]) -> set[str]:
     return chosen
 
 
+def _extra_needing(name: str, chosen: Iterable[str]) -> str | None:
+    """The extra of modelyard whose requirements bring in ``name`` (None: the base)."""
+    dist = _installed("modelyard")
+    for text in (dist.requires or []) if dist is not None else []:
+        req = _parse(text, owner="modelyard")
+        if canonicalize_name(req.name) != name or _applies(req, []):
+            continue
+        for extra in sorted(chosen):
+            if _applies(req, [extra]):
+                return extra
+    return None
+
+
 def lock_requirements(
     manifest_requirements: Mapping[str, str],
     *,
@@ -176,8 +189,8 @@ def lock_requirements(
                     "requirements are not in this lock; pip check in the build tells"
                 )
                 continue
-            extra = next((e for e in chosen if e != "serve"), None)
-            if extra is not None and parent == "modelyard":
+            extra = _extra_needing(key, chosen) if parent == "modelyard" else None
+            if extra is not None:
                 raise MissingExtraError(f"Locking {name} (required by modelyard)", extra)
             raise InvalidInputError(
                 f"Cannot lock {name} (required by {parent or 'the image'}): it is not installed "
