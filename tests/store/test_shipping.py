@@ -26,7 +26,7 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
 from modelyard.config import ServingSettings, ShipSettings, init_project, load_settings
-from modelyard.errors import InvalidInputError
+from modelyard.errors import InvalidInputError, StorageError
 from modelyard.store.predlog import (
     FeedbackRecord,
     PredictionLog,
@@ -39,7 +39,9 @@ from modelyard.store.predlog import (
 )
 from modelyard.store.predlog.shipping import (
     ShippedLog,
+    check_shipping,
     default_replica_id,
+    replica_id_for,
     ship,
     ship_interval_s,
     shipped_log,
@@ -449,3 +451,24 @@ def test_any_sequence_of_writes_and_shipments_keeps_every_row_exactly_once(
         ship(root, url, "r", grace_s=120, now=now + 1_000)  # every grace period is over
         assert _local_parquet(root) == []
         assert _shipped_rows(url) == _expected(written)  # at rest: exactly once
+
+
+def test_a_replica_checks_at_start_up_that_it_can_ship(
+    s3_artifacts: S3Artifacts, tmp_path: Path
+) -> None:
+    root = tmp_path / "project"
+    init_project(root)
+    base = msgspec.structs.replace(load_settings(root, environ={}), artifacts=s3_artifacts.url)
+    where = check_shipping(base)
+    assert where == f"{s3_artifacts.url}/predictions/replica={replica_id_for(base)}"
+    assert ShippedLog(f"{s3_artifacts.url}/predictions").files("predictions") == []
+    missing = msgspec.structs.replace(base, artifacts="s3://no-such-bucket-h6/artifacts")
+    with pytest.raises(StorageError, match="cannot be shipped to s3://no-such-bucket-h6"):
+        check_shipping(missing)
+    no_loop = msgspec.structs.replace(
+        base, serving=msgspec.structs.replace(base.serving, compact_interval_s=0.0)
+    )
+    with pytest.raises(InvalidInputError, match="compact_interval_s"):
+        check_shipping(no_loop)
+    local = load_settings(root, environ={})
+    assert check_shipping(local) is None  # a local artifact folder: shipping is off

@@ -38,6 +38,7 @@ from modelyard.errors import InvalidInputError, ModelyardError, StorageError
 from modelyard.registry.client import ModelRegistry
 from modelyard.serving.app import SPEC_ENV, app_from_env
 from modelyard.serving.state import primary_ref
+from modelyard.store.predlog.shipping import check_shipping
 
 __all__ = [
     "THREAD_VARIABLES",
@@ -79,7 +80,8 @@ def preflight(settings: Settings, targets: Sequence[str]) -> list[str]:
 
     Raises the first problem: the metadata store unreachable (``StorageError``), a
     named model or alias that does not exist, a version without a signature, a
-    prediction log folder that cannot be written.
+    prediction log folder that cannot be written, an artifact store the log cannot be
+    shipped to (``check_shipping``).
     """
     registry = ModelRegistry(settings)  # connects and migrates, once, before the workers
     try:
@@ -101,6 +103,9 @@ def preflight(settings: Settings, targets: Sequence[str]) -> list[str]:
     log_dir.mkdir(parents=True, exist_ok=True)
     if not os.access(log_dir, os.W_OK | os.X_OK):
         raise StorageError(f"The prediction log folder {log_dir} is not writable")
+    ships_to = check_shipping(settings)
+    if ships_to is not None:
+        logger.info("The prediction log is shipped to %s", ships_to)
     return found
 
 

@@ -84,6 +84,7 @@ __all__ = [
     "SHIPPED",
     "ShipResult",
     "ShippedLog",
+    "check_shipping",
     "default_replica_id",
     "replica_id_for",
     "ship",
@@ -140,6 +141,39 @@ def ship_interval_s(settings: Settings) -> float:
         one_host = is_local_path(settings.artifacts) or settings.artifacts.startswith("memory:")
         return 0.0 if one_host else DEFAULT_INTERVAL_S
     return interval
+
+
+def check_shipping(settings: Settings) -> str | None:
+    """Where this replica ships (``{artifacts}/predictions/replica=<id>``), checked once.
+
+    None when shipping is off. Shipping runs in the compaction loop, so it needs
+    ``serving.compact_interval_s`` above 0; and the artifact store must answer (a
+    listing): a wrong endpoint or credentials fail here, at start-up, in one line,
+    instead of in every shipment later.
+    """
+    if ship_interval_s(settings) <= 0:
+        return None
+    if settings.serving.compact_interval_s <= 0:
+        raise InvalidInputError(
+            "Expected serving.compact_interval_s above 0 while the prediction log is "
+            "shipped (serving.ship.interval_s, on by default for object storage): "
+            "shipments follow compactions; got 0. Set ship.interval_s: 0 to ship nothing",
+            loc="serving.compact_interval_s",
+        )
+    url = _join(settings.artifacts, SHIPPED)
+    replica = replica_id_for(settings)
+    target = _Target(url, replica)
+    try:  # a write and its removal: the bucket exists and the credentials may write
+        target.put(".reachable", b"")
+        target.fs.rm(f"{target.root}/.reachable")
+    except Exception as exc:  # botocore's own errors are not OSError subclasses
+        raise StorageError(
+            f"The prediction log cannot be shipped to {redact_url(url)}: "
+            f"{redact_text(str(exc), url)}. Check the `artifacts` setting and the "
+            "credentials and endpoint in the environment (AWS_ACCESS_KEY_ID, "
+            "AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL_S3)"
+        ) from exc
+    return f"{redact_url(url)}/replica={replica}"
 
 
 def shipped_log(settings: Settings) -> ShippedLog | None:
