@@ -31,6 +31,10 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# a local cluster started by ray.init() would otherwise generate ~/.ray/auth_token, and
+# with that file present every later `ray start` on the machine turns token auth on (the
+# test cluster's driver then cannot connect): this benchmark's cluster is 127.0.0.1 only
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 import numpy as np
 import optuna

@@ -283,3 +283,28 @@ def test_the_command_line_runs_a_study_on_either_engine(
         code, out = cli(*args)
         assert code == 2, out
         assert expected in out and "Traceback" not in out, out
+
+
+def test_the_same_trials_on_postgresql(
+    pg_database: str, tmp_path: Path, ray_address: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The study in PostgreSQL's ``modelyard_optuna`` schema, shared by driver and tasks."""
+    root = tmp_path / "pg-project"
+    modelyard.init_project(root)
+    config = root / "modelyard.yaml"
+    config.write_text(config.read_text() + f"\nray:\n  address: {ray_address}\n")
+    monkeypatch.setenv("MODELYARD_DB_URL", pg_database)
+    try:
+        runs = {
+            engine: tune(quadratic, space=SPACE, n_trials=8, n_jobs=2, seed=13,
+                         study=f"pg-{engine}", engine=engine, project=root)
+            for engine in ("local", "ray")
+        }  # fmt: skip
+        assert get_client(root).settings.db_url == pg_database
+        assert _trials(runs["ray"]) == _trials(runs["local"])
+        assert len(_children(root, runs["ray"])) == 8
+    finally:
+        client = get_client(root)
+        set_client(None)
+        client.close()
+        studies.close_study_storages()  # before the test database is dropped

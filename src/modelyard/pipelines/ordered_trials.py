@@ -59,6 +59,7 @@ from modelyard.pipelines.studies import open_study_storage, refresh_study_storag
 from modelyard.pipelines.trials import ERROR_ATTR
 
 __all__ = [
+    "DriveSpec",
     "StudyHistory",
     "TrialJob",
     "TrialOutcome",
