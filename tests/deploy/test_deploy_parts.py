@@ -349,3 +349,31 @@ def test_a_missing_requirement_names_the_extra_that_needs_it() -> None:
     assert _extra_needing("psycopg", ["postgres", "serve"]) == "postgres"
     assert _extra_needing("starlette", ["postgres", "serve"]) == "serve"
     assert _extra_needing("numpy", ["serve"]) is None  # a base requirement
+
+
+def test_build_json_names_the_version_package_and_image(
+    cli: Any, deploy_project: DeployProject, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fake_wheel(source: Path, target: Path) -> str:  # the real one: test_build.py
+        target.mkdir(parents=True, exist_ok=True)
+        (target / "modelyard-0.1.0-py3-none-any.whl").write_bytes(b"wheel")
+        return "modelyard-0.1.0-py3-none-any.whl"
+
+    monkeypatch.setattr("modelyard.deploy.context._build_wheel", fake_wheel)
+    out = tmp_path / "ctx"
+    result = cli("build", "churn/3", "--out", str(out), "--json")
+    assert result.code == 0, result.err
+    shown = result.json()
+    with ModelRegistry(deploy_project.settings) as registry:
+        package_id = registry.get_version("churn/3").package_id
+    assert shown["ref"] == "churn/3" and shown["package_id"] == package_id
+    assert shown["image"] == "modelyard-churn:3"
+    assert {"serve", "sklearn"} <= set(shown["extras"])
+    bundle = read_bundle(out / "project" / BUNDLE_FILE)
+    assert (bundle.ref, bundle.package_id) == ("churn/3", package_id)
+    verify_bundle(bundle, ArtifactStore(str(out / "project" / "artifacts")))
+    assert not (out / "project" / "artifacts" / "tmp").exists()
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".dockerignore", "Dockerfile", "README.md", "install.sh", "project",
+        "requirements.lock", "wheels",
+    ]  # fmt: skip
