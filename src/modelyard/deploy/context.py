@@ -75,6 +75,7 @@ _SERVING_KEYS = (
     "watch_interval_s",
     "batching",
     "api_keys",
+    "ship",  # replica_id is not copied: each pod's default is its own
 )
 
 
