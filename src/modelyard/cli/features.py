@@ -21,6 +21,7 @@ from rich.table import Table
 
 from modelyard.cli.context import settings_from
 from modelyard.cli.output import console, err_console, fmt_time, parse_time, print_json
+from modelyard.engine import engine_for
 from modelyard.errors import InvalidInputError
 from modelyard.features.keys import KeyType, parse_text_key
 from modelyard.features.online import FeatureStatus
@@ -32,6 +33,14 @@ from modelyard.features.validation import key_types
 app = typer.Typer(help="Feature definitions, materialization and retrieval.", no_args_is_help=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+EngineOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--engine",
+        help="local (this process) or ray (entity-key partitions as Ray tasks); "
+        "default: engine in modelyard.yaml.",
+    ),
+]
 ViewsOpt = Annotated[
     list[str] | None, typer.Option("--view", help="Only this view (repeatable; default: all).")
 ]
@@ -277,13 +286,17 @@ def materialize(
         str | None, typer.Option(help="Event times before this, ISO with zone (default: now).")
     ] = None,
     views: ViewsOpt = None,
+    engine: EngineOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Write each view's latest values per entity to the online store."""
     store = store_from(ctx)
+    chosen = engine_for(store.settings, engine)  # a bad --engine is named as the option
     stop = parse_time(end, "end") or datetime.now(UTC)
     with _progress(as_json) as progress:
-        results = store.materialize(parse_time(start, "start"), stop, views or None, progress)
+        results = store.materialize(
+            parse_time(start, "start"), stop, views or None, progress, engine=chosen
+        )
     _print_results(results, as_json)
 
 
@@ -294,12 +307,16 @@ def materialize_incremental(
         str | None, typer.Option(help="Event times before this, ISO with zone (default: now).")
     ] = None,
     views: ViewsOpt = None,
+    engine: EngineOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Write the rows that became available since the last materialization."""
     store = store_from(ctx)
+    chosen = engine_for(store.settings, engine)
     with _progress(as_json) as progress:
-        results = store.materialize_incremental(parse_time(end, "end"), views or None, progress)
+        results = store.materialize_incremental(
+            parse_time(end, "end"), views or None, progress, engine=chosen
+        )
     _print_results(results, as_json)
 
 
@@ -421,6 +438,7 @@ def historical(
     as_served: Annotated[bool, typer.Option(help="Join on availability time.")] = False,
     assume_utc: Annotated[bool, typer.Option(help="Read naive times as UTC.")] = False,
     time_column: Annotated[str, typer.Option(help="The entity time column.")] = "event_timestamp",
+    engine: EngineOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """A point-in-time correct training set: ENTITY_FILE joined with the features."""
@@ -428,6 +446,7 @@ def historical(
         raise InvalidInputError(f"Expected --out FILE.parquet or .csv, got {out.name!r}", loc="out")
     wanted = _wanted(features, service)
     store = store_from(ctx)
+    chosen = engine_for(store.settings, engine)
     frame = _read_entities(entity_file, time_column, _key_types(store, _refs(store, wanted)))
     result = store.get_historical_features(
         frame,
@@ -435,6 +454,7 @@ def historical(
         as_served=as_served,
         assume_utc=assume_utc,
         entity_time_column=time_column,
+        engine=chosen,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".csv":

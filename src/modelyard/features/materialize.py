@@ -14,6 +14,13 @@ The watermark a run records is the latest availability among its rows available 
 mark, so a later run takes it (a watermark taken over later availabilities would skip it
 and lose it).
 
+A run can be cut into partitions by entity key (``Partition``: DuckDB's ``hash`` of the
+join keys modulo their count, the same in every process): each partition reads every
+source row of its keys, in source order, so its winners are the whole run's winners of
+those keys and its watermark is the whole run's over its rows. The Ray engine writes the
+partitions in parallel (:mod:`modelyard.features.partitioned`); the store's monotonic
+writes keep the newer value whichever partition, or run, writes last.
+
 Aggregations are computed as of ``end`` over ``[end - window, end)`` (what the offline
 join gives at ``end - 1µs``), from the rows in ``[start, end)``; an incremental run
 recomputes them from every row, since a window slides even without new rows.
@@ -30,7 +37,7 @@ from modelyard.errors import StorageError
 from modelyard.features.definitions import FeatureView, parse_window
 from modelyard.features.online.base import CREATED_TIMESTAMP, EVENT_TIMESTAMP, OnlineStore
 
-__all__ = ["BATCH_ROWS", "Window", "materialize_view"]
+__all__ = ["BATCH_ROWS", "Partition", "Window", "materialize_view"]
 
 #: rows per Arrow record batch written to the online store
 BATCH_ROWS = 100_000
@@ -45,6 +52,18 @@ class Window:
     after_us: int | None
 
 
+@dataclass(frozen=True)
+class Partition:
+    """The entities whose keys hash to ``index`` modulo ``count``."""
+
+    index: int
+    count: int
+
+    def sql(self, keys: list[str]) -> str:
+        """The filter on the source's key columns."""
+        return f"hash({', '.join(keys)}) % {int(self.count)} = {int(self.index)}"
+
+
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -53,7 +72,7 @@ def _ts(us: int) -> str:
     return f"make_timestamptz({int(us)})"
 
 
-def _raw_sql(view: FeatureView, window: Window) -> str:
+def _raw_sql(view: FeatureView, window: Window, partition: Partition | None = None) -> str:
     source = view.source
     event = f"CAST({_q(source.timestamp_field)} AS TIMESTAMPTZ)"
     created = (
@@ -69,6 +88,8 @@ def _raw_sql(view: FeatureView, window: Window) -> str:
     )
     where = [f"{event} IS NOT NULL", f"{event} < {_ts(window.end_us)}"]
     where += [f"{_q(k)} IS NOT NULL" for k in view.join_keys]  # a null key matches nothing
+    if partition is not None:
+        where.append(partition.sql([_q(k) for k in view.join_keys]))
     if window.start_us is not None:
         where.append(f"{event} >= {_ts(window.start_us)}")
     # Aggregations need every row of their windows, not only the new ones.
@@ -160,15 +181,19 @@ def materialize_view(
     window: Window,
     store: OnlineStore,
     on_batch: Callable[[int], None] | None = None,
+    partition: Partition | None = None,
 ) -> tuple[int, int | None]:
-    """Write the view's winners in ``window``; (rows written, max availability µs seen)."""
+    """Write the view's winners in ``window``; (rows written, max availability µs seen).
+
+    With ``partition``, only the entities of that partition (see the module docstring).
+    """
     import duckdb
 
     con = duckdb.connect(":memory:")
     try:
         con.execute("SET TimeZone = 'UTC'")
         # Read once, in source order, so rowid is the ingestion order of the last tie-break.
-        con.execute(f"CREATE TEMP TABLE __raw AS {_raw_sql(view, window)}")
+        con.execute(f"CREATE TEMP TABLE __raw AS {_raw_sql(view, window, partition)}")
         available = _available("__t", "__c")
         [(mark,)] = con.execute(
             f"SELECT epoch_us(max({available})) FROM __raw WHERE {available} < {_ts(window.end_us)}"

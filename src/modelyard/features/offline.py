@@ -70,7 +70,7 @@ winner among the source rows on the matched (keys, time) pairs only.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -95,7 +95,7 @@ from modelyard.features.validation import AWARE, key_types, source_columns, time
 if TYPE_CHECKING:
     import duckdb
 
-__all__ = ["entities_in_window", "get_historical_features"]
+__all__ = ["entities_in_window", "entity_times", "get_historical_features", "with_on_demand"]
 
 _NAIVE = {"TIMESTAMP", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S", "DATE"}
 _AGGREGATE = {
@@ -230,9 +230,15 @@ def _with_on_demand(
     *,
     views: Sequence[FeatureView],
     full_feature_names: bool,
+    join: Callable[..., pd.DataFrame] | None = None,
     **options: Any,
 ) -> pd.DataFrame:
-    """Stored features by the join, then each on-demand view over its joined inputs."""
+    """Stored features by the join, then each on-demand view over its joined inputs.
+
+    ``join`` joins the stored features (``get_historical_features`` by default; the Ray
+    engine passes its partitioned join, so on-demand functions run here, in-process).
+    """
+    join = join or get_historical_features
     refs: list[FeatureView | str] = []
     for item in items:
         if isinstance(item, OnDemandFeatureView):
@@ -242,16 +248,14 @@ def _with_on_demand(
     plain = [r for r in refs if not isinstance(r, str) or r.partition(":")[0] not in odfvs]
     _, wanted = split_refs([r for r in refs if isinstance(r, str)], odfvs)
     out = (
-        get_historical_features(
-            entity_df, plain, views=views, full_feature_names=full_feature_names, **options
-        )
+        join(entity_df, plain, views=views, full_feature_names=full_feature_names, **options)
         if plain
         else entity_df.copy()
     )
     chosen = [odfvs[name] for name in wanted]
     needed = input_refs(chosen)
     hidden = (
-        get_historical_features(entity_df, needed, views=views, full_feature_names=True, **options)
+        join(entity_df, needed, views=views, full_feature_names=True, **options)
         if needed
         else entity_df
     )
@@ -275,6 +279,15 @@ def _with_on_demand(
             values.index = out.index
             out[column] = values
     return out
+
+
+#: the on-demand step of ``get_historical_features``, for engines that join elsewhere
+with_on_demand = _with_on_demand
+
+
+def entity_times(entity_df: pd.DataFrame, column: str, assume_utc: bool) -> pd.Series[Any]:
+    """The entity frame's times as the join reads them (UTC, index 0..n-1; rule 8)."""
+    return _entity_time(entity_df, column, assume_utc)
 
 
 def _resolve(

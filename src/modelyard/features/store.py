@@ -44,12 +44,17 @@ from sqlalchemy import case, func, null, select, update
 from sqlalchemy.exc import IntegrityError
 
 from modelyard.config import Settings
+from modelyard.engine import EngineName, engine_for
 from modelyard.errors import ConflictError, InvalidInputError, NotFoundError
 from modelyard.features.definitions import FeatureService, FeatureView, OnDemandFeatureView
 from modelyard.features.materialize import Window, materialize_view
 from modelyard.features.offline import get_historical_features as _historical
 from modelyard.features.online import OnlineFeatures, OnlineStore, open_online_store
 from modelyard.features.online import get_online_features as _online
+from modelyard.features.partitioned import (
+    materialize_partitioned,
+    partitioned_historical_features,
+)
 from modelyard.features.repo import (
     Definition,
     DefinitionKind,
@@ -470,12 +475,19 @@ class FeatureStore:
             )
 
     def _run(
-        self, view: FeatureView, window: Window, progress: Progress | None
+        self,
+        view: FeatureView,
+        window: Window,
+        progress: Progress | None,
+        engine: EngineName = "local",
     ) -> MaterializeResult:
         check_views([view])
-        rows, watermark = materialize_view(
-            view, window, self.online_store, lambda n: progress(view.name, n) if progress else None
-        )
+        report = (lambda n: progress(view.name, n)) if progress else None
+        if engine == "ray":
+            self._check_ray_store()
+            rows, watermark = materialize_partitioned(self.settings, view, window, on_done=report)
+        else:
+            rows, watermark = materialize_view(view, window, self.online_store, report)
         if watermark is None and window.after_us is not None:
             watermark = window.after_us  # nothing new: keep the mark where it was
         self._record(view.name, window, rows, watermark)
@@ -487,14 +499,32 @@ class FeatureStore:
             _from_us(watermark),
         )
 
+    def _check_ray_store(self) -> None:
+        """Ray tasks write the settings' online store: this one must be it."""
+        url = self.settings.features.online_store
+        given = self._online
+        if not self._own_online and given is not None and getattr(given, "url", None) != url:
+            raise InvalidInputError(
+                "Expected the online store of features.online_store for the ray engine (its "
+                "tasks open that one), got a FeatureStore given another online store",
+                loc="engine",
+            )
+
     def materialize(
         self,
         start: datetime | None,
         end: datetime,
         views: Sequence[str] | None = None,
         progress: Progress | None = None,
+        *,
+        engine: str | None = None,
     ) -> list[MaterializeResult]:
-        """Write each view's latest row per entity with event time in ``[start, end)``."""
+        """Write each view's latest row per entity with event time in ``[start, end)``.
+
+        ``engine="ray"`` (default: ``engine`` in modelyard.yaml) writes each view by
+        entity-key partition in parallel on Ray (see partitioned.py).
+        """
+        chosen = engine_for(self.settings, engine, loc="engine")
         start_us = None if start is None else _us(start)
         end_us = _us(end)
         if start_us is not None and start_us >= end_us:
@@ -502,20 +532,23 @@ class FeatureStore:
                 f"Expected start before end, got start {start} and end {end}", loc="start"
             )
         window = Window(start_us, end_us, None)
-        return [self._run(view, window, progress) for view in self._views(views)]
+        return [self._run(view, window, progress, chosen) for view in self._views(views)]
 
     def materialize_incremental(
         self,
         end: datetime | None = None,
         views: Sequence[str] | None = None,
         progress: Progress | None = None,
+        *,
+        engine: str | None = None,
     ) -> list[MaterializeResult]:
         """Write the rows that became available since each view's last watermark."""
+        chosen = engine_for(self.settings, engine, loc="engine")
         end_us = _us(end or datetime.now(UTC))
         out = []
         for view in self._views(views):
             window = Window(None, end_us, self._watermark(view.name))
-            out.append(self._run(view, window, progress))
+            out.append(self._run(view, window, progress, chosen))
         return out
 
     def _watermark(self, view: str) -> int | None:
@@ -575,16 +608,33 @@ class FeatureStore:
         self,
         entity_df: pd.DataFrame,
         features: FeatureService | str | Sequence[FeatureView | str],
+        *,
+        engine: str | None = None,
+        partitions: int | None = None,
         **kwargs: Any,
     ) -> pd.DataFrame:
-        """A point-in-time correct training set over the applied views (see offline.py)."""
+        """A point-in-time correct training set over the applied views (see offline.py).
+
+        ``engine="ray"`` (default: ``engine`` in modelyard.yaml) joins the entity rows in
+        ``partitions`` by entity key on Ray, with the same result (see partitioned.py).
+        """
+        chosen = engine_for(self.settings, engine, loc="engine")
         snap = self._snapshot()
         wanted = self._features(snap, features)
         items = wanted.features if isinstance(wanted, FeatureService) else wanted
         on_demand = self._on_demand_of(snap) if _names_on_demand(items, snap.records) else []
-        return _historical(
-            entity_df, wanted, views=list(snap.views.values()), on_demand=on_demand, **kwargs
-        )
+        views = list(snap.views.values())
+        if chosen == "ray":
+            return partitioned_historical_features(
+                self.settings,
+                entity_df,
+                wanted,
+                views=views,
+                on_demand=on_demand,
+                partitions=partitions,
+                **kwargs,
+            )
+        return _historical(entity_df, wanted, views=views, on_demand=on_demand, **kwargs)
 
     def get_online_features(
         self,
