@@ -405,7 +405,7 @@ def test_a_label_that_came_before_its_record_was_shipped_joins_it_once_shipped(
     assert apart == [("ghost", T0 + 70), ("req-2", T0 - 60)]
 
 
-@hyp_settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@hyp_settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
         st.tuples(
