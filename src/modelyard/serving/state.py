@@ -274,8 +274,7 @@ class ServerState:
             logger.error("The old traffic file was not migrated: %s", exc)
 
     def _replica(self) -> str:
-        replica = getattr(self.settings.serving, "replica_id", None)
-        return str(replica) if replica else os.uname().nodename
+        return self.settings.serving.replica_id or os.uname().nodename
 
     def policy_version(self, name: str) -> int:
         """The stored policy version ``name`` is served by (0: none stored)."""
