@@ -25,6 +25,42 @@ __all__ = ["RayCluster"]
 
 _OBJECT_STORE_BYTES = 400 * 2**20
 
+# Runs detached beside the cluster: when the test process dies without stopping the
+# cluster (killed by a timeout, say), it kills the nodes' process groups and every
+# process that names the cluster's temp folder or address, so no cluster is orphaned.
+_WATCHDOG = """
+import os, pathlib, shutil, signal, sys, time
+parent, temp_dir, address = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+groups = [int(arg) for arg in sys.argv[4:]]
+while os.path.isdir(temp_dir):
+    try:
+        os.kill(parent, 0)
+    except ProcessLookupError:
+        break
+    time.sleep(1)
+else:
+    sys.exit(0)
+for group in groups:
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+marks = (temp_dir.encode(), address.encode())
+for entry in pathlib.Path("/proc").iterdir():
+    if not entry.name.isdigit() or int(entry.name) == os.getpid():
+        continue
+    try:
+        cmdline = (entry / "cmdline").read_bytes()
+    except OSError:
+        continue
+    if any(mark in cmdline for mark in marks):
+        try:
+            os.kill(int(entry.name), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+shutil.rmtree(temp_dir, ignore_errors=True)
+"""
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -57,7 +93,14 @@ class RayCluster:
         ]
 
     def _spawn(self, args: list[str], log: str) -> None:
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_ADDRESS": ""}
+        # RAY_AUTH_MODE: with ~/.ray/auth_token present (any ray.init() that started a local
+        # cluster writes it) `ray start` turns token auth on and the tests' driver is refused
+        env = {
+            **os.environ,
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_ADDRESS": "",
+            "RAY_AUTH_MODE": "disabled",
+        }
         env.pop("RAY_ADDRESS")
         out = open(Path(self.temp_dir) / log, "wb")  # noqa: SIM115 - the child owns it
         proc = subprocess.Popen(
@@ -96,6 +139,13 @@ class RayCluster:
         )
 
     def start(self, timeout_s: float = 90.0) -> RayCluster:
+        try:
+            return self._start(timeout_s)
+        except BaseException:
+            self.stop()  # a node that came up is not left behind
+            raise
+
+    def _start(self, timeout_s: float) -> RayCluster:
         common = [
             "--node-ip-address=127.0.0.1",
             "--num-cpus=1",
@@ -115,6 +165,21 @@ class RayCluster:
         self._wait_nodes(1, timeout_s)
         self._spawn([f"--address={self.address}", *common, *self._node_ports()], "worker.log")
         self._wait_nodes(2, timeout_s)
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _WATCHDOG,
+                str(os.getpid()),
+                self.temp_dir,
+                self.address,
+                *(str(proc.pid) for proc in self._procs),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         return self
 
     def logs(self) -> str:
