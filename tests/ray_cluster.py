@@ -81,6 +81,7 @@ class RayCluster:
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
         self._procs: list[subprocess.Popen[bytes]] = []
+        self._watchdog: subprocess.Popen[bytes] | None = None
 
     def _node_ports(self) -> list[str]:
         return [
@@ -165,7 +166,7 @@ class RayCluster:
         self._wait_nodes(1, timeout_s)
         self._spawn([f"--address={self.address}", *common, *self._node_ports()], "worker.log")
         self._wait_nodes(2, timeout_s)
-        subprocess.Popen(
+        self._watchdog = subprocess.Popen(
             [
                 sys.executable,
                 "-c",
@@ -203,6 +204,12 @@ class RayCluster:
                 proc.wait(timeout=15)
         self._kill_strays()
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+        if self._watchdog is not None:  # it exits within a second of the folder's removal
+            try:
+                self._watchdog.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._watchdog.kill()
+                self._watchdog.wait(timeout=10)
 
     def _kill_strays(self) -> None:
         """Kill what is left of this cluster (processes that name its temp folder or port)."""
