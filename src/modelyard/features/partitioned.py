@@ -210,15 +210,32 @@ def _partitioned_join(
         for p in positions
     ]
     joined = _gather(refs)
-    columns = pd.concat(
-        [j.set_axis(p, axis=0) for j, p in zip(joined, positions, strict=True)]
-    ).sort_index()
+    pieces = [j.set_axis(p, axis=0) for j, p in zip(joined, positions, strict=True)]
+    columns = pd.concat(pieces).sort_index()
     out = entity_df.copy()
     for name in columns.columns:
-        values = columns[name]
+        values = _as_one_join(columns[name], [piece[name] for piece in pieces])
         values.index = out.index
         out[name] = values
     return out
+
+
+def _as_one_join(values: pd.Series[Any], pieces: list[pd.Series[Any]]) -> pd.Series[Any]:
+    """The column with the dtype one join gives it.
+
+    DuckDB types a partition whose values are all null as ``object`` where the others are,
+    say, strings: the dtype of the partitions that hold values is the whole join's.
+    """
+    typed = {str(p.dtype): p.dtype for p in pieces if p.notna().any()}
+    if len(typed) != 1:
+        return values
+    (dtype,) = typed.values()
+    if values.dtype == dtype:
+        return values
+    try:
+        return values.astype(dtype)
+    except (TypeError, ValueError):
+        return values
 
 
 def _materialize_part(
