@@ -59,13 +59,20 @@ def _source() -> pd.DataFrame:
 
 @pytest.fixture
 def project(tmp_path: Path) -> tuple[Settings, LogisticRegression, pd.DataFrame]:
+    return make_project(tmp_path, environ={})
+
+
+def make_project(
+    tmp_path: Path, environ: dict[str, str]
+) -> tuple[Settings, LogisticRegression, pd.DataFrame]:
+    """A project with the feature service materialized and ``scorer`` in production."""
     root = tmp_path / "project"
     init_project(root)
     (root / "data").mkdir()
     source = _source()
     source.to_parquet(root / "data" / "activity.parquet", index=False)
     (root / "features.py").write_text(FEATURES_PY)
-    settings = load_settings(root, environ={})
+    settings = load_settings(root, environ=environ)
     rng = np.random.default_rng(5)
     train = pd.DataFrame(
         {

@@ -234,7 +234,9 @@ def test_feedback_round_trip(tmp_path: Path) -> None:
     check()
 
 
-def test_an_idle_log_commits_on_the_callers_thread_and_a_busy_one_groups(tmp_path: Path) -> None:
+def test_an_event_loop_never_commits_on_its_thread_an_idle_blocking_caller_does_and_a_burst_groups(
+    tmp_path: Path,
+) -> None:
     threads: list[int] = []
 
     def fsync(fd: int) -> None:
@@ -242,14 +244,23 @@ def test_an_idle_log_commits_on_the_callers_thread_and_a_busy_one_groups(tmp_pat
         threads.append(threading.get_ident())
 
     log = PredictionLog(tmp_path, _fsync=fsync)
+    loop_thread: list[int] = []
 
     async def one_at_a_time() -> None:
+        loop_thread.append(threading.get_ident())
         for i in range(3):
             await log.append(_record(f"idle{i}"))
             await asyncio.sleep(0.01)  # idle between requests
 
     asyncio.run(one_at_a_time())
-    assert threads == [threading.get_ident()] * 3  # no hand-off to the writer thread
+    assert len(threads) == 3
+    assert loop_thread[0] not in threads  # a slow disk never stalls the event loop
+
+    threads.clear()
+    for i in range(3):
+        log.append_blocking(_record(f"thread{i}"))
+        time.sleep(0.01)
+    assert threads == [threading.get_ident()] * 3  # an idle thread caller: no hand-off
 
     async def burst() -> None:
         await asyncio.gather(*(log.append(_record(f"burst{i}")) for i in range(100)))
@@ -258,7 +269,7 @@ def test_an_idle_log_commits_on_the_callers_thread_and_a_busy_one_groups(tmp_pat
     asyncio.run(burst())
     log.close()
     assert len(threads) < 100 / 5  # grouped by the writer thread
-    assert read_predictions(tmp_path).num_rows == 103
+    assert read_predictions(tmp_path).num_rows == 106
 
 
 def test_segments_are_zero_filled_ahead_and_cut_back_on_close(tmp_path: Path) -> None:

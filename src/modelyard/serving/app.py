@@ -339,7 +339,9 @@ class Server:
                 features = None
                 if decoded.inputs is None:
                     assert decoded.entities is not None  # the decoder gives one or the other
-                    inputs, features = self._lookup(shadow, decoded.entities, as_of)
+                    inputs, features = await asyncio.to_thread(
+                        self._lookup, shadow, decoded.entities, as_of
+                    )
                 else:
                     inputs = adapt(decoded.inputs, shadow.model.signature)
                 logged = _columns(inputs)
@@ -470,7 +472,10 @@ class Server:
                 arrived_us = int(as_of.timestamp() * 1_000_000)
             if decoded.inputs is None:
                 assert decoded.entities is not None  # the decoder gives one or the other
-                inputs, features = self._lookup(served, decoded.entities, as_of)
+                # the online store is I/O (Redis, SQLite): never on the event loop's thread
+                inputs, features = await asyncio.to_thread(
+                    self._lookup, served, decoded.entities, as_of
+                )
             else:
                 inputs = adapt(decoded.inputs, served.model.signature)
             t2 = time.perf_counter()
@@ -519,16 +524,9 @@ class Server:
             ids = (record_id, request_id)
             await self._log_error(None, protocol, model_label, chosen, ids, arrived_us, start)
             raise
-        latency = metrics.latency
-        latency.labels(model_label, version_label, "decode").observe(t1 - t0)
-        latency.labels(model_label, version_label, "lookup").observe(t2 - t1)
-        latency.labels(model_label, version_label, "validate").observe(t3 - t2)
-        latency.labels(model_label, version_label, "queue").observe(queued)
-        latency.labels(model_label, version_label, "predict").observe(predicted)
-        latency.labels(model_label, version_label, "encode").observe(t5 - t4)
-        latency.labels(model_label, version_label, "log").observe(t6 - t5)
-        metrics.requests.labels(model_label, version_label, protocol, "200").inc()
-        metrics.rows.labels(model_label, version_label, slot).inc(inputs.rows)
+        metrics.answered(model_label, version_label, protocol, slot).observe(
+            (t1 - t0, t2 - t1, t3 - t2, queued, predicted, t5 - t4, t6 - t5), inputs.rows
+        )
         response.headers["X-Request-ID"] = request_id
         response.headers["X-Record-ID"] = record_id
         response.headers["X-Model-Version"] = version_label
@@ -863,20 +861,20 @@ def create_app(
                 compactor.cancel()
             await state.stop()
 
-    routes = [
+    routes = [  # the prediction routes first: a request is matched against each in turn
+        Route("/v1/models/{name}:predict", server.v1_predict, methods=["POST"]),
+        Route("/v2/models/{name}/infer", server.v2_infer, methods=["POST"]),
+        Route("/invocations", server.invocations, methods=["POST"]),
         Route("/v2", server.server_metadata, methods=["GET"]),
         Route("/v2/health/live", server.live, methods=["GET"]),
         Route("/v2/health/ready", server.ready, methods=["GET"]),
         Route("/v2/models/{name}", server.v2_model, methods=["GET"]),
         Route("/v2/models/{name}/ready", server.v2_model_ready, methods=["GET"]),
-        Route("/v2/models/{name}/infer", server.v2_infer, methods=["POST"]),
         Route("/v2/models/{name}/versions/{version}", server.v2_model, methods=["GET"]),
         Route("/v2/models/{name}/versions/{version}/ready", server.v2_model_ready, methods=["GET"]),
         Route("/v2/models/{name}/versions/{version}/infer", server.v2_infer, methods=["POST"]),
-        Route("/v1/models/{name}:predict", server.v1_predict, methods=["POST"]),
         Route("/v1/models/{name}", server.v1_model, methods=["GET"]),
         Route("/v1/feedback", server.feedback, methods=["POST"]),
-        Route("/invocations", server.invocations, methods=["POST"]),
         Route("/ping", server.ping, methods=["GET"]),
         Route("/health", server.ping, methods=["GET"]),
         Route("/metrics", server.metrics, methods=["GET"]),

@@ -31,7 +31,7 @@ from modelyard.errors import ModelyardError, NotFoundError
 from modelyard.models.signature import Signature
 from modelyard.registry.client import ModelRegistry
 from modelyard.registry.refs import ModelRef
-from modelyard.serving.batching import Batcher
+from modelyard.serving.batching import Batcher, LoopBatcher
 from modelyard.serving.loaded import LoadedModel, load_version
 from modelyard.serving.signatures import differences
 
@@ -49,7 +49,7 @@ class Served:
     """One loaded version and how it is called."""
 
     model: LoadedModel
-    batcher: Batcher | None
+    batcher: Batcher | LoopBatcher | None
 
     def close(self) -> None:
         if self.batcher is not None:
@@ -64,7 +64,7 @@ def make_served(
     use = batching.mode == "on" or (
         batching.mode == "auto" and model.row_latency_us >= AUTO_BATCH_US
     )
-    batcher = None
+    batcher: Batcher | LoopBatcher | None = None
     if use:
         batcher = Batcher(
             model.predict,
@@ -72,6 +72,12 @@ def make_served(
             max_delay_s=batching.max_delay_ms / 1000.0,
             max_queue_rows=batching.max_queue_rows,
             timeout_s=batching.timeout_ms / 1000.0,
+            on_batch=None if on_batch is None else (lambda n, s: on_batch(model, n, s)),
+        )
+    elif batching.mode == "auto":  # fast: concurrent requests share a call on the loop
+        batcher = LoopBatcher(
+            model.predict,
+            max_batch_rows=batching.max_batch_rows,
             on_batch=None if on_batch is None else (lambda n, s: on_batch(model, n, s)),
         )
     return Served(model, batcher)

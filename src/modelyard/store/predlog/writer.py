@@ -321,8 +321,8 @@ class PredictionLog:
     async def _submit_async(self, kind: int, data: bytes) -> None:
         loop = asyncio.get_running_loop()
         entry = _Entry(kind, data)
-        if self.durable and self._commit_inline(entry):
-            return
+        # Never commit on the event loop's thread: a slow write or fsync would stall every
+        # request of the worker (and, under load, each record would pay its own fsync).
         if self.durable:
             entry.loop, entry.future = loop, loop.create_future()
         while True:
@@ -339,6 +339,8 @@ class PredictionLog:
 
     def _submit_blocking(self, kind: int, data: bytes) -> None:
         entry = _Entry(kind, data)
+        if self.durable and self._commit_inline(entry):
+            return
         if self.durable:
             entry.event = threading.Event()
         with self._cond:
@@ -355,7 +357,8 @@ class PredictionLog:
     def _commit_inline(self, entry: _Entry) -> bool:
         """Commit ``entry`` on the caller's thread when nothing else is queued or writing.
 
-        A lone request then skips two thread hand-offs (to the writer and back), which
+        Only for blocking callers (threads): an event loop never commits on its own thread.
+        A lone caller then skips two thread hand-offs (to the writer and back), which
         cost about as much as the write itself. "Nothing else" includes the recent past:
         right after a commit (within ``_IDLE_S``) more records are likely on their way,
         and they go to the writer thread, which commits them as one group.
