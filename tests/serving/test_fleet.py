@@ -60,13 +60,17 @@ _READY_TIMEOUT_S = 300.0  # generous: 6 interpreters start at once on a shared m
 
 
 def _wait(
-    condition: Callable[[], bool], timeout_s: float, what: str, detail: Callable[[], str] = str
+    condition: Callable[[], bool],
+    timeout_s: float,
+    what: str,
+    detail: Callable[[], str] = str,
+    every_s: float = 0.05,
 ) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what} {detail()}")
-        time.sleep(0.05)
+        time.sleep(every_s)
 
 
 # -- in process: two servers, one store ----------------------------------------------------
@@ -282,7 +286,7 @@ def _write_project(root: Path, replica_id: str, db_url: str, artifacts: str) -> 
             "replica_id": replica_id,
             "watch_interval_s": 0.3,
             "compact_interval_s": 1.0,
-            "ship": {"interval_s": 1.0},
+            "ship": {"interval_s": 2.0},
         },
     }
     (root / "modelyard.yaml").write_text(yaml.safe_dump(config))
@@ -373,9 +377,11 @@ def test_two_replicas_share_aliases_traffic_and_lose_no_prediction(
     b.wait_ready()
     assert b.versions(4, body) == {"1"}  # a restarted replica serves the stored policy
 
-    # logs ship from both; what any replica's readers see (its local tail and every
-    # replica's shipped files) holds each acknowledged prediction exactly once, those
-    # host-b acknowledged before it was killed included
+    # logs ship from both: once both replicas stopped (each ships its tail on the way
+    # out), the fleet's log as any host reads it holds each acknowledged prediction
+    # exactly once, those host-b acknowledged before it was killed included
+    for replica in fleet:
+        replica.stop()
     acked = a.acked + b.acked
     assert len({rid for rid, _ in acked}) == len(acked)
     shipped = shipped_log(settings)
@@ -390,6 +396,7 @@ def test_two_replicas_share_aliases_traffic_and_lose_no_prediction(
         180,
         "every acknowledged prediction in the shipped log",
         lambda: f"{sum(1 for rid, _ in acked if not seen()[rid])} of {len(acked)} missing",
+        every_s=3.0,  # each look lists and reads the bucket
     )
     counts = seen()
     assert [rid for rid, _ in acked if counts[rid] != 1] == []
