@@ -104,19 +104,23 @@ def _cluster(settings: Settings, *also: str) -> int:
 
 
 def _gather(refs: list[Any]) -> list[Any]:
-    """``ray.get`` of each, a task's own modelyard error raised as that error."""
+    """``ray.get`` of each, a task's own modelyard error raised as that error.
+
+    On an error the tasks still running are cancelled (never a finished one: cancelling
+    a completed task trips a check in Ray's core worker).
+    """
     ray = import_ray()
     try:
         return list(ray.get(refs))
-    except ray.exceptions.RayTaskError as exc:
-        cause = getattr(exc, "cause", None)
-        if isinstance(cause, ModelyardError):
-            raise cause from None
-        raise
-    finally:
-        for ref in refs:
+    except BaseException as exc:
+        _, running = ray.wait(refs, num_returns=len(refs), timeout=0)
+        for ref in running:
             with contextlib.suppress(Exception):
                 ray.cancel(ref)
+        cause = getattr(exc, "cause", None)
+        if isinstance(exc, ray.exceptions.RayTaskError) and isinstance(cause, ModelyardError):
+            raise cause from None
+        raise
 
 
 @contextlib.contextmanager
