@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import tempfile
@@ -50,6 +51,8 @@ MARKER = "BATCH-BENCH "
 ROWS = 2_000_000
 TRAIN_ROWS = 100_000
 PARAMS = {"max_depth": 6, "learning_rate": 0.1, "min_samples_leaf": 40, "l2_regularization": 0.0}
+#: a side that has not finished by then is killed and reported as failed
+SIDE_TIMEOUT_S = 900
 QUIET = {"RAY_USAGE_STATS_ENABLED": "0", "PYTHONWARNINGS": "ignore", "TQDM_DISABLE": "1"}
 
 
@@ -190,9 +193,15 @@ def run_side(python: str, side: str, work: Path, env: dict[str, str]) -> dict[st
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, **QUIET, **env},
+        start_new_session=True,
     )
     sampler = PeakSampler(process.pid)
-    out, err = process.communicate()
+    try:
+        out, err = process.communicate(timeout=SIDE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # the side's own session: it and its children
+        out, err = process.communicate()
+        err = f"{err}\nno result in {SIDE_TIMEOUT_S} s: killed"
     peak = sampler.stop()
     lines = [line for line in out.splitlines() if line.startswith(MARKER)]
     if process.returncode != 0 or not lines:

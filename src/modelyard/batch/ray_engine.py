@@ -38,9 +38,11 @@ __all__ = ["ACTOR_COLUMN", "PATH_COLUMN", "RayBatchScorer", "score_on_ray"]
 
 #: the column Ray Data's ``include_paths`` adds
 PATH_COLUMN = "path"
-#: read tasks reserve no CPU: the scoring actors may hold every CPU of the cluster, and a
-#: read waiting for a CPU they hold would wait for ever (Ray Data's backpressure bounds reads)
-_READ = {"num_cpus": 0}
+#: read tasks reserve a quarter CPU, and the actors leave them half a CPU of the cluster:
+#: actors holding every CPU would leave the reads (and so the actors) waiting for ever
+_READ = {"num_cpus": 0.25}
+#: CPUs of the cluster left to the read tasks when the actors would take them all
+_READ_SHARE = 0.5
 #: the column naming the actor that scored a batch (read by the driver, not written)
 ACTOR_COLUMN = "_actor"
 
@@ -81,8 +83,9 @@ def _dataset(files: Sequence[InputFile], columns: Sequence[str]) -> Any:
             return
         paths = [str(f.path.resolve()) for f in run]
         if run[0].kind == "parquet":
-            read = ray.data.read_parquet(paths, include_paths=True, ray_remote_args=_READ)
-            parts.append(read.select_columns([*columns, PATH_COLUMN]))
+            # every column is read (the actors take the key and signature columns only):
+            # a select_columns step would be a task of its own, waiting for a CPU
+            parts.append(ray.data.read_parquet(paths, include_paths=True, ray_remote_args=_READ))
         else:
             header = list(dict.fromkeys(c for f in run for c in f.columns))
             convert = csv_convert_options(header)
@@ -152,7 +155,11 @@ def score_on_ray(
         context.execution_options.preserve_order = True
         context.enable_progress_bars = False
         options = task_options(settings)
-        threads = int(max(1.0, float(options.get("num_cpus", 1.0))))
+        actors = _actors(settings, workers)
+        cpus = float(ray.cluster_resources().get("CPU", 1.0))
+        wanted = float(options.get("num_cpus", 1.0))
+        options["num_cpus"] = max(0.1, min(wanted, (cpus - _READ_SHARE) / actors))
+        threads = int(max(1.0, wanted))
         names = {str(f.path.resolve()): str(f.path) for f in files}
         scored = _dataset(files, columns).map_batches(
             RayBatchScorer,
@@ -163,7 +170,7 @@ def score_on_ray(
             },
             batch_size=batch_rows,
             batch_format="pyarrow",
-            concurrency=_actors(settings, workers),
+            concurrency=actors,
             zero_copy_batch=True,
             **options,
         )
