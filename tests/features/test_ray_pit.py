@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, given, seed
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from modelyard.cli.app import main
 from modelyard.config import Settings, init_project, load_settings
 from modelyard.errors import InvalidInputError
 from modelyard.features.definitions import Entity, Feature, FeatureView, FileSource
@@ -434,3 +435,37 @@ def test_partitions_in_any_order_and_older_windows_last_equal_one_run(
         whole.close()
         parts.close()
     assert np.all(np.isin(partition_rows(source, ["k", "j"], count), range(count)))
+
+
+@pytest.mark.ray
+def test_cli_historical_and_materialize_take_engine(
+    copies: Callable[[], list[Settings]],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    local, ray = copies()
+    frame = pd.DataFrame(
+        {
+            "carrier": CARRIERS * 8,
+            "origin": ORIGINS * 13 + ["JFK"],
+            "event_timestamp": pd.to_datetime(
+                [T0 + timedelta(hours=11 * i) for i in range(40)], utc=True
+            ),
+        }
+    )
+    tables = []
+    for settings, engine in ((local, "local"), (ray, "ray")):
+        monkeypatch.chdir(settings.project_dir)
+        monkeypatch.setenv("RAY_ADDRESS", settings.ray.address or "")
+        frame.to_parquet("entities.parquet")
+        args = ["features", "historical", "entities.parquet", "--out", "out.parquet"]
+        assert main([*args, "--service", "model", "--engine", engine]) == 0
+        stop = "--end=2013-01-15T00:00:00+00:00"
+        assert main(["features", "materialize", stop, "--engine", engine, "--json"]) == 0
+        tables.append(pd.read_parquet("out.parquet"))
+    pd.testing.assert_frame_equal(tables[1], tables[0], check_exact=True)
+    assert _online_rows(ray) == _online_rows(local)
+    capsys.readouterr()
+    assert main(["features", "materialize", "--engine", "spark"]) == 2
+    err = capsys.readouterr().err
+    assert "--engine" in err and "local or ray" in err and "Traceback" not in err
