@@ -43,7 +43,7 @@ def test_predict_prints_counts_and_writes_the_folder(
 ) -> None:
     frame = churn_frame(30, seed=31).astype(object)
     frame.insert(0, "id", range(30))
-    frame.loc[4, "amount"] = "n/a"
+    frame.loc[4, "amount"] = "lots"
     frame.to_csv(tmp_path / "in.csv", index=False)
     out = tmp_path / "out"
     code, stdout, stderr = _run(
@@ -60,7 +60,7 @@ def test_predict_prints_counts_and_writes_the_folder(
     ]
     rejects = pq.read_table(out / "rejects.parquet").to_pylist()
     assert [(r["row"], r["column"], r["reason"]) for r in rejects] == [
-        (4, "amount", "expected float, got 'n/a'")
+        (4, "amount", "expected float, got 'lots'")
     ]
 
 
