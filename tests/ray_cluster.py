@@ -1,7 +1,8 @@
 """A real two-node Ray cluster on 127.0.0.1 for the tests marked ``ray``.
 
 ``ray start --head --block`` and ``ray start --address ... --block`` run as child
-processes in sessions of their own, each node with one CPU, a small object store and
+processes in sessions of their own, each node with two logical CPUs (Ray Data needs
+headroom beside an actor pool: with one per node it never scheduled a read), a small object store and
 ports of its own (several clusters can run on one machine at once: nothing here uses
 Ray's fixed default ports or ``ray stop``, which would stop every cluster of the machine).
 :meth:`RayCluster.stop` kills both process groups and every process left whose command
@@ -149,7 +150,7 @@ class RayCluster:
     def _start(self, timeout_s: float) -> RayCluster:
         common = [
             "--node-ip-address=127.0.0.1",
-            "--num-cpus=1",
+            "--num-cpus=2",
             f"--object-store-memory={_OBJECT_STORE_BYTES}",
         ]
         self._spawn(

@@ -23,10 +23,6 @@ from modelyard.store.predlog import read_predictions
 
 pytestmark = [
     pytest.mark.ray,
-    # Reported as skipped, never as passed: on this 2-core machine the Ray Data actor pool
-    # never received its first batch (read tasks and actors waiting on each other for CPUs,
-    # root cause not found before the deadline); see the H4 report.
-    pytest.mark.skip(reason="predict --engine ray hangs on the 2-CPU test cluster: not verified"),
 ]
 
 

@@ -40,7 +40,7 @@ __all__ = ["ACTOR_COLUMN", "PATH_COLUMN", "RayBatchScorer", "score_on_ray"]
 PATH_COLUMN = "path"
 #: read tasks reserve a quarter CPU, and the actors leave them half a CPU of the cluster:
 #: actors holding every CPU would leave the reads (and so the actors) waiting for ever
-_READ = {"num_cpus": 0.25}
+_READ: dict[str, Any] = {"num_cpus": 0.25}
 #: CPUs of the cluster left to the read tasks when the actors would take them all
 _READ_SHARE = 0.5
 #: the column naming the actor that scored a batch (read by the driver, not written)
@@ -69,7 +69,8 @@ def _actors(settings: Settings, workers: int | None) -> int:
         return settings.ray.max_actors
     ray = import_ray()
     cpus = float(ray.cluster_resources().get("CPU", 1.0))
-    return max(1, int(cpus // settings.ray.num_cpus))
+    # half the cluster: Ray Data schedules no read while the actors hold (nearly) every CPU
+    return max(1, int((cpus / 2) // settings.ray.num_cpus))
 
 
 def _dataset(files: Sequence[InputFile], columns: Sequence[str]) -> Any:
@@ -85,15 +86,13 @@ def _dataset(files: Sequence[InputFile], columns: Sequence[str]) -> Any:
         if run[0].kind == "parquet":
             # every column is read (the actors take the key and signature columns only):
             # a select_columns step would be a task of its own, waiting for a CPU
-            parts.append(ray.data.read_parquet(paths, include_paths=True, ray_remote_args=_READ))
+            parts.append(ray.data.read_parquet(paths, include_paths=True, **_READ))
         else:
             header = list(dict.fromkeys(c for f in run for c in f.columns))
             convert = csv_convert_options(header)
             convert.include_columns = list(columns)
             parts.append(
-                ray.data.read_csv(
-                    paths, convert_options=convert, include_paths=True, ray_remote_args=_READ
-                )
+                ray.data.read_csv(paths, convert_options=convert, include_paths=True, **_READ)
             )
         run.clear()
 
@@ -150,6 +149,10 @@ def score_on_ray(
     with warnings.catch_warnings():
         # Ray Data warns about its own deprecated settings while it builds its context
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray(\.|$)")
+        # a small input gives fewer blocks than actors: fewer actors score, nothing is lost
+        warnings.filterwarnings(
+            "ignore", message=r"The minimum number of concurrent actors", category=UserWarning
+        )
         ray = import_ray()
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True
