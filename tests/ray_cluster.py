@@ -3,8 +3,9 @@
 ``ray start --head --block`` and ``ray start --address ... --block`` run as child
 processes in sessions of their own, each node with two logical CPUs (Ray Data needs
 headroom beside an actor pool: with one per node it never scheduled a read), a small
-object store and ports of its own (several clusters can run on one machine at once: nothing here uses
-Ray's fixed default ports or ``ray stop``, which would stop every cluster of the machine).
+object store and ports of its own (several clusters can run on one machine at once:
+nothing here uses Ray's fixed default ports or ``ray stop``, which would stop every
+cluster of the machine).
 :meth:`RayCluster.stop` kills both process groups and every process left whose command
 line names the cluster's temp folder.
 """
