@@ -269,8 +269,11 @@ class NativeRuntime:
     boosting model or a random forest) gets the float64 matrix instead, which it would make
     of the frame first anyway: the same call KServe's scikit-learn server makes, without
     the frame's cost (a few hundred microseconds a call). The warning scikit-learn gives
-    for a matrix without column names is silenced for these calls only (the columns were
-    checked against the signature, which holds the names the model was fitted with).
+    for a matrix without column names ("X does not have valid feature names") is silenced
+    for the whole process once such a runtime is built, not for these calls only: a
+    per-call ``warnings.catch_warnings`` is not thread-safe, and the server calls models
+    from several threads. The columns were checked against the signature, which holds the
+    names the model was fitted with.
     """
 
     def __init__(
