@@ -171,6 +171,25 @@ def test_an_empty_range_stores_nothing_and_bad_input_is_named(
 
 
 @pytest.mark.ray
+def test_a_shipped_log_is_refused_not_half_counted(
+    copies: Callable[[], tuple[Settings, Settings]],
+) -> None:
+    """The tasks read the local log folder only: a project whose replicas ship their logs
+    would get windows counting only this host's rows, so the Ray engine refuses it."""
+    local, ray = copies()
+    with Monitor(local) as monitor:
+        expected = monitor.drift(monitor.model(NAME), window="1d")
+    assert expected  # the local engine still answers (it reads the shipped log too)
+    (Path(ray.artifacts) / "predictions").mkdir(parents=True)  # a shipped log folder
+    with Monitor(ray, engine="ray") as monitor:
+        model = monitor.model(NAME)
+        with pytest.raises(InvalidInputError, match="shipped log") as info:
+            monitor.drift(model, window="1d")
+    assert info.value.loc == "--engine"
+    assert stored(ray) == []
+
+
+@pytest.mark.ray
 def test_cli_monitor_run_engine_ray_prints_the_local_windows(
     copies: Callable[[], tuple[Settings, Settings]],
     capsys: pytest.CaptureFixture[str],

@@ -235,6 +235,15 @@ class Monitor:
         for bound in (since, until):
             if bound is not None:
                 utc_us(bound)  # a naive bound is refused here, as the local read refuses it
+        if shipped_log(self.settings) is not None:
+            # the tasks read the local log folder only: counting it alone would be a
+            # plausible wrong answer for a fleet whose replicas ship their logs
+            raise InvalidInputError(
+                "Expected a project whose prediction log is not shipped for --engine ray: "
+                "the Ray backfill reads the local log folder only, and this project has a "
+                "shipped log of its replicas; use --engine local",
+                loc="--engine",
+            )
         parallel.connect(self.settings)
         span = parallel.log_span(self.log_dir, model.name, model.version, since=since, until=until)
         if span is None:
