@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from fsspec.registry import _registry as fsspec_classes
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import exc as sa_exc
@@ -151,6 +152,8 @@ def test_s3_artifacts_without_s3fs_name_the_extra(
     project: Path, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "s3fs", None)  # as if it were not installed
+    # an earlier test may have imported it: fsspec then keeps the class in its registry
+    monkeypatch.delitem(fsspec_classes, "s3", raising=False)
     monkeypatch.setenv("MODELYARD_ARTIFACTS", f"s3://AKIAEXAMPLE:{SECRET}@bucket/prefix")
     line = _one_error_line(cli("models", "list"))
     assert line == (

@@ -329,114 +329,116 @@ def test_two_replicas_share_aliases_traffic_and_lose_no_prediction(
     a, b = fleet
     settings = load_settings(a.root, environ={})
     registry = ModelRegistry(settings)
-    body = {"instances": records(held_out.head(1))}
-    for replica in fleet:
-        replica.start()
-    for replica in fleet:
-        replica.wait_ready()
-    with Load(fleet, body):
+    try:
+        body = {"instances": records(held_out.head(1))}
+        for replica in fleet:
+            replica.start()
+        for replica in fleet:
+            replica.wait_ready()
+        with Load(fleet, body):
+            _wait(
+                lambda: len(a.acked) > 20 and len(b.acked) > 20,
+                120,
+                "load on both replicas",
+                lambda: _state(fleet),
+            )
+            assert a.versions(4, body) == {"1"} and b.versions(4, body) == {"1"}
+
+            # an alias move hot-swaps every worker of both replicas, no request failing
+            registry.set_alias(f"{NAME}/2", "production", reason="fleet test")
+            _wait(
+                lambda: a.versions(6, body) == {"2"} and b.versions(6, body) == {"2"},
+                120,
+                "both replicas to serve v2",
+            )
+
+            # a canary set once, through one replica, applies to both
+            registry.set_alias(f"{NAME}/1", "canary")
+            answer = httpx.put(
+                f"{a.url}{TRAFFIC}",
+                json={"canary": "canary", "canary_weight": 1.0},
+                headers={**AUTH, "If-Match": "0"},
+                timeout=30,
+            )
+            assert answer.status_code == 200, answer.text
+            _wait(
+                lambda: a.versions(6, body) == {"1"} and b.versions(6, body) == {"1"},
+                120,
+                "both replicas to send every request to the canary",
+            )
+            before = len(b.acked)
+            _wait(lambda: len(b.acked) > before + 20, 120, "more load on host-b")
+            b.kill()  # the host dies: its master and both workers, mid-load
+        assert not a.failures, a.failures[:5]
+        # host-b's clients lost their connection when it died (one failure per client at
+        # most), and no answered request failed
+        assert all("Error" in f for f in b.failures), b.failures[:5]
+        killed = {rid for rid, _ in b.acked}
+        b.start()
+        b.wait_ready()
+        assert b.versions(4, body) == {"1"}  # a restarted replica serves the stored policy
+
+        # logs ship from both: once both replicas stopped (each ships its tail on the way
+        # out), the fleet's log as any host reads it holds each acknowledged prediction
+        # exactly once, those host-b acknowledged before it was killed included
+        for replica in fleet:
+            replica.stop()
+        acked = a.acked + b.acked
+        assert len({rid for rid, _ in acked}) == len(acked)
+        shipped = shipped_log(settings)
+        assert shipped is not None
+
+        def seen() -> Counter[str]:
+            table = read_predictions(a.log_dir, shipped=shipped)
+            return Counter(table.column("request_id").to_pylist())
+
         _wait(
-            lambda: len(a.acked) > 20 and len(b.acked) > 20,
-            120,
-            "load on both replicas",
-            lambda: _state(fleet),
+            lambda: all(seen()[rid] for rid, _ in acked),
+            180,
+            "every acknowledged prediction in the shipped log",
+            lambda: f"{sum(1 for rid, _ in acked if not seen()[rid])} of {len(acked)} missing",
+            every_s=3.0,  # each look lists and reads the bucket
         )
-        assert a.versions(4, body) == {"1"} and b.versions(4, body) == {"1"}
-
-        # an alias move hot-swaps every worker of both replicas, no request failing
-        registry.set_alias(f"{NAME}/2", "production", reason="fleet test")
-        _wait(
-            lambda: a.versions(6, body) == {"2"} and b.versions(6, body) == {"2"},
-            120,
-            "both replicas to serve v2",
-        )
-
-        # a canary set once, through one replica, applies to both
-        registry.set_alias(f"{NAME}/1", "canary")
-        answer = httpx.put(
-            f"{a.url}{TRAFFIC}",
-            json={"canary": "canary", "canary_weight": 1.0},
-            headers={**AUTH, "If-Match": "0"},
-            timeout=30,
-        )
-        assert answer.status_code == 200, answer.text
-        _wait(
-            lambda: a.versions(6, body) == {"1"} and b.versions(6, body) == {"1"},
-            120,
-            "both replicas to send every request to the canary",
-        )
-        before = len(b.acked)
-        _wait(lambda: len(b.acked) > before + 20, 120, "more load on host-b")
-        b.kill()  # the host dies: its master and both workers, mid-load
-    assert not a.failures, a.failures[:5]
-    # host-b's clients lost their connection when it died (one failure per client at
-    # most), and no answered request failed
-    assert all("Error" in f for f in b.failures), b.failures[:5]
-    killed = {rid for rid, _ in b.acked}
-    b.start()
-    b.wait_ready()
-    assert b.versions(4, body) == {"1"}  # a restarted replica serves the stored policy
-
-    # logs ship from both: once both replicas stopped (each ships its tail on the way
-    # out), the fleet's log as any host reads it holds each acknowledged prediction
-    # exactly once, those host-b acknowledged before it was killed included
-    for replica in fleet:
-        replica.stop()
-    acked = a.acked + b.acked
-    assert len({rid for rid, _ in acked}) == len(acked)
-    shipped = shipped_log(settings)
-    assert shipped is not None
-
-    def seen() -> Counter[str]:
         table = read_predictions(a.log_dir, shipped=shipped)
-        return Counter(table.column("request_id").to_pylist())
+        counts = Counter(table.column("request_id").to_pylist())
+        assert [rid for rid, _ in acked if counts[rid] != 1] == []
+        assert killed <= set(counts)
+        # beyond those, only requests in flight when host-b died: logged (durable) before
+        # the client got its answer, never twice
+        in_flight = {f.split(":", 1)[0] for f in b.failures}
+        assert set(counts) - {rid for rid, _ in acked} <= in_flight
+        assert max(counts.values()) == 1
+        logged = Counter(str(v) for v in table.column("version").to_pylist())
+        replicas = {
+            part.split("=", 1)[1]
+            for path in shipped.files("predictions")
+            for part in path.split("/")
+            if part.startswith("replica=")
+        }
+        assert replicas == {"host-a", "host-b"}
 
-    _wait(
-        lambda: all(seen()[rid] for rid, _ in acked),
-        180,
-        "every acknowledged prediction in the shipped log",
-        lambda: f"{sum(1 for rid, _ in acked if not seen()[rid])} of {len(acked)} missing",
-        every_s=3.0,  # each look lists and reads the bucket
-    )
-    table = read_predictions(a.log_dir, shipped=shipped)
-    counts = Counter(table.column("request_id").to_pylist())
-    assert [rid for rid, _ in acked if counts[rid] != 1] == []
-    assert killed <= set(counts)
-    # beyond those, only requests in flight when host-b died: logged (durable) before
-    # the client got its answer, never twice
-    in_flight = {f.split(":", 1)[0] for f in b.failures}
-    assert set(counts) - {rid for rid, _ in acked} <= in_flight
-    assert max(counts.values()) == 1
-    logged = Counter(str(v) for v in table.column("version").to_pylist())
-    replicas = {
-        part.split("=", 1)[1]
-        for path in shipped.files("predictions")
-        for part in path.split("/")
-        if part.startswith("replica=")
-    }
-    assert replicas == {"host-a", "host-b"}
-
-    # monitoring (on host-a) counts each logged prediction once, per version: every
-    # acknowledged one and any in flight at the kill
-    answered = Counter(version for _, version in acked)
-    for version in answered:
-        assert answered[version] <= logged[version] <= answered[version] + len(in_flight)
-    expected = logged
-    for version in ("1", "2"):
-        command = [sys.executable, "-m", "modelyard", "--project", str(a.root), "monitor"]
-        command += ["run", f"{NAME}/{version}", "--window", "1d", "--no-notify", "--json"]
-        result = subprocess.run(
-            command,
-            env=a.env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert result.returncode in (0, 1), result.stderr  # 1: a window drifted
-        windows = json.loads(result.stdout)["drift"]
-        assert sum(w["rows"] for w in windows) == expected[version], (version, windows)
-    policies = TrafficPolicies(registry)
-    stored = policies.get_policy(NAME)
-    assert stored is not None and stored.version == 1
-    registry.close()
+        # monitoring (on host-a) counts each logged prediction once, per version: every
+        # acknowledged one and any in flight at the kill
+        answered = Counter(version for _, version in acked)
+        for version in answered:
+            assert answered[version] <= logged[version] <= answered[version] + len(in_flight)
+        expected = logged
+        for version in ("1", "2"):
+            command = [sys.executable, "-m", "modelyard", "--project", str(a.root), "monitor"]
+            command += ["run", f"{NAME}/{version}", "--window", "1d", "--no-notify", "--json"]
+            result = subprocess.run(
+                command,
+                env=a.env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+            assert result.returncode in (0, 1), result.stderr  # 1: a window drifted
+            windows = json.loads(result.stdout)["drift"]
+            assert sum(w["rows"] for w in windows) == expected[version], (version, windows)
+        policies = TrafficPolicies(registry)
+        stored = policies.get_policy(NAME)
+        assert stored is not None and stored.version == 1
+    finally:
+        registry.close()  # also when an assertion fails: no connection left to the GC
