@@ -31,6 +31,8 @@ from modelyard.models.manifest import Manifest
 from modelyard.models.outputs import outputs_from_scores
 from modelyard.models.package import read_holdout
 from modelyard.models.runtimes import Runtime, build_inputs, open_serving_runtime
+from modelyard.models.serving_model import SERVING_PARITY_ATOL as PARITY_ATOL
+from modelyard.models.serving_model import check_parity
 from modelyard.models.signature import Signature
 from modelyard.registry.client import ModelRegistry
 
@@ -44,8 +46,6 @@ __all__ = [
     "output_type",
 ]
 
-#: the serving runtime may differ from the native model's recorded scores by this much
-PARITY_ATOL = 1e-4
 REJECT_COLUMN = "_reject_column"
 REJECT_REASON = "_reject_reason"
 REJECT_VALUES = "_reject_values"
@@ -74,17 +74,7 @@ def _verify(runtime: Runtime, registry: ModelRegistry, manifest: Manifest, where
         return
     with np.errstate(all="ignore"):
         got = runtime.scores(build_inputs(manifest.signature, data))
-    if got.shape != expected.shape:
-        raise ModelError(
-            f"{where}: the runtime {runtime.name!r} returned scores of shape {got.shape}, "
-            f"the package recorded {expected.shape}; not scoring with it"
-        )
-    diff = float(np.nanmax(np.abs(got - expected))) if got.size else 0.0
-    if diff > PARITY_ATOL:
-        raise ModelError(
-            f"{where}: the runtime {runtime.name!r} differs from the native model by "
-            f"{diff:.3g} on the held-out rows (allowed {PARITY_ATOL}); not scoring with it"
-        )
+    check_parity(runtime.name, got, expected, where=where, refusal="not scoring with it")
 
 
 def _json_value(value: Any) -> Any:

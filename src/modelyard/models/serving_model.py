@@ -29,7 +29,7 @@ from modelyard.models.runtimes import Runtime, build_inputs, open_serving_runtim
 from modelyard.models.signature import Signature
 from modelyard.store.artifacts import ArtifactStore
 
-__all__ = ["SERVING_PARITY_ATOL", "ServingModel", "open_serving_model"]
+__all__ = ["SERVING_PARITY_ATOL", "ServingModel", "check_parity", "open_serving_model"]
 
 #: the serving runtime's scores may differ from the native ones by this much (the server's
 #: warm-up check uses the same number)
@@ -90,6 +90,28 @@ class ServingModel:
         return scores[:, 0] if scores.shape[1] == 1 else scores
 
 
+def check_parity(
+    runtime: str, got: np.ndarray, expected: np.ndarray, *, where: str, refusal: str
+) -> None:
+    """Raise :class:`ModelError` unless ``got`` equals the recorded native ``expected``
+    scores within :data:`SERVING_PARITY_ATOL` (a NaN matches only a NaN); ``refusal``
+    ends the message (what the caller does instead). The server's warm-up, batch scoring
+    and ``load_model(runtime="serving")`` all check with it.
+    """
+    if got.shape != expected.shape:
+        raise ModelError(
+            f"{where}: the serving runtime {runtime!r} returned scores of shape "
+            f"{got.shape}, the package recorded {expected.shape}; {refusal}"
+        )
+    same = (got == expected) | (np.isnan(got) & np.isnan(expected))
+    diff = float(np.where(same, 0.0, np.abs(got - expected)).max()) if got.size else 0.0
+    if not diff <= SERVING_PARITY_ATOL:
+        raise ModelError(
+            f"{where}: the serving runtime {runtime!r} differs from the native model "
+            f"by {diff:.3g} on the held-out rows (allowed {SERVING_PARITY_ATOL}); {refusal}"
+        )
+
+
 def open_serving_model(
     packaged: PackagedModel, artifacts: ArtifactStore, *, where: str = "the package"
 ) -> ServingModel:
@@ -99,18 +121,11 @@ def open_serving_model(
     if packaged.manifest.holdout is not None:
         frame, expected = read_holdout(artifacts, packaged.manifest)
         frame, expected = frame.head(_CHECK_ROWS), expected[:_CHECK_ROWS]
-        got = model.scores(frame)
-        if got.shape != expected.shape:
-            raise ModelError(
-                f"{where}: the serving runtime {runtime.name!r} returned scores of shape "
-                f"{got.shape}, the package recorded {expected.shape}"
-            )
-        same = (got == expected) | (np.isnan(got) & np.isnan(expected))
-        diff = float(np.where(same, 0.0, np.abs(got - expected)).max()) if got.size else 0.0
-        if not diff <= SERVING_PARITY_ATOL:
-            raise ModelError(
-                f"{where}: the serving runtime {runtime.name!r} differs from the native model "
-                f"by {diff:.3g} on the held-out rows (allowed {SERVING_PARITY_ATOL}); load it "
-                "natively (runtime='native') or re-run `modelyard models optimize`"
-            )
+        check_parity(
+            runtime.name,
+            model.scores(frame),
+            expected,
+            where=where,
+            refusal="load it natively (runtime='native') or re-run `modelyard models optimize`",
+        )
     return model

@@ -20,14 +20,13 @@ from modelyard.errors import InvalidInputError, ModelError
 from modelyard.models.manifest import Manifest, OutputSpec
 from modelyard.models.package import read_holdout
 from modelyard.models.runtimes import Inputs, Runtime, build_inputs, open_serving_runtime
+from modelyard.models.serving_model import check_parity
 from modelyard.models.signature import Signature
 from modelyard.registry.client import ModelRegistry
 from modelyard.serving.codecs import outputs_from_scores
 
 __all__ = ["LoadedModel", "load_version"]
 
-#: scores of the serving runtime may differ from the native model's by this much
-PARITY_ATOL = 1e-4
 _WARM_CALLS = 20
 
 
@@ -75,18 +74,7 @@ class LoadedModel:
 def _warm(runtime: Runtime, inputs: Inputs, expected: np.ndarray | None, where: str) -> float:
     got = runtime.scores(inputs)
     if expected is not None:
-        if got.shape != expected.shape:
-            raise ModelError(
-                f"{where}: the serving runtime {runtime.name!r} returned scores of shape "
-                f"{got.shape}, the package recorded {expected.shape}; not serving it"
-            )
-        diff = float(np.nanmax(np.abs(got - expected))) if got.size else 0.0
-        if diff > PARITY_ATOL:
-            raise ModelError(
-                f"{where}: the serving runtime {runtime.name!r} differs from the native "
-                f"model by {diff:.3g} on the held-out rows (allowed {PARITY_ATOL}); "
-                "not serving it"
-            )
+        check_parity(runtime.name, got, expected, where=where, refusal="not serving it")
     one = inputs.take([0])
     times = []
     for _ in range(_WARM_CALLS):
