@@ -19,12 +19,10 @@ One merge per folder at a time (an exclusive lock on ``.merge.lock``).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -32,7 +30,7 @@ import pyarrow.parquet as pq
 from modelyard.store.predlog.files import write_parquet
 from modelyard.store.predlog.layout import ERRORS, FEEDBACK, PREDICTIONS, UNMATCHED
 from modelyard.store.predlog.segments import fsync_dir
-from modelyard.store.predlog.shipping import shipping_claimed
+from modelyard.store.predlog.shipping import MERGE_LOCK, shipping_claimed, try_flock
 from modelyard.store.predlog.tables import (
     ERROR_SCHEMA,
     FEEDBACK_SCHEMA,
@@ -67,20 +65,6 @@ def merge_small_files(root: str | os.PathLike[str], *, grace_s: float = GRACE_S)
     return merged
 
 
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[bool]:
-    fd = os.open(folder / ".merge.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
-
-
 def _finish_pending(folder: Path, grace_s: float) -> set[str]:
     """Delete the inputs of merges older than ``grace_s``; the names still waiting."""
     waiting: set[str] = set()
@@ -102,7 +86,7 @@ def _finish_pending(folder: Path, grace_s: float) -> set[str]:
 
 
 def _merge_folder(folder: Path, kind: str, grace_s: float) -> int:
-    with _locked(folder) as held:
+    with try_flock(folder / MERGE_LOCK) as held:
         if not held:
             return 0
         waiting = _finish_pending(folder, grace_s)

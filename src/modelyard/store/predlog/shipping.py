@@ -81,6 +81,7 @@ from modelyard.store.urls import is_local_path, redact_text, redact_url
 __all__ = [
     "CACHE_BYTES",
     "GRACE_S",
+    "MERGE_LOCK",
     "SHIPPED",
     "ShipResult",
     "ShippedLog",
@@ -91,6 +92,7 @@ __all__ = [
     "ship_interval_s",
     "shipped_log",
     "shipping_claimed",
+    "try_flock",
 ]
 
 _log = logging.getLogger(__name__)
@@ -331,8 +333,13 @@ def _merge_pending(folder: Path) -> set[str]:
     return names
 
 
+#: the lock file of a partition folder, held by whoever merges or ships it
+MERGE_LOCK = ".merge.lock"
+
+
 @contextlib.contextmanager
-def _flock(path: Path) -> Iterator[bool]:
+def try_flock(path: Path) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``path`` if no other process does (yields whether held)."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         try:
@@ -422,7 +429,7 @@ def ship(
     if not base.is_dir():
         return ShipResult()
     target = _Target(url, replica_id)
-    with _flock(base / ".ship.lock") as held:
+    with try_flock(base / ".ship.lock") as held:
         if not held:
             return ShipResult(busy=True)
         try:
@@ -440,7 +447,7 @@ def _ship(base: Path, target: _Target, grace_s: float, now: float) -> ShipResult
     shipped: list[str] = []
     rows = deleted = pending = 0
     for folder, kind in _partitions(base):
-        with _flock(folder / ".merge.lock") as held:
+        with try_flock(folder / MERGE_LOCK) as held:
             if not held:
                 continue  # a merge of this folder is running: next time
             # notes left by an earlier shipment (a crash, or inputs in their grace period)
