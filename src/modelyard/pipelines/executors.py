@@ -54,6 +54,7 @@ __all__ = [
     "ProcessExecutor",
     "StepOutcome",
     "StepTask",
+    "check_max_workers",
     "client_for",
     "make_executor",
     "register_live_function",
@@ -407,6 +408,17 @@ def limit_threads(threads: int) -> None:
     _LIMITS.append(threadpoolctl.threadpool_limits(limits=threads))
 
 
+def check_max_workers(max_workers: int | None) -> None:
+    """Refuse a ``max_workers`` that is not None or an integer >= 1, naming it."""
+    if max_workers is not None and (
+        isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
+    ):
+        raise InvalidInputError(
+            f"Expected max_workers to be an integer >= 1, got {max_workers!r}",
+            loc="max_workers",
+        )
+
+
 class ProcessExecutor:
     """A pool of forked worker processes, started on the first step (``"local"``).
 
@@ -417,13 +429,7 @@ class ProcessExecutor:
     name = "local"
 
     def __init__(self, max_workers: int | None = None) -> None:
-        if max_workers is not None and (
-            isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
-        ):
-            raise InvalidInputError(
-                f"Expected max_workers to be an integer >= 1, got {max_workers!r}",
-                loc="max_workers",
-            )
+        check_max_workers(max_workers)
         self.max_workers = max_workers or min(4, os.cpu_count() or 1)
         self._pool: ProcessPoolExecutor | None = None
         #: called once right before the workers fork (a run that executes no step, all

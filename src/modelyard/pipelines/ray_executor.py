@@ -43,6 +43,7 @@ from modelyard.pipelines.executors import (
     Executor,
     StepOutcome,
     StepTask,
+    check_max_workers,
     run_task,
 )
 
@@ -95,13 +96,7 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, max_workers: int | None = None) -> None:
-        if max_workers is not None and (
-            isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
-        ):
-            raise InvalidInputError(
-                f"Expected max_workers to be an integer >= 1, got {max_workers!r}",
-                loc="max_workers",
-            )
+        check_max_workers(max_workers)
         self.max_workers = max_workers
         self._connected = False
         self._remote: Any = None
