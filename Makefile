@@ -21,7 +21,7 @@ demo: install
 	$(BIN)/modelyard demo
 
 test: install
-	scripts/test.sh
+	scripts/test.sh --durations=30
 
 check: install
 	$(BIN)/ruff format --check src tests benchmarks

@@ -47,6 +47,7 @@ from sqlalchemy.engine import make_url
 from modelyard.errors import InvalidInputError, NotFoundError, did_you_mean
 from modelyard.store.database import Database, open_database
 from modelyard.store.processes import pid_alive
+from modelyard.store.sqlite_files import connect_shared
 
 __all__ = [
     "OWNER_ATTR",
@@ -250,10 +251,7 @@ def _rdb(db_url: str) -> BaseStorage:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
 
         def connect() -> sqlite3.Connection:
-            conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            return conn
+            return connect_shared(path)
 
         return RDBStorage(location, engine_kwargs={"creator": connect})
     # the schema first (under the lock, so two processes do not race on it), then

@@ -16,7 +16,6 @@ True
 
 from __future__ import annotations
 
-import fcntl
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,13 +29,13 @@ from sqlalchemy.pool import StaticPool
 
 from modelyard.errors import InvalidInputError, MissingExtraError, StorageError
 from modelyard.store.schema import HEAD_REVISION
+from modelyard.store.sqlite_files import BUSY_MS, file_lock, use_wal
 from modelyard.store.urls import redact_text, redact_url
 
 __all__ = ["Database", "open_database"]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _PG_LOCK_KEY = 0x6D6F64656C79  # "modely": the advisory lock that serialises migrations
-_SQLITE_BUSY_MS = 30_000
 
 
 class Database:
@@ -113,7 +112,7 @@ def _sqlite_engine(url: str) -> Engine:
                 f"Metadata store {redact_url(url)} failed: cannot create its folder: {exc}"
             ) from exc
     kwargs: dict[str, Any] = {
-        "connect_args": {"check_same_thread": False, "timeout": _SQLITE_BUSY_MS / 1000},
+        "connect_args": {"check_same_thread": False, "timeout": BUSY_MS / 1000},
     }
     if memory:
         kwargs["poolclass"] = StaticPool  # one shared connection, or each sees an empty db
@@ -122,15 +121,9 @@ def _sqlite_engine(url: str) -> Engine:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves, below
+        if not memory:
+            use_wal(dbapi_conn, database)
         cursor = dbapi_conn.cursor()
-        if not memory and cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            # Switching to WAL needs an exclusive lock, and SQLite answers two connections
-            # switching at once with "database is locked" without waiting (it would
-            # deadlock), so processes opening a fresh file take turns
-            with _file_lock(database):
-                cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -191,19 +184,8 @@ def _migration_lock(db: Database, conn: Connection) -> Iterator[None]:
     if database in ("", ":memory:"):
         yield
         return
-    with _file_lock(database):
+    with file_lock(database):
         yield
-
-
-@contextmanager
-def _file_lock(database: str) -> Iterator[None]:
-    """An exclusive lock, across processes, on a file next to a SQLite database."""
-    with open(f"{database}.migrate.lock", "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _upgrade(db: Database) -> None:

@@ -41,6 +41,7 @@ from modelyard.features.online.base import (
     ttl_micros,
     validate_rows,
 )
+from modelyard.store.sqlite_files import connect_shared
 
 __all__ = ["SQLiteOnlineStore"]
 
@@ -95,9 +96,11 @@ class SQLiteOnlineStore:
         self._key_types: dict[str, list[str]] = {}
         self._plans: dict[tuple[str, tuple[str, ...] | None], _Plan] = {}
         try:
-            self._conn = sqlite3.connect(_path(url), check_same_thread=False, isolation_level=None)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
+            path = _path(url)
+            if path == ":memory:":
+                self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            else:
+                self._conn = connect_shared(path, autocommit=True)
         except sqlite3.Error as err:
             raise StorageError(f"Cannot open the SQLite online store {url}: {err}") from err
 
