@@ -19,6 +19,7 @@ from tests.batch.fixtures import CHURN, HGB, BatchProject, churn_frame, hgb_fram
 
 from modelyard.batch import MANIFEST, predict_batch
 from modelyard.config import RaySettings, Settings
+from modelyard.engine import connect_ray, import_ray
 from modelyard.store.predlog import read_predictions
 
 pytestmark = [
@@ -91,3 +92,27 @@ def test_ray_onnx_runtime_and_log_equal_local(
     assert len(logged) == 5000 and set(logged["route"]) == {"batch"}
     merged = theirs.to_pandas().merge(logged, on=["record_id", "row"], validate="1:1")
     np.testing.assert_array_equal(merged["output.proba_1"], merged["proba_1"])
+
+
+def test_a_pool_asked_for_every_cpu_still_reads_and_scores(
+    batch_project: BatchProject, ray_address: str, tmp_path: Path
+) -> None:
+    """``--workers`` as many as the cluster's CPUs: the actors reserve half of them at most.
+
+    A pool holding (nearly) every CPU left Ray Data no CPU for its read tasks, and the
+    run waited for ever (two actors on a two-CPU cluster hung).
+    """
+    frame = hgb_frame(2000, seed=24)
+    frame.to_parquet(tmp_path / "in.parquet", row_group_size=250)
+    settings = _on_ray(batch_project.settings, ray_address)
+    connect_ray(settings)
+    cpus = int(import_ray().cluster_resources()["CPU"])
+    local = predict_batch(
+        HGB + "/1", tmp_path / "in.parquet", tmp_path / "local", settings=settings
+    )
+    ray = predict_batch(
+        HGB + "/1", tmp_path / "in.parquet", tmp_path / "ray", settings=settings, engine="ray",
+        batch_rows=250, workers=cpus,
+    )  # fmt: skip
+    assert ray.rows_scored == local.rows_scored == 2000
+    _same_run(tmp_path / "local", tmp_path / "ray")

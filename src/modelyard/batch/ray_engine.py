@@ -38,11 +38,12 @@ __all__ = ["ACTOR_COLUMN", "PATH_COLUMN", "RayBatchScorer", "score_on_ray"]
 
 #: the column Ray Data's ``include_paths`` adds
 PATH_COLUMN = "path"
-#: read tasks reserve a quarter CPU, and the actors leave them half a CPU of the cluster:
-#: actors holding every CPU would leave the reads (and so the actors) waiting for ever
+#: read tasks reserve a quarter CPU, and the actors together reserve at most half the
+#: cluster's CPUs, however many there are: a pool holding (nearly) every CPU left Ray Data
+#: scheduling no read, and so the actors waiting for ever (2 actors on 2 CPUs hung)
 _READ: dict[str, Any] = {"num_cpus": 0.25}
-#: CPUs of the cluster left to the read tasks when the actors would take them all
-_READ_SHARE = 0.5
+#: the share of the cluster's CPUs the actor pool may reserve
+_POOL_SHARE = 0.5
 #: the column naming the actor that scored a batch (read by the driver, not written)
 ACTOR_COLUMN = "_actor"
 
@@ -69,8 +70,7 @@ def _actors(settings: Settings, workers: int | None) -> int:
         return settings.ray.max_actors
     ray = import_ray()
     cpus = float(ray.cluster_resources().get("CPU", 1.0))
-    # half the cluster: Ray Data schedules no read while the actors hold (nearly) every CPU
-    return max(1, int((cpus / 2) // settings.ray.num_cpus))
+    return max(1, int((cpus * _POOL_SHARE) // settings.ray.num_cpus))
 
 
 def _dataset(files: Sequence[InputFile], columns: Sequence[str]) -> Any:
@@ -161,7 +161,8 @@ def score_on_ray(
         actors = _actors(settings, workers)
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
         wanted = float(options.get("num_cpus", 1.0))
-        options["num_cpus"] = max(0.1, min(wanted, (cpus - _READ_SHARE) / actors))
+        # a reservation, not a limit: each actor still runs ``threads`` threads
+        options["num_cpus"] = max(0.01, min(wanted, cpus * _POOL_SHARE / actors))
         threads = int(max(1.0, wanted))
         names = {str(f.path.resolve()): str(f.path) for f in files}
         scored = _dataset(files, columns).map_batches(

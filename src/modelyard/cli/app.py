@@ -51,6 +51,7 @@ _GROUPS: dict[str, tuple[str, ...]] = {
     "pipeline": ("modelyard.cli.pipeline",),
     "tune": ("modelyard.cli.tune",),
     "deploy": ("modelyard.cli.deploy",),
+    "traffic": ("modelyard.cli.traffic",),
 }
 _COMMANDS: dict[str, tuple[str, str]] = {
     "lineage": ("modelyard.cli.lineage", "lineage"),

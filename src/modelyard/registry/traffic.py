@@ -236,7 +236,7 @@ class TrafficPolicies:
         if pinned_version is not None:
             primary = self.registry.get_version(f"{model}/{pinned_version}")
         else:
-            self._known_model(model)
+            self.check_model(model)
             primary = self._holder(model, "primary", policy.primary)
         base: Signature | None = None
         strict = self.settings.serving.value_checks == "reject"
@@ -255,7 +255,8 @@ class TrafficPolicies:
                     loc=part,
                 )
 
-    def _known_model(self, model: str) -> None:
+    def check_model(self, model: str) -> None:
+        """NotFoundError naming the registered models unless ``model`` is one."""
         names = [m.name for m in self.registry.list_models()]
         if model not in names:
             from_names = ", ".join(sorted(names)) or "none"
