@@ -308,3 +308,30 @@ def test_the_same_trials_on_postgresql(
         set_client(None)
         client.close()
         studies.close_study_storages()  # before the test database is dropped
+
+
+def test_an_objective_module_edited_between_studies_runs_as_it_is_now(project: Path) -> None:
+    """Ray reuses its worker processes: a worker that imported the objective's module for
+    one study must not run that old code for the next study after the file changed."""
+    import importlib
+
+    module_file = project / "edited_objective.py"
+    module_file.write_text("def value(params):\n    return 1.0\n")
+    sys.path.insert(0, str(project))
+    try:
+        module = importlib.import_module("edited_objective")
+        first = tune(module.value, space=SPACE, n_trials=6, n_jobs=2, seed=1,
+                     study="edited-1", engine="ray", project=project)  # fmt: skip
+        assert {t.value for t in first.study.trials} == {1.0}
+        # a different size too: a stale .pyc of the same size and second is not read
+        module_file.write_text("def value(params):\n    return 22.0 + params['d']\n")
+        importlib.invalidate_caches()
+        module = importlib.reload(module)
+        second = tune(module.value, space=SPACE, n_trials=6, n_jobs=2, seed=1,
+                      study="edited-2", engine="ray", project=project)  # fmt: skip
+        assert {t.value for t in second.study.trials} == {
+            22.0 + t.params["d"] for t in second.study.trials
+        }
+    finally:
+        sys.path.remove(str(project))
+        sys.modules.pop("edited_objective", None)

@@ -23,6 +23,7 @@ import httpx
 from typer.testing import CliRunner
 
 from modelyard.cli.app import app as cli
+from modelyard.config import ShipSettings
 from modelyard.store.predlog import (
     PredictionLog,
     PredictionRecord,
@@ -33,6 +34,7 @@ from modelyard.store.predlog import (
 )
 from modelyard.store.predlog.layout import PREDICTIONS, SEGMENTS
 from modelyard.store.predlog.merging import merge_small_files
+from modelyard.store.predlog.shipping import shipped_log
 
 from .conftest import NAME, SEED, Project, ServeFactory, make_frame, records, serving
 
@@ -272,3 +274,33 @@ def test_a_merge_killed_at_any_moment_loses_and_duplicates_nothing(tmp_path: Pat
     merge_small_files(tmp_path, grace_s=0)
     assert dict(_row_counts(tmp_path)) == written
     assert _parquet_count(tmp_path) <= 8
+
+
+def test_a_stopping_server_ships_its_whole_tail_on_the_way_out(
+    project: Project, serve: ServeFactory, tmp_path: Path
+) -> None:
+    """SIGTERM (a scale-down, a rolling update) leaves nothing only on the replica's disk.
+
+    Compaction and periodic shipping never run here (their interval is an hour): every
+    acknowledged row reaches the shipped log through the worker's last shipment alone.
+    """
+    settings = serving(
+        project.settings,
+        compact_interval_s=3600.0,
+        replica_id="leaving",
+        ship=ShipSettings(interval_s=3600.0),
+    )
+    server = serve(settings)
+    acked: dict[str, int] = {}
+    _load(server.url, 40, 7, acked)
+    server.stop()
+    shipped = shipped_log(settings)
+    assert shipped is not None and shipped.files("predictions"), "nothing was shipped"
+    assert all("replica=leaving" in path for path in shipped.files("predictions"))
+    empty = tmp_path / "another-host"  # a reader on a host with no local tail
+    empty.mkdir()
+    table = read_predictions(empty, shipped=shipped)
+    pairs = Counter(zip(table["record_id"].to_pylist(), table["row"].to_pylist(), strict=True))
+    assert max(pairs.values()) == 1
+    assert dict(Counter(record for record, _ in pairs)) == acked
+    assert not _segments_with_records(server.log_dir)

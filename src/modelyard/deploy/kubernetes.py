@@ -279,7 +279,8 @@ def kubernetes_manifests(
                 "metadata": {"labels": labels},
                 "spec": {
                     "securityContext": pod_security,
-                    "terminationGracePeriodSeconds": 30,
+                    # 10 s for requests in flight, up to 15 s to ship the log's tail
+                    "terminationGracePeriodSeconds": 45,
                     "containers": [container],
                     "volumes": _volumes(config),
                 },

@@ -20,8 +20,12 @@ you pass yourself is copied to each trial as it is, not reseeded).
 
 Secrets never travel in a task's arguments: settings go through
 ``modelyard.engine.ship_settings``. The objective is shipped once (``ray.put``), by
-value for functions defined in ``__main__`` or a notebook (cloudpickle), by reference
-(module and name) otherwise: the module must be importable on the workers.
+value for functions defined in ``__main__``, a notebook or a file run by ``modelyard tune
+run`` (cloudpickle), by reference (module and name) otherwise: the module must be
+importable on the workers (the project folder is on their path). Ray reuses worker
+processes, so each trial task forgets the project's modules before it unpickles the
+objective (``fresh_project_code``): a module edited since an earlier study is imported
+as it is now, not as a reused worker first saw it.
 """
 
 from __future__ import annotations
@@ -31,12 +35,15 @@ import hashlib
 import math
 import multiprocessing
 import pickle
+import site
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Container, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import optuna
@@ -49,6 +56,7 @@ from modelyard.config import Settings
 from modelyard.engine import (
     ShippedSettings,
     connect_ray,
+    fresh_project_code,
     import_ray,
     ship_settings,
     task_options,
@@ -189,11 +197,13 @@ class _RayPool:
     def __init__(self, settings: Settings, objective: Callable[[optuna.Trial], Any]) -> None:
         connect_ray(settings)
         self._ray = import_ray()
-        self._objective = self._ray.put(objective)
+        # pickled here, unpickled by the task after it forgot the project's modules
+        self._objective = self._ray.put(self._ray.cloudpickle.dumps(objective))
+        self._folders = (str(settings.project_dir), *_module_folder(objective))
         self._task = self._ray.remote(_ray_trial).options(**task_options(settings), max_retries=0)
 
     def submit(self, job: TrialJob) -> Any:
-        return self._task.remote(job, self._objective)
+        return self._task.remote(job, self._objective, self._folders)
 
     def wait(self, handle: Any) -> TrialOutcome:
         try:
@@ -203,8 +213,22 @@ class _RayPool:
         return outcome
 
 
-def _ray_trial(job: TrialJob, objective: Callable[[optuna.Trial], Any]) -> TrialOutcome:
-    return run_trial(job, objective)
+def _module_folder(objective: Callable[..., Any]) -> tuple[str, ...]:
+    """The folder of the file defining ``objective``'s module, when it has one."""
+    module = sys.modules.get(getattr(objective, "__module__", "") or "")
+    where = getattr(module, "__file__", None)
+    if not where:
+        return ()
+    folder = Path(where).resolve().parent
+    installed = {sys.prefix, sys.base_prefix, *site.getsitepackages(), site.getusersitepackages()}
+    if any(folder.is_relative_to(Path(root).resolve()) for root in installed):
+        return ()  # an installed package: its modules stay imported
+    return (str(folder),)
+
+
+def _ray_trial(job: TrialJob, objective: bytes, folders: tuple[str, ...]) -> TrialOutcome:
+    fresh_project_code(*folders)
+    return run_trial(job, import_ray().cloudpickle.loads(objective))
 
 
 #: the objective of the local pool's call, inherited by its forked processes

@@ -62,7 +62,7 @@ from modelyard.serving.codecs.feedback import (
 from modelyard.serving.codecs.jsonbody import decode_json
 from modelyard.serving.codecs.problems import ProblemList, short_repr
 from modelyard.serving.codecs.tables import inputs_from_table
-from modelyard.serving.compactor import compact_periodically
+from modelyard.serving.compactor import compact_periodically, ship_on_exit
 from modelyard.serving.deployments import Deployment, Served, Slot
 from modelyard.serving.metrics import CONTENT_TYPE_LATEST
 from modelyard.serving.openapi import openapi_document
@@ -860,6 +860,11 @@ def create_app(
             if compactor is not None:
                 compactor.cancel()
             await state.stop()
+            if interval > 0:
+                try:
+                    await ship_on_exit(state.log, settings)
+                except Exception:  # deliberate: the records stay on disk for the next start
+                    logger.exception("Shipping the prediction log on the way out failed")
 
     routes = [  # the prediction routes first: a request is matched against each in turn
         Route("/v1/models/{name}:predict", server.v1_predict, methods=["POST"]),

@@ -13,6 +13,11 @@ With shipping on (``serving.ship``, see ``store.predlog.shipping``), after compa
 at most every ``serving.ship.interval_s``, the worker ships the compacted files to
 ``{artifacts}/predictions/replica=<serving.replica_id>/`` (one worker of the replica at a
 time; the others skip), and local merging is left out: the shipped files replace it.
+
+On the way out (``ship_on_exit``, after the worker closed its log), each worker compacts
+and ships once more, waiting for another worker's shipment instead of skipping it: a
+replica stopped by SIGTERM (a scale-down, a rolling update) leaves nothing behind on a
+disk that may go with its pod.
 """
 
 from __future__ import annotations
@@ -31,9 +36,12 @@ from modelyard.store.predlog.shipping import (
     ship_interval_s,
 )
 
-__all__ = ["compact_now", "compact_periodically", "ship_now"]
+__all__ = ["FINAL_SHIP_S", "compact_now", "compact_periodically", "ship_now", "ship_on_exit"]
 
 logger = logging.getLogger("modelyard.serving")
+
+#: how long a stopping worker waits for another worker's shipment, then its own
+FINAL_SHIP_S = 15.0
 
 
 async def compact_now(log: PredictionLog, *, merge: bool = True) -> CompactionResult:
@@ -91,3 +99,33 @@ async def compact_periodically(
             logger.info(
                 "Shipped %d file(s), %d row(s) of %s", len(shipped.shipped), shipped.rows, log.root
             )
+
+
+async def ship_on_exit(
+    log: PredictionLog, settings: Settings, *, timeout_s: float = FINAL_SHIP_S
+) -> ShipResult | None:
+    """Compact every closed segment and ship, once, as a worker stops (its log closed).
+
+    None when shipping is off. Another worker of the replica shipping at the same moment
+    is waited for (up to ``timeout_s``), not skipped: the last worker to stop ships what
+    the others left. What is not shipped in time stays on disk for the next start.
+    """
+    if ship_interval_s(settings) <= 0:
+        return None
+    deadline = time.monotonic() + timeout_s
+    await asyncio.to_thread(compact, log.root, merge=False)
+    while True:
+        result = await ship_now(log, settings)
+        if not result.busy or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(0.1)
+    if result.shipped:
+        logger.info("Shipped %d row(s) of %s on the way out", result.rows, log.root)
+    elif result.busy:
+        logger.warning(
+            "Another worker was still shipping %s after %.0f s: what is left ships at the "
+            "next start",
+            log.root,
+            timeout_s,
+        )
+    return result
