@@ -396,9 +396,12 @@ def test_a_failing_objective_is_a_failed_run_and_raises(project: Path) -> None:
 # -- parallel and resumed studies ---------------------------------------------------------
 
 
-def tune_spawn(project: Path, study: str, n_trials: int, sleep_s: float) -> subprocess.Popen[str]:
+def tune_spawn(
+    project: Path, study: str, n_trials: int, sleep_s: float, *gate: str
+) -> subprocess.Popen[str]:
+    """``tune_worker.py`` in its own process; ``gate``: (folder, peers) to start together."""
     return subprocess.Popen(
-        [sys.executable, str(WORKER), str(project), study, str(n_trials), str(sleep_s)],
+        [sys.executable, str(WORKER), str(project), study, str(n_trials), str(sleep_s), *gate],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -420,8 +423,12 @@ def tune_check_union(project: Path, db_url: str, study: str, n: int, workers: in
 
 
 @pytest.mark.slow
-def test_two_processes_on_one_study_share_its_trials(project: Path, db_url: str) -> None:
-    procs = [tune_spawn(project, "shared", 16, 0.02) for _ in range(2)]
+def test_two_processes_on_one_study_share_its_trials(
+    project: Path, db_url: str, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    procs = [tune_spawn(project, "shared", 16, 0.05, str(gate), "2") for _ in range(2)]
     for proc in procs:
         out, err = proc.communicate(timeout=240)
         assert proc.returncode == 0, err
