@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test check bench-tracking bench-models bench-features bench-serving bench-monitoring bench-pipelines bench-gates bench-canary bench-ui bench-batch screenshots clean
+.PHONY: install demo test check bench-tracking bench-models bench-features bench-serving bench-monitoring bench-pipelines bench-gates bench-canary bench-ui bench-batch bench-tuning screenshots clean
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,10 @@ install: $(STAMP)
 demo: install
 	$(BIN)/modelyard demo
 
+# the suite on TEST_WORKERS pytest-xdist workers (Ray tests together in one of them)
+TEST_WORKERS ?= 2
 test: install
-	scripts/test.sh --durations=30
+	scripts/test.sh -n $(TEST_WORKERS) --dist loadgroup --durations=30
 
 check: install
 	$(BIN)/ruff format --check src tests benchmarks
@@ -59,6 +61,10 @@ bench-ui: install
 # 2,000,000 rows: native predict_proba, modelyard predict (local, ray), MLflow pyfunc
 bench-batch: install
 	$(BIN)/python benchmarks/batch/bench_batch.py
+
+# 40 trials with 2 workers: sequential, local processes and Ray; the same best value per seed
+bench-tuning: install
+	$(BIN)/python benchmarks/tuning/bench_ray.py
 
 # PNGs of the web UI's main pages of $(PROJECT) into docs/screenshots/ (run `make demo` first)
 PROJECT ?= modelyard-demo

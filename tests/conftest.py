@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,8 +23,51 @@ from sqlalchemy import create_engine, text
 from modelyard.config import Settings, init_project, load_settings
 from modelyard.tracking.client import TrackingClient
 
+
+def _redis_database_per_worker() -> None:
+    """Under pytest-xdist (``make test`` runs two workers) each worker gets its own Redis
+    database: the ``online_store`` fixture empties its database around every test."""
+    url = os.environ.get("MODELYARD_TEST_REDIS_URL")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if url and re.fullmatch(r"gw\d+", worker):
+        index = int(worker[2:]) % 15 + 1  # 1..15: database 0 is left to single runs
+        base = re.sub(r"/\d*$", "", url)
+        os.environ["MODELYARD_TEST_REDIS_URL"] = f"{base}/{index}"
+
+
+_redis_database_per_worker()
 PG_URL = os.environ.get("MODELYARD_TEST_PG_URL")
 REQUIRE = os.environ.get("MODELYARD_TEST_REQUIRE_SERVICES") == "1"
+
+
+def _xdist_group(item: pytest.Item) -> str | None:
+    """The group whose tests one pytest-xdist worker runs: every Ray test (one cluster per
+    run, not one per worker), and each module whose tests share a module-scoped fixture
+    (the demo's project, an image venv: built once, not once per worker)."""
+    if "ray_address" in getattr(item, "fixturenames", ()) or item.get_closest_marker("ray"):
+        return "ray"
+    info = getattr(item, "_fixtureinfo", None)
+    for defs in getattr(info, "name2fixturedefs", {}).values():
+        if defs and defs[-1].scope in ("module", "package", "class"):
+            return item.nodeid.split("::", 1)[0]
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--dist loadgroup`` (``make test``) the groups of ``_xdist_group`` each run in
+    one worker.
+
+    pytest-xdist 3.8 groups by a ``@group`` suffix of the node id, which it writes to
+    ``item._nodeid``; pytest 9 keeps the id in ``item._id``, so the suffix is set here.
+    """
+    if not config.getvalue("loadgroup"):
+        return
+    from _pytest.nodeid import coerce_node_id
+
+    for item in items:
+        group = _xdist_group(item)
+        if group is not None and "@" not in item.nodeid:
+            item._id = coerce_node_id(f"{item.nodeid}@{group}")
 
 
 def _need_pg() -> str:
