@@ -60,7 +60,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     pytest-xdist 3.8 groups by a ``@group`` suffix of the node id, which it writes to
     ``item._nodeid``; pytest 9 keeps the id in ``item._id``, so the suffix is set here.
     """
-    if not config.getvalue("loadgroup"):
+    if not config.getoption("loadgroup", default=False):
         return
     from _pytest.nodeid import coerce_node_id
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import json
 import logging
 import math
@@ -837,8 +838,13 @@ def create_app(
     *,
     trust: bool = False,
     environ: dict[str, str] | None = None,
+    freeze_heap: bool = False,
 ) -> Starlette:
-    """The server app for one worker: loads the targets (or every production model)."""
+    """The server app for one worker: loads the targets (or every production model).
+
+    ``freeze_heap`` (``modelyard serve``'s worker processes): see ``_freeze_heap``; an app
+    run inside another program leaves that program's garbage collector alone.
+    """
     state = ServerState.create(settings, targets, environ=environ, trust=trust)
     server = Server(state)
 
@@ -846,6 +852,8 @@ def create_app(
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         _pin_threads()
         await state.start()
+        if freeze_heap:
+            _freeze_heap()
         interval = settings.serving.compact_interval_s
         compactor = (
             asyncio.get_running_loop().create_task(
@@ -896,6 +904,18 @@ def create_app(
     return app
 
 
+def _freeze_heap() -> None:
+    """Move every object alive after start-up (the models, the libraries) out of the
+    garbage collector's reach: a full collection then scans only what requests made.
+
+    Without it each full collection walked the whole heap of scikit-learn, ONNX Runtime
+    and pyarrow objects on the event loop's thread: a stall of about 200 ms every few
+    seconds under load (the p99 at concurrency 32).
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def _pin_threads() -> None:
     """One thread per native pool in this worker (see ``server.py`` for why)."""
     try:
@@ -942,7 +962,9 @@ def app_from_env() -> Starlette:
     if spec.get("runtime"):  # ``serve --runtime`` (checked by the CLI) over the project's
         serving = msgspec.structs.replace(settings.serving, runtime=spec["runtime"])
         settings = msgspec.structs.replace(settings, serving=serving)
-    return create_app(settings, spec.get("targets", []), trust=bool(spec.get("trust")))
+    return create_app(
+        settings, spec.get("targets", []), trust=bool(spec.get("trust")), freeze_heap=True
+    )
 
 
 Handler = Callable[[Request], Awaitable[Response]]
