@@ -508,3 +508,37 @@ def test_a_constant_a_helper_returns_is_in_the_hash_exactly_when_it_differs(a: i
 def test_a_non_function_is_refused() -> None:
     with pytest.raises(TypeError, match="takes a function or a step"):
         source_hash(3, ".")
+
+
+def test_threads_normalising_sources_at_once_get_what_one_thread_gets() -> None:
+    """Steps compute their cache keys in threads at once: every parse gives the one-thread
+    answer (CPython 3.11's parser raised "AST constructor recursion depth mismatch" when
+    two threads parsed together, failing a pipeline step in CI)."""
+    import threading
+
+    nested = (
+        "def f(x):\n"
+        + "".join("    " * (i + 1) + f"if x > {i}:\n" for i in range(40))
+        + "    " * 41
+        + "return [(a, {b: (c, [d])}) for a, b, c, d in x]\n"
+    )
+    texts = [nested.replace("x", name) for name in ("x", "y", "z", "w")]
+    expected = [source._normalise(text) for text in texts]
+    failures: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def work(k: int) -> None:
+        start.wait()
+        try:
+            for i in range(150):
+                j = (i + k) % len(texts)
+                assert source._normalise(texts[j]) == expected[j]
+        except BaseException as exc:  # collected: a thread's failure fails the test
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []

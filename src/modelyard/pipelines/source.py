@@ -39,6 +39,7 @@ import os
 import sys
 import sysconfig
 import textwrap
+import threading
 import tokenize
 import types
 import typing
@@ -82,10 +83,31 @@ def _under(path: str, root: str) -> bool:
         return False
 
 
+#: ``ast.parse`` keeps the depth of the tree it builds in the interpreter, not the thread:
+#: in CPython 3.11 two threads parsing at once have failed here with "SystemError: AST
+#: constructor recursion depth mismatch" (see python/cpython#106905). Steps run in
+#: threads compute their cache keys at the same time, so every parse here takes this
+#: lock, and a parse that still fails so (another library parsing in another thread) is
+#: tried again.
+_PARSE_LOCK = threading.Lock()
+_PARSE_TRIES = 3
+
+
+def _parse(text: str) -> ast.Module:
+    with _PARSE_LOCK:
+        for attempt in range(_PARSE_TRIES):
+            try:
+                return ast.parse(text)
+            except SystemError:
+                if attempt == _PARSE_TRIES - 1:
+                    raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def _normalise(text: str) -> str:
     """Source text as a syntax tree dump without docstrings (raw text when it does not parse)."""
     try:
-        tree = ast.parse(text)
+        tree = _parse(text)
     except SyntaxError:  # e.g. the line of a lambda inside a longer expression
         return "\n".join(line.rstrip() for line in text.strip().splitlines())
     for node in ast.walk(tree):
@@ -374,7 +396,7 @@ def _assignments(filename: str, mtime_ns: int, size: int) -> dict[str, str]:
     """
     try:
         with tokenize.open(filename) as handle:
-            tree = ast.parse(handle.read())
+            tree = _parse(handle.read())
     except (OSError, SyntaxError, ValueError, UnicodeDecodeError):
         return {}
     found: dict[str, list[str]] = {}
