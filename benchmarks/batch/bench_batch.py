@@ -17,7 +17,9 @@ Contenders, each in its own process, one after the other, on the same file:
 - modelyard ray: ``engine="ray"`` with 2 actors on a local Ray cluster started before the
   timer (its start-up printed apart);
 - MLflow: ``mlflow.pyfunc.load_model(...).predict`` over 65,536-row chunks of the same
-  file, in MLflow's own venv (benchmarks/anchor_venv.py), + the probabilities written.
+  file, in MLflow's own venv (benchmarks/anchor_venv.py), + the probabilities written;
+- for the record, Ray Data's floor: the same read and 2-actor pool with an identity map,
+  nothing scored or written (what any Ray Data job of this shape costs here).
 
 Per contender: rows/s over reading, scoring and writing; peak memory, the largest sum of
 the resident memory of the contender's process and all its descendants sampled every
@@ -278,6 +280,8 @@ def main() -> int:
     for side, python in sides:
         print(f"running {side}...", flush=True)
         results.append(run_side(python, side, work, {}))
+    print("running ray-floor (Ray Data alone, for the record)...", flush=True)
+    floor = run_side(sys.executable, "ray-floor", work, {})
     by_side = {r["side"]: r for r in results}
     onnx_tolerance = 1e-4
     for r in results:
@@ -305,6 +309,15 @@ def main() -> int:
         )
     if "ray" in by_side and "setup_seconds" in by_side["ray"]:
         print(f"\nRay cluster start-up (not timed above): {by_side['ray']['setup_seconds']:.1f} s")
+    local_s = by_side.get("local", {}).get("seconds")
+    if "seconds" in floor and floor.get("rows") == rows and local_s:
+        print(
+            f"Ray Data's floor (the same read and 2-actor pool, an identity map, nothing "
+            f"scored or written): {floor['seconds']:.2f} s, {floor['seconds'] / local_s - 1:+.0%} "
+            "against modelyard local's whole run"
+        )
+    else:
+        print(f"Ray Data's floor: not measured ({floor.get('error', floor)})")
     targets = []
 
     def target(name: str, ok: bool | None, value: str) -> None:
@@ -340,7 +353,14 @@ def main() -> int:
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "latest.json").write_text(
         json.dumps(
-            {"info": info, "cores": cores, "load": load, "results": results, "targets": targets},
+            {
+                "info": info,
+                "cores": cores,
+                "load": load,
+                "results": results,
+                "ray_floor": floor,
+                "targets": targets,
+            },
             indent=2,
         )
         + "\n"

@@ -4,6 +4,7 @@
     python sides.py local   --work DIR      # modelyard.predict_batch(engine="local")
     python sides.py ray     --work DIR      # modelyard.predict_batch(engine="ray"), 2 actors
     python sides.py mlflow  --work DIR      # in MLflow's venv: pyfunc.predict over chunks
+    python sides.py ray-floor --work DIR    # Ray Data alone: the same pipeline, no scoring
 
 Each reads ``DIR/input.parquet``, scores every row and writes ``DIR/<side>/proba.parquet``
 (``flight`` and ``proba_1``, in input order), then prints one JSON line (``BATCH-BENCH
@@ -102,6 +103,44 @@ def modelyard_side(work: Path, engine: str) -> None:
     )
 
 
+class _Identity:
+    """The floor's actor: loads nothing, returns its batch."""
+
+    def __call__(self, batch: Any) -> Any:
+        return batch
+
+
+def ray_floor(work: Path) -> None:
+    """Ray Data's own cost on this machine: the same read and actor-pool shape as
+    ``predict --engine ray`` (2 actors, 65,536-row batches, order kept), an identity map
+    instead of scoring, the batches counted on the driver and nothing written."""
+    import ray
+
+    from modelyard.config import load_settings
+    from modelyard.engine import connect_ray
+
+    settings = load_settings(work / "project", environ={})
+    connect_ray(settings)
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True
+    context.enable_progress_bars = False
+    start = time.perf_counter()
+    rows = 0
+    dataset = ray.data.read_parquet(
+        str(work / "input.parquet"), include_paths=True, num_cpus=0.25
+    ).map_batches(
+        _Identity,
+        batch_size=CHUNK,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=2),
+        zero_copy_batch=True,
+        num_cpus=0.5,
+    )
+    for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+        rows += table.num_rows
+    emit({"seconds": time.perf_counter() - start, "rows": rows})
+
+
 def mlflow_side(work: Path) -> None:
     import mlflow.pyfunc
     import mlflow.sklearn
@@ -138,13 +177,15 @@ def mlflow_side(work: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("side", choices=["native", "local", "ray", "mlflow"])
+    parser.add_argument("side", choices=["native", "local", "ray", "ray-floor", "mlflow"])
     parser.add_argument("--work", type=Path, required=True)
     args = parser.parse_args()
     if args.side == "native":
         native(args.work)
     elif args.side == "mlflow":
         mlflow_side(args.work)
+    elif args.side == "ray-floor":
+        ray_floor(args.work)
     else:
         modelyard_side(args.work, args.side)
 

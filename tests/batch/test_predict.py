@@ -355,3 +355,84 @@ def test_a_failed_run_leaves_no_output(batch_project: BatchProject, tmp_path: Pa
             HGB + "/1", tmp_path / "*.parquet", tmp_path / "out", settings=batch_project.settings
         )
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == []
+
+
+_GRAPH_ONLY = """
+import sys
+from modelyard.batch.scoring import BatchScorer
+from modelyard.config import load_settings
+from modelyard.registry import ModelRegistry
+import pyarrow.parquet as pq, json
+settings = load_settings(sys.argv[1], environ={})
+with ModelRegistry(settings) as registry:
+    version = registry.get_version(sys.argv[2])
+scorer = BatchScorer(settings, package_id=version.package_id, name=version.name,
+                     version=version.version, keys=[], runtime=sys.argv[4])
+table = scorer(pq.read_table(sys.argv[3]))
+print(json.dumps({
+    "runtime": scorer.runtime_name,
+    "native_loaded": [m for m in ("skops.io", "sklearn.ensemble") if m in sys.modules],
+    "proba_1": table.column("proba_1").to_pylist(),
+}))
+"""
+
+
+def _score_in_fresh_process(project: BatchProject, ref: str, source: Path, runtime: str) -> Any:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _GRAPH_ONLY, str(project.root), ref, str(source), runtime],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_an_onnx_package_scores_without_loading_the_native_model(
+    batch_project: BatchProject, tmp_path: Path
+) -> None:
+    """Each Ray actor builds a scorer: with a graph runtime, the native model (and the
+    seconds of scikit-learn and skops imports) is never loaded, and the scores are the
+    same as the scorer that loads the whole package (runtime native as the oracle)."""
+    frame = hgb_frame(500, seed=5)
+    source = tmp_path / "in.parquet"
+    frame.to_parquet(source)
+    graph = _score_in_fresh_process(batch_project, f"{HGB}/1", source, "auto")
+    assert graph["runtime"].startswith("onnxruntime")
+    assert graph["native_loaded"] == []
+    expected = batch_project.proba(HGB, frame)[:, 1]
+    assert np.abs(np.asarray(graph["proba_1"]) - expected).max() <= PARITY_ATOL
+    native = _score_in_fresh_process(batch_project, f"{HGB}/1", source, "native")
+    assert native["runtime"] == "native" and "skops.io" in native["native_loaded"]
+    np.testing.assert_array_equal(native["proba_1"], expected)
+
+
+@pytest.mark.parametrize("what", ["graph", "holdout"])
+def test_a_tampered_graph_or_holdout_is_refused_before_scoring(
+    batch_project: BatchProject, tmp_path: Path, what: str
+) -> None:
+    from modelyard.errors import ArtifactIntegrityError
+    from modelyard.registry import ModelRegistry
+
+    with ModelRegistry(batch_project.settings) as registry:
+        manifest = registry.manifest(f"{HGB}/1")
+        artifacts = registry.artifacts
+        if what == "graph":
+            recorded = {r.name: r for r in manifest.runtimes}[manifest.serving_runtime]
+            assert recorded.file is not None
+            entry = manifest.file(recorded.file)
+        else:
+            assert manifest.holdout is not None
+            entry = manifest.file(manifest.holdout)
+        original = artifacts.get_bytes(entry.sha256)
+        tampered = original[:-1] + bytes([original[-1] ^ 1])
+        artifacts.fs.pipe_file(
+            f"{artifacts.root}/objects/{entry.sha256[:2]}/{entry.sha256[2:]}", tampered
+        )
+    hgb_frame(10).to_parquet(tmp_path / "in.parquet")
+    with pytest.raises(ArtifactIntegrityError, match=rf"'{entry.path}' is corrupted"):
+        predict_batch(
+            f"{HGB}/1", tmp_path / "in.parquet", tmp_path / "out", settings=batch_project.settings
+        )
+    assert not (tmp_path / "out" / "predictions.parquet").exists()

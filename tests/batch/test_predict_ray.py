@@ -9,6 +9,7 @@ one model load per actor.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import msgspec
@@ -57,11 +58,18 @@ def test_ray_equals_local_with_rejects_csv_and_parquet(
     second.to_csv(data / "b.csv", index=False)
     settings = _on_ray(batch_project.settings, ray_address)
     local = predict_batch(CHURN + "/1", data, tmp_path / "local", settings=settings, batch_rows=50)
+    connect_ray(settings)
+    with warnings.catch_warnings():  # Ray Data's own deprecated settings, as it builds them
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context = import_ray().data.DataContext.get_current()
+    before = (context.execution_options.preserve_order, context.target_max_block_size)
     ray = predict_batch(
         CHURN + "/1", data, tmp_path / "ray", settings=settings, batch_rows=50, engine="ray",
         workers=2,
     )  # fmt: skip
     assert ray.engine == "ray" and local.engine == "local"
+    # the driver's own Ray Data settings are as they were
+    assert (context.execution_options.preserve_order, context.target_max_block_size) == before
     assert ray.rows_rejected == local.rows_rejected == 5
     assert ray.rows_total == 420
     _same_run(tmp_path / "local", tmp_path / "ray")

@@ -12,12 +12,14 @@ the local engine does. Settings reach the actors through
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from threadpoolctl import threadpool_limits
 
 from modelyard.batch.inputs import InputFile, csv_convert_options
@@ -42,6 +44,11 @@ PATH_COLUMN = "path"
 #: cluster's CPUs, however many there are: a pool holding (nearly) every CPU left Ray Data
 #: scheduling no read, and so the actors waiting for ever (2 actors on 2 CPUs hung)
 _READ: dict[str, Any] = {"num_cpus": 0.25}
+#: blocks of about one default batch (65,536 rows of a dozen numbers): the first batches
+#: are scored and written while the rest is read, and the actors share the work evenly
+#: (Ray Data's default of 128 MiB made two blocks of a 2,000,000-row file, so the driver
+#: waited for one actor to score a million rows before it wrote anything)
+_BLOCK_BYTES = 8 * 2**20
 #: the share of the cluster's CPUs the actor pool may reserve
 _POOL_SHARE = 0.5
 #: the column naming the actor that scored a batch (read by the driver, not written)
@@ -59,7 +66,7 @@ class RayBatchScorer:
     def __call__(self, batch: pa.Table) -> pa.Table:
         paths = batch.column(PATH_COLUMN)
         scored = self.scorer(batch.drop_columns([PATH_COLUMN]))
-        actor = pa.array([self.actor] * scored.num_rows, type=pa.string())
+        actor = pa.repeat(pa.scalar(self.actor, type=pa.string()), scored.num_rows)
         return scored.append_column(PATH_COLUMN, paths).append_column(ACTOR_COLUMN, actor)
 
 
@@ -115,16 +122,16 @@ def _split_by_path(
     table = table.drop_columns([PATH_COLUMN, ACTOR_COLUMN])
     if table.num_rows == 0:
         return
-    values = paths.to_pylist()
-    start = 0
-    for i in range(1, len(values) + 1):
-        if i == len(values) or values[i] != values[start]:
-            raw = str(values[start])
-            yield (
-                names.get(raw, names.get(str(Path(raw).resolve()), raw)),
-                table.slice(start, i - start),
-            )
-            start = i
+    # where the file changes, found in Arrow (no Python object per row)
+    n = len(paths)
+    changed = pc.not_equal(paths.slice(1), paths.slice(0, n - 1))
+    cuts = [0, *(pc.indices_nonzero(changed).to_numpy() + 1).tolist(), n]
+    for start, end in itertools.pairwise(cuts):
+        raw = str(paths[start].as_py())
+        yield (
+            names.get(raw, names.get(str(Path(raw).resolve()), raw)),
+            table.slice(start, end - start),
+        )
 
 
 def score_on_ray(
@@ -155,8 +162,14 @@ def score_on_ray(
         )
         ray = import_ray()
         context = ray.data.DataContext.get_current()
+        saved = (
+            context.execution_options.preserve_order,
+            context.enable_progress_bars,
+            context.target_max_block_size,
+        )
         context.execution_options.preserve_order = True
         context.enable_progress_bars = False
+        context.target_max_block_size = _BLOCK_BYTES
         options = task_options(settings)
         actors = _actors(settings, workers)
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
@@ -178,5 +191,12 @@ def score_on_ray(
             zero_copy_batch=True,
             **options,
         )
-        for table in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
-            yield from _split_by_path(table, names, stats)
+        try:
+            for table in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
+                yield from _split_by_path(table, names, stats)
+        finally:  # the driver's other Ray Data work keeps its own settings
+            (
+                context.execution_options.preserve_order,
+                context.enable_progress_bars,
+                context.target_max_block_size,
+            ) = saved

@@ -1,11 +1,15 @@
 """One model version loaded for batch scoring, and a batch scored into one Arrow table.
 
-:class:`BatchScorer` loads the package through the registry (every file checked against
-its hash), opens the serving runtime the package names (the one ``models optimize``
-chose, via :func:`modelyard.models.runtimes.open_serving_runtime`, as the server does)
-and checks it against the native model's scores on the package's held-out rows before
-scoring anything. Each engine builds one per process (the ``ray`` engine one per actor)
-and calls it on record batches; it is safe to call from several threads.
+:class:`BatchScorer` opens the serving runtime the package names (the one ``models
+optimize`` chose, via :func:`modelyard.models.runtimes.open_serving_runtime`, as the
+server does) and checks it against the native model's scores on the package's held-out
+rows (recorded when the package was written) before scoring anything. When that runtime
+is a graph (ONNX), only the manifest, the graph and the held-out rows are read, each
+checked against its hash, and the native model is not loaded at all: its library's
+imports (seconds for scikit-learn with skops) would be paid again by every actor of the
+``ray`` engine. Otherwise the whole package is loaded, every file checked. Each engine
+builds one per process (the ``ray`` engine one per actor) and calls it on record
+batches; it is safe to call from several threads.
 
 The table it returns has one row per input row, in order: the key columns, the outputs
 (null on a rejected row), ``model`` and ``version``, then the private columns
@@ -30,7 +34,12 @@ from modelyard.errors import InvalidInputError, ModelError
 from modelyard.models.manifest import Manifest
 from modelyard.models.outputs import outputs_from_scores
 from modelyard.models.package import read_holdout
-from modelyard.models.runtimes import Runtime, build_inputs, open_serving_runtime
+from modelyard.models.runtimes import (
+    Runtime,
+    build_inputs,
+    open_graph_runtime,
+    open_serving_runtime,
+)
 from modelyard.models.serving_model import SERVING_PARITY_ATOL as PARITY_ATOL
 from modelyard.models.serving_model import check_parity
 from modelyard.models.signature import Signature
@@ -104,15 +113,21 @@ class BatchScorer:
         self.log_inputs = log_inputs
         self.value_checks: ValueChecks = settings.serving.value_checks
         with ModelRegistry(settings) as registry:
-            packaged = registry.load_package(package_id, trust=trust)
-            manifest: Manifest = packaged.manifest
+            manifest: Manifest = registry.package_manifest(package_id)
             if manifest.signature is None:
                 raise InvalidInputError(
                     f"{name} v{version} has no input signature, so rows cannot be checked; "
                     "log it with a training frame (or signature=) to score it in batch",
                     loc="signature",
                 )
-            self.runtime = open_serving_runtime(packaged, registry.artifacts, choice=runtime)
+            graph = None
+            if trust or not manifest.needs_trust:  # else load_package words the refusal
+                graph = open_graph_runtime(manifest, registry.artifacts, choice=runtime)
+            if graph is not None:
+                self.runtime: Runtime = graph
+            else:
+                packaged = registry.load_package(package_id, trust=trust)
+                self.runtime = open_serving_runtime(packaged, registry.artifacts, choice=runtime)
             _verify(self.runtime, registry, manifest, f"{name} v{version}")
         self.manifest = manifest
         self.signature: Signature = manifest.signature

@@ -465,6 +465,29 @@ class OnnxRuntime:
         return _as_scores(out, inputs.rows, classification=self.classification)
 
 
+def open_graph_runtime(
+    manifest: Any, artifacts: Any, *, choice: ServingRuntime = "auto"
+) -> Runtime | None:
+    """The serving runtime, when the manifest names a recorded graph (ONNX), else None.
+
+    Only the graph file is read (the store checks it against the manifest's hash): the
+    native model is neither read nor deserialized, so a process that scores with the
+    graph never imports the model's library (for scikit-learn and skops, seconds of
+    start-up). ``manifest`` is a verified ``Manifest``.
+    """
+    signature = manifest.signature
+    name = manifest.serving_runtime
+    if choice == "native" or name == "native" or signature is None:
+        return None
+    result = {r.name: r for r in manifest.runtimes}.get(name)
+    if result is None or not result.file:
+        return None
+    entry = manifest.file(result.file)
+    graph = artifacts.get_bytes(entry.sha256, name=entry.path)
+    classification = manifest.task == "classification"
+    return OnnxRuntime(graph, signature.names, classification=classification, name=name)
+
+
 def open_serving_runtime(
     packaged: Any, artifacts: Any, *, choice: ServingRuntime = "auto"
 ) -> Runtime:
@@ -481,12 +504,9 @@ def open_serving_runtime(
     if choice == "native" or name == "native" or signature is None:
         return NativeRuntime(packaged.native, signature, packaged.flavor.scores)
     classification = manifest.task == "classification"
-    recorded = {r.name: r for r in manifest.runtimes}
-    result = recorded.get(name)
-    if result is not None and result.file:
-        entry = manifest.file(result.file)
-        graph = artifacts.get_bytes(entry.sha256, name=entry.path)
-        return OnnxRuntime(graph, signature.names, classification=classification, name=name)
+    graph_runtime = open_graph_runtime(manifest, artifacts, choice=choice)
+    if graph_runtime is not None:
+        return graph_runtime
     for fast in native_fast_paths(
         packaged.native, signature, flavor=manifest.flavor, classification=classification
     ):

@@ -255,6 +255,12 @@ class ModelRegistry:
             raise NotFoundError(f"No package with id {package_id!r}")
         return load_package(self.artifacts, package_id, self._options(trust))
 
+    def package_manifest(self, package_id: str) -> Manifest:
+        """The verified manifest of a package this registry holds, without loading it."""
+        if not self._store.package_exists(package_id):
+            raise NotFoundError(f"No package with id {package_id!r}")
+        return read_manifest(self.artifacts, package_id)
+
     def list_models(self) -> list[RegisteredModel]:
         return self._store.list_models()
 
