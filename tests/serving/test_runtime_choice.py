@@ -280,3 +280,47 @@ def test_generated_rows_native_and_auto_each_equal_their_oracle(
             response = client.post(f"/v1/models/{NAME}:predict", json={"instances": rows})
         assert response.status_code == 200, response.text
         np.testing.assert_array_equal(_proba(response.json()), oracle)
+
+
+_LOAD_IN_FRESH_PROCESS = """
+import json, sys
+import pandas as pd
+from modelyard.config import load_settings
+from modelyard.registry import ModelRegistry
+from modelyard.serving.loaded import load_version
+from modelyard.models.runtimes import build_inputs
+with ModelRegistry(load_settings(sys.argv[1], environ={})) as registry:
+    loaded = load_version(registry, sys.argv[2], 1, runtime=sys.argv[3])
+frame = pd.read_json(sys.argv[4], orient="records")
+scores = loaded.scores(build_inputs(loaded.signature, frame))
+print(json.dumps({
+    "runtime": loaded.runtime.name,
+    "native_loaded": [m for m in ("skops.io", "sklearn.ensemble") if m in sys.modules],
+    "proba_1": scores[:, 1].tolist(),
+}))
+"""
+
+
+@pytest.mark.parametrize("runtime", ["auto", "native"])
+def test_a_graph_runtime_loads_without_the_native_model(
+    optimized: Optimized, tmp_path: Path, runtime: str
+) -> None:
+    """A server worker serving the ONNX graph never deserializes the native model (nor
+    imports scikit-learn and skops: seconds of every worker's start-up); the graph's scores
+    are the package's own graph's, and ``native`` still loads and answers with the model."""
+    rows = tmp_path / "rows.json"
+    optimized.held.to_json(rows, orient="records")
+    done = subprocess.run(
+        [sys.executable, "-c", _LOAD_IN_FRESH_PROCESS, str(optimized.root), NAME, runtime,
+         str(rows)],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    answer = msgspec.json.decode(done.stdout.strip().splitlines()[-1])
+    if runtime == "auto":
+        assert answer["runtime"] == optimized.serving_runtime
+        assert answer["native_loaded"] == []
+        np.testing.assert_array_equal(answer["proba_1"], optimized.graph(optimized.held))
+    else:
+        assert answer["runtime"] == "native" and "skops.io" in answer["native_loaded"]
+        np.testing.assert_array_equal(answer["proba_1"], optimized.native(optimized.held))

@@ -1,7 +1,7 @@
 """One model version loaded for batch scoring, and a batch scored into one Arrow table.
 
 :class:`BatchScorer` opens the serving runtime the package names (the one ``models
-optimize`` chose, via :func:`modelyard.models.runtimes.open_serving_runtime`, as the
+optimize`` chose, via :meth:`modelyard.registry.ModelRegistry.open_runtime`, as the
 server does) and checks it against the native model's scores on the package's held-out
 rows (recorded when the package was written) before scoring anything. When that runtime
 is a graph (ONNX), only the manifest, the graph and the held-out rows are read, each
@@ -34,12 +34,7 @@ from modelyard.errors import InvalidInputError, ModelError
 from modelyard.models.manifest import Manifest
 from modelyard.models.outputs import outputs_from_scores
 from modelyard.models.package import read_holdout
-from modelyard.models.runtimes import (
-    Runtime,
-    build_inputs,
-    open_graph_runtime,
-    open_serving_runtime,
-)
+from modelyard.models.runtimes import Runtime, build_inputs
 from modelyard.models.serving_model import SERVING_PARITY_ATOL as PARITY_ATOL
 from modelyard.models.serving_model import check_parity
 from modelyard.models.signature import Signature
@@ -113,21 +108,13 @@ class BatchScorer:
         self.log_inputs = log_inputs
         self.value_checks: ValueChecks = settings.serving.value_checks
         with ModelRegistry(settings) as registry:
-            manifest: Manifest = registry.package_manifest(package_id)
+            manifest, self.runtime = registry.open_runtime(package_id, trust=trust, choice=runtime)
             if manifest.signature is None:
                 raise InvalidInputError(
                     f"{name} v{version} has no input signature, so rows cannot be checked; "
                     "log it with a training frame (or signature=) to score it in batch",
                     loc="signature",
                 )
-            graph = None
-            if trust or not manifest.needs_trust:  # else load_package words the refusal
-                graph = open_graph_runtime(manifest, registry.artifacts, choice=runtime)
-            if graph is not None:
-                self.runtime: Runtime = graph
-            else:
-                packaged = registry.load_package(package_id, trust=trust)
-                self.runtime = open_serving_runtime(packaged, registry.artifacts, choice=runtime)
             _verify(self.runtime, registry, manifest, f"{name} v{version}")
         self.manifest = manifest
         self.signature: Signature = manifest.signature

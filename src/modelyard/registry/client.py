@@ -27,11 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from modelyard.config import Settings
+from modelyard.config import ServingRuntime, Settings
 from modelyard.errors import NotFoundError
 from modelyard.models.flavors import LoadOptions
 from modelyard.models.manifest import DatasetRef, Lineage, Manifest
 from modelyard.models.package import PackagedModel, load_package, read_manifest, save_package
+from modelyard.models.runtimes import Runtime, open_graph_runtime, open_serving_runtime
 from modelyard.models.serving_model import ServingModel, open_serving_model
 from modelyard.models.signature import Signature
 from modelyard.registry.entities import AuditEntry, ModelVersion, RegisteredModel
@@ -260,6 +261,27 @@ class ModelRegistry:
         if not self._store.package_exists(package_id):
             raise NotFoundError(f"No package with id {package_id!r}")
         return read_manifest(self.artifacts, package_id)
+
+    def open_runtime(
+        self, package_id: str, *, trust: bool = False, choice: ServingRuntime = "auto"
+    ) -> tuple[Manifest, Runtime]:
+        """A package's verified manifest and the runtime it is served with.
+
+        When that runtime is a graph (ONNX), only the manifest and the graph are read,
+        each checked against its hash, and the native model is not deserialized: a
+        process that scores with the graph never imports the model's library (seconds
+        of start-up for scikit-learn with skops, paid by every server worker and every
+        batch actor). Otherwise the whole package is loaded, every file checked, as by
+        :meth:`load_package`. The caller still checks the runtime against the held-out
+        rows' native scores before it answers with it.
+        """
+        manifest = self.package_manifest(package_id)
+        if trust or not manifest.needs_trust:  # else load_package words the refusal
+            graph = open_graph_runtime(manifest, self.artifacts, choice=choice)
+            if graph is not None:
+                return manifest, graph
+        packaged = self.load_package(package_id, trust=trust)
+        return packaged.manifest, open_serving_runtime(packaged, self.artifacts, choice=choice)
 
     def list_models(self) -> list[RegisteredModel]:
         return self._store.list_models()

@@ -1,10 +1,11 @@
 """A model version loaded for serving: verified package, serving runtime, warmed up.
 
-Loading reads the package through the registry (every file checked against its hash),
-opens the runtime the package names (onnxruntime with one intra-op thread, a native fast
-path, or the native model) and warms it on the package's held-out rows. Warm-up is also
-a last parity check: the runtime must reproduce the scores the native model gave on
-those rows when the package was written, or the version is not served.
+Loading opens the runtime the package names through the registry (onnxruntime with one
+intra-op thread, from the graph alone; a native fast path, or the native model, from the
+whole package), every file it reads checked against its hash, and warms it on the
+package's held-out rows. Warm-up is also a last parity check: the runtime must reproduce
+the scores the native model gave on those rows when the package was written, or the
+version is not served.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from modelyard.config import ServingRuntime
 from modelyard.errors import InvalidInputError, ModelError
 from modelyard.models.manifest import Manifest, OutputSpec
 from modelyard.models.package import read_holdout
-from modelyard.models.runtimes import Inputs, Runtime, build_inputs, open_serving_runtime
+from modelyard.models.runtimes import Inputs, Runtime, build_inputs
 from modelyard.models.serving_model import check_parity
 from modelyard.models.signature import Signature
 from modelyard.registry.client import ModelRegistry
@@ -98,15 +99,14 @@ def load_version(
     runtime (the warm-up parity check still applies).
     """
     found = registry.get_version(f"{name}/{version}")
-    packaged = registry.load_package(found.package_id, trust=trust)
-    manifest: Manifest = packaged.manifest
+    manifest: Manifest
+    manifest, opened = registry.open_runtime(found.package_id, trust=trust, choice=runtime)
     if manifest.signature is None:
         raise InvalidInputError(
             f"{name} v{version} has no input signature, so requests cannot be checked; "
             "log it with a training frame (or signature=) to serve it",
             loc="signature",
         )
-    opened = open_serving_runtime(packaged, registry.artifacts, choice=runtime)
     where = f"{name} v{version}"
     expected: np.ndarray | None = None
     data: Any = None
