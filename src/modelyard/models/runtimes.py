@@ -101,6 +101,11 @@ class Inputs:
         return pd.DataFrame(data, columns=list(self.names))
 
 
+#: the types of a text column's values that need no conversion (exactly these: a str
+#: subclass is converted to str)
+_TEXT_OR_NONE = frozenset({str, type(None)})
+
+
 def _missing(value: Any) -> bool:
     if value is None:
         return True
@@ -132,6 +137,12 @@ def _column(spec: ColumnSpec, values: Any) -> np.ndarray:
             return values.astype(np.float64, copy=False)
         return values.astype(np.int64 if spec.dtype == "int" else bool, copy=False)
     if spec.dtype in ("string", "category"):
+        if (
+            isinstance(values, np.ndarray)
+            and values.dtype == object
+            and set(map(type, values)) <= _TEXT_OR_NONE
+        ):  # already what the loop below makes (a batch's checked text): no loop in Python
+            return values.copy()
         return np.array([None if _missing(v) else str(v) for v in values], dtype=object)
     if spec.dtype == "datetime":
         return np.asarray(values, dtype="datetime64[ns]")
