@@ -103,3 +103,21 @@ def test_pipelines_models_fitted_without_names_and_other_orders_get_the_frame() 
         NativeRuntime(pipeline, SIGNATURE, FLAVOR.scores).scores(inputs),
         pipeline.predict_proba(no_nan.head(5)),
     )
+
+
+def test_the_matrix_path_leaves_the_callers_model_and_warnings_alone() -> None:
+    """No process-wide warning filter and no change to the caller's model: the runtime
+    calls a shallow copy without fitted names (the trees are the same objects)."""
+    model = MODELS["hgb"]
+    runtime = NativeRuntime(model, SIGNATURE, FLAVOR.scores)
+    assert runtime._matrix
+    assert list(model.feature_names_in_) == SIGNATURE.names
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runtime.scores(
+            build_inputs(SIGNATURE, pd.DataFrame([(1, 0.5, True)], columns=SIGNATURE.names))
+        )
+        assert not [w for w in caught if "feature names" in str(w.message)]
+        model.predict_proba(np.array([[1.0, 0.5, 1.0]]))  # the caller's own unnamed call
+    assert [w for w in caught if "does not have valid feature names" in str(w.message)]
+    assert runtime._method.__self__._predictors is model._predictors

@@ -21,8 +21,8 @@ modelyard.errors.InvalidInputError: Expected a column 'plan' (string), got nothi
 
 from __future__ import annotations
 
+import copy
 import math
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -258,7 +258,6 @@ def _as_scores(values: Any, rows: int, *, classification: bool) -> np.ndarray:
 #: (tree models only: a linear model's BLAS sums may round differently on another
 #: memory layout, by an ulp)
 _MATRIX_MODULES = ("sklearn.ensemble.", "sklearn.tree.")
-_NAMES_WARNING = "X does not have valid feature names"
 
 
 def _takes_matrix(model: Any, signature: Signature) -> bool:
@@ -279,12 +278,13 @@ class NativeRuntime:
     A plain scikit-learn estimator fitted on the signature's numeric columns (a gradient
     boosting model or a random forest) gets the float64 matrix instead, which it would make
     of the frame first anyway: the same call KServe's scikit-learn server makes, without
-    the frame's cost (a few hundred microseconds a call). The warning scikit-learn gives
-    for a matrix without column names ("X does not have valid feature names") is silenced
-    for the whole process once such a runtime is built, not for these calls only: a
-    per-call ``warnings.catch_warnings`` is not thread-safe, and the server calls models
-    from several threads. The columns were checked against the signature, which holds the
-    names the model was fitted with.
+    the frame's cost (a few hundred microseconds a call). The matrix goes to a shallow copy
+    of the estimator without ``feature_names_in_`` (the fitted trees are shared, not
+    copied), so scikit-learn has no names to compare and no reason to warn ("X does not
+    have valid feature names"): no warning filter is installed (one would be process-wide,
+    a per-call ``warnings.catch_warnings`` is not thread-safe) and the caller's own model
+    is untouched. The columns were checked against the signature, which holds the names
+    the model was fitted with, in order.
     """
 
     def __init__(
@@ -301,10 +301,10 @@ class NativeRuntime:
         self._scores = scores
         self._matrix = _takes_matrix(model, signature)
         if self._matrix:
-            self._method = model.predict_proba if hasattr(model, "predict_proba") else model.predict
-            warnings.filterwarnings(
-                "ignore", message=_NAMES_WARNING, category=UserWarning, module=r"sklearn\."
-            )
+            unnamed = copy.copy(model)  # shares the fitted arrays
+            del unnamed.feature_names_in_  # present: _takes_matrix compared it
+            method = "predict_proba" if hasattr(model, "predict_proba") else "predict"
+            self._method = getattr(unnamed, method)
 
     def scores(self, inputs: Inputs) -> np.ndarray:
         if self._matrix and inputs.matrix is not None:
