@@ -17,15 +17,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, select
-
 from modelyard.errors import ArtifactIntegrityError, InvalidInputError, NotFoundError
 from modelyard.models.manifest import MANIFEST_NAME, FileEntry, Manifest
 from modelyard.models.package import read_manifest
 from modelyard.registry.entities import ModelVersion
+from modelyard.registry.store import SQLRegistryStore
 from modelyard.store.artifacts import ArtifactStore
 from modelyard.store.database import Database
-from modelyard.store.schema import model_packages, model_versions, registered_models, registry_audit
 
 __all__ = [
     "BUNDLE_FILE",
@@ -187,68 +185,30 @@ def restore_version(db: Database, bundle: Bundle, *, actor: str, now_ms: int | N
     A store that already holds ``NAME/VERSION`` must hold it with the bundle's package:
     any other package is refused (an image never serves something its registry calls by
     another name). The run is not recorded (the image's store has no runs; the manifest
-    keeps the lineage).
+    keeps the lineage). The write and its audit record are the registry store's.
     """
     now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
-    with db.write() as conn:
-        row = conn.execute(
-            select(model_versions.c.package_id).where(
-                model_versions.c.name == bundle.name, model_versions.c.version == bundle.version
-            )
-        ).first()
-        if row is not None:
-            if row[0] != bundle.package_id:
-                raise ArtifactIntegrityError(
-                    f"The metadata store's {bundle.ref} is package {row[0][:12]}, the image "
-                    f"holds {bundle.package_id[:12]}: refusing to serve either under that name"
-                )
-            return False
-        if (
-            conn.execute(
-                select(model_packages.c.id).where(model_packages.c.id == bundle.package_id)
-            ).first()
-            is None
-        ):
-            conn.execute(
-                insert(model_packages).values(
-                    id=bundle.package_id,
-                    flavor=bundle.flavor,
-                    model_class=bundle.model_class,
-                    run_id=None,
-                    created_at=now,
-                )
-            )
-        if (
-            conn.execute(
-                select(registered_models.c.name).where(registered_models.c.name == bundle.name)
-            ).first()
-            is None
-        ):
-            conn.execute(
-                insert(registered_models).values(
-                    name=bundle.name, tags="{}", created_at=now, updated_at=now
-                )
-            )
-        conn.execute(
-            insert(model_versions).values(
-                name=bundle.name,
-                version=bundle.version,
-                package_id=bundle.package_id,
-                run_id=None,
-                status="active",
-                description=bundle.description,
-                created_by=bundle.created_by,
-                created_at=bundle.created_at,
-            )
+    version = ModelVersion(
+        name=bundle.name,
+        version=bundle.version,
+        package_id=bundle.package_id,
+        run_id=None,
+        status="active",
+        description=bundle.description,
+        created_by=bundle.created_by,
+        created_at=bundle.created_at,
+    )
+    held = SQLRegistryStore(db).restore_version(
+        version,
+        flavor=bundle.flavor,
+        model_class=bundle.model_class,
+        actor=actor,
+        reason=f"restored from the image's package {bundle.package_id[:12]}",
+        now=now,
+    )
+    if held is not None and held != bundle.package_id:
+        raise ArtifactIntegrityError(
+            f"The metadata store's {bundle.ref} is package {held[:12]}, the image holds "
+            f"{bundle.package_id[:12]}: refusing to serve either under that name"
         )
-        conn.execute(
-            insert(registry_audit).values(
-                name=bundle.name,
-                action="register",
-                version_to=bundle.version,
-                actor=actor,
-                reason=f"restored from the image's package {bundle.package_id[:12]}",
-                at=now,
-            )
-        )
-    return True
+    return held is None

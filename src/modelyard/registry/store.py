@@ -180,6 +180,65 @@ class SQLRegistryStore:
             self._audit(conn, name, "register", actor=actor, now=now, version_to=version)
         return version
 
+    def restore_version(
+        self,
+        version: ModelVersion,
+        *,
+        flavor: str,
+        model_class: str,
+        actor: str,
+        reason: str,
+        now: int,
+    ) -> str | None:
+        """Record ``version`` under its own number (an image's store restoring the version
+        it was built from): None once recorded, or the package the number already names,
+        which is left as it is (a version never changes what it names)."""
+        with self.db.write() as conn:
+            self._lock_model(conn, version.name, now, create=True)
+            held = conn.execute(
+                select(model_versions.c.package_id).where(
+                    model_versions.c.name == version.name,
+                    model_versions.c.version == version.version,
+                )
+            ).first()
+            if held is not None:
+                return str(held[0])
+            exists = conn.execute(
+                select(model_packages.c.id).where(model_packages.c.id == version.package_id)
+            ).first()
+            if exists is None:
+                conn.execute(
+                    insert(model_packages).values(
+                        id=version.package_id,
+                        flavor=flavor,
+                        model_class=model_class,
+                        run_id=None,
+                        created_at=now,
+                    )
+                )
+            conn.execute(
+                insert(model_versions).values(
+                    name=version.name,
+                    version=version.version,
+                    package_id=version.package_id,
+                    run_id=None,
+                    status=ACTIVE,
+                    description=version.description,
+                    created_by=version.created_by,
+                    created_at=version.created_at,
+                )
+            )
+            self._audit(
+                conn,
+                version.name,
+                "register",
+                actor=actor,
+                now=now,
+                version_to=version.version,
+                reason=reason,
+            )
+        return None
+
     def _version_row(self, conn: Connection, name: str, version: int) -> Any:
         row = conn.execute(
             select(model_versions).where(
