@@ -47,21 +47,33 @@ class SQLRegistryStore:
     ) -> None:
         try:
             with self.db.write() as conn:
-                exists = conn.execute(
-                    select(model_packages.c.id).where(model_packages.c.id == package_id)
-                ).first()
-                if exists is None:
-                    conn.execute(
-                        insert(model_packages).values(
-                            id=package_id,
-                            flavor=flavor,
-                            model_class=model_class,
-                            run_id=run_id,
-                            created_at=now,
-                        )
-                    )
+                self._add_package(conn, package_id, flavor, model_class, run_id, now)
         except sa_exc.IntegrityError:
             pass  # recorded concurrently: the same content has the same id
+
+    def _add_package(
+        self,
+        conn: Connection,
+        package_id: str,
+        flavor: str,
+        model_class: str,
+        run_id: str | None,
+        now: int,
+    ) -> None:
+        """Insert the package's row unless it is there (the same content, the same id)."""
+        exists = conn.execute(
+            select(model_packages.c.id).where(model_packages.c.id == package_id)
+        ).first()
+        if exists is None:
+            conn.execute(
+                insert(model_packages).values(
+                    id=package_id,
+                    flavor=flavor,
+                    model_class=model_class,
+                    run_id=run_id,
+                    created_at=now,
+                )
+            )
 
     def packages_of_run(self, run_id: str) -> list[str]:
         with self.db.read() as conn:
@@ -203,19 +215,7 @@ class SQLRegistryStore:
             ).first()
             if held is not None:
                 return str(held[0])
-            exists = conn.execute(
-                select(model_packages.c.id).where(model_packages.c.id == version.package_id)
-            ).first()
-            if exists is None:
-                conn.execute(
-                    insert(model_packages).values(
-                        id=version.package_id,
-                        flavor=flavor,
-                        model_class=model_class,
-                        run_id=None,
-                        created_at=now,
-                    )
-                )
+            self._add_package(conn, version.package_id, flavor, model_class, None, now)
             conn.execute(
                 insert(model_versions).values(
                     name=version.name,
