@@ -255,13 +255,16 @@ def load_package(
     options: LoadOptions,
     *,
     folder: Path | None = None,
+    manifest: Manifest | None = None,
 ) -> PackagedModel:
     """Load a package, verifying the manifest and every file it lists.
 
     With ``folder``, the verified files are also left there (for runtimes that load by
     path); otherwise they live in a temporary folder only while the model loads.
+    ``manifest``: the package's manifest as :func:`read_manifest` gave it, not read again.
     """
-    manifest = read_manifest(artifacts, package_id)
+    if manifest is None:
+        manifest = read_manifest(artifacts, package_id)
     flavor = get_flavor(manifest.flavor)
     if manifest.needs_trust and not options.trust_code:
         raise InvalidInputError(

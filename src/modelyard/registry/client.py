@@ -280,8 +280,9 @@ class ModelRegistry:
             graph = open_graph_runtime(manifest, self.artifacts, choice=choice)
             if graph is not None:
                 return manifest, graph
-        packaged = self.load_package(package_id, trust=trust)
-        return packaged.manifest, open_serving_runtime(packaged, self.artifacts, choice=choice)
+        options = self._options(trust)
+        packaged = load_package(self.artifacts, package_id, options, manifest=manifest)
+        return manifest, open_serving_runtime(packaged, self.artifacts, choice=choice)
 
     def list_models(self) -> list[RegisteredModel]:
         return self._store.list_models()
