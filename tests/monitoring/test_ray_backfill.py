@@ -154,6 +154,41 @@ def test_clipped_ranges_and_single_kinds_equal_local(
 
 
 @pytest.mark.ray
+def test_batch_scored_rows_alone_are_windows_on_both_engines(
+    copies: Callable[[], tuple[Settings, Settings]],
+) -> None:
+    """A range holding only rows that batch scoring logged: the Ray engine's span used to
+    look at served rows only, found none, and stored nothing where the local engine
+    computed windows (a plausible wrong answer: "no traffic")."""
+    local, ray = copies()
+    later = DAY0 + 20 * DAY
+    for settings in (local, ray):
+        with PredictionLog(settings.prediction_log_dir) as log:
+            for i in range(30):
+                log.append_blocking(
+                    PredictionRecord(
+                        request_id=f"batch-{i}",
+                        time_us=utc_us(later + i * timedelta(hours=1)),
+                        model=NAME,
+                        version=1,
+                        rows=1,
+                        inputs={"amount": [0.1 * i], "age": [30 + i], "plan": ["pro"]},
+                        outputs={"label": [i % 2], "proba_0": [0.4], "proba_1": [0.6]},
+                        latency_us=0,
+                        route="batch",
+                    )
+                )
+    with Monitor(local) as monitor:
+        model = monitor.model(NAME)
+        expected = monitor.drift(model, window="1d", since=later)
+    with Monitor(ray, engine="ray") as monitor:
+        got = monitor.drift(monitor.model(NAME), window="1d", since=later)
+    assert [w.rows for w in expected] == [24, 6]
+    assert got == expected
+    assert stored(ray) == stored(local)
+
+
+@pytest.mark.ray
 def test_an_empty_range_stores_nothing_and_bad_input_is_named(
     copies: Callable[[], tuple[Settings, Settings]],
 ) -> None:

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from modelyard.serving.server import SCRATCH_PREFIX
 from modelyard.store.predlog import read_predictions
 
 from .conftest import NAME, Project, free_port, records
@@ -90,10 +92,15 @@ def test_sigkill_mid_load_keeps_every_acknowledged_prediction(
         missing = set(acked) - logged
         assert not missing, f"{len(missing)} of {len(acked)} acknowledged predictions lost"
         assert logged <= set(sent)
+        killed = process.pid
+        left = list(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{killed}-*"))
+        assert left, "the killed server's temp folder was expected to be left behind"
 
-        # a restart over the same log serves again and appends after the torn segment
+        # a restart over the same log serves again and appends after the torn segment,
+        # and removes what the killed server left in the temp folder
         process = _start(root, port, out)
         _wait_ready(process, url, out)
+        assert not any(path.exists() for path in left)
         answer = httpx.post(
             f"{url}/v1/models/{NAME}:predict", json=body, headers={"X-Request-ID": "after"}
         )

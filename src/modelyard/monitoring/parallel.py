@@ -30,7 +30,7 @@ from modelyard.config import Settings
 from modelyard.engine import check_shared_state, cluster_hosts, connect_ray, import_ray
 from modelyard.engine import task_options as _task_options
 from modelyard.errors import ModelyardError
-from modelyard.monitoring.windows import ORIGIN, utc_us
+from modelyard.monitoring.windows import MONITORED_ROUTES, ORIGIN, log_filter, utc_us
 from modelyard.store import predlog
 
 __all__ = ["log_span", "run_ranges", "window_ranges", "workers"]
@@ -48,22 +48,18 @@ def log_span(
     *,
     since: datetime | None = None,
     until: datetime | None = None,
-    routes: Sequence[str] = ("primary", "canary"),
+    routes: Sequence[str] = MONITORED_ROUTES,
 ) -> tuple[int, int] | None:
-    """(first, last) logged time in µs of the version's rows in range; None when none."""
-    where = ["model = ?", "version = ?", f"route IN ({', '.join('?' * len(routes))})"]
-    params: list[object] = [model, version, *routes]
-    if since is not None:
-        where.append("time >= ?")
-        params.append(since)
-    if until is not None:
-        where.append("time < ?")
-        params.append(until)
+    """(first, last) logged time in µs of the version's rows in range; None when none.
+
+    The same rows as :func:`~modelyard.monitoring.windows.read_log` selects (one filter):
+    a span that missed some (batch-scored rows, say) would drop their windows.
+    """
+    where, params = log_filter(model, version, routes, since, until)
     con = predlog.connect(log_dir)
     try:
         row = con.execute(
-            "SELECT epoch_us(min(time)), epoch_us(max(time)) FROM predictions "
-            f"WHERE {' AND '.join(where)}",
+            f"SELECT epoch_us(min(time)), epoch_us(max(time)) FROM predictions WHERE {where}",
             params,
         ).fetchone()
     finally:

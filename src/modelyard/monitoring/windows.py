@@ -102,6 +102,44 @@ def utc_us(when: datetime) -> int:
     return int(when.timestamp() * 1_000_000)
 
 
+#: the routes whose rows monitoring reads by default: what a model answered (a shadow's
+#: rows are its own experiment) and what batch scoring logged
+MONITORED_ROUTES = ("primary", "canary", "batch")
+
+
+def log_filter(
+    model: str,
+    version: int,
+    routes: Sequence[str],
+    since: datetime | None,
+    until: datetime | None,
+    *,
+    alias: str = "",
+) -> tuple[str, list[object]]:
+    """The WHERE clause (and its parameters) of a version's logged rows in a time range.
+
+    One builder for every reader of the log, so a chunked read (on Ray) and a whole read
+    select the same rows.
+
+    >>> log_filter("churn", 2, ("primary",), None, None, alias="p")
+    ('p.model = ? AND p.version = ? AND p.route IN (?)', ['churn', 2, 'primary'])
+    """
+    prefix = f"{alias}." if alias else ""
+    where = [
+        f"{prefix}model = ?",
+        f"{prefix}version = ?",
+        f"{prefix}route IN ({', '.join('?' * len(routes))})",
+    ]
+    params: list[object] = [model, version, *routes]
+    if since is not None:
+        where.append(f"{prefix}time >= ?")
+        params.append(since)
+    if until is not None:
+        where.append(f"{prefix}time < ?")
+        params.append(until)
+    return " AND ".join(where), params
+
+
 def read_log(
     log_dir: str | Path,
     model: str,
@@ -113,7 +151,7 @@ def read_log(
     until: datetime | None = None,
     labels: bool = False,
     features: bool = False,
-    routes: Sequence[str] = ("primary", "canary", "batch"),
+    routes: Sequence[str] = MONITORED_ROUTES,
     columns: Sequence[str] = (),
     shipped: ShippedLog | None = None,
 ) -> pa.Table:
@@ -141,14 +179,7 @@ def read_log(
         if features:
             wanted += sorted(c for c in present if c.startswith("feature."))
         selected = ", ".join(f'p."{c}"' for c in wanted if c in present)
-        where = ["p.model = ?", "p.version = ?", f"p.route IN ({', '.join('?' * len(routes))})"]
-        params: list[object] = [model, version, *routes]
-        if since is not None:
-            where.append("p.time >= ?")
-            params.append(since)
-        if until is not None:
-            where.append("p.time < ?")
-            params.append(until)
+        where, params = log_filter(model, version, routes, since, until, alias="p")
         label = ""
         joins = ""
         if labels:
@@ -171,7 +202,7 @@ def read_log(
             )
         query = (
             f"SELECT p.time, p.request_id{', ' + selected if selected else ''}{label} "
-            f"FROM predictions p{joins} WHERE {' AND '.join(where)} "
+            f"FROM predictions p{joins} WHERE {where} "
             'ORDER BY p.time, p.request_id, p."row"'
         )
         return con.sql(query, params=params).to_arrow_table()

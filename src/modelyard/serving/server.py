@@ -28,6 +28,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -46,6 +47,7 @@ __all__ = [
     "pin_threads",
     "preflight",
     "serve",
+    "sweep_scratch",
     "worker_app",
 ]
 
@@ -54,6 +56,10 @@ logger = logging.getLogger("modelyard.serving")
 WORKER_HEALTHCHECK_S = 60
 #: uvicorn's exit code for "this worker failed before serving": it stops, not respawns
 _STARTUP_FAILURE = 3
+#: the temp folder of one ``serve`` process: ``modelyard-serve-<pid>-<random>``
+SCRATCH_PREFIX = "modelyard-serve-"
+#: an older version's start-up failures file (no pid in its name) is swept after this
+_LEGACY_AGE_S = 3600.0
 
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
@@ -123,6 +129,55 @@ def worker_app() -> Starlette:
         sys.exit(_STARTUP_FAILURE)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def sweep_scratch(root: Path | None = None) -> list[Path]:
+    """Remove what killed ``serve`` processes of this user left in the temp folder.
+
+    A server keeps its workers' start-up failures and (with several workers) their
+    Prometheus files in ``modelyard-serve-<pid>-*``; it removes the folder when it stops,
+    but a SIGKILL leaves it. Each start removes those whose process is gone (and the
+    single files older versions left). Returns what it removed.
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> root = Path(tempfile.mkdtemp())
+    >>> _ = (root / "modelyard-serve-999999999-x").mkdir()
+    >>> _ = (root / f"modelyard-serve-{os.getpid()}-y").mkdir()
+    >>> [p.name for p in sweep_scratch(root)]
+    ['modelyard-serve-999999999-x']
+    >>> shutil.rmtree(root)
+    """
+    folder = Path(tempfile.gettempdir()) if root is None else root
+    removed = []
+    for entry in folder.glob(f"{SCRATCH_PREFIX}*"):
+        pid = entry.name.removeprefix(SCRATCH_PREFIX).split("-", 1)[0]
+        try:
+            owned = entry.lstat().st_uid == os.getuid()
+        except FileNotFoundError:  # another server swept it first
+            continue
+        if not owned:
+            continue
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        if not pid.isdigit() and time.time() - entry.lstat().st_mtime < _LEGACY_AGE_S:
+            continue  # an older version's file: no pid in its name, kept while it may be used
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
 def _loop() -> str:
     try:
         import uvloop  # noqa: F401
@@ -154,8 +209,10 @@ def serve(
     if not checked:
         preflight(settings, targets)
     count = workers or os.cpu_count() or 1
-    handle, failures = tempfile.mkstemp(prefix="modelyard-serve-", suffix=".err")
-    os.close(handle)
+    sweep_scratch()
+    scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
+    failures = scratch / "failures"
+    failures.touch()
     spec: dict[str, object] = {
         "project": str(settings.project_dir),
         "targets": list(targets),
@@ -163,12 +220,11 @@ def serve(
     }
     if runtime is not None:
         spec["runtime"] = runtime
-    spec["failures"] = failures
+    spec["failures"] = str(failures)
     os.environ[SPEC_ENV] = json.dumps(spec)
-    metrics_dir = None
     if count > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        metrics_dir = tempfile.mkdtemp(prefix="modelyard-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        (scratch / "metrics").mkdir()
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(scratch / "metrics")
     exited: SystemExit | None = None
     try:
         uvicorn.run(
@@ -187,10 +243,8 @@ def serve(
     except SystemExit as exc:  # one worker (in this process) failed to start
         exited = exc
     finally:
-        if metrics_dir is not None:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
-        reasons = Path(failures).read_text().splitlines()
-        Path(failures).unlink(missing_ok=True)
+        reasons = failures.read_text().splitlines()
+        shutil.rmtree(scratch, ignore_errors=True)
     if reasons:
         raise ModelyardError(f"A server worker could not start: {reasons[0]}")
     if exited is not None and exited.code not in (None, 0):
