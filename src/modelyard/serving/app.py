@@ -39,7 +39,7 @@ from modelyard.config import Settings, TrafficSettings, load_settings
 from modelyard.errors import InvalidInputError, ModelError, ModelyardError, NotFoundError
 from modelyard.features.online import FeatureStatus
 from modelyard.models.runtimes import Inputs
-from modelyard.serving.batching import Overloaded
+from modelyard.serving.batching import LoopBatcher, Overloaded
 from modelyard.serving.codecs import (
     DecodedRequest,
     check_values,
@@ -192,6 +192,8 @@ class Server:
         self.state = state
         self.limits = state.settings.serving
         self._targets: dict[tuple[str, int], Target] = {}
+        #: prediction requests between arrival and answer (a lone one skips the batcher)
+        self._in_flight = 0
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -306,11 +308,16 @@ class Server:
     ) -> tuple[dict[str, np.ndarray], float, float]:
         """Outputs, seconds queued and seconds predicting."""
         start = time.perf_counter()
+        batcher = served.batcher
         try:
-            if served.batcher is not None:
-                outputs, queued = await served.batcher.submit_timed(inputs)
+            if isinstance(batcher, LoopBatcher) and self._in_flight == 1:
+                # alone: no other request is in this worker to share the call with
+                outputs = batcher.call_now(inputs)
+            elif batcher is not None:
+                outputs, queued = await batcher.submit_timed(inputs)
                 return outputs, queued, time.perf_counter() - start - queued
-            outputs = served.model.predict(inputs)
+            else:
+                outputs = served.model.predict(inputs)
         except ModelyardError:
             raise
         except Exception as exc:  # deliberate: any model failure is a 500, never a crash
@@ -426,6 +433,21 @@ class Server:
             logger.warning("request %s: could not log its error answer", ids[1], exc_info=True)
 
     async def _serve(
+        self,
+        request: Request,
+        protocol: Protocol,
+        name: str,
+        version: str | None,
+        decode: Callable[[bytes, Request, Served], DecodedRequest],
+        encode: Callable[[Served, str, DecodedRequest, dict[str, np.ndarray]], Response],
+    ) -> Response:
+        self._in_flight += 1
+        try:
+            return await self._answer(request, protocol, name, version, decode, encode)
+        finally:
+            self._in_flight -= 1
+
+    async def _answer(
         self,
         request: Request,
         protocol: Protocol,

@@ -303,7 +303,8 @@ class LoopBatcher:
     loop turn, schedules a flush for the next turn; every request the worker reads in the
     same turn (under load, the requests of every connection that became readable
     together) joins it, and the flush runs them as one call of up to ``max_batch_rows``
-    rows, in order. A lone request waits one loop turn, no thread hand-off. The model
+    rows, in order. A lone request waits one loop turn, no thread hand-off; the server
+    skips even that (:meth:`call_now`) when it is the only request in flight. The model
     runs on the loop's thread, so this is only for models that answer well under a
     millisecond (``batching.mode: auto`` measures that at warm-up); slower ones use
     :class:`Batcher`'s worker thread.
@@ -356,6 +357,25 @@ class LoopBatcher:
         outputs, _ = await self.submit_timed(inputs)
         return outputs
 
+    def call_now(self, inputs: Inputs) -> dict[str, np.ndarray]:
+        """The outputs of ``inputs`` alone, without waiting a loop turn: for a caller that
+        knows no other request could join them (the only one in flight, nothing queued).
+        Counted as a batch, as the loop turn would have; a failure is raised here.
+        """
+        if self._closed:
+            raise Overloaded("The model is being unloaded", retry_after_s=0.1)
+        began = time.perf_counter()
+        outputs = self._predict(inputs)
+        self._count(inputs.rows, time.perf_counter() - began)
+        return outputs
+
+    def _count(self, rows: int, elapsed: float) -> None:
+        self.stats.batches += 1
+        self.stats.rows += rows
+        self.stats.sizes.append(rows)
+        if self._on_batch is not None:
+            self._on_batch(rows, elapsed)
+
     async def submit_timed(self, inputs: Inputs) -> tuple[dict[str, np.ndarray], float]:
         """The outputs and the seconds the request waited (one loop turn at most)."""
         if self._closed:
@@ -399,12 +419,7 @@ class LoopBatcher:
                 return
             live[0][1].set_exception(exc)
             return
-        elapsed = time.perf_counter() - began
-        self.stats.batches += 1
-        self.stats.rows += merged.rows
-        self.stats.sizes.append(merged.rows)
-        if self._on_batch is not None:
-            self._on_batch(merged.rows, elapsed)
+        self._count(merged.rows, time.perf_counter() - began)
         if len(live) == 1:
             live[0][1].set_result(outputs)
             return

@@ -19,7 +19,13 @@ from typing import Any
 
 from modelyard.models.runtimes import Inputs
 from modelyard.models.signature import Signature
-from modelyard.serving.codecs.columns import Loc, allows_null, assemble, column_from_values
+from modelyard.serving.codecs.columns import (
+    Loc,
+    allows_null,
+    assemble,
+    column_from_values,
+    plain_numbers,
+)
 from modelyard.serving.codecs.problems import ProblemList, key, short_repr
 
 __all__ = [
@@ -48,6 +54,23 @@ def _convert(
     missing_loc: Callable[[str], str],
     found: ProblemList,
 ) -> Inputs | None:
+    if not found and len(sources) == len(signature.columns):
+        try:
+            plain = plain_numbers(signature, [sources[name][0] for name in signature.names])
+        except KeyError:  # a column is missing: the general path names it
+            plain = None
+        if plain is not None:
+            return plain
+    return _convert_each(signature, sources, missing_loc, found)
+
+
+def _convert_each(
+    signature: Signature,
+    sources: Mapping[str, tuple[Sequence[Any], Loc]],
+    missing_loc: Callable[[str], str],
+    found: ProblemList,
+) -> Inputs | None:
+    """``_convert`` one column at a time, each value checked (and every problem named)."""
     columns = []
     for spec in signature.columns:
         source = sources.get(spec.name)
@@ -97,11 +120,12 @@ def inputs_from_records(
             _unknown(signature, name, f"{loc}[{i}].{key(name)}", found)
     if found:
         return None
-    sources: dict[str, tuple[Sequence[Any], Loc]] = {}
-    for name in signature.names:
-        values = [r.get(name) for r in records]
-        if any(name in r for r in records):
-            sources[name] = (values, _field_loc(loc, name))
+    present: set[str] = set().union(*records)
+    sources: dict[str, tuple[Sequence[Any], Loc]] = {
+        name: ([r.get(name) for r in records], _field_loc(loc, name))
+        for name in signature.names
+        if name in present
+    }
     return _convert(signature, sources, lambda n: f"{loc}[*].{n}", found)
 
 

@@ -38,6 +38,7 @@ from modelyard.serving.codecs.columns import (
     assemble,
     column_from_array,
     column_from_values,
+    plain_numbers,
 )
 from modelyard.serving.codecs.jsonbody import decode_json
 from modelyard.serving.codecs.problems import ProblemList
@@ -190,12 +191,53 @@ def _column(
     return column_from_values(spec, source.values, allow_null=nullable, loc=source.loc, found=found)
 
 
+#: the datatype whose JSON values a column takes as they are (other compatible ones are
+#: range-checked on the general path)
+_PLAIN_DATATYPE = {"float": "FP64", "int": "INT64"}
+
+
+def _plain(signature: Signature, tensors: list[_Tensor]) -> Inputs | None:
+    """The common request in one pass: one JSON tensor per column, each ``FP64`` for a
+    float column or ``INT64`` for an int column, of shape ``[rows]`` (or ``[rows, 1]``)
+    holding plain numbers. ``None`` for anything else: the general path checks it."""
+    if len(tensors) != len(signature.columns):
+        return None
+    by_name = {tensor.name: tensor for tensor in tensors}
+    values = []
+    for spec in signature.columns:
+        tensor = by_name.get(spec.name)
+        if (
+            tensor is None
+            or tensor.datatype != _PLAIN_DATATYPE.get(spec.dtype)
+            or not isinstance(tensor.data, list)
+            or not (len(tensor.shape) == 1 or tensor.shape[1:] == [1])
+            or len(tensor.data) != tensor.shape[0]
+        ):
+            return None
+        values.append(tensor.data)
+    return plain_numbers(signature, values)
+
+
 def _per_column(
     signature: Signature,
     tensors: list[_Tensor],
     parts: list[memoryview | None],
     found: ProblemList,
 ) -> tuple[Inputs | None, int]:
+    if all(part is None for part in parts):
+        plain = _plain(signature, tensors)
+        if plain is not None:
+            return plain, plain.rows
+    return _per_column_each(signature, tensors, parts, found)
+
+
+def _per_column_each(
+    signature: Signature,
+    tensors: list[_Tensor],
+    parts: list[memoryview | None],
+    found: ProblemList,
+) -> tuple[Inputs | None, int]:
+    """``_per_column`` one tensor at a time, each value checked (and every problem named)."""
     index = {spec.name: spec for spec in signature.columns}
     columns: dict[str, np.ndarray] = {}
     first: tuple[str, int] | None = None
