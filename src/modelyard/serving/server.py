@@ -161,14 +161,14 @@ def sweep_scratch(root: Path | None = None) -> list[Path]:
     for entry in folder.glob(f"{SCRATCH_PREFIX}*"):
         pid = entry.name.removeprefix(SCRATCH_PREFIX).split("-", 1)[0]
         try:
-            owned = entry.lstat().st_uid == os.getuid()
+            info = entry.lstat()
         except FileNotFoundError:  # another server swept it first
             continue
-        if not owned:
+        if info.st_uid != os.getuid():
             continue
         if pid.isdigit() and _alive(int(pid)):
             continue
-        if not pid.isdigit() and time.time() - entry.lstat().st_mtime < _LEGACY_AGE_S:
+        if not pid.isdigit() and time.time() - info.st_mtime < _LEGACY_AGE_S:
             continue  # an older version's file: no pid in its name, kept while it may be used
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
