@@ -9,6 +9,7 @@ a process and across fresh processes; tampered blobs and manifests are refused.
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
@@ -48,6 +49,8 @@ from modelyard.store.artifacts import ArtifactStore
 
 ROOT = Path(__file__).resolve().parents[2]
 _STORE_DIR = tempfile.mkdtemp(prefix="mat-store-")
+# every test process that collects this module makes one; only the one running it tears down
+atexit.register(shutil.rmtree, _STORE_DIR, ignore_errors=True)
 STORE = ArtifactStore(_STORE_DIR)  # shared by generated examples (content-addressed)
 GENERATED = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
