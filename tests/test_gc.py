@@ -170,6 +170,26 @@ def test_a_live_writers_scratch_folder_is_never_removed(tmp_path: Path) -> None:
     assert report.items == [] and mine.exists()
 
 
+def test_a_killed_servers_scratch_folder_goes_a_live_ones_stays(tmp_path: Path) -> None:
+    """``modelyard serve`` keeps its temp files in ``modelyard-serve-<pid>-*``: one of a
+    process that is gone is collected like packaging's; this process's stays."""
+    store = ArtifactStore(str(tmp_path / "artifacts"))
+    scratch = tmp_path / "scratch"
+    dead = scratch / "modelyard-serve-999999999-abc"
+    live = scratch / f"modelyard-serve-{os.getpid()}-def"
+    for folder in (dead, live):
+        (folder / "metrics").mkdir(parents=True)
+        (folder / "failures").write_bytes(b"")
+        (folder / "metrics" / "counter_1.db").write_bytes(b"x" * 500)
+        _age_tree(folder, OLD)
+        _age(folder, OLD)
+    report = collect_garbage(store, set(), grace_s=0, scratch_dir=scratch)
+    assert [(i.kind, Path(i.path).name, i.bytes) for i in report.items] == [
+        ("scratch", dead.name, 500)
+    ]
+    assert not dead.exists() and live.exists()
+
+
 # -- log_model on a normal exception ----------------------------------------------------
 
 

@@ -39,7 +39,9 @@ from modelyard.errors import InvalidInputError, ModelyardError, StorageError
 from modelyard.registry.client import ModelRegistry
 from modelyard.serving.app import SPEC_ENV, app_from_env
 from modelyard.serving.state import primary_ref
+from modelyard.store.gc import scratch_prefix
 from modelyard.store.predlog.shipping import check_shipping
+from modelyard.store.processes import pid_alive
 
 __all__ = [
     "THREAD_VARIABLES",
@@ -129,23 +131,14 @@ def worker_app() -> Starlette:
         sys.exit(_STARTUP_FAILURE)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
 def sweep_scratch(root: Path | None = None) -> list[Path]:
     """Remove what killed ``serve`` processes of this user left in the temp folder.
 
     A server keeps its workers' start-up failures and (with several workers) their
     Prometheus files in ``modelyard-serve-<pid>-*``; it removes the folder when it stops,
     but a SIGKILL leaves it. Each start removes those whose process is gone (and the
-    single files older versions left). Returns what it removed.
+    single files older versions left) at once: nothing else uses them. ``modelyard gc``
+    removes them too, past its grace period. Returns what it removed.
 
     >>> import tempfile
     >>> from pathlib import Path
@@ -166,7 +159,7 @@ def sweep_scratch(root: Path | None = None) -> list[Path]:
             continue
         if info.st_uid != os.getuid():
             continue
-        if pid.isdigit() and _alive(int(pid)):
+        if pid.isdigit() and pid_alive(int(pid)):
             continue
         if not pid.isdigit() and time.time() - info.st_mtime < _LEGACY_AGE_S:
             continue  # an older version's file: no pid in its name, kept while it may be used
@@ -210,7 +203,7 @@ def serve(
         preflight(settings, targets)
     count = workers or os.cpu_count() or 1
     sweep_scratch()
-    scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
+    scratch = Path(tempfile.mkdtemp(prefix=scratch_prefix("serve")))
     failures = scratch / "failures"
     failures.touch()
     spec: dict[str, object] = {

@@ -3,8 +3,9 @@
 What goes, each only once it is older than the grace period (default 24 hours):
 
 * **temporary files** under the store's ``tmp/`` (a write killed before its rename) and
-  the scratch folders packaging and loading keep in the system's temporary folder
-  (``modelyard-package-<pid>-*``, ``modelyard-load-<pid>-*``) whose process is gone;
+  the scratch folders packaging, loading and serving keep in the system's temporary
+  folder (``modelyard-package-<pid>-*``, ``modelyard-load-<pid>-*``,
+  ``modelyard-serve-<pid>-*``) whose process is gone;
 * **unreferenced blobs**: objects whose sha256 is not in the set the caller passes (the
   registry layer computes it from every package, manifest file, run artifact and
   registry record; see ``modelyard.registry.gc``).
@@ -52,12 +53,12 @@ __all__ = [
 
 #: how old a file must be before it can go, in seconds
 DEFAULT_GRACE_S = 24 * 3600.0
-_SCRATCH = re.compile(r"^modelyard-(package|load)-(?:(\d+)-)?")
+_SCRATCH = re.compile(r"^modelyard-(package|load|serve)-(?:(\d+)-)?")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def scratch_prefix(kind: Literal["package", "load"]) -> str:
+def scratch_prefix(kind: Literal["package", "load", "serve"]) -> str:
     """The prefix of this process's scratch folders: the collector skips live processes."""
     return f"modelyard-{kind}-{os.getpid()}-"
 
@@ -133,7 +134,8 @@ def _tree_stats(path: Path) -> tuple[int, float]:
 
 
 def _scratch(report: GcReport, folder: Path, now: float) -> None:
-    """Scratch folders of packaging and loading whose process is gone, past the grace."""
+    """Scratch folders of packaging, loading and serving whose process is gone, past the
+    grace."""
     try:
         entries = list(os.scandir(folder))
     except FileNotFoundError:
