@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from modelyard.serving.server import SCRATCH_PREFIX
+from modelyard.store.gc import scratch_prefix
 from modelyard.store.predlog import read_predictions
 
 from .conftest import NAME, Project, free_port, records
@@ -93,7 +93,7 @@ def test_sigkill_mid_load_keeps_every_acknowledged_prediction(
         assert not missing, f"{len(missing)} of {len(acked)} acknowledged predictions lost"
         assert logged <= set(sent)
         killed = process.pid
-        left = list(Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}{killed}-*"))
+        left = list(Path(tempfile.gettempdir()).glob(f"{scratch_prefix('serve', killed)}*"))
         assert left, "the killed server's temp folder was expected to be left behind"
 
         # a restart over the same log serves again and appends after the torn segment,

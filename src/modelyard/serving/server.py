@@ -39,7 +39,7 @@ from modelyard.errors import InvalidInputError, ModelyardError, StorageError
 from modelyard.registry.client import ModelRegistry
 from modelyard.serving.app import SPEC_ENV, app_from_env
 from modelyard.serving.state import primary_ref
-from modelyard.store.gc import scratch_prefix
+from modelyard.store.gc import scratch_prefix, scratch_process
 from modelyard.store.predlog.shipping import check_shipping
 from modelyard.store.processes import pid_alive
 
@@ -58,8 +58,6 @@ logger = logging.getLogger("modelyard.serving")
 WORKER_HEALTHCHECK_S = 60
 #: uvicorn's exit code for "this worker failed before serving": it stops, not respawns
 _STARTUP_FAILURE = 3
-#: the temp folder of one ``serve`` process: ``modelyard-serve-<pid>-<random>``
-SCRATCH_PREFIX = "modelyard-serve-"
 #: an older version's start-up failures file (no pid in its name) is swept after this
 _LEGACY_AGE_S = 3600.0
 
@@ -151,17 +149,20 @@ def sweep_scratch(root: Path | None = None) -> list[Path]:
     """
     folder = Path(tempfile.gettempdir()) if root is None else root
     removed = []
-    for entry in folder.glob(f"{SCRATCH_PREFIX}*"):
-        pid = entry.name.removeprefix(SCRATCH_PREFIX).split("-", 1)[0]
+    for entry in folder.iterdir():
+        owner = scratch_process(entry.name)
+        if owner is None or owner[0] != "serve":
+            continue
+        pid = owner[1]
         try:
             info = entry.lstat()
         except FileNotFoundError:  # another server swept it first
             continue
         if info.st_uid != os.getuid():
             continue
-        if pid.isdigit() and pid_alive(int(pid)):
+        if pid is not None and pid_alive(pid):
             continue
-        if not pid.isdigit() and time.time() - info.st_mtime < _LEGACY_AGE_S:
+        if pid is None and time.time() - info.st_mtime < _LEGACY_AGE_S:
             continue  # an older version's file: no pid in its name, kept while it may be used
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)

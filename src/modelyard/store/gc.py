@@ -48,7 +48,9 @@ __all__ = [
     "GcReport",
     "collect_garbage",
     "parse_grace",
+    "ScratchKind",
     "scratch_prefix",
+    "scratch_process",
 ]
 
 #: how old a file must be before it can go, in seconds
@@ -58,9 +60,28 @@ _SHA = re.compile(r"^[0-9a-f]{64}$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def scratch_prefix(kind: Literal["package", "load", "serve"]) -> str:
-    """The prefix of this process's scratch folders: the collector skips live processes."""
-    return f"modelyard-{kind}-{os.getpid()}-"
+ScratchKind = Literal["package", "load", "serve"]
+
+
+def scratch_prefix(kind: ScratchKind, pid: int | None = None) -> str:
+    """The prefix of this process's (or ``pid``'s) scratch folders: the collector skips
+    live processes."""
+    return f"modelyard-{kind}-{os.getpid() if pid is None else pid}-"
+
+
+def scratch_process(name: str) -> tuple[str, int | None] | None:
+    """The kind and the process id a scratch folder's name holds (None: no id, as older
+    versions named them); None for a name that is not a scratch folder's.
+
+    >>> scratch_process("modelyard-serve-4242-x1"), scratch_process("modelyard-load-ab")
+    (('serve', 4242), ('load', None))
+    >>> scratch_process("tmp1234") is None
+    True
+    """
+    match = _SCRATCH.match(name)
+    if match is None:
+        return None
+    return match.group(1), None if match.group(2) is None else int(match.group(2))
 
 
 def parse_grace(text: str) -> float:
@@ -141,11 +162,11 @@ def _scratch(report: GcReport, folder: Path, now: float) -> None:
     except FileNotFoundError:
         return
     for entry in entries:
-        match = _SCRATCH.match(entry.name)
-        if match is None or not entry.is_dir(follow_symlinks=False):
+        owner = scratch_process(entry.name)
+        if owner is None or not entry.is_dir(follow_symlinks=False):
             continue
-        pid = match.group(2)
-        if pid is not None and pid_alive(int(pid)):
+        pid = owner[1]
+        if pid is not None and pid_alive(pid):
             report.kept_young += 1  # its process still runs: never touched
             continue
         path = Path(entry.path)
