@@ -19,6 +19,7 @@ several): the latest window's length unless another is asked for.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -71,11 +72,15 @@ def ratio(column: Mapping[str, Any]) -> float | None:
 
     >>> ratio({"effect": 0.3, "threshold": 0.1}), ratio({"effect": 0.3}), ratio({})
     (2.9999999999999996, None, None)
+    >>> ratio({"effect": 1e300, "threshold": 1e-100}) == sys.float_info.max
+    True
     """
     effect, threshold = _number(column.get("effect")), _number(column.get("threshold"))
     if effect is None or threshold is None or threshold <= 0:
         return None
-    return effect / threshold
+    # past float64 (a huge effect over a tiny threshold): the largest finite ratio, still
+    # "far past its threshold", and JSON a browser parses (it refuses Infinity)
+    return max(-sys.float_info.max, min(sys.float_info.max, effect / threshold))
 
 
 def monitoring_index(results: MonitorResults, models: Sequence[RegisteredModel]) -> dict[str, Any]:
